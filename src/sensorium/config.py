@@ -1,0 +1,153 @@
+"""Typed, frozen settings: defaults < TOML file < ``SENSORIUM_*`` environment < keyword arguments.
+
+Nested settings use a double underscore in the environment, e.g. ``SENSORIUM_WAL__FSYNC=interval``.
+Every setting and its default is listed in ``docs/configuration.md`` (a test keeps the two in step).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_DATA_DIR = Path("./sensorium-data")
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7400
+DEFAULT_CONFIG_FILE = Path("sensorium.toml")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class WALSettings(_Frozen):
+    fsync: Literal["always", "interval", "never"] = Field(
+        "always",
+        description="always: fsync before every acknowledgement (safe). interval: at most every "
+        "fsync_interval_ms (a crash may lose that window). never: leave it to the OS.",
+    )
+    fsync_interval_ms: int = Field(100, ge=1, description="Group-commit period for fsync=interval.")
+    segment_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Roll to a new segment file past this size.")
+
+
+class StoreSettings(_Frozen):
+    flush_rows: int = Field(500_000, ge=1, description="Flush a table's hot buffer to Delta Lake at this many rows.")
+    flush_interval_s: float = Field(5.0, gt=0, description="... or when its oldest unflushed row is this old.")
+    compact_min_files: int = Field(8, ge=2, description="Compact a day partition once it holds this many files.")
+    maintenance_interval_s: float = Field(60.0, gt=0, description="How often compaction and vacuum run.")
+    compression_level: int = Field(9, ge=1, le=22, description="zstd level for Parquet files.")
+
+
+class RuleSettings(_Frozen):
+    """A data-quality rule for one field (optionally only in one measurement)."""
+
+    measurement: str | None = Field(None, description="Apply only to this measurement (default: any).")
+    min: float | None = None
+    max: float | None = None
+    unit: str | None = Field(None, description="Canonical unit; values in other units are converted (pint).")
+    required_tags: tuple[str, ...] = ()
+    allowed_values: tuple[str | float | int | bool, ...] | None = None
+    action: Literal["reject", "flag"] = "reject"
+
+
+class QualitySettings(_Frozen):
+    future_tolerance_s: float = Field(300.0, ge=0, description="Reject points more than this far in the future.")
+    retention_days: float = Field(0.0, ge=0, description="Reject points older than this (0: keep forever).")
+    non_finite: Literal["reject", "flag"] = Field("reject", description="Action for NaN/inf float values.")
+    timestamp_action: Literal["reject", "flag"] = Field("reject", description="Action for future/too-old points.")
+    dedup: bool = Field(True, description="Keep one point per series and time; count the rest.")
+    use_default_rules: bool = Field(True, description="Include the built-in domain rules (temperature, humidity, ...).")
+    rules: dict[str, RuleSettings] = Field(default_factory=dict, description="Extra or overriding rules, keyed by field name.")
+
+
+class SimulatorSettings(_Frozen):
+    devices: int = Field(20, ge=1, description="Devices simulated by `sensorium up --simulate`.")
+    rate: float = Field(1.0, gt=0, description="Readings per second per device.")
+    seed: int = 42
+
+
+class Settings(BaseSettings):
+    """The effective configuration. Build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SENSORIUM_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+    )
+
+    data_dir: Path = Field(DEFAULT_DATA_DIR, description="Where the WAL, the lake and metadata live.")
+    host: str = Field(DEFAULT_HOST, description="HTTP listen address.")
+    port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="HTTP listen port.")
+    auth_token: SecretStr | None = Field(
+        None, description="If set, writes and queries need `Authorization: Token <auth_token>`."
+    )
+    default_bucket: str = Field("default", description="Bucket used when a request names none.")
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 past it).")
+    max_decompressed_bytes: int = Field(256 * 1024 * 1024, ge=1024, description="Largest gzip-inflated body.")
+    max_reported_errors: int = Field(100, ge=1, description="Cap on rejected lines listed in one response.")
+    query_timeout_s: float = Field(30.0, gt=0, description="Queries running longer are interrupted.")
+    query_max_rows: int = Field(1_000_000, ge=1, description="Largest result a query may return.")
+    wal: WALSettings = WALSettings()
+    store: StoreSettings = StoreSettings()
+    quality: QualitySettings = QualitySettings()
+    simulator: SimulatorSettings = SimulatorSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = os.environ.get("SENSORIUM_CONFIG") or (
+            str(DEFAULT_CONFIG_FILE) if DEFAULT_CONFIG_FILE.exists() else None
+        )
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        return tuple(sources)
+
+    def masked(self) -> dict[str, Any]:
+        """The configuration as plain data, secrets shown as ``**********``."""
+        data = self.model_dump(mode="json")
+        if self.auth_token is not None:
+            data["auth_token"] = "**********"
+        return data
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Settings from defaults, the TOML file (``--config``, ``SENSORIUM_CONFIG`` or ``./sensorium.toml``),
+    the environment, then ``overrides`` (highest). Raises :class:`ConfigError` with the reason."""
+    from pydantic import ValidationError
+
+    from sensorium.errors import ConfigError
+
+    if config_file is not None and not Path(config_file).exists():
+        raise ConfigError(f"config file not found: {config_file}")
+    old = os.environ.get("SENSORIUM_CONFIG")
+    try:
+        if config_file is not None:
+            os.environ["SENSORIUM_CONFIG"] = str(config_file)
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        errs = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid configuration: {errs}") from None
+    except Exception as exc:  # tomllib.TOMLDecodeError and friends
+        raise ConfigError(f"cannot read configuration: {exc}") from None
+    finally:
+        if config_file is not None:
+            if old is None:
+                os.environ.pop("SENSORIUM_CONFIG", None)
+            else:
+                os.environ["SENSORIUM_CONFIG"] = old

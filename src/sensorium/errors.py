@@ -1,0 +1,90 @@
+"""One root exception; subclasses carry an HTTP status and context.
+
+Views and commands just raise; the API and CLI translate at the edges
+(see ``sensorium.api.app`` and ``sensorium.cli.main``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SensoriumError(Exception):
+    """Root of every error Sensorium raises on purpose."""
+
+    status: int = 500
+    code: str = "internal"
+
+    def __init__(self, message: str, **context: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.context = context
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        out.update({k: v for k, v in self.context.items() if v is not None})
+        return out
+
+
+class ConfigError(SensoriumError):
+    status = 400
+    code = "invalid_config"
+
+
+class BadRequest(SensoriumError):
+    status = 400
+    code = "invalid"
+
+
+class ParseError(BadRequest):
+    """A whole payload could not be read (not JSON, bad encoding, ...)."""
+
+    code = "invalid_payload"
+
+
+class PartialWriteError(BadRequest):
+    """Some lines were rejected; the valid ones were stored (InfluxDB 3 semantics)."""
+
+    code = "partial_write"
+
+
+class TypeConflictError(BadRequest):
+    code = "field_type_conflict"
+
+
+class PayloadTooLarge(SensoriumError):
+    status = 413
+    code = "request_too_large"
+
+
+class UnsupportedMediaType(SensoriumError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class QueryError(BadRequest):
+    code = "query_error"
+
+
+class SandboxViolation(SensoriumError):
+    status = 403
+    code = "forbidden_sql"
+
+
+class NotFound(SensoriumError):
+    status = 404
+    code = "not_found"
+
+
+class Unauthorized(SensoriumError):
+    status = 401
+    code = "unauthorized"
+
+
+class DataDirLocked(SensoriumError):
+    status = 409
+    code = "data_dir_locked"
+
+
+class WALCorruption(SensoriumError):
+    code = "wal_corruption"
