@@ -190,13 +190,16 @@ def strip_internal(table: pa.Table) -> pa.Table:
 
 
 def for_storage(table: pa.Table) -> pa.Table:
-    """Tags as plain strings (the lake's form)."""
+    """The lake's form: tags as plain strings, ``time`` as int64 UTC nanoseconds (Delta Lake's
+    timestamp type holds only microseconds; line protocol needs nanoseconds)."""
     cols = []
     names = []
     for f in table.schema:
         col = table[f.name]
         if is_tag(f.type):
             col = col.cast(pa.string())
+        elif f.name == TIME and pa.types.is_timestamp(f.type):
+            col = col.cast(pa.int64())
         cols.append(col)
         names.append(f.name)
     return pa.Table.from_arrays(cols, names=names)

@@ -1,0 +1,49 @@
+"""Reading request bodies within limits (size, gzip) — 413 past the limit, never a 500."""
+
+from __future__ import annotations
+
+import zlib
+
+from starlette.requests import Request
+
+from sensorium.errors import ParseError, PayloadTooLarge, UnsupportedMediaType
+
+
+async def read_body(request: Request, max_bytes: int, max_inflated: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None:
+        try:
+            n = int(length)
+        except ValueError:
+            raise ParseError(f"invalid Content-Length header: {length!r}") from None
+        if n > max_bytes:
+            raise PayloadTooLarge(
+                f"request body of {n} bytes exceeds the limit of {max_bytes} bytes (max_body_bytes)",
+                limit=max_bytes,
+            )
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(
+                f"request body exceeds the limit of {max_bytes} bytes (max_body_bytes)", limit=max_bytes
+            )
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    enc = request.headers.get("content-encoding", "identity").lower().strip()
+    if enc in ("", "identity"):
+        return body
+    if enc not in ("gzip", "x-gzip", "deflate"):
+        raise UnsupportedMediaType(f"unsupported Content-Encoding '{enc}' (use gzip or identity)")
+    d = zlib.decompressobj(wbits=47 if enc != "deflate" else 15)
+    try:
+        out = d.decompress(body, max_inflated + 1)
+    except zlib.error as exc:
+        raise ParseError(f"body is not valid {enc} data: {exc}") from None
+    if len(out) > max_inflated:
+        raise PayloadTooLarge(
+            f"decompressed body exceeds the limit of {max_inflated} bytes (max_decompressed_bytes)",
+            limit=max_inflated,
+        )
+    return out

@@ -1,0 +1,1 @@
+"""The `sensorium` command line (typer + rich), thin over the library."""

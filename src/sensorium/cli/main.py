@@ -1,0 +1,427 @@
+"""`sensorium` — the command line. Thin: parse arguments, call the library, translate errors.
+
+Every :class:`SensoriumError` becomes a red one-line message and exit code 2 (1 for a command
+that ran but found problems); nothing prints a traceback to the user.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+
+from sensorium.config import Settings, load_settings
+from sensorium.errors import SensoriumError
+
+app = typer.Typer(
+    name="sensorium",
+    help="Sensorium — IoT telemetry: ingest, clean, store (Delta Lake) and query (SQL).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Show the configuration.", no_args_is_help=True)
+dl_app = typer.Typer(help="List and replay dead letters (rejected input, with reasons).", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(dl_app, name="dead-letters")
+
+console = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML configuration file.")]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", "-d", help="Data directory (default ./sensorium-data).")]
+UrlOpt = Annotated[str | None, typer.Option("--url", help="Talk to a running server instead of the data directory, e.g. http://127.0.0.1:7400")]
+BucketOpt = Annotated[str | None, typer.Option("--bucket", "-b", help="Bucket (default: `default`).")]
+
+
+def _settings(config: Path | None, **overrides: Any) -> Settings:
+    return load_settings(config, **overrides)
+
+
+def parse_duration(text: str) -> float:
+    """'90', '90s', '15m', '2h', '1d' → seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*", text)
+    if not m:
+        raise typer.BadParameter(f"invalid duration {text!r}: use e.g. 90s, 15m, 2h, 1d")
+    mult = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}[m.group(2)]
+    return float(m.group(1)) * mult
+
+
+def _http(url: str, method: str, path: str, **kw: Any) -> Any:
+    import httpx
+
+    try:
+        r = httpx.request(method, url.rstrip("/") + path, timeout=60, **kw)
+    except httpx.HTTPError as exc:
+        raise SensoriumError(f"cannot reach {url}: {exc}") from None
+    if r.status_code >= 400:
+        try:
+            msg = r.json().get("message", r.text)
+        except ValueError:
+            msg = r.text
+        raise SensoriumError(f"server answered {r.status_code}: {msg}")
+    return r
+
+
+# -- up ----------------------------------------------------------------------------------------
+@app.command()
+def up(
+    simulate: Annotated[bool, typer.Option("--simulate", help="Also run the device simulator against this server.")] = False,
+    data_dir: DataDirOpt = None,
+    host: Annotated[str | None, typer.Option(help="Listen address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (default 7400).")] = None,
+    config: ConfigOpt = None,
+    devices: Annotated[int | None, typer.Option(help="Simulated devices (with --simulate).")] = None,
+    rate: Annotated[float | None, typer.Option(help="Readings/s per simulated device.")] = None,
+    duration: Annotated[str | None, typer.Option(help="Stop after this long (e.g. 30s); default: run until Ctrl-C.")] = None,
+) -> None:
+    """Start the server (HTTP ingest, SQL, quality) on embedded defaults; Ctrl-C stops it cleanly."""
+    import uvicorn
+
+    from sensorium.api.app import create_app
+    from sensorium.platform import Sensorium
+
+    s = _settings(config, data_dir=data_dir, host=host, port=port)
+    platform = Sensorium(s)
+    url = f"http://{s.host}:{s.port}"
+    console.print(f"[bold green]Sensorium[/] listening on [link={url}]{url}[/] · data in {s.data_dir.resolve()}")
+    if platform.replayed:
+        console.print(f"replayed {platform.replayed} log records after an unclean stop")
+    server = uvicorn.Server(uvicorn.Config(create_app(platform), host=s.host, port=s.port, log_level="warning", access_log=False))
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def status_loop() -> None:
+        last = 0.0
+        while not stop.wait(2.0):
+            acc = platform.metrics.points_accepted.labels(s.default_bucket)._value.get()
+            rows = platform.hot.rows()
+            rate_now = (acc - last) / 2.0
+            last = acc
+            console.print(
+                f"[dim]{time.strftime('%H:%M:%S')}[/] points accepted: [bold]{int(acc)}[/] "
+                f"({rate_now:,.0f}/s) · hot rows: {rows} · dead letters: {platform.deadletters.count()}"
+            )
+
+    if simulate:
+        from sensorium.ingest.simulator import SimConfig, Simulator, post
+
+        sim = Simulator(
+            SimConfig(
+                devices=devices or s.simulator.devices,
+                rate=rate or s.simulator.rate,
+                duration_s=parse_duration(duration) if duration else 10 * 365 * 86400.0,
+                seed=s.simulator.seed,
+                start_ns=time.time_ns(),
+            )
+        )
+
+        def run_sim() -> None:
+            while not server.started and not stop.is_set():
+                time.sleep(0.05)
+            try:
+                post(sim, url, realtime=True, stop_event=stop, token=s.auth_token.get_secret_value() if s.auth_token else None)
+            except Exception as exc:  # reported, never silent
+                err.print(f"[red]simulator stopped:[/] {exc}")
+
+        threads.append(threading.Thread(target=run_sim, daemon=True, name="simulator"))
+        console.print(f"simulating {sim.config.devices} devices at {sim.config.rate}/s each")
+    threads.append(threading.Thread(target=status_loop, daemon=True, name="status"))
+    if duration:
+        def stopper() -> None:
+            if not stop.wait(parse_duration(duration)):
+                server.should_exit = True
+        threads.append(threading.Thread(target=stopper, daemon=True))
+    for t in threads:
+        t.start()
+    try:
+        server.run()
+    finally:
+        stop.set()
+        console.print("shutting down: flushing the hot buffer to the lake…")
+        platform.close()
+        console.print("[green]stopped cleanly[/]")
+
+
+# -- simulate ----------------------------------------------------------------------------------
+@app.command()
+def simulate(
+    devices: Annotated[int, typer.Option(help="Number of devices.")] = 20,
+    rate: Annotated[float, typer.Option(help="Readings per second per device.")] = 1.0,
+    duration: Annotated[str, typer.Option(help="Simulated time span, e.g. 10m, 1h, 1d.")] = "10m",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to a file (.lp, .jsonl, .csv, .parquet); labels go to <out>.labels.csv.")] = None,
+    url: Annotated[str | None, typer.Option("--url", help="POST to a running server instead.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed → same data).")] = 42,
+    faults: Annotated[bool, typer.Option("--faults/--no-faults", help="Inject faults (spikes, stuck, drift, dropouts, °F, duplicates, late...).")] = True,
+    realtime: Annotated[bool, typer.Option(help="With --url: send at wall-clock pace with current timestamps.")] = False,
+    start: Annotated[str | None, typer.Option(help="Start time (ISO 8601, UTC); default 2026-01-01.")] = None,
+) -> None:
+    """Generate realistic device data with injected faults and ground-truth labels."""
+    from sensorium.ingest.simulator import SimConfig, Simulator, post
+
+    if (out is None) == (url is None):
+        raise typer.BadParameter("give exactly one of --out FILE or --url URL")
+    start_ns = None
+    if start:
+        from datetime import UTC, datetime
+
+        dt = datetime.fromisoformat(start.replace("Z", "+00:00"))
+        start_ns = int((dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp() * 1e9)
+    if realtime:
+        start_ns = time.time_ns()
+    cfg = SimConfig(devices=devices, rate=rate, duration_s=parse_duration(duration), seed=seed, faults=faults, start_ns=start_ns)
+    sim = Simulator(cfg)
+    with Progress(TextColumn("[bold]simulate"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} s simulated"), TimeRemainingColumn(), console=err) as prog:
+        task = prog.add_task("sim", total=cfg.duration_s)
+
+        def progress(done: float, total: float) -> None:
+            prog.update(task, completed=done, total=total)
+
+        if out is not None:
+            summary = sim.write(out, progress=progress)
+        else:
+            assert url is not None
+            summary = post(sim, url, realtime=realtime, progress=progress)
+    console.print_json(json.dumps(_summary_dict(summary)))
+
+
+def _summary_dict(summary: Any) -> dict[str, Any]:
+    from dataclasses import asdict, is_dataclass
+
+    d = asdict(summary) if is_dataclass(summary) else dict(summary)
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+
+
+# -- load --------------------------------------------------------------------------------------
+@app.command()
+def load(
+    file: Annotated[Path, typer.Argument(help="File to load: .lp/.txt, .jsonl/.json, .csv, .parquet (optionally .gz).", exists=True, dir_okay=False)],
+    bucket: BucketOpt = None,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    precision: Annotated[str, typer.Option(help="Timestamp precision of line protocol: ns, us, ms, s.")] = "ns",
+    tags: Annotated[str | None, typer.Option(help="CSV/Parquet: comma-separated columns to treat as tags.")] = None,
+) -> None:
+    """Bulk-load a file into the data directory (in process), with a progress bar."""
+    from sensorium.ingest.files import read_file
+    from sensorium.platform import Sensorium
+
+    s = _settings(config, data_dir=data_dir)
+    size = file.stat().st_size
+    t0 = time.perf_counter()
+    with Sensorium(s, background=False) as platform, Progress(
+        TextColumn("[bold]load"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), console=err
+    ) as prog:
+        task = prog.add_task("load", total=size)
+        chunks = read_file(
+            file,
+            precision=precision,
+            tags=tags.split(",") if tags else None,
+            progress=lambda n: prog.update(task, completed=n),
+        )
+        res = platform.load(chunks, bucket=bucket, source=f"load:{file.name}")
+        prog.update(task, completed=size)
+    dt = time.perf_counter() - t0
+    console.print(
+        f"loaded [bold]{res.accepted_rows:,}[/] points ({res.accepted_values:,} values) in {dt:.1f}s "
+        f"= {res.accepted_values / dt:,.0f} values/s · rejected {res.rejected:,} · duplicates {res.duplicates:,}"
+    )
+    if res.rejects:
+        for r in res.rejects[:5]:
+            err.print(f"[yellow]line {r.line}[/]: {r.reason}")
+        err.print("see `sensorium dead-letters list` for all rejected lines")
+
+
+# -- query -------------------------------------------------------------------------------------
+@app.command()
+def query(
+    sql: Annotated[str, typer.Argument(help="A SELECT statement over this bucket's measurements.")],
+    bucket: BucketOpt = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table, json or csv.")] = "table",
+    url: UrlOpt = None,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Run SQL (DuckDB) over hot + lake data and print the result."""
+    import pyarrow as pa
+
+    if fmt not in ("table", "json", "csv"):
+        raise typer.BadParameter("--format must be table, json or csv")
+    if url:
+        r = _http(url, "GET", "/api/v1/query", params={"sql": sql, "bucket": bucket or "", "format": "arrow"})
+        table = pa.ipc.open_stream(r.content).read_all()
+    else:
+        from sensorium.platform import Sensorium
+
+        s = _settings(config, data_dir=data_dir)
+        with Sensorium(s, read_only=True, background=False) as platform:
+            table = platform.query(sql, bucket)
+    _print_table(table, fmt)
+
+
+def _print_table(table: Any, fmt: str) -> None:
+    from sensorium.api.app import table_to_json
+
+    data = table_to_json(table)
+    if fmt == "json":
+        sys.stdout.write(json.dumps([dict(zip(data["columns"], r, strict=True)) for r in data["rows"]], default=str) + "\n")
+    elif fmt == "csv":
+        import io
+
+        import pyarrow.csv as pacsv
+
+        buf = io.BytesIO()
+        pacsv.write_csv(table, buf)
+        sys.stdout.write(buf.getvalue().decode())
+    else:
+        t = Table(show_lines=False)
+        for c in data["columns"]:
+            t.add_column(c)
+        for row in data["rows"]:
+            t.add_row(*["" if v is None else str(v) for v in row])
+        console.print(t)
+        err.print(f"{len(data['rows'])} rows")
+
+
+# -- config ------------------------------------------------------------------------------------
+@config_app.command("show")
+def config_show(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Print the effective configuration (defaults < file < SENSORIUM_* env), secrets masked."""
+    s = _settings(config, data_dir=data_dir)
+    console.print_json(json.dumps(s.masked()))
+
+
+# -- dead letters ------------------------------------------------------------------------------
+@dl_app.command("list")
+def dl_list(
+    bucket: BucketOpt = None,
+    rule: Annotated[str | None, typer.Option(help="Only this rule (e.g. parse, range, unit).")] = None,
+    device_id: Annotated[str | None, typer.Option(help="Only this device.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+    url: UrlOpt = None,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """List rejected input with its reason, source and time."""
+    if url:
+        data = _http(url, "GET", "/api/v1/dead-letters", params={k: v for k, v in {"bucket": bucket, "rule": rule, "device_id": device_id, "limit": limit}.items() if v is not None}).json()
+        items, total = data["items"], data["total"]
+    else:
+        from sensorium.quality.deadletters import DeadLetterStore
+
+        s = _settings(config, data_dir=data_dir)
+        store = DeadLetterStore(Path(s.data_dir) / "deadletters.sqlite")
+        try:
+            items = store.list(bucket=bucket, rule=rule, device_id=device_id, limit=limit)
+            total = store.count(bucket=bucket, rule=rule, device_id=device_id)
+        finally:
+            store.close()
+    if fmt == "json":
+        sys.stdout.write(json.dumps({"total": total, "items": items}, default=str) + "\n")
+        return
+    t = Table(title=f"dead letters ({total} in all)")
+    for c in ("id", "bucket", "line", "rule", "reason", "raw"):
+        t.add_column(c, overflow="fold")
+    for it in items:
+        t.add_row(str(it["id"]), str(it["bucket"]), str(it["line"]), str(it["rule"]), str(it["reason"]), str(it["raw"])[:80])
+    console.print(t)
+
+
+@dl_app.command("replay")
+def dl_replay(
+    bucket: BucketOpt = None,
+    rule: Annotated[str | None, typer.Option(help="Only dead letters of this rule.")] = None,
+    device_id: Annotated[str | None, typer.Option(help="Only this device.")] = None,
+    url: UrlOpt = None,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Re-run dead letters through the current rules (e.g. after a rule change); store those that pass."""
+    if url:
+        out = _http(url, "POST", "/api/v1/dead-letters/replay", params={k: v for k, v in {"bucket": bucket, "rule": rule, "device_id": device_id}.items() if v is not None}).json()
+    else:
+        from sensorium.platform import Sensorium
+
+        s = _settings(config, data_dir=data_dir)
+        with Sensorium(s, background=False) as platform:
+            out = platform.replay_dead_letters(bucket=bucket, rule=rule, device_id=device_id)
+    console.print(f"replayed {out['replayed']} dead letters: {out['stored']} stored, {out['still_rejected']} still rejected")
+
+
+# -- quality -----------------------------------------------------------------------------------
+@app.command()
+def quality(
+    url: UrlOpt = None,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+    top: Annotated[int, typer.Option(help="How many top issues / devices to show.")] = 10,
+) -> None:
+    """Data-quality report: totals, valid rate, top issues, per-device rates."""
+    from sensorium.quality.report import quality_report, render_report
+
+    if url:
+        rep = _http(url, "GET", "/api/v1/quality", params={"top": top}).json()
+    else:
+        from sensorium.quality.deadletters import DeadLetterStore
+
+        s = _settings(config, data_dir=data_dir)
+        store = DeadLetterStore(Path(s.data_dir) / "deadletters.sqlite")
+        try:
+            rep = quality_report(store, top=top)
+        finally:
+            store.close()
+    if fmt == "json":
+        sys.stdout.write(json.dumps(rep, default=str) + "\n")
+        return
+    out = render_report(rep)
+    for r in out if isinstance(out, list) else [out]:
+        console.print(r)
+
+
+# -- storage -----------------------------------------------------------------------------------
+@app.command()
+def storage(
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    compact: Annotated[bool, typer.Option("--compact", help="Compact and vacuum first (needs the data dir to be free).")] = False,
+) -> None:
+    """Tables, files, values and bytes on disk per stored value."""
+    from sensorium.platform import Sensorium
+
+    s = _settings(config, data_dir=data_dir)
+    with Sensorium(s, read_only=not compact, background=False) as platform:
+        if compact:
+            platform.maintain(vacuum_hours=0, min_files=2)
+        st = platform.storage_stats()
+    t = Table(title="storage")
+    for c in ("bucket", "measurement", "files", "rows", "values", "bytes", "bytes/value"):
+        t.add_column(c)
+    for r in st["tables"]:
+        t.add_row(r["bucket"], r["measurement"], str(r["files"]), f"{r['rows']:,}", f"{r['values']:,}", f"{r['bytes']:,}", str(r["bytes_per_value"]))
+    console.print(t)
+    console.print(f"total {st['bytes']:,} bytes for {st['values']:,} values = {st['bytes_per_value']} B/value")
+
+
+def main() -> None:
+    try:
+        app()
+    except SensoriumError as exc:
+        err.print(f"[bold red]error:[/] {exc.message}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,560 @@
+"""The running platform: ingest → validate → log → hot buffer → lake, and queries over it all.
+
+:class:`Sensorium` ties the ports together. It is what the API, the CLI and the tests drive::
+
+    with Sensorium(load_settings(data_dir="data")) as s:
+        s.write(b"climate,device_id=d1 temperature=21.5")
+        s.query("SELECT * FROM climate")
+
+Write path (one request): parse (vectorised) → schema check (type conflicts) → validate (units,
+ranges, time, duplicates) → ONE WAL append of the valid batches plus a dead-letter/stats record →
+fsync → acknowledge. Records are applied to the hot buffer in log order while the append lock is
+held, so they are queryable at once. A background flusher moves hot data into Delta Lake; each
+commit carries its highest WAL offset, which is how replay after a crash skips what is stored.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sensorium.config import Settings, load_settings
+from sensorium.errors import DataDirLocked, PartialWriteError
+from sensorium.log.wal import KIND_DATA, KIND_DEAD_LETTERS, WAL, WALRecord, encode_payload
+from sensorium.obs.metrics import Metrics
+from sensorium.quality.deadletters import DeadLetter, DeadLetterStore
+from sensorium.quality.validate import Validator
+from sensorium.query.engine import QueryEngine
+from sensorium.query.latest import LastValueCache
+from sensorium.schema import (
+    LINE,
+    ParseResult,
+    Reject,
+    SchemaRegistry,
+    count_values,
+    strip_internal,
+    unify,
+)
+from sensorium.store.hot import HotBuffer
+from sensorium.store.lake import Lake, dedup_sorted
+
+Key = tuple[str, str]
+
+
+@dataclass
+class WriteResult:
+    """The outcome of one write: what was stored, what was rejected and why."""
+
+    lines: int = 0
+    accepted_rows: int = 0
+    accepted_values: int = 0
+    duplicates: int = 0
+    rejects: list[Reject] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+
+    @property
+    def rejected(self) -> int:
+        return len(self.rejects)
+
+    def summary(self, cap: int = 100) -> dict[str, Any]:
+        return {
+            "lines": self.lines,
+            "accepted": self.accepted_rows,
+            "accepted_values": self.accepted_values,
+            "rejected": self.rejected,
+            "duplicates": self.duplicates,
+            "errors": [r.to_dict() for r in sorted(self.rejects, key=lambda r: r.line)[:cap]],
+            "errors_truncated": max(0, self.rejected - cap),
+        }
+
+
+class Sensorium:
+    """One platform instance over one data directory."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        read_only: bool = False,
+        clock: Callable[[], int] = time.time_ns,
+        background: bool = True,
+    ) -> None:
+        self.settings = settings or load_settings()
+        self.read_only = read_only
+        self.clock = clock
+        self.metrics = Metrics()
+        self.dir = Path(self.settings.data_dir)
+        self._lock_fd: int | None = None
+        if not read_only:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._take_lock()
+        self.registry = SchemaRegistry(None if read_only else self.dir / "schema.json")
+        if read_only and (self.dir / "schema.json").exists():
+            self.registry = SchemaRegistry(self.dir / "schema.json")
+        self.lake = Lake(self.dir / "lake", self.settings.store)
+        self.hot = HotBuffer()
+        self.deadletters = DeadLetterStore(self.dir / "deadletters.sqlite")
+        self.validator = Validator(self.settings.quality, now=self.clock)
+        self.engine = QueryEngine(
+            self.lake,
+            self.hot,
+            self.measurements,
+            timeout_s=self.settings.query_timeout_s,
+            max_rows=self.settings.query_max_rows,
+        )
+        self.latest_cache = LastValueCache(self._seed_latest, self._tags_of)
+        self._schema_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.wal = WAL(
+            self.dir / "wal",
+            self.settings.wal,
+            on_fsync=self.metrics.wal_fsync.observe,
+            read_only=read_only,
+        )
+        self.replayed = self._replay()
+        if background and not read_only:
+            self._start_threads()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def _take_lock(self) -> None:
+        path = self.dir / "LOCK"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            holder = path.read_text().strip() or "another process"
+            raise DataDirLocked(
+                f"data directory {self.dir} is in use by {holder}; stop it, or query it through "
+                "its HTTP API (--url)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}".encode())
+        self._lock_fd = fd
+
+    def _replay(self) -> int:
+        """Re-apply log records not yet in the lake / dead-letter store. Returns records applied."""
+        for b, m in self.lake.tables():
+            self.hot.set_lake_version((b, m), self.lake.version(b, m))
+        applied: dict[Key, int] = {}
+        n = 0
+        for rec in self.wal.replay(0):
+            if rec.kind == KIND_DATA and rec.table is not None:
+                key = (rec.header["bucket"], rec.header["measurement"])
+                if key not in applied:
+                    applied[key] = self.lake.applied_offset(*key)
+                if not self.read_only:
+                    self.registry.register(key[0], key[1], rec.table)
+                elif not self.registry.columns(*key):
+                    self.registry.register(key[0], key[1], rec.table)
+                if rec.offset > applied[key]:
+                    self.hot.append(key, rec.offset, rec.table)
+                    self.latest_cache.update(key, rec.table)
+                    n += 1
+            elif rec.kind == KIND_DEAD_LETTERS and not self.read_only:
+                if self._apply_dead_letters(rec):
+                    n += 1
+        for b, m in self.lake.tables():
+            if not self.registry.columns(b, m):
+                sch = self.lake.schema(b, m)
+                if sch is not None:
+                    self._register_from_lake(b, m, sch)
+        return n
+
+    def _register_from_lake(self, bucket: str, measurement: str, schema: pa.Schema) -> None:
+        cols = {}
+        for f in schema:
+            if f.name in ("time", "day", "quality", "quality_flags"):
+                continue
+            cols[f.name] = pa.array([], pa.string()).dictionary_encode() if pa.types.is_string(f.type) else pa.array([], f.type)
+        self.registry.register(bucket, measurement, pa.table(cols) if cols else pa.table({}))
+
+    def _start_threads(self) -> None:
+        for name, target in (("flusher", self._flush_loop), ("maintenance", self._maintenance_loop)):
+            t = threading.Thread(target=target, name=f"sensorium-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def close(self) -> None:
+        """Graceful shutdown: stop background work, flush everything, close the log."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=30)
+        if not self.read_only:
+            self.flush(force=True)
+            self.wal.close()
+        self.deadletters.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> Sensorium:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- catalogue -----------------------------------------------------------------------------
+    def measurements(self, bucket: str) -> list[str]:
+        names = {m for b, m in self.registry.tables() if b == bucket}
+        names |= {m for b, m in self.lake.tables() if b == bucket}
+        return sorted(names)
+
+    def buckets(self) -> list[str]:
+        return sorted({b for b, _ in self.registry.tables()} | {b for b, _ in self.lake.tables()})
+
+    def _tags_of(self, key: Key) -> list[str]:
+        return [c for c, role in self.registry.columns(*key).items() if role == "tag"]
+
+    # -- writing -------------------------------------------------------------------------------
+    def write(
+        self,
+        body: bytes | str,
+        *,
+        fmt: str = "lp",
+        bucket: str | None = None,
+        precision: str = "ns",
+        source: str = "api",
+        accept_partial: bool = True,
+    ) -> WriteResult:
+        """Parse and store a body of line protocol (``fmt="lp"``) or JSON readings (``"json"``)."""
+        now = self.clock()
+        if fmt == "json":
+            from sensorium.ingest.jsonreadings import parse_readings
+
+            parsed = parse_readings(body, now_ns=now)
+        else:
+            from sensorium.ingest.lineprotocol import parse_lines
+
+            parsed = parse_lines(body, precision=precision, now_ns=now)
+        return self.write_parsed(parsed, bucket=bucket, source=source, accept_partial=accept_partial)
+
+    def write_parsed(
+        self,
+        parsed: ParseResult,
+        *,
+        bucket: str | None = None,
+        source: str = "api",
+        accept_partial: bool = True,
+    ) -> WriteResult:
+        t0 = time.perf_counter()
+        bucket = bucket or self.settings.default_bucket
+        res = WriteResult(lines=parsed.lines_total)
+        rejects = [
+            Reject(r.line, r.reason, r.raw or parsed.raw(r.line), r.measurement, r.rule)
+            for r in parsed.rejects
+        ]
+        reject_devices: list[str | None] = [None] * len(rejects)
+        valid: dict[str, pa.Table] = {}
+        rule_counts: dict[str, int] = {}
+        flagged = 0
+        for m, table in parsed.batches.items():
+            with self._schema_lock:
+                kept, bad, conflicts = self.registry.check(bucket, m, table)
+                if kept.num_rows:
+                    self.registry.register(bucket, m, kept)
+            if bad.any():
+                lines = table[LINE].to_numpy()[bad]
+                devs = _device_ids(table, bad)
+                for ln, dev in zip(lines.tolist(), devs, strict=True):
+                    reasons = [msg for _, msg in conflicts]
+                    rejects.append(Reject(ln, "; ".join(reasons), parsed.raw(ln), m, "type_conflict"))
+                    reject_devices.append(dev)
+                rule_counts["type_conflict"] = rule_counts.get("type_conflict", 0) + int(bad.sum())
+            if not kept.num_rows:
+                continue
+            vr = self.validator.validate(m, kept)
+            res.duplicates += vr.duplicates
+            for k, v in vr.counts.items():
+                rule_counts[k] = rule_counts.get(k, 0) + v
+            if vr.rejects:
+                devs = (
+                    vr.reject_tags["device_id"].to_pylist()
+                    if vr.reject_tags is not None and "device_id" in vr.reject_tags.column_names
+                    else [None] * len(vr.rejects)
+                )
+                for r, dev in zip(vr.rejects, devs, strict=True):
+                    rejects.append(Reject(r.line, r.reason, parsed.raw(r.line), m, r.rule))
+                    reject_devices.append(dev)
+            if vr.valid.num_rows:
+                flagged += int(pc.sum(pc.is_valid(vr.valid["quality_flags"])).as_py() or 0) if "quality_flags" in vr.valid.column_names else 0
+                valid[m] = strip_internal(vr.valid)
+        if rejects and not accept_partial:
+            raise PartialWriteError(
+                f"{len(rejects)} of {parsed.lines_total} lines rejected; nothing was stored "
+                "(accept_partial=false)",
+                rejected=len(rejects),
+                errors=[r.to_dict() for r in sorted(rejects, key=lambda r: r.line)[: self.settings.max_reported_errors]],
+            )
+        res.rejects = rejects
+        res.accepted_rows = sum(t.num_rows for t in valid.values())
+        res.accepted_values = sum(count_values(t) for t in valid.values())
+        if res.accepted_rows or rejects or res.duplicates:
+            self._append(bucket, source, valid, rejects, reject_devices, res, rule_counts, flagged)
+        self.metrics.write_seconds.observe(time.perf_counter() - t0)
+        return res
+
+    def _append(
+        self,
+        bucket: str,
+        source: str,
+        valid: dict[str, pa.Table],
+        rejects: list[Reject],
+        reject_devices: list[str | None],
+        res: WriteResult,
+        rule_counts: dict[str, int],
+        flagged: int,
+    ) -> None:
+        now = self.clock()
+        items = list(valid.items())
+        payloads = [
+            encode_payload(KIND_DATA, {"bucket": bucket, "measurement": m, "source": source}, t)
+            for m, t in items
+        ]
+        by_device: dict[str, int] = {}
+        for t in valid.values():
+            if "device_id" in t.column_names:
+                vc = pc.value_counts(t["device_id"].combine_chunks().dictionary_decode() if pa.types.is_dictionary(t["device_id"].type) else t["device_id"])
+                for d in vc.to_pylist():
+                    if d["values"] is not None:
+                        by_device[d["values"]] = by_device.get(d["values"], 0) + d["counts"]
+        dl_header = {
+            "bucket": bucket,
+            "source": source,
+            "received_ns": now,
+            "letters": [
+                {
+                    "measurement": r.measurement,
+                    "line": r.line,
+                    "raw": r.raw,
+                    "reason": r.reason,
+                    "rule": r.rule,
+                    "device_id": dev,
+                }
+                for r, dev in zip(rejects, reject_devices, strict=True)
+            ],
+            "duplicates": res.duplicates,
+            "accepted_rows": res.accepted_rows,
+            "accepted_by_device": by_device,
+            "rule_counts": rule_counts,
+            "flagged_rows": flagged,
+        }
+        payloads.append(encode_payload(KIND_DEAD_LETTERS, dl_header, None))
+
+        def apply(offsets: list[int]) -> None:
+            for (m, t), off in zip(items, offsets, strict=False):
+                self.hot.append((bucket, m), off, t)
+                self.latest_cache.update((bucket, m), t)
+            self.hot.hold(offsets[-1])
+
+        offsets = self.wal.append(payloads, under_lock=apply)
+        res.offsets = offsets
+        self.metrics.wal_bytes.inc(sum(len(p) for p in payloads))
+        try:
+            self._apply_dead_letters(WALRecord(offsets[-1], KIND_DEAD_LETTERS, dl_header, None))
+        finally:
+            self.hot.unhold(offsets[-1])
+        self.metrics.points_accepted.labels(bucket).inc(res.accepted_rows)
+        self.metrics.values_accepted.labels(bucket).inc(res.accepted_values)
+        self.metrics.duplicates.inc(res.duplicates)
+        for r in rejects:
+            self.metrics.points_rejected.labels(bucket, r.rule).inc()
+        self.metrics.hot_rows.set(self.hot.rows())
+
+    def _apply_dead_letters(self, rec: WALRecord) -> bool:
+        h = rec.header
+        letters = [
+            DeadLetter(
+                bucket=h["bucket"],
+                measurement=d.get("measurement"),
+                line=d["line"],
+                raw=d["raw"],
+                reason=d["reason"],
+                rule=d.get("rule", "parse"),
+                source=h.get("source", ""),
+                device_id=d.get("device_id"),
+                received_ns=h.get("received_ns", 0),
+            )
+            for d in h.get("letters", [])
+        ]
+        return self.deadletters.add(
+            rec.offset,
+            letters,
+            duplicates=h.get("duplicates", 0),
+            accepted_rows=h.get("accepted_rows", 0),
+            accepted_by_device=h.get("accepted_by_device") or {},
+            rule_counts=h.get("rule_counts") or {},
+            flagged_rows=h.get("flagged_rows", 0),
+        )
+
+    # -- flushing ------------------------------------------------------------------------------
+    def flush(self, force: bool = False) -> int:
+        """Move due (or, with ``force``, all) hot data into the lake. Returns rows flushed."""
+        st = self.settings.store
+        keys = self.hot.keys() if force else self.hot.due(st.flush_rows, st.flush_interval_s)
+        total = 0
+        for key in keys:
+            total += self._flush_key(key)
+        if keys:
+            low = self.hot.min_offset()
+            self.wal.truncate_before(low if low is not None else self.wal.next_offset)
+            self.metrics.wal_segments.set(self.wal.segment_count)
+            self.metrics.hot_rows.set(self.hot.rows())
+        return total
+
+    def _flush_key(self, key: Key) -> int:
+        tables, max_off, n = self.hot.take(key)
+        if not tables:
+            return 0
+        t0 = time.perf_counter()
+        data = unify(tables)
+        with self.lake.lock(*key):
+            version = self.lake.append(key[0], key[1], data, offset=max_off)
+            self.hot.release(key, n, version)
+        self.metrics.flush_seconds.observe(time.perf_counter() - t0)
+        self.metrics.flush_rows.inc(data.num_rows)
+        return data.num_rows
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(0.25):
+            self.flush()
+
+    def maintain(self, *, vacuum_hours: float = 1.0, min_files: int | None = None) -> int:
+        """Compact small files (sorted, de-duplicated) and vacuum old versions. Returns partitions
+        compacted."""
+        done = 0
+        for b, m in self.lake.tables():
+            with self.lake.lock(b, m):
+                n = self.lake.compact(b, m, self._tags_of((b, m)), min_files=min_files)
+                if n:
+                    self.hot.set_lake_version((b, m), self.lake.version(b, m))
+            done += n
+            self.lake.vacuum(b, m, retention_hours=vacuum_hours)
+        self.metrics.compactions.inc(done)
+        return done
+
+    def _maintenance_loop(self) -> None:
+        while not self._stop.wait(self.settings.store.maintenance_interval_s):
+            self.maintain()
+
+    # -- reading -------------------------------------------------------------------------------
+    def query(self, sql: str, bucket: str | None = None) -> pa.Table:
+        t0 = time.perf_counter()
+        try:
+            return self.engine.execute(sql, bucket or self.settings.default_bucket)
+        finally:
+            self.metrics.query_seconds.observe(time.perf_counter() - t0)
+
+    def latest(
+        self, bucket: str | None = None, measurement: str | None = None, **tags: str
+    ) -> list[dict[str, Any]]:
+        bucket = bucket or self.settings.default_bucket
+        keys = [(bucket, m) for m in self.measurements(bucket) if measurement in (None, m)]
+        return self.latest_cache.get(keys, {k: v for k, v in tags.items() if v is not None}, self._tags_of)
+
+    def _seed_latest(self, key: Key) -> pa.Table | None:
+        ds = self.lake.dataset(*key)
+        if ds is None:
+            return None
+        import polars as pl
+
+        tags = [t for t in self._tags_of(key) if t in ds.schema.names]
+        fields = [c for c in ds.schema.names if c not in (*tags, "time", "day", "quality", "quality_flags")]
+        df = pl.scan_pyarrow_dataset(ds).sort("time")
+        aggs = [pl.col("time").max()] + [pl.col(f).drop_nulls().last() for f in fields]
+        out = (df.group_by(tags).agg(aggs) if tags else df.select(aggs)).collect()
+        t = out.to_arrow()
+        cols = []
+        for f in t.schema:
+            c = t[f.name]
+            if f.name == "time":
+                c = c.cast(pa.int64()).cast(pa.timestamp("ns", tz="UTC"))
+            elif f.name in tags:
+                c = c.cast(pa.string()).dictionary_encode()
+            cols.append(c)
+        return pa.Table.from_arrays(cols, names=t.column_names)
+
+    # -- bulk load -----------------------------------------------------------------------------
+    def load(
+        self,
+        chunks: Iterable[ParseResult],
+        *,
+        bucket: str | None = None,
+        source: str = "load",
+    ) -> WriteResult:
+        """Bulk-load parsed chunks straight into the lake (no WAL: the file is the log).
+        Rejects go to dead letters as usual."""
+        bucket = bucket or self.settings.default_bucket
+        total = WriteResult()
+        for parsed in chunks:
+            res = self.write_parsed(parsed, bucket=bucket, source=source)
+            total.lines += res.lines
+            total.accepted_rows += res.accepted_rows
+            total.accepted_values += res.accepted_values
+            total.duplicates += res.duplicates
+            total.rejects.extend(res.rejects[:1000])
+            self.flush(force=self.hot.rows() >= self.settings.store.flush_rows)
+        self.flush(force=True)
+        return total
+
+    # -- stats ---------------------------------------------------------------------------------
+    def storage_stats(self) -> dict[str, Any]:
+        tables = []
+        total_bytes = 0
+        total_values = 0
+        for b, m in self.lake.tables():
+            st = self.lake.stats(b, m)
+            fields = [c for c, r in self.registry.columns(b, m).items() if r != "tag"]
+            values = 0
+            if fields:
+                ds = self.lake.dataset(b, m)
+                if ds is not None:
+                    sel = ", ".join(f'count("{f}")' for f in fields)
+                    import duckdb
+
+                    con = duckdb.connect()
+                    con.register("t", ds)
+                    row = con.execute(f"SELECT {sel} FROM t").fetchone()
+                    con.close()
+                    values = int(sum(row or ()))
+            total_bytes += st.bytes
+            total_values += values
+            tables.append(
+                {"bucket": b, "measurement": m, "files": st.files, "rows": st.rows,
+                 "values": values, "bytes": st.bytes,
+                 "bytes_per_value": round(st.bytes / values, 3) if values else None}
+            )
+        return {
+            "tables": tables,
+            "bytes": total_bytes,
+            "values": total_values,
+            "bytes_per_value": round(total_bytes / total_values, 3) if total_values else None,
+            "wal_bytes": self.wal.disk_bytes(),
+            "hot_rows": self.hot.rows(),
+        }
+
+
+def _device_ids(table: pa.Table, mask: np.ndarray) -> list[str | None]:
+    n = int(mask.sum())
+    if "device_id" not in table.column_names:
+        return [None] * n
+    col = table["device_id"].filter(pa.array(mask))
+    if pa.types.is_dictionary(col.type):
+        col = col.cast(pa.string())
+    return col.to_pylist()
+
+
+__all__ = ["Sensorium", "WriteResult", "dedup_sorted"]

@@ -1,0 +1,135 @@
+"""DuckDB over the hot buffer and the Delta tables, one view per measurement.
+
+Each query gets its own in-memory DuckDB connection with external access disabled. For every
+measurement the query names, a view unions the table's Delta snapshot and the hot buffer taken
+*together* (see :meth:`HotBuffer.view`), so a row is never seen twice or missed while a flush
+moves it from memory to the lake. ``time`` is exposed as ``TIMESTAMP_NS`` (UTC).
+
+Helpers available in every query: DuckDB's ``time_bucket(INTERVAL '1 hour', time)`` and
+``date_trunc('hour', time)``, plus ``date_bin(INTERVAL '5 minutes', time)`` (InfluxDB 3 / PostgreSQL
+spelling) and ``bucket(time, '15 minutes')``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from sensorium.errors import QueryError
+from sensorium.query.sandbox import analyse
+from sensorium.store.hot import HotBuffer
+from sensorium.store.lake import DAY, Lake
+
+MACROS = (
+    "CREATE TEMP MACRO date_bin(stride, t) AS time_bucket(stride, t)",
+    "CREATE TEMP MACRO bucket(t, width) AS time_bucket(CAST(width AS INTERVAL), t)",
+)
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class QueryEngine:
+    def __init__(
+        self,
+        lake: Lake,
+        hot: HotBuffer,
+        tables: Callable[[str], list[str]],
+        *,
+        timeout_s: float = 30.0,
+        max_rows: int = 1_000_000,
+        threads: int = 2,
+    ) -> None:
+        self.lake = lake
+        self.hot = hot
+        self._tables = tables
+        self.timeout_s = timeout_s
+        self.max_rows = max_rows
+        self.threads = threads
+        self._ds_cache: dict[tuple[str, str, int], Any] = {}
+        self._cache_lock = threading.Lock()
+
+    def _dataset(self, bucket: str, measurement: str, version: int) -> Any:
+        if version < 0:
+            return None
+        key = (bucket, measurement, version)
+        with self._cache_lock:
+            ds = self._ds_cache.get(key)
+        if ds is None:
+            ds = self.lake.dataset(bucket, measurement, version)
+            with self._cache_lock:
+                # keep only the newest version per table
+                for k in [k for k in self._ds_cache if k[:2] == key[:2]]:
+                    del self._ds_cache[k]
+                self._ds_cache[key] = ds
+        return ds
+
+    def connect(self, bucket: str, names: set[str]) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect(
+            ":memory:",
+            config={"enable_external_access": False, "threads": self.threads},
+        )
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+        except duckdb.Error:
+            pass  # ICU not present: timestamps are UTC anyway
+        for m in MACROS:
+            con.execute(m)
+        for i, name in enumerate(sorted(names)):
+            hot, version = self.hot.view((bucket, name))
+            if version < 0:
+                version = self.lake.version(bucket, name)
+            ds = self._dataset(bucket, name, version)
+            parts = []
+            if ds is not None:
+                con.register(f"__lake_{i}", ds)
+                parts.append(f"SELECT * EXCLUDE ({DAY}) FROM __lake_{i}")
+            if hot is not None and hot.num_rows:
+                con.register(f"__hot_{i}", hot)
+                parts.append(f"SELECT * FROM __hot_{i}")
+            if not parts:
+                con.register(f"__empty_{i}", pa.table({"time": pa.array([], pa.int64())}))
+                parts.append(f"SELECT * FROM __empty_{i}")
+            body = " UNION ALL BY NAME ".join(parts)
+            con.execute(
+                f"CREATE TEMP VIEW {_q(name)} AS SELECT * REPLACE (make_timestamp_ns(time) AS time) "
+                f"FROM ({body})"
+            )
+        con.execute("SET lock_configuration = true")
+        return con
+
+    def execute(self, sql: str, bucket: str) -> pa.Table:
+        """Run one sandboxed SELECT; raise :class:`QueryError`/``SandboxViolation`` on bad input."""
+        names = set(self._tables(bucket))
+        analysis = analyse(sql, names)
+        con = self.connect(bucket, analysis.tables)
+        timer = threading.Timer(self.timeout_s, con.interrupt)
+        timer.start()
+        t0 = time.perf_counter()
+        try:
+            reader = con.execute(sql).to_arrow_reader(65536)
+            batches = []
+            rows = 0
+            for b in reader:
+                rows += b.num_rows
+                if rows > self.max_rows:
+                    raise QueryError(
+                        f"result has more than {self.max_rows} rows; add a LIMIT or aggregate"
+                    )
+                batches.append(b)
+            return pa.Table.from_batches(batches, schema=reader.schema)
+        except duckdb.InterruptException:
+            raise QueryError(f"query interrupted after {self.timeout_s:g}s (query_timeout_s)") from None
+        except duckdb.Error as exc:
+            if time.perf_counter() - t0 >= self.timeout_s:
+                raise QueryError(f"query interrupted after {self.timeout_s:g}s (query_timeout_s)") from None
+            raise QueryError(str(exc).strip()) from None
+        finally:
+            timer.cancel()
+            con.close()

@@ -1,0 +1,246 @@
+"""Delta Lake tables, one per (bucket, measurement), partitioned by day, zstd-compressed.
+
+Exactly-once from the log: each flush commits its rows together with a Delta *transaction*
+(``txn``) action carrying the highest WAL offset it contains (``app_id = "sensorium-wal"``).
+After a crash, records at or below :meth:`Lake.applied_offset` are already in the table and are
+skipped on replay; the rest are replayed. The commit is atomic, so there is no window in which
+rows are stored but the offset is not (or the reverse).
+"""
+
+from __future__ import annotations
+
+import threading
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import ColumnProperties, CommitProperties, DeltaTable, WriterProperties, write_deltalake
+from deltalake.transaction import Transaction
+
+from sensorium.config import StoreSettings
+from sensorium.schema import TIME, TIME_TYPE, for_storage, is_tag
+
+APP_ID = "sensorium-wal"
+DAY = "day"
+
+
+def _enc(name: str) -> str:
+    return urllib.parse.quote(name, safe="-_.")
+
+
+def _dec(name: str) -> str:
+    return urllib.parse.unquote(name)
+
+
+@dataclass(frozen=True, slots=True)
+class TableStats:
+    bucket: str
+    measurement: str
+    files: int
+    bytes: int
+    rows: int
+    version: int
+
+
+class Lake:
+    """The embedded lake adapter: local Delta tables under ``root/<bucket>/<measurement>``."""
+
+    def __init__(self, root: Path, settings: StoreSettings | None = None) -> None:
+        self.root = Path(root)
+        self.settings = settings or StoreSettings()
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._tables: dict[tuple[str, str], DeltaTable] = {}
+
+    # -- layout --------------------------------------------------------------------------------
+    def path(self, bucket: str, measurement: str) -> Path:
+        return self.root / _enc(bucket) / _enc(measurement)
+
+    def lock(self, bucket: str, measurement: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault((bucket, measurement), threading.Lock())
+
+    def tables(self) -> list[tuple[str, str]]:
+        out = []
+        if not self.root.exists():
+            return out
+        for b in sorted(self.root.iterdir()):
+            if not b.is_dir():
+                continue
+            for m in sorted(b.iterdir()):
+                if (m / "_delta_log").is_dir():
+                    out.append((_dec(b.name), _dec(m.name)))
+        return out
+
+    def _table(self, bucket: str, measurement: str) -> DeltaTable | None:
+        key = (bucket, measurement)
+        dt = self._tables.get(key)
+        if dt is None:
+            p = self.path(bucket, measurement)
+            if not (p / "_delta_log").is_dir():
+                return None
+            dt = DeltaTable(str(p))
+            self._tables[key] = dt
+        return dt
+
+    def version(self, bucket: str, measurement: str) -> int:
+        dt = self._table(bucket, measurement)
+        if dt is None:
+            return -1
+        dt.update_incremental()
+        return int(dt.version())
+
+    def applied_offset(self, bucket: str, measurement: str) -> int:
+        """Highest WAL offset committed to this table (-1: none)."""
+        dt = self._table(bucket, measurement)
+        if dt is None:
+            return -1
+        dt.update_incremental()
+        v = dt.transaction_version(APP_ID)
+        return -1 if v is None else int(v)
+
+    # -- writing -------------------------------------------------------------------------------
+    def _writer_properties(self, table: pa.Table) -> WriterProperties:
+        cols: dict[str, ColumnProperties] = {
+            TIME: ColumnProperties(dictionary_enabled=False, encoding="DELTA_BINARY_PACKED")
+        }
+        return WriterProperties(
+            compression="ZSTD",
+            compression_level=self.settings.compression_level,
+            max_row_group_size=1_048_576,
+            column_properties=cols,
+        )
+
+    @staticmethod
+    def prepare(table: pa.Table) -> pa.Table:
+        """Storage form: tags as strings, a ``day`` partition column, sorted by series then time."""
+        tags = [f.name for f in table.schema if is_tag(f.type)]
+        day = pc.strftime(table[TIME].cast(TIME_TYPE), format="%Y-%m-%d")
+        t = for_storage(table)
+        t = t.append_column(DAY, day)
+        keys = [(DAY, "ascending")] + [(c, "ascending") for c in tags] + [(TIME, "ascending")]
+        idx = pc.sort_indices(t, sort_keys=keys, null_placement="at_start")
+        return t.take(idx)
+
+    def append(self, bucket: str, measurement: str, table: pa.Table, offset: int | None) -> int:
+        """Commit ``table`` (batch form); record ``offset`` atomically when given. Returns version."""
+        data = self.prepare(table)
+        path = self.path(bucket, measurement)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        commit = CommitProperties(
+            app_transactions=[Transaction(app_id=APP_ID, version=offset)] if offset is not None else None
+        )
+        with self.lock(bucket, measurement):
+            dt = self._table(bucket, measurement)
+            write_deltalake(
+                dt if dt is not None else str(path),
+                data,
+                mode="append",
+                partition_by=[DAY],
+                schema_mode="merge",
+                writer_properties=self._writer_properties(data),
+                commit_properties=commit,
+            )
+            self._tables.pop((bucket, measurement), None)
+            return self.version(bucket, measurement)
+
+    # -- reading -------------------------------------------------------------------------------
+    def dataset(self, bucket: str, measurement: str, version: int | None = None) -> Any:
+        """A pyarrow dataset of the table at ``version`` (latest when None), or None."""
+        p = self.path(bucket, measurement)
+        if not (p / "_delta_log").is_dir():
+            return None
+        dt = DeltaTable(str(p), version=version) if version is not None else DeltaTable(str(p))
+        return dt.to_pyarrow_dataset()
+
+    def schema(self, bucket: str, measurement: str) -> pa.Schema | None:
+        ds = self.dataset(bucket, measurement)
+        return None if ds is None else ds.schema
+
+    # -- maintenance ---------------------------------------------------------------------------
+    def stats(self, bucket: str, measurement: str) -> TableStats:
+        dt = self._table(bucket, measurement)
+        if dt is None:
+            return TableStats(bucket, measurement, 0, 0, 0, -1)
+        dt.update_incremental()
+        acts = pa.table(dt.get_add_actions(flatten=True))
+        return TableStats(
+            bucket,
+            measurement,
+            acts.num_rows,
+            int(pc.sum(acts["size_bytes"]).as_py() or 0),
+            int(pc.sum(acts["num_records"]).as_py() or 0),
+            int(dt.version()),
+        )
+
+    def compact(
+        self, bucket: str, measurement: str, tags: list[str], *, min_files: int | None = None
+    ) -> int:
+        """Rewrite each day partition holding ``>= min_files`` files as one sorted, de-duplicated
+        file set. Returns the number of partitions rewritten. Keeps the table's WAL offset."""
+        min_files = min_files or self.settings.compact_min_files
+        dt = self._table(bucket, measurement)
+        if dt is None:
+            return 0
+        with self.lock(bucket, measurement):
+            dt.update_incremental()
+            acts = pa.table(dt.get_add_actions(flatten=True))
+            if acts.num_rows == 0:
+                return 0
+            part_col = "partition.day" if "partition.day" in acts.column_names else None
+            if part_col is None:
+                return 0
+            counts = acts.group_by(part_col).aggregate([("path", "count")])
+            days = [
+                d
+                for d, n in zip(counts[part_col].to_pylist(), counts["path_count"].to_pylist(), strict=True)
+                if n >= min_files
+            ]
+            done = 0
+            for day in days:
+                ds = dt.to_pyarrow_dataset()
+                import pyarrow.dataset as pads
+
+                part = ds.to_table(filter=pads.field(DAY) == day)
+                part = dedup_sorted(part, tags)
+                write_deltalake(
+                    dt,
+                    part,
+                    mode="overwrite",
+                    predicate=f"{DAY} = '{day}'",
+                    partition_by=[DAY],
+                    schema_mode="merge",
+                    writer_properties=self._writer_properties(part),
+                )
+                dt.update_incremental()
+                done += 1
+            self._tables.pop((bucket, measurement), None)
+            return done
+
+    def vacuum(self, bucket: str, measurement: str, retention_hours: float = 1.0) -> int:
+        dt = self._table(bucket, measurement)
+        if dt is None:
+            return 0
+        with self.lock(bucket, measurement):
+            removed = dt.vacuum(
+                retention_hours=int(retention_hours),
+                enforce_retention_duration=False,
+                dry_run=False,
+            )
+            dt.cleanup_metadata()
+        return len(removed)
+
+
+def dedup_sorted(part: pa.Table, tags: list[str]) -> pa.Table:
+    """Sort a storage-form partition by series and time and keep the last row per series+time."""
+    import polars as pl
+
+    tags = [t for t in tags if t in part.column_names]
+    df = pl.from_arrow(part)
+    assert isinstance(df, pl.DataFrame)
+    df = df.unique(subset=[TIME, *tags], keep="last", maintain_order=True)
+    df = df.sort([DAY, *tags, TIME], nulls_last=False)
+    return df.to_arrow()
