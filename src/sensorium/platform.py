@@ -103,7 +103,9 @@ class Sensorium:
             self.registry = SchemaRegistry(self.dir / "schema.json")
         self.lake = Lake(self.dir / "lake", self.settings.store)
         self.hot = HotBuffer()
-        self.deadletters = DeadLetterStore(self.dir / "deadletters.sqlite")
+        # NORMAL: commits survive a process crash; the WAL is the source of truth until a
+        # checkpoint (see flush) makes them durable against power loss too.
+        self.deadletters = DeadLetterStore(self.dir / "deadletters.sqlite", synchronous="NORMAL")
         self.validator = Validator(self.settings.quality, now=self.clock)
         self.engine = QueryEngine(
             self.lake,
@@ -240,7 +242,9 @@ class Sensorium:
             from sensorium.ingest.lineprotocol import parse_lines
 
             parsed = parse_lines(body, precision=precision, now_ns=now)
-        return self.write_parsed(parsed, bucket=bucket, source=source, accept_partial=accept_partial)
+        return self.write_parsed(
+            parsed, bucket=bucket, source=f"{source} {fmt}/{precision}", accept_partial=accept_partial
+        )
 
     def write_parsed(
         self,
@@ -249,7 +253,10 @@ class Sensorium:
         bucket: str | None = None,
         source: str = "api",
         accept_partial: bool = True,
+        record_rejects: bool = True,
     ) -> WriteResult:
+        """Validate and store parsed batches. ``record_rejects=False`` keeps rejects out of the
+        dead-letter store (used when replaying dead letters, which are already there)."""
         t0 = time.perf_counter()
         bucket = bucket or self.settings.default_bucket
         res = WriteResult(lines=parsed.lines_total)
@@ -264,8 +271,6 @@ class Sensorium:
         for m, table in parsed.batches.items():
             with self._schema_lock:
                 kept, bad, conflicts = self.registry.check(bucket, m, table)
-                if kept.num_rows:
-                    self.registry.register(bucket, m, kept)
             if bad.any():
                 lines = table[LINE].to_numpy()[bad]
                 devs = _device_ids(table, bad)
@@ -299,11 +304,19 @@ class Sensorium:
                 rejected=len(rejects),
                 errors=[r.to_dict() for r in sorted(rejects, key=lambda r: r.line)[: self.settings.max_reported_errors]],
             )
+        with self._schema_lock:  # registered only once the request is accepted
+            for m, t in valid.items():
+                self.registry.register(bucket, m, t)
         res.rejects = rejects
         res.accepted_rows = sum(t.num_rows for t in valid.values())
         res.accepted_values = sum(count_values(t) for t in valid.values())
-        if res.accepted_rows or rejects or res.duplicates:
-            self._append(bucket, source, valid, rejects, reject_devices, res, rule_counts, flagged)
+        if not record_rejects:
+            rejects_to_log: list[Reject] = []
+            reject_devices = []
+        else:
+            rejects_to_log = rejects
+        if res.accepted_rows or rejects_to_log or res.duplicates:
+            self._append(bucket, source, valid, rejects_to_log, reject_devices, res, rule_counts, flagged)
         self.metrics.write_seconds.observe(time.perf_counter() - t0)
         return res
 
@@ -409,6 +422,7 @@ class Sensorium:
         for key in keys:
             total += self._flush_key(key)
         if keys:
+            self.deadletters.checkpoint()
             low = self.hot.min_offset()
             self.wal.truncate_before(low if low is not None else self.wal.next_offset)
             self.metrics.wal_segments.set(self.wal.segment_count)
@@ -510,6 +524,46 @@ class Sensorium:
         self.flush(force=True)
         return total
 
+    # -- dead letters ---------------------------------------------------------------------------
+    def replay_dead_letters(
+        self,
+        *,
+        bucket: str | None = None,
+        rule: str | None = None,
+        device_id: str | None = None,
+        reason_contains: str | None = None,
+        limit: int = 100_000,
+    ) -> dict[str, int]:
+        """Re-run dead letters through the current rules (e.g. after a rule change). Those that
+        now pass are stored and marked replayed; the others stay as they are."""
+        from sensorium.ingest.jsonreadings import parse_readings
+        from sensorium.ingest.lineprotocol import parse_lines
+
+        items = self.deadletters.list(
+            bucket=bucket, rule=rule, device_id=device_id, reason_contains=reason_contains, limit=limit
+        )
+        groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+        for it in items:
+            fmt, _, precision = _source_format(it.get("source", ""))
+            groups.setdefault((it["bucket"], fmt, precision), []).append(it)
+        stored = still = 0
+        for (b, fmt, precision), group in groups.items():
+            # keep one line per letter so line i of the replay is letter i
+            raws = [g["raw"].replace("\r", " ").replace("\n", " ") for g in group]
+            body = "\n".join(raws)
+            parsed = (
+                parse_readings(body, now_ns=self.clock())
+                if fmt == "json"
+                else parse_lines(body, precision=precision, now_ns=self.clock())
+            )
+            res = self.write_parsed(parsed, bucket=b, source="replay", record_rejects=False)
+            failed = {r.line for r in res.rejects}
+            ok_ids = [g["id"] for i, g in enumerate(group, start=1) if i not in failed and g["raw"]]
+            self.deadletters.mark_replayed(ok_ids, self.clock())
+            stored += len(ok_ids)
+            still += len(group) - len(ok_ids)
+        return {"replayed": len(items), "stored": stored, "still_rejected": still}
+
     # -- stats ---------------------------------------------------------------------------------
     def storage_stats(self) -> dict[str, Any]:
         tables = []
@@ -545,6 +599,15 @@ class Sensorium:
             "wal_bytes": self.wal.disk_bytes(),
             "hot_rows": self.hot.rows(),
         }
+
+
+def _source_format(source: str) -> tuple[str, str, str]:
+    """``"http-v2 lp/ms"`` → ("lp", "", "ms"); JSON sources → ("json", "", "ns")."""
+    parts = source.rsplit(" ", 1)
+    if len(parts) == 2 and "/" in parts[1]:
+        fmt, _, precision = parts[1].partition("/")
+        return fmt, "", precision or "ns"
+    return ("json" if "json" in source else "lp"), "", "ns"
 
 
 def _device_ids(table: pa.Table, mask: np.ndarray) -> list[str | None]:

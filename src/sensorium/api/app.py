@@ -31,15 +31,24 @@ def _json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status, media_type="application/json")
 
 
+def rfc3339(col: Any) -> Any:
+    """Timestamps → RFC 3339 UTC strings, trailing zeros of the fraction trimmed."""
+    if col.type.tz is None:
+        col = col.cast(pa.timestamp(col.type.unit, tz="UTC"))
+    out = pc.strftime(col, format="%Y-%m-%dT%H:%M:%SZ")
+    out = pc.replace_substring_regex(out, pattern=r"(\.\d*?)0+Z$", replacement=r"\1Z")
+    return pc.replace_substring_regex(out, pattern=r"\.Z$", replacement="Z")
+
+
 def table_to_json(table: pa.Table) -> dict[str, Any]:
     """``{"columns": [...], "rows": [[...]]}`` with timestamps as RFC 3339 strings (ns, UTC)."""
     cols = []
     for f in table.schema:
         c = table[f.name]
-        if pa.types.is_timestamp(f.type) or pa.types.is_date(f.type):
-            if pa.types.is_timestamp(f.type) and f.type.tz is None:
-                c = c.cast(pa.timestamp(f.type.unit, tz="UTC"))
-            c = pc.strftime(c, format="%Y-%m-%dT%H:%M:%SZ" if pa.types.is_timestamp(f.type) else "%Y-%m-%d")
+        if pa.types.is_timestamp(f.type):
+            c = rfc3339(c)
+        elif pa.types.is_date(f.type):
+            c = pc.strftime(c, format="%Y-%m-%d")
         elif pa.types.is_decimal(f.type):
             c = c.cast(pa.float64())
         elif pa.types.is_dictionary(f.type):
@@ -235,7 +244,7 @@ def create_app(platform: Sensorium) -> FastAPI:
         for r in rows:
             t = r["time"]
             if not isinstance(t, str):
-                r["time"] = pc.strftime(pa.array([t], pa.int64()).cast(pa.timestamp("ns", tz="UTC")), format="%Y-%m-%dT%H:%M:%SZ")[0].as_py()
+                r["time"] = rfc3339(pa.array([t], pa.int64()).cast(pa.timestamp("ns", tz="UTC")))[0].as_py()
         return _json({"series": rows})
 
     @app.get("/api/v1/measurements", tags=["query"])
@@ -286,10 +295,8 @@ def create_app(platform: Sensorium) -> FastAPI:
     ) -> Response:
         """Re-run dead letters through the current rules; the ones that now pass are stored."""
         check_auth(request)
-        from sensorium.quality.replay import replay_dead_letters
-
         out = await asyncio.to_thread(
-            replay_dead_letters, platform, bucket=bucket, rule=rule, device_id=device_id, reason_contains=reason, limit=limit
+            platform.replay_dead_letters, bucket=bucket, rule=rule, device_id=device_id, reason_contains=reason, limit=limit
         )
         return _json(out)
 

@@ -113,7 +113,7 @@ class QueryEngine:
         timer.start()
         t0 = time.perf_counter()
         try:
-            reader = con.execute(sql).to_arrow_reader(65536)
+            reader = con.sql(sql).to_arrow_reader(65536)
             batches = []
             rows = 0
             for b in reader:

@@ -51,7 +51,7 @@ class Lake:
     def __init__(self, root: Path, settings: StoreSettings | None = None) -> None:
         self.root = Path(root)
         self.settings = settings or StoreSettings()
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._locks: dict[tuple[str, str], threading.RLock] = {}
         self._locks_guard = threading.Lock()
         self._tables: dict[tuple[str, str], DeltaTable] = {}
 
@@ -59,9 +59,9 @@ class Lake:
     def path(self, bucket: str, measurement: str) -> Path:
         return self.root / _enc(bucket) / _enc(measurement)
 
-    def lock(self, bucket: str, measurement: str) -> threading.Lock:
+    def lock(self, bucket: str, measurement: str) -> threading.RLock:
         with self._locks_guard:
-            return self._locks.setdefault((bucket, measurement), threading.Lock())
+            return self._locks.setdefault((bucket, measurement), threading.RLock())
 
     def tables(self) -> list[tuple[str, str]]:
         out = []
@@ -121,8 +121,8 @@ class Lake:
         day = pc.strftime(table[TIME].cast(TIME_TYPE), format="%Y-%m-%d")
         t = for_storage(table)
         t = t.append_column(DAY, day)
-        keys = [(DAY, "ascending")] + [(c, "ascending") for c in tags] + [(TIME, "ascending")]
-        idx = pc.sort_indices(t, sort_keys=keys, null_placement="at_start")
+        keys = [(c, "ascending", "at_start") for c in (DAY, *tags, TIME)]
+        idx = pc.sort_indices(t, sort_keys=keys)
         return t.take(idx)
 
     def append(self, bucket: str, measurement: str, table: pa.Table, offset: int | None) -> int:

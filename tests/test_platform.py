@@ -1,0 +1,150 @@
+"""End-to-end in process: write → durable → queryable; flush → lake; replay → exactly once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from sensorium.platform import Sensorium
+from tests.conftest import T0, FakeClock, make_settings
+
+
+def lp(n: int, start: int = 0, device: str = "d1", t0: int = T0) -> str:
+    return "\n".join(
+        f"climate,device_id={device},room=kitchen temperature={20 + i % 10}.5,seq={i}i {t0 + i * 1_000_000_000}"
+        for i in range(start, start + n)
+    )
+
+
+def count(p: Sensorium, sql: str = "SELECT count(*) FROM climate") -> int:
+    return p.query(sql)[0][0].as_py()
+
+
+def test_write_is_queryable_before_and_after_flush(platform: Sensorium) -> None:
+    res = platform.write(lp(100))
+    assert res.accepted_rows == 100 and res.accepted_values == 200 and not res.rejects
+    assert count(platform) == 100
+    assert platform.flush(force=True) == 100
+    assert platform.hot.rows() == 0
+    assert count(platform) == 100
+    platform.write(lp(50, start=100))
+    assert count(platform) == 150
+    t = platform.query("SELECT min(seq), max(seq), count(DISTINCT seq) FROM climate")
+    assert [c[0].as_py() for c in t.columns] == [0, 149, 150]
+
+
+def test_time_is_exact_nanoseconds_and_timestamp_typed(platform: Sensorium) -> None:
+    platform.write(f"m,device_id=a v=1 {T0 + 123}")
+    platform.flush(force=True)
+    platform.write(f"m,device_id=a v=2 {T0 + 456}")
+    t = platform.query("SELECT epoch_ns(time) AS ns, typeof(time) AS ty FROM m ORDER BY ns")
+    assert t["ns"].to_pylist() == [T0 + 123, T0 + 456]
+    assert t["ty"][0].as_py() == "TIMESTAMP_NS"
+    b = platform.query("SELECT time_bucket(INTERVAL '1 hour', time) AS h, count(*) FROM m GROUP BY h")
+    assert b.num_rows == 1
+
+
+def test_replay_after_crash_restores_unflushed_data_once(data_dir: Path, clock: FakeClock) -> None:
+    p = Sensorium(make_settings(data_dir), clock=clock, background=False)
+    p.write(lp(100))
+    p.flush(force=True)
+    p.write(lp(40, start=100))
+    # simulate a crash: no close(), no flush; release the lock as the OS would
+    import os
+
+    os.close(p._lock_fd)  # type: ignore[arg-type]
+    p.wal.close()
+    p2 = Sensorium(make_settings(data_dir), clock=clock, background=False)
+    try:
+        assert p2.replayed >= 1
+        assert count(p2) == 140
+        assert count(p2, "SELECT count(DISTINCT seq) FROM climate") == 140
+        p2.flush(force=True)
+        assert count(p2) == 140
+    finally:
+        p2.close()
+    p3 = Sensorium(make_settings(data_dir), clock=clock, background=False)
+    try:
+        assert count(p3) == 140
+    finally:
+        p3.close()
+
+
+def test_crash_between_lake_commit_and_wal_truncation_does_not_duplicate(
+    data_dir: Path, clock: FakeClock
+) -> None:
+    p = Sensorium(make_settings(data_dir), clock=clock, background=False)
+    p.write(lp(30))
+    key = ("default", "climate")
+    tables, max_off, _ = p.hot.take(key)
+    p.lake.append("default", "climate", pa.concat_tables(tables), offset=max_off)  # committed...
+    import os
+
+    os.close(p._lock_fd)  # type: ignore[arg-type]
+    p.wal.close()  # ...but crashed before the hot buffer and the WAL moved on
+    p2 = Sensorium(make_settings(data_dir), clock=clock, background=False)
+    try:
+        assert count(p2) == 30
+    finally:
+        p2.close()
+
+
+def test_schema_evolution_adds_columns(platform: Sensorium) -> None:
+    platform.write(f"climate,device_id=a temperature=20 {T0}")
+    platform.flush(force=True)
+    platform.write(f"climate,device_id=b,floor=2 temperature=21,co2=400i {T0 + 1}")
+    t = platform.query("SELECT device_id, floor, temperature, co2 FROM climate ORDER BY time")
+    assert t.to_pylist() == [
+        {"device_id": "a", "floor": None, "temperature": 20.0, "co2": None},
+        {"device_id": "b", "floor": "2", "temperature": 21.0, "co2": 400},
+    ]
+
+
+def test_type_conflict_rejects_only_conflicting_lines(platform: Sensorium) -> None:
+    platform.write(f"climate,device_id=a temperature=20 {T0}")
+    body = f"climate,device_id=a temperature=21i {T0 + 1}\nclimate,device_id=a temperature=22 {T0 + 2}"
+    res = platform.write(body)
+    assert res.accepted_rows == 1
+    assert len(res.rejects) == 1 and res.rejects[0].line == 1
+    assert "type conflict" in res.rejects[0].reason and "float" in res.rejects[0].reason
+    assert count(platform) == 2
+
+
+def test_duplicates_are_kept_once(platform: Sensorium) -> None:
+    line = f"climate,device_id=a temperature=20 {T0}"
+    res = platform.write("\n".join([line, line, line]))
+    assert res.accepted_rows == 1 and res.duplicates == 2
+    assert count(platform) == 1
+
+
+def test_compaction_keeps_data_and_offsets(platform: Sensorium) -> None:
+    for i in range(5):
+        platform.write(lp(20, start=i * 20))
+        platform.flush(force=True)
+    before = platform.lake.stats("default", "climate")
+    assert before.files >= 5
+    assert platform.maintain(vacuum_hours=0, min_files=2) >= 1
+    after = platform.lake.stats("default", "climate")
+    assert after.files < before.files
+    assert count(platform) == 100
+    assert platform.lake.applied_offset("default", "climate") >= 0
+
+
+def test_storage_stats_bytes_per_value(platform: Sensorium) -> None:
+    platform.write(lp(1000))
+    platform.flush(force=True)
+    st = platform.storage_stats()
+    assert st["values"] == 2000
+    assert st["bytes"] > 0 and st["bytes_per_value"] == round(st["bytes"] / 2000, 3)
+
+
+def test_latest_per_series(platform: Sensorium) -> None:
+    platform.write(lp(10, device="d1") + "\n" + lp(5, device="d2"))
+    platform.flush(force=True)
+    platform.write(f"climate,device_id=d1,room=kitchen temperature=99.5 {T0 + 10**12}")
+    rows = platform.latest(device_id="d1")
+    assert len(rows) == 1
+    assert rows[0]["fields"]["temperature"] == 99.5
+    assert rows[0]["fields"]["seq"] == 9  # last non-null seq
+    assert {r["tags"]["device_id"] for r in platform.latest()} == {"d1", "d2"}
