@@ -9,7 +9,9 @@ system:
   CPU seconds and peak RSS;
 * ``ack_to_queryable``: right after the last acknowledgement, are all points queryable? (count)
 * ``storage``: bytes on disk per field value after compaction (InfluxDB: TSM + WAL after its full
-  compaction; Sensorium: lake bytes after stop + ``maintain(vacuum_hours=0, min_files=2)``);
+  compaction; Sensorium: lake (Parquet) bytes after stop + ``maintain(vacuum_hours=0,
+  min_files=2)``); ``all_bytes_per_value`` counts everything in the data dir(s) as allocated on
+  disk (InfluxDB: data + wal + meta incl. the series file; Sensorium: lake + WAL + dead letters...);
 
 and a final ``http_ingest_comparison`` line with the sensorium/influx ratios.
 
@@ -96,7 +98,8 @@ def run_influx(ds: Dataset, bodies: list[bytes], args: argparse.Namespace) -> di
         log("influxdb: waiting for full compaction")
         disk = db.disk_bytes(timeout=args.compact_timeout)
         rec3 = {"bench": "storage", "system": db.name, "values": ds.values,
-                "bytes_per_value": round(disk["bytes"] / ds.values, 3), **disk}
+                "bytes_per_value": round(disk["bytes"] / ds.values, 3),
+                "all_bytes_per_value": round(disk["all_du_bytes"] / ds.values, 3), **disk}
         emit(rec3)
         res["storage"] = rec3
     return res
@@ -143,6 +146,8 @@ def run_sensorium(ds: Dataset, bodies: list[bytes], args: argparse.Namespace) ->
                 stored_values=stored_values,
                 bytes_per_stored_value=comp.get("bytes_per_value"),
                 data_dir_bytes=comp.get("data_dir_bytes"),
+                wal_bytes=comp.get("wal_bytes"),
+                all_bytes_per_value=round(comp["data_dir_du_bytes"] / ds.values, 3) if comp.get("data_dir_du_bytes") else None,
                 data_dir_du_bytes=comp.get("data_dir_du_bytes"),
                 files=sum(t.get("files", 0) for t in comp.get("tables", [])),
                 compact_s=comp.get("compact_s"),
@@ -217,6 +222,8 @@ def main() -> None:
             "influx_bytes_per_value": ib,
             "sensorium_bytes_per_value": sb,
             "ratio_bytes_per_value": ratio(sb, ib),
+            "influx_all_bytes_per_value": i.get("storage", {}).get("all_bytes_per_value"),
+            "sensorium_all_bytes_per_value": s.get("storage", {}).get("all_bytes_per_value"),
             "influx_errors": i.get("ingest", {}).get("errors"),
             "sensorium_errors": s.get("ingest", {}).get("errors"),
             "influx_ack_queryable_ok": i.get("check", {}).get("ok"),

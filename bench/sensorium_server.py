@@ -126,8 +126,9 @@ class SensoriumServer:
             raise SensoriumError(f"sensorium did not answer /health on port {self.port}:\n{tail}")
 
     def stopped_cleanly(self) -> bool:
-        """The server printed its clean-shutdown line (hot buffer flushed) and exited 0."""
-        return self.last_exit == 0 and "stopped cleanly" in self.log_tail(20000)
+        """The server printed its clean-shutdown line (hot buffer flushed) and exited 0 (or 130,
+        the CLI's code for an interrupt)."""
+        return self.last_exit in (0, 130) and "stopped cleanly" in self.log_tail(20000)
 
     def stop(self, timeout: float = 300.0) -> int | None:
         """``stop_signal`` (uvicorn exits, the platform flushes hot data to the lake), then SIGKILL.

@@ -89,7 +89,8 @@ class ServerProcess:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "sensorium.cli.main", "up", "--data-dir", str(self.data_dir),
                "--port", str(self.port), *self.args]
-        self.proc = subprocess.Popen(cmd, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=self.env)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

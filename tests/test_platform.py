@@ -148,3 +148,42 @@ def test_latest_per_series(platform: Sensorium) -> None:
     assert rows[0]["fields"]["temperature"] == 99.5
     assert rows[0]["fields"]["seq"] == 9  # last non-null seq
     assert {r["tags"]["device_id"] for r in platform.latest()} == {"d1", "d2"}
+
+
+def test_same_series_and_time_merges_fields_like_influxdb(platform: Sensorium) -> None:
+    body = "\n".join([
+        f"climate,device_id=a temperature=20 {T0}",
+        f"climate,device_id=a humidity=40 {T0}",
+        f"climate,device_id=a temperature=21 {T0}",
+    ])
+    res = platform.write(body)
+    assert res.accepted_rows == 1 and res.duplicates == 2
+    t = platform.query("SELECT temperature, humidity FROM climate")
+    assert t.to_pylist() == [{"temperature": 21.0, "humidity": 40.0}]
+
+
+def test_json_readings_of_one_device_and_time_become_one_row(platform: Sensorium) -> None:
+    import orjson
+
+    readings = [
+        {"device_id": "a", "timestamp": "2026-01-01T00:00:00Z", "sensor_type": "climate",
+         "measurement_type": m, "value": v}
+        for m, v in (("temperature", 20.5), ("humidity", 41.0), ("pressure", 1001.0))
+    ]
+    res = platform.write(orjson.dumps(readings), fmt="json")
+    assert not res.rejects
+    t = platform.query("SELECT temperature, humidity, pressure FROM climate")
+    assert t.to_pylist() == [{"temperature": 20.5, "humidity": 41.0, "pressure": 1001.0}]
+
+
+def test_compaction_merges_duplicates_across_requests(platform: Sensorium) -> None:
+    platform.write(f"climate,device_id=a temperature=20 {T0}")
+    platform.flush(force=True)
+    platform.write(f"climate,device_id=a humidity=40 {T0}\nclimate,device_id=b humidity=41 {T0}")
+    platform.flush(force=True)
+    platform.maintain(vacuum_hours=0, min_files=2)
+    t = platform.query("SELECT device_id, temperature, humidity FROM climate ORDER BY device_id")
+    assert t.to_pylist() == [
+        {"device_id": "a", "temperature": 20.0, "humidity": 40.0},
+        {"device_id": "b", "temperature": None, "humidity": 41.0},
+    ]

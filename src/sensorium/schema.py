@@ -221,7 +221,7 @@ class SchemaRegistry:
     def __init__(self, path: Path | None = None) -> None:
         self._path = path
         self._lock = threading.Lock()
-        self._known: dict[str, dict[str, dict[str, str]]] = {}
+        self._known: dict[str, dict[str, str]] = {}
         if path is not None and path.exists():
             self._known = json.loads(path.read_text())
 
@@ -277,7 +277,7 @@ class SchemaRegistry:
         """Record the columns of an accepted batch (call after :meth:`check`)."""
         key = self._key(bucket, measurement)
         new: dict[str, str] = {}
-        known = self._known.get(key, {})
+        known: dict[str, str] = self._known.get(key, {})
         for f in table.schema:
             if f.name in RESERVED:
                 continue
@@ -291,7 +291,7 @@ class SchemaRegistry:
         if not new and key in self._known:
             return
         with self._lock:
-            merged = dict(self._known.get(key, {}))
+            merged: dict[str, str] = dict(self._known.get(key, {}))
             merged.update(new)
             self._known[key] = merged
             self._save()

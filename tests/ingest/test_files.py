@@ -21,13 +21,22 @@ NOW = 1_767_225_600_000_000_000
 
 
 def lp_text(n: int) -> str:
-    return "".join(f"climate,device_id=d{i % 7},room=r{i % 3} temperature={i}.5,count={i}i {NOW + i}\n" for i in range(n))
+    return "".join(
+        f"climate,device_id=d{i % 7},room=r{i % 3} temperature={i}.5,count={i}i {NOW + i}\n"
+        for i in range(n)
+    )
 
 
 def readings(n: int) -> list[dict[str, Any]]:
     return [
-        {"device_id": f"d{i % 5}", "timestamp": NOW + i, "sensor_type": "climate", "measurement_type": "temperature",
-         "value": i + 0.5, "metadata": {"note": "a,b]}\\\"" * (i % 3)}}
+        {
+            "device_id": f"d{i % 5}",
+            "timestamp": NOW + i,
+            "sensor_type": "climate",
+            "measurement_type": "temperature",
+            "value": i + 0.5,
+            "metadata": {"note": 'a,b]}\\"' * (i % 3)},
+        }
         for i in range(n)
     ]
 
@@ -44,7 +53,9 @@ def all_rows(res: list[ParseResult], m: str = "climate") -> list[dict[str, Any]]
         t = r.batches.get(m)
         if t is None:
             continue
-        cols = {c: (t[c].cast(pa.int64()) if c == TIME else t[c]).to_pylist() for c in t.column_names}
+        cols = {
+            c: (t[c].cast(pa.int64()) if c == TIME else t[c]).to_pylist() for c in t.column_names
+        }
         out += [{c: v[i] for c, v in cols.items() if v[i] is not None} for i in range(t.num_rows)]
     return out
 
@@ -82,7 +93,7 @@ def test_gzip_and_no_trailing_newline_and_crlf(tmp_path: Path) -> None:
 
 def test_a_line_longer_than_a_chunk(tmp_path: Path) -> None:
     path = tmp_path / "long.line"
-    path.write_text("m s=\"" + "x" * 5000 + "\" 1\nm s=\"y\" 2\n")
+    path.write_text('m s="' + "x" * 5000 + '" 1\nm s="y" 2\n')
     res, _ = load(path, chunk_bytes=100)
     assert [len(r["s"]) for r in all_rows(res, "m")] == [5000, 1]
 
@@ -90,7 +101,12 @@ def test_a_line_longer_than_a_chunk(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["r.ndjson", "r.jsonl", "r.json", "r.jsonl.gz"])
 def test_ndjson(tmp_path: Path, name: str) -> None:
     items = readings(60)
-    body = "\n".join(json.dumps(x) for x in items[:30]) + "\n\nnot json\n" + "\n".join(json.dumps(x) for x in items[30:]) + "\n"
+    body = (
+        "\n".join(json.dumps(x) for x in items[:30])
+        + "\n\nnot json\n"
+        + "\n".join(json.dumps(x) for x in items[30:])
+        + "\n"
+    )
     path = tmp_path / name
     if name.endswith(".gz"):
         with gzip.open(path, "wt") as f:
@@ -147,7 +163,13 @@ def test_json_cutter_against_a_reference() -> None:
         return out
 
     for _ in range(200):
-        items = [{"a": "\\" * r.randrange(4) + '"' * r.randrange(2) + ",]}" * r.randrange(2), "b": [1, {"c": "\\\\"}]} for _ in range(r.randrange(1, 5))]
+        items = [
+            {
+                "a": "\\" * r.randrange(4) + '"' * r.randrange(2) + ",]}" * r.randrange(2),
+                "b": [1, {"c": "\\\\"}],
+            }
+            for _ in range(r.randrange(1, 5))
+        ]
         text = json.dumps(items)
         data = text.encode()
         cutter, pos, got = _JsonCutter(), 0, []
@@ -176,30 +198,51 @@ def test_csv_defaults(tmp_path: Path) -> None:
     t = res[0].batches["climate"]
     assert t.column_names == [TIME, "device_id", "note", "ok", "temperature", LINE]
     assert t.schema.field("device_id").type == TAG_TYPE and t.schema.field("note").type == TAG_TYPE
-    assert t.schema.field("temperature").type == pa.float64() and t.schema.field("ok").type == pa.bool_()
+    assert (
+        t.schema.field("temperature").type == pa.float64()
+        and t.schema.field("ok").type == pa.bool_()
+    )
     assert all_rows(res) == [
         {TIME: NOW, "device_id": "d1", "note": "hello", "ok": True, "temperature": 21.5, LINE: 2},
         {TIME: NOW + 1_000_000_000, "device_id": "d2", "ok": False, "temperature": 22.0, LINE: 3},
         {TIME: NOW + 2_000_000_000, "device_id": "d3", "note": "x", "ok": True, LINE: 4},
     ]
-    assert all_rows(res, "weather") == [{TIME: NOW + 4_000_000_000, "device_id": "d7", "ok": True, "temperature": 3.0, LINE: 8}]
-    assert [(x.line, x.reason) for r in res for x in r.rejects] == [(5, "missing time"), (6, "missing measurement"), (7, "no field values")]
+    assert all_rows(res, "weather") == [
+        {TIME: NOW + 4_000_000_000, "device_id": "d7", "ok": True, "temperature": 3.0, LINE: 8}
+    ]
+    assert [(x.line, x.reason) for r in res for x in r.rejects] == [
+        (5, "missing time"),
+        (6, "missing measurement"),
+        (7, "no field values"),
+    ]
     assert res[0].raw(5) == ",climate,d4,1,true,"
     assert seen[-1] == path.stat().st_size
 
 
 def test_csv_with_tags_and_type_fixed_by_first_chunk(tmp_path: Path) -> None:
-    rows = ["time,measurement,device_id,v,label"] + [f"{NOW + i},m,d{i},{i},l{i}" for i in range(300)] + [f"{NOW},m,dx,oops,lx"]
+    rows = (
+        ["time,measurement,device_id,v,label"]
+        + [f"{NOW + i},m,d{i},{i},l{i}" for i in range(300)]
+        + [f"{NOW},m,dx,oops,lx"]
+    )
     path = tmp_path / "d.csv.gz"
     with gzip.open(path, "wt") as f:
         f.write("\n".join(rows) + "\n")
     res, _ = load(path, chunk_bytes=1 << 12, tags=["device_id"])
     assert len(res) > 1
     got = all_rows(res, "m")
-    assert len(got) == 300 and got[5] == {TIME: NOW + 5, "device_id": "d5", "v": 5.0, "label": "l5", LINE: 7}
+    assert len(got) == 300 and got[5] == {
+        TIME: NOW + 5,
+        "device_id": "d5",
+        "v": 5.0,
+        "label": "l5",
+        LINE: 7,
+    }
     t = res[0].batches["m"]
     assert t.schema.field("label").type == pa.string()  # text, but not listed as a tag: a field
-    assert [(x.line, x.reason) for r in res for x in r.rejects] == [(302, "invalid float value for column 'v'")]
+    assert [(x.line, x.reason) for r in res for x in r.rejects] == [
+        (302, "invalid float value for column 'v'")
+    ]
 
 
 def test_csv_needs_time_and_measurement(tmp_path: Path) -> None:
@@ -217,7 +260,9 @@ def test_parquet(tmp_path: Path) -> None:
     t = pa.table(
         {
             "time": pa.array([NOW + i for i in range(n)], pa.timestamp("ns")),
-            "measurement": pa.array(["climate" if i % 2 else "power" for i in range(n)]).dictionary_encode(),
+            "measurement": pa.array(
+                ["climate" if i % 2 else "power" for i in range(n)]
+            ).dictionary_encode(),
             "device_id": [f"d{i % 9}" for i in range(n)],
             "temperature": pa.array([float(i) if i % 10 else None for i in range(n)]),
             "count": pa.array(range(n), pa.int32()),
@@ -231,7 +276,15 @@ def test_parquet(tmp_path: Path) -> None:
     assert len(res) > 2 and seen[-1] == path.stat().st_size and seen == sorted(seen)
     got = all_rows(res, "climate")
     assert len(got) == n // 2
-    assert got[0] == {TIME: NOW + 1, "device_id": "d1", "big": 1, "count": 1, "on": False, "temperature": 1.0, LINE: 2}
+    assert got[0] == {
+        TIME: NOW + 1,
+        "device_id": "d1",
+        "big": 1,
+        "count": 1,
+        "on": False,
+        "temperature": 1.0,
+        LINE: 2,
+    }
     b = next(r.batches["climate"] for r in res if "climate" in r.batches)
     assert b.schema.field("count").type == pa.int64() and b.schema.field("big").type == pa.uint64()
     assert b.schema.field("device_id").type == TAG_TYPE

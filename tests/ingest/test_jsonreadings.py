@@ -23,7 +23,16 @@ READING = {
     "value": 21,
     "unit": "degC",
     "location": "home-3",
-    "metadata": {"room": "kitchen", "floor": 2, "ok": True, "time": "x", "location": "y", "temperature": 1, "list": [1], "none": None},
+    "metadata": {
+        "room": "kitchen",
+        "floor": 2,
+        "ok": True,
+        "time": "x",
+        "location": "y",
+        "temperature": 1,
+        "list": [1],
+        "none": None,
+    },
 }
 
 
@@ -47,7 +56,20 @@ def test_mapping_rule() -> None:
     r = parse([READING])
     assert r.rejects == [] and r.lines_total == 1
     t = r.batches["climate"]
-    assert t.column_names == [TIME, "device_id", "floor", "location", "meta_location", "meta_temperature", "meta_time", "ok", "room", "unit", "temperature", LINE]
+    assert t.column_names == [
+        TIME,
+        "device_id",
+        "floor",
+        "location",
+        "meta_location",
+        "meta_temperature",
+        "meta_time",
+        "ok",
+        "room",
+        "unit",
+        "temperature",
+        LINE,
+    ]
     assert t.schema.field(TIME).type == TIME_TYPE and t.schema.field("room").type == TAG_TYPE
     assert t.schema.field("temperature").type == pa.float64()
     assert rows(r, "climate") == [
@@ -80,13 +102,21 @@ def test_fallbacks_and_value_types() -> None:
     assert r.rejects == []
     assert rows(r, "reading") == [{TIME: NOW, "device_id": "a", "value": 1.5, LINE: 1}]
     assert rows(r, "door") == [{TIME: NOW, "device_id": "a", "door": True, LINE: 2}]
-    assert rows(r, "s") == [{TIME: NOW, "device_id": "a", "value": "hello", LINE: 3}, {TIME: NOW, "device_id": "a", "n": 7.0, LINE: 4}]
+    assert rows(r, "s") == [
+        {TIME: NOW, "device_id": "a", "value": "hello", LINE: 3},
+        {TIME: NOW, "device_id": "a", "n": 7.0, LINE: 4},
+    ]
     assert r.batches["s"].schema.field("n").type == pa.float64()
 
 
 def test_same_device_and_time_with_different_types_are_separate_rows() -> None:
     base = {"device_id": "a", "sensor_type": "climate", "timestamp": 1767225600}
-    r = parse([{**base, "measurement_type": "temperature", "value": 20}, {**base, "measurement_type": "humidity", "value": 40}])
+    r = parse(
+        [
+            {**base, "measurement_type": "temperature", "value": 20},
+            {**base, "measurement_type": "humidity", "value": 40},
+        ]
+    )
     assert rows(r, "climate") == [
         {TIME: NOW, "device_id": "a", "temperature": 20.0, LINE: 1},
         {TIME: NOW, "device_id": "a", "humidity": 40.0, LINE: 2},
@@ -121,7 +151,20 @@ def test_timestamps(ts: Any, ns: int) -> None:
     assert rows(r, "reading")[0][TIME] == ns
 
 
-@pytest.mark.parametrize("ts", ["yesterday", "2026-13-01T00:00:00Z", "2026-01-01T25:00:00Z", "2026-01-01T00:00:00+25:00", "", True, [1], {"a": 1}, 10**30])
+@pytest.mark.parametrize(
+    "ts",
+    [
+        "yesterday",
+        "2026-13-01T00:00:00Z",
+        "2026-01-01T25:00:00Z",
+        "2026-01-01T00:00:00+25:00",
+        "",
+        True,
+        [1],
+        {"a": 1},
+        10**30,
+    ],
+)
 def test_bad_timestamps(ts: Any) -> None:
     r = parse([{"device_id": "a", "value": 1, "timestamp": ts}, {"device_id": "b", "value": 2}])
     assert len(r.rejects) == 1 and r.rejects[0].line == 1 and "timestamp" in r.rejects[0].reason
@@ -141,10 +184,19 @@ def test_bad_timestamps(ts: Any) -> None:
         ({"device_id": "a", "value": [1]}, "value must be a number, boolean or string"),
         ({"device_id": "a", "value": {"x": 1}}, "value must be a number, boolean or string"),
         ({"device_id": "a", "value": 1, "metadata": [1]}, "metadata must be an object"),
-        ({"device_id": "a", "value": 1, "sensor_type": 3}, "sensor_type must be a non-empty string"),
-        ({"device_id": "a", "value": 1, "measurement_type": ""}, "measurement_type must be a non-empty string"),
+        (
+            {"device_id": "a", "value": 1, "sensor_type": 3},
+            "sensor_type must be a non-empty string",
+        ),
+        (
+            {"device_id": "a", "value": 1, "measurement_type": ""},
+            "measurement_type must be a non-empty string",
+        ),
         ({"device_id": "a", "value": 1, "location": ["x"]}, "location must be a string"),
-        ({"device_id": "a", "value": 1, "measurement_type": "time"}, "field key 'time' is reserved"),
+        (
+            {"device_id": "a", "value": 1, "measurement_type": "time"},
+            "field key 'time' is reserved",
+        ),
     ],
 )
 def test_bad_readings(reading: Any, why: str) -> None:
@@ -156,30 +208,50 @@ def test_bad_readings(reading: Any, why: str) -> None:
 
 
 def test_type_conflicts_follow_line_protocol_rules() -> None:
-    r = parse([{"device_id": "a", "value": 1}, {"device_id": "a", "value": True}, {"device_id": "a", "value": "x"}])
+    r = parse(
+        [
+            {"device_id": "a", "value": 1},
+            {"device_id": "a", "value": True},
+            {"device_id": "a", "value": "x"},
+        ]
+    )
     assert [(x.line, x.reason) for x in r.rejects] == [
-        (2, "field type conflict: field 'value' is boolean in line 2, float earlier in this request"),
-        (3, "field type conflict: field 'value' is string in line 3, float earlier in this request"),
+        (
+            2,
+            "field type conflict: field 'value' is boolean in line 2, float earlier in this request",
+        ),
+        (
+            3,
+            "field type conflict: field 'value' is string in line 3, float earlier in this request",
+        ),
     ]
 
 
 def test_ndjson_lines_and_bad_lines() -> None:
-    body = ndjson({"device_id": "a", "value": 1}, "", "{not json", {"device_id": "b", "value": 2}) .replace("\n", "\r\n")
+    body = ndjson(
+        {"device_id": "a", "value": 1}, "", "{not json", {"device_id": "b", "value": 2}
+    ).replace("\n", "\r\n")
     r = parse(body)
     assert [(x.line, x.reason.split(":")[0]) for x in r.rejects] == [(3, "invalid JSON")]
     assert [x[LINE] for x in rows(r, "reading")] == [1, 4]
-    assert r.lines_total == 3 and r.raw(3) == "{not json" and json.loads(r.raw(4))["device_id"] == "b"
+    assert (
+        r.lines_total == 3 and r.raw(3) == "{not json" and json.loads(r.raw(4))["device_id"] == "b"
+    )
 
 
 def test_single_object_and_pretty_array() -> None:
     r = parse(json.dumps({"device_id": "a", "value": 1}, indent=2))
     assert rows(r, "reading")[0]["device_id"] == "a" and r.lines_total == 1
-    r = parse(json.dumps([{"device_id": "a", "value": 1}, {"device_id": "b", "value": 2}], indent=2))
+    r = parse(
+        json.dumps([{"device_id": "a", "value": 1}, {"device_id": "b", "value": 2}], indent=2)
+    )
     assert [x[LINE] for x in rows(r, "reading")] == [1, 2]
     assert json.loads(r.raw(2)) == {"device_id": "b", "value": 2}
 
 
-@pytest.mark.parametrize("body", ["[1, 2", "[{]", "not json at all\nnor this", b"\xff\xfe[]", "{\"a\": }"])
+@pytest.mark.parametrize(
+    "body", ["[1, 2", "[{]", "not json at all\nnor this", b"\xff\xfe[]", '{"a": }']
+)
 def test_bad_bodies_raise_parse_error(body: str | bytes) -> None:
     with pytest.raises(ParseError, match="invalid JSON"):
         parse(body)
@@ -191,9 +263,31 @@ def test_empty_bodies() -> None:
         assert r.batches == {} and r.rejects == [] and r.lines_total == 0
 
 
-_SCALAR = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=5)
-_JSON = st.recursive(_SCALAR, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=3), c, max_size=3), max_leaves=8)
-_KEYS = st.sampled_from(["device_id", "value", "timestamp", "sensor_type", "measurement_type", "unit", "location", "metadata", "x"])
+_SCALAR = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=5)
+)
+_JSON = st.recursive(
+    _SCALAR,
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=3), c, max_size=3),
+    max_leaves=8,
+)
+_KEYS = st.sampled_from(
+    [
+        "device_id",
+        "value",
+        "timestamp",
+        "sensor_type",
+        "measurement_type",
+        "unit",
+        "location",
+        "metadata",
+        "x",
+    ]
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -213,3 +307,14 @@ def test_arbitrary_bodies_parse_or_raise_parse_error(body: bytes | str) -> None:
         parse_readings(body, now_ns=NOW)
     except ParseError:
         pass
+
+
+def test_known_columns_win_over_the_first_reading() -> None:
+    r = parse_readings(
+        json.dumps([{"device_id": "a", "value": True}, {"device_id": "a", "value": 2}]),
+        now_ns=NOW,
+        known={"reading": {"value": "float"}},
+    )
+    assert [(x.line, x.reason) for x in r.rejects] == [
+        (1, "field type conflict: field 'value' of measurement 'reading' is boolean, already stored as float")
+    ]

@@ -13,7 +13,16 @@ from hypothesis import strategies as st
 from sensorium.errors import BadRequest
 from sensorium.ingest import lineprotocol as lp
 from sensorium.ingest.lineprotocol import parse_lines, serialize_lines, serialize_points
-from sensorium.schema import LINE, RESERVED, TAG_TYPE, TIME, TIME_TYPE, ParseResult, Point, batch_to_points
+from sensorium.schema import (
+    LINE,
+    RESERVED,
+    TAG_TYPE,
+    TIME,
+    TIME_TYPE,
+    ParseResult,
+    Point,
+    batch_to_points,
+)
 
 NOW = 1_767_225_600_000_000_000
 EXAMPLE = (
@@ -55,12 +64,19 @@ def reason(line: str) -> str:
 
 def plain(t: pa.Table) -> pa.Table:
     """Tags decoded, so that tables built with different dictionaries compare equal."""
-    return pa.table({c: t[c].cast(pa.string()) if pa.types.is_dictionary(t[c].type) else t[c] for c in t.column_names})
+    return pa.table(
+        {
+            c: t[c].cast(pa.string()) if pa.types.is_dictionary(t[c].type) else t[c]
+            for c in t.column_names
+        }
+    )
 
 
 def same(a: ParseResult, b: ParseResult) -> None:
     assert a.lines_total == b.lines_total
-    assert [(x.line, x.reason, x.raw) for x in a.rejects] == [(x.line, x.reason, x.raw) for x in b.rejects]
+    assert [(x.line, x.reason, x.raw) for x in a.rejects] == [
+        (x.line, x.reason, x.raw) for x in b.rejects
+    ]
     assert sorted(a.batches) == sorted(b.batches)
     for m in a.batches:
         assert a.batches[m].schema == b.batches[m].schema, m
@@ -73,7 +89,17 @@ def same(a: ParseResult, b: ParseResult) -> None:
 def test_example_line_types_and_column_order() -> None:
     r = parse(EXAMPLE)
     t = r.batches["climate"]
-    assert t.column_names == [TIME, "device_id", "location", "room", "battery", "humidity", "rssi", "temperature", LINE]
+    assert t.column_names == [
+        TIME,
+        "device_id",
+        "location",
+        "room",
+        "battery",
+        "humidity",
+        "rssi",
+        "temperature",
+        LINE,
+    ]
     assert t.schema.field(TIME).type == TIME_TYPE
     assert all(t.schema.field(c).type == TAG_TYPE for c in ("device_id", "location", "room"))
     assert t.schema.field("temperature").type == pa.float64()
@@ -110,41 +136,78 @@ def test_unsigned_bool_string_fields() -> None:
     row = one('m u=18446744073709551615u,s="hi there, you=me",b=T,z=0u 5')
     assert row == {TIME: 5, "u": 2**64 - 1, "s": "hi there, you=me", "b": True, "z": 0, LINE: 1}
     t = parse('m u=1u,s="x",b=f 1').batches["m"]
-    assert [t.schema.field(c).type for c in ("b", "s", "u")] == [pa.bool_(), pa.string(), pa.uint64()]
+    assert [t.schema.field(c).type for c in ("b", "s", "u")] == [
+        pa.bool_(),
+        pa.string(),
+        pa.uint64(),
+    ]
 
 
 @pytest.mark.parametrize(
     "text,value",
-    [("1", 1.0), ("1.5", 1.5), ("-1e3", -1000.0), ("1E+3", 1000.0), (".5", 0.5), ("1.", 1.0),
-     ("-0.0", -0.0), ("1.7976931348623157e308", 1.7976931348623157e308), ("4.9e-324", 5e-324),
-     ("007", 7.0), ("1e-400", 0.0)],
+    [
+        ("1", 1.0),
+        ("1.5", 1.5),
+        ("-1e3", -1000.0),
+        ("1E+3", 1000.0),
+        (".5", 0.5),
+        ("1.", 1.0),
+        ("-0.0", -0.0),
+        ("1.7976931348623157e308", 1.7976931348623157e308),
+        ("4.9e-324", 5e-324),
+        ("007", 7.0),
+        ("1e-400", 0.0),
+    ],
 )
 def test_float_syntax(text: str, value: float) -> None:
     got = one(f"m f={text} 1")["f"]
     assert got == value and math.copysign(1, got) == math.copysign(1, value)
 
 
-@pytest.mark.parametrize("text", ["+1", "1e", ".", "-", "1.2.3", "inf", "-inf", "nan", "NaN", "1_0", "0x10", "1f", "e5", "١"])
+@pytest.mark.parametrize(
+    "text",
+    ["+1", "1e", ".", "-", "1.2.3", "inf", "-inf", "nan", "NaN", "1_0", "0x10", "1f", "e5", "١"],
+)
 def test_float_syntax_rejected(text: str) -> None:
     assert reason(f"m f={text} 1") == f"invalid field value {text!r} for field 'f'"
 
 
-@pytest.mark.parametrize("text,value", [("12i", 12), ("-12i", -12), ("0i", 0), ("-0i", 0), ("007i", 7),
-                                        ("9223372036854775807i", 2**63 - 1), ("-9223372036854775808i", -(2**63))])
+@pytest.mark.parametrize(
+    "text,value",
+    [
+        ("12i", 12),
+        ("-12i", -12),
+        ("0i", 0),
+        ("-0i", 0),
+        ("007i", 7),
+        ("9223372036854775807i", 2**63 - 1),
+        ("-9223372036854775808i", -(2**63)),
+    ],
+)
 def test_integers(text: str, value: int) -> None:
     assert one(f"m f={text} 1")["f"] == value
 
 
 def test_integer_errors() -> None:
-    assert reason("m f=9223372036854775808i 1") == "integer out of range for field 'f': 9223372036854775808i"
+    assert (
+        reason("m f=9223372036854775808i 1")
+        == "integer out of range for field 'f': 9223372036854775808i"
+    )
     assert reason("m f=-9223372036854775809i 1").startswith("integer out of range")
-    assert reason("m f=18446744073709551616u 1") == "unsigned integer out of range for field 'f': 18446744073709551616u"
+    assert (
+        reason("m f=18446744073709551616u 1")
+        == "unsigned integer out of range for field 'f': 18446744073709551616u"
+    )
     assert reason("m f=1e999 1") == "float out of range for field 'f': 1e999"
     for bad in ("-1u", "+1i", "1.5i", "0x1fi", "i", "u", "1iu", "1 i"):
         assert "invalid" in reason(f"m f={bad} 1") or "timestamp" in reason(f"m f={bad} 1")
 
 
-@pytest.mark.parametrize("text,value", [(t, True) for t in ("t", "T", "true", "True", "TRUE")] + [(f, False) for f in ("f", "F", "false", "False", "FALSE")])
+@pytest.mark.parametrize(
+    "text,value",
+    [(t, True) for t in ("t", "T", "true", "True", "TRUE")]
+    + [(f, False) for f in ("f", "F", "false", "False", "FALSE")],
+)
 def test_booleans(text: str, value: bool) -> None:
     got = one(f"m b={text} 1")["b"]
     assert got is value
@@ -159,10 +222,12 @@ def test_boolean_lookalikes_are_rejected(text: str) -> None:
 
 
 def test_escapes_in_names() -> None:
-    r = parse('my\\ Meas\\,ure,tag\\ Key1=tag\\ Value1,t\\=k=v\\,1\\=2 field\\ k\\,e\\=y=100i 1')
+    r = parse("my\\ Meas\\,ure,tag\\ Key1=tag\\ Value1,t\\=k=v\\,1\\=2 field\\ k\\,e\\=y=100i 1")
     (m,) = r.batches
     assert m == "my Meas,ure"
-    assert rows(r, m) == [{TIME: 1, "tag Key1": "tag Value1", "t=k": "v,1=2", "field k,e=y": 100, LINE: 1}]
+    assert rows(r, m) == [
+        {TIME: 1, "tag Key1": "tag Value1", "t=k": "v,1=2", "field k,e=y": 100, LINE: 1}
+    ]
 
 
 def test_escapes_in_strings() -> None:
@@ -174,7 +239,14 @@ def test_escapes_in_strings() -> None:
 
 
 @pytest.mark.parametrize(
-    "raw,meant", [("\\", "\\"), ("\\\\", "\\"), ("\\\\\\", "\\\\"), ("\\\\\\\\", "\\\\"), ("\\\\\\\\\\", "\\\\\\")]
+    "raw,meant",
+    [
+        ("\\", "\\"),
+        ("\\\\", "\\"),
+        ("\\\\\\", "\\\\"),
+        ("\\\\\\\\", "\\\\"),
+        ("\\\\\\\\\\", "\\\\\\"),
+    ],
 )
 def test_backslash_table(raw: str, meant: str) -> None:
     r = parse(f"m{raw}x,t=a{raw}b f{raw}k=1 1")
@@ -189,7 +261,7 @@ def test_backslash_before_other_characters_is_literal() -> None:
 
 
 def test_quotes_outside_string_fields_are_literal() -> None:
-    r = parse("'m',\"t\"=\"v\" \"f\"=1 1")
+    r = parse('\'m\',"t"="v" "f"=1 1')
     assert rows(r, "'m'") == [{TIME: 1, '"t"': '"v"', '"f"': 1.0, LINE: 1}]
 
 
@@ -202,7 +274,9 @@ def test_blank_and_comment_lines_and_physical_line_numbers() -> None:
     assert r.lines_total == 3
     assert [row[LINE] for row in rows(r, "m")] == [3, 6]
     assert reasons(body) == [(7, "missing fields")]
-    assert r.raw(7) == "bad" and r.raw(3) == "m f=1 1" and r.raw(1) == "# header" and r.raw(99) == ""
+    assert (
+        r.raw(7) == "bad" and r.raw(3) == "m f=1 1" and r.raw(1) == "# header" and r.raw(99) == ""
+    )
 
 
 def test_crlf_and_whitespace_tolerance() -> None:
@@ -222,7 +296,8 @@ def test_missing_timestamp_uses_one_now_per_call(monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.mark.parametrize(
-    "precision,factor", [("ns", 1), ("n", 1), ("us", 1_000), ("u", 1_000), ("ms", 1_000_000), ("s", 1_000_000_000)]
+    "precision,factor",
+    [("ns", 1), ("n", 1), ("us", 1_000), ("u", 1_000), ("ms", 1_000_000), ("s", 1_000_000_000)],
 )
 def test_precision(precision: str, factor: int) -> None:
     r = parse("m f=1 -3\nm f=2 1700000000\nm f=3", precision=precision)
@@ -241,7 +316,9 @@ def test_timestamp_errors() -> None:
     assert reason("m f=1 1 2") == "invalid timestamp '1 2'"
     assert reason("m f=1 9223372036854775807") == "timestamp out of range: 9223372036854775807"
     assert reason("m f=1 99999999999999999999") == "timestamp out of range: 99999999999999999999"
-    assert reasons("m f=1 9300000000000", precision="s") == [(1, "timestamp out of range: 9300000000000")]
+    assert reasons("m f=1 9300000000000", precision="s") == [
+        (1, "timestamp out of range: 9300000000000")
+    ]
     assert one("m f=1 9223372036854775806")[TIME] == 9223372036854775806
 
 
@@ -310,16 +387,28 @@ def test_type_conflict_first_occurrence_wins() -> None:
     body = "m x=1 1\nm x=2i 2\nm x=true 3\nn x=4i 4\nm x=5 5\n"
     r = parse(body)
     assert [(x.line, x.reason, x.measurement) for x in r.rejects] == [
-        (2, "field type conflict: field 'x' is integer in line 2, float earlier in this request", "m"),
-        (3, "field type conflict: field 'x' is boolean in line 3, float earlier in this request", "m"),
+        (
+            2,
+            "field type conflict: field 'x' is integer in line 2, float earlier in this request",
+            "m",
+        ),
+        (
+            3,
+            "field type conflict: field 'x' is boolean in line 3, float earlier in this request",
+            "m",
+        ),
     ]
     assert [x[LINE] for x in rows(r, "m")] == [1, 5]
     assert rows(r, "n") == [{TIME: 4, "x": 4, LINE: 4}]
 
 
 def test_tag_field_role_conflict_across_lines() -> None:
-    assert reasons("m,x=a f=1 1\nm x=2 2") == [(2, "column 'x' is a field in line 2, a tag earlier in this request")]
-    assert reasons("m x=2 1\nm,x=a f=1 2") == [(2, "column 'x' is a tag in line 2, a field earlier in this request")]
+    assert reasons("m,x=a f=1 1\nm x=2 2") == [
+        (2, "column 'x' is a field in line 2, a tag earlier in this request")
+    ]
+    assert reasons("m x=2 1\nm,x=a f=1 2") == [
+        (2, "column 'x' is a tag in line 2, a field earlier in this request")
+    ]
 
 
 def test_invalid_utf8_rejects_only_that_line() -> None:
@@ -353,7 +442,10 @@ def test_fast_path_takes_typical_lines(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
     real = lp._parse_line
     monkeypatch.setattr(lp, "_parse_line", lambda s, f: calls.append(s) or real(s, f))
-    body = "\n".join(EXAMPLE.replace("00042", f"{i:05d}") for i in range(500)) + '\nm s="plain, quoted" 1\n'
+    body = (
+        "\n".join(EXAMPLE.replace("00042", f"{i:05d}") for i in range(500))
+        + '\nm s="plain, quoted" 1\n'
+    )
     r = parse(body)
     assert r.rows == 501 and calls == []
     parse('m s="esc\\"aped" 1\nm f=abc 2\n')
@@ -394,18 +486,64 @@ def test_chunks_and_slow_lines_keep_line_order(monkeypatch: pytest.MonkeyPatch) 
 
 _NAME = st.text(alphabet="ab_ ,=\"'\\#é\t", min_size=0, max_size=5)
 _VALUE = st.sampled_from(
-    ["1", "1.5", "-1e3", ".5", "1.", "+1", "1i", "-7i", "99999999999999999999i", "9223372036854775807i", "1u",
-     "-1u", "18446744073709551616u", "t", "TRUE", "False", "tru", '"s"', '"a b,c=d"', '"x\\"y"', '"\\\\"',
-     '"unterminated', '""', "nan", "inf", "0x10", "1_0", "", "abc", "1e999", '"q"x', "١"]
+    [
+        "1",
+        "1.5",
+        "-1e3",
+        ".5",
+        "1.",
+        "+1",
+        "1i",
+        "-7i",
+        "99999999999999999999i",
+        "9223372036854775807i",
+        "1u",
+        "-1u",
+        "18446744073709551616u",
+        "t",
+        "TRUE",
+        "False",
+        "tru",
+        '"s"',
+        '"a b,c=d"',
+        '"x\\"y"',
+        '"\\\\"',
+        '"unterminated',
+        '""',
+        "nan",
+        "inf",
+        "0x10",
+        "1_0",
+        "",
+        "abc",
+        "1e999",
+        '"q"x',
+        "١",
+    ]
 )
-_TS = st.sampled_from(["", " 123", " -5", " 1a", " 9223372036854775806", " 99999999999999999999", "  7", " 1 2", "\t3"])
+_TS = st.sampled_from(
+    [
+        "",
+        " 123",
+        " -5",
+        " 1a",
+        " 9223372036854775806",
+        " 99999999999999999999",
+        "  7",
+        " 1 2",
+        "\t3",
+    ]
+)
 
 
 @st.composite
 def lp_lines(draw: st.DrawFn) -> str:
     meas = draw(st.sampled_from(["m", "n", "m\\ x", "#c", " m", "", "m,"]) | _NAME)
     tags = "".join(f",{draw(_NAME)}={draw(_NAME)}" for _ in range(draw(st.integers(0, 3))))
-    fields = ",".join(f"{draw(st.sampled_from(['f', 'g', 'h', 'time']) | _NAME)}={draw(_VALUE)}" for _ in range(draw(st.integers(0, 3))))
+    fields = ",".join(
+        f"{draw(st.sampled_from(['f', 'g', 'h', 'time']) | _NAME)}={draw(_VALUE)}"
+        for _ in range(draw(st.integers(0, 3)))
+    )
     return f"{meas}{tags} {fields}{draw(_TS)}"
 
 
@@ -441,7 +579,12 @@ def test_never_raises(body: bytes | str) -> None:
 
 def test_serialize_points_escapes_and_types() -> None:
     pts = [
-        Point("my meas,x", {"b": "v 1", "a": "x=y,z", "e": ""}, {"f": 1.5, "i": 3, "u": 2**64 - 1, "s": 'say "hi" \\', "t": True}, 10),
+        Point(
+            "my meas,x",
+            {"b": "v 1", "a": "x=y,z", "e": ""},
+            {"f": 1.5, "i": 3, "u": 2**64 - 1, "s": 'say "hi" \\', "t": True},
+            10,
+        ),
         Point("m", {}, {"f": None, "g": False}),
         Point("m", {}, {"f": None}),
     ]
@@ -477,7 +620,10 @@ def test_serialize_lines_of_a_batch() -> None:
     r = parse('m,t=a f=1.25,u=7u,s="x y",b=t 1000\nm g=2i 2000\n')
     text = serialize_lines("m", r.batches["m"])
     assert text == 'm,t=a b=true,f=1.25,s="x y",u=7u 1000\nm g=2i 2000\n'
-    assert serialize_lines("m", r.batches["m"], precision="us") == 'm,t=a b=true,f=1.25,s="x y",u=7u 1\nm g=2i 2\n'
+    assert (
+        serialize_lines("m", r.batches["m"], precision="us")
+        == 'm,t=a b=true,f=1.25,s="x y",u=7u 1\nm g=2i 2\n'
+    )
     same(parse(text), parse(serialize_lines("m", parse(text).batches["m"])))
 
 
@@ -494,10 +640,16 @@ _KINDS = {
 
 @st.composite
 def point_sets(draw: st.DrawFn) -> list[Point]:
-    meas = draw(st.lists(_ANY_NAME.filter(lambda s: s[0] not in "#\t"), min_size=1, max_size=2, unique=True))
+    meas = draw(
+        st.lists(_ANY_NAME.filter(lambda s: s[0] not in "#\t"), min_size=1, max_size=2, unique=True)
+    )
     out: list[Point] = []
     for m in meas:
-        names = draw(st.lists(_ANY_NAME.filter(lambda s: s not in RESERVED), min_size=1, max_size=5, unique=True))
+        names = draw(
+            st.lists(
+                _ANY_NAME.filter(lambda s: s not in RESERVED), min_size=1, max_size=5, unique=True
+            )
+        )
         cut = draw(st.integers(0, len(names) - 1))
         tags, fields = names[:cut], names[cut:]
         kinds = {f: draw(st.sampled_from(sorted(_KINDS))) for f in fields}
@@ -521,7 +673,11 @@ def test_serialize_then_parse_round_trips(points: list[Point]) -> None:
     r = parse(text)
     assert r.rejects == []
     got = sorted(
-        ((int(t[LINE][i].as_py()), p) for m, t in r.batches.items() for i, p in enumerate(batch_to_points(m, t))),
+        (
+            (int(t[LINE][i].as_py()), p)
+            for m, t in r.batches.items()
+            for i, p in enumerate(batch_to_points(m, t))
+        ),
         key=lambda x: x[0],
     )
     assert [_typed(p) for _, p in got] == [_typed(p) for p in points]
@@ -529,7 +685,10 @@ def test_serialize_then_parse_round_trips(points: list[Point]) -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=5), st.lists(_ANY_NAME, min_size=1, max_size=5))
+@given(
+    st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=5),
+    st.lists(_ANY_NAME, min_size=1, max_size=5),
+)
 def test_unsigned_columns_round_trip(values: list[int], tags: list[str]) -> None:
     assume(len(tags) == len(values) or True)
     t = pa.table(
@@ -541,4 +700,24 @@ def test_unsigned_columns_round_trip(values: list[int], tags: list[str]) -> None
     )
     r = parse(serialize_lines("m", t))
     assert r.batches["m"]["u"].to_pylist() == values
-    assert r.batches["m"]["tag"].cast(pa.string()).to_pylist() == t["tag"].cast(pa.string()).to_pylist()
+    assert (
+        r.batches["m"]["tag"].cast(pa.string()).to_pylist()
+        == t["tag"].cast(pa.string()).to_pylist()
+    )
+
+
+# -- the stored schema --------------------------------------------------------------------------------
+
+
+def test_known_columns_win_over_the_first_line() -> None:
+    stored = {"m": {"x": "float", "t": "tag", "u": "integer"}}
+    body = "m,t=a x=1i 1\nm,t=b x=2 2\nm t=3 3\nm,u=9 x=4 4\nn x=5i 5\n"
+    r = parse(body, known=stored)
+    assert [(x.line, x.reason) for x in r.rejects] == [
+        (1, "field type conflict: field 'x' of measurement 'm' is integer, already stored as float"),
+        (3, "column 't' of measurement 'm' is a tag, not a field"),
+        (4, "column 'u' of measurement 'm' is an integer, not a tag"),
+    ]
+    assert [x[LINE] for x in rows(r, "m")] == [2] and rows(r, "n")[0]["x"] == 5
+    assert [x.reason for x in parse(body, known=lambda m: stored.get(m, {})).rejects] == [x.reason for x in r.rejects]
+    same(r, lp._parse(body, "ns", NOW, fast=False, known=stored))

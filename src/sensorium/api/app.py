@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sensorium import __version__
@@ -239,8 +239,8 @@ def create_app(platform: Sensorium) -> FastAPI:
     ) -> Response:
         """Last value of each field per series (last-value cache)."""
         check_auth(request)
-        extra = {k: v for k, v in request.query_params.items() if k not in ("bucket", "measurement", "device_id")}
-        rows = await asyncio.to_thread(platform.latest, bucket, measurement, device_id=device_id, **extra)
+        tags = {k: v for k, v in request.query_params.items() if k not in ("bucket", "measurement")}
+        rows = await asyncio.to_thread(platform.latest, bucket, measurement, **tags)
         for r in rows:
             t = r["time"]
             if not isinstance(t, str):
@@ -280,9 +280,12 @@ def create_app(platform: Sensorium) -> FastAPI:
         offset: int = Query(0, ge=0),
     ) -> Response:
         check_auth(request)
-        kw = dict(bucket=bucket, rule=rule, device_id=device_id, reason_contains=reason, include_replayed=include_replayed)
-        items = platform.deadletters.list(limit=limit, offset=offset, **kw)
-        return _json({"total": platform.deadletters.count(**kw), "items": items})
+        store = platform.deadletters
+        items = store.list(bucket=bucket, rule=rule, device_id=device_id, reason_contains=reason,
+                           include_replayed=include_replayed, limit=limit, offset=offset)
+        total = store.count(bucket=bucket, rule=rule, device_id=device_id, reason_contains=reason,
+                            include_replayed=include_replayed)
+        return _json({"total": total, "items": items})
 
     @app.post("/api/v1/dead-letters/replay", tags=["quality"])
     async def dead_letters_replay(

@@ -16,7 +16,14 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from sensorium.config import Settings, load_settings
@@ -197,7 +204,7 @@ def simulate(
 def _summary_dict(summary: Any) -> dict[str, Any]:
     from dataclasses import asdict, is_dataclass
 
-    d = asdict(summary) if is_dataclass(summary) else dict(summary)
+    d = asdict(summary) if is_dataclass(summary) and not isinstance(summary, type) else dict(summary)
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
 
 

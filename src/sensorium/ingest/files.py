@@ -49,7 +49,7 @@ import pyarrow.parquet as pq
 
 from sensorium.errors import BadRequest
 from sensorium.ingest.jsonreadings import parse_readings, parse_timestamp
-from sensorium.ingest.lineprotocol import TS_MAX, TS_MIN, parse_lines, precision_factor
+from sensorium.ingest.lineprotocol import TS_MAX, TS_MIN, Known, parse_lines, precision_factor
 from sensorium.schema import LINE, RESERVED, TIME, TIME_TYPE, ParseResult, Reject
 
 __all__ = ["FORMATS", "read_file"]
@@ -65,7 +65,15 @@ FORMATS: dict[str, str] = {
     ".csv": "csv",
     ".parquet": "parquet",
 }
-_ALIASES = {"lp": "lp", "line": "lp", "ndjson": "ndjson", "jsonl": "ndjson", "json": "json", "csv": "csv", "parquet": "parquet"}
+_ALIASES = {
+    "lp": "lp",
+    "line": "lp",
+    "ndjson": "ndjson",
+    "jsonl": "ndjson",
+    "json": "json",
+    "csv": "csv",
+    "parquet": "parquet",
+}
 Progress = Callable[[int], None]
 
 
@@ -88,12 +96,14 @@ def read_file(
     tags: Sequence[str] | None = None,
     progress: Progress | None = None,
     now_ns: int | None = None,
+    known: Known | None = None,
 ) -> Iterator[ParseResult]:
     """Parse a file chunk by chunk; see the module docstring for formats and rules.
 
     ``format`` (``lp``, ``json``, ``ndjson``, ``csv``, ``parquet``) overrides the extension;
     ``precision`` applies to line protocol; ``now_ns`` (default: when the call is made) is the
-    time of lines and readings without one.
+    time of lines and readings without one; ``known`` (line protocol and JSON) is passed to the
+    parsers (see :func:`~sensorium.ingest.lineprotocol.parse_lines`).
     """
     p = Path(path)
     fmt, gz = _format(p, format)
@@ -108,15 +118,23 @@ def read_file(
     with open(p, "rb") as raw:
         stream: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw
         if fmt == "lp":
-            yield from _text_chunks(stream, raw, chunk_bytes, report, lambda b: parse_lines(b, precision=precision, now_ns=now))
+            yield from _text_chunks(
+                stream,
+                raw,
+                chunk_bytes,
+                report,
+                lambda b: parse_lines(b, precision=precision, now_ns=now, known=known),
+            )
         elif fmt == "csv":
             yield from _csv(stream, raw, chunk_bytes, tags, report)
         else:
             head = _peek(stream)
             if fmt == "json" and head == b"[":
-                yield from _json_array(stream, raw, chunk_bytes, report, now)
+                yield from _json_array(stream, raw, chunk_bytes, report, now, known)
             else:
-                yield from _text_chunks(stream, raw, chunk_bytes, report, lambda b: parse_readings(b, now_ns=now))
+                yield from _text_chunks(
+                    stream, raw, chunk_bytes, report, lambda b: parse_readings(b, now_ns=now, known=known)
+                )
 
 
 def _format(p: Path, format: str | None) -> tuple[str, bool]:
@@ -130,8 +148,12 @@ def _format(p: Path, format: str | None) -> tuple[str, bool]:
     ext = suffixes[-2] if gz and len(suffixes) > 1 else (suffixes[-1] if suffixes else "")
     fmt = FORMATS.get(ext)
     if fmt is None or (gz and fmt == "parquet"):
-        supported = sorted(FORMATS) + [f"{e}.gz" for e in sorted(FORMATS) if FORMATS[e] != "parquet"]
-        raise BadRequest(f"unsupported file type {p.name!r}: supported are {', '.join(supported)}", path=str(p))
+        supported = sorted(FORMATS) + [
+            f"{e}.gz" for e in sorted(FORMATS) if FORMATS[e] != "parquet"
+        ]
+        raise BadRequest(
+            f"unsupported file type {p.name!r}: supported are {', '.join(supported)}", path=str(p)
+        )
     return fmt, gz
 
 
@@ -162,7 +184,11 @@ def _shift(r: ParseResult, offset: int) -> ChunkResult:
 
 
 def _text_chunks(
-    stream: IO[bytes], raw: IO[bytes], chunk_bytes: int, report: Progress, parse: Callable[[bytes], ParseResult]
+    stream: IO[bytes],
+    raw: IO[bytes],
+    chunk_bytes: int,
+    report: Progress,
+    parse: Callable[[bytes], ParseResult],
 ) -> Iterator[ParseResult]:
     """Line-based formats: chunks cut after their last newline."""
     offset = 0
@@ -243,7 +269,14 @@ class _JsonCutter:
         return commas.astype(np.int64)
 
 
-def _json_array(stream: IO[bytes], raw: IO[bytes], chunk_bytes: int, report: Progress, now: int) -> Iterator[ParseResult]:
+def _json_array(
+    stream: IO[bytes],
+    raw: IO[bytes],
+    chunk_bytes: int,
+    report: Progress,
+    now: int,
+    known: Known | None = None,
+) -> Iterator[ParseResult]:
     """A JSON array of readings, parsed a group of elements at a time."""
     cutter = _JsonCutter()
     offset = 0  # elements before this chunk
@@ -263,12 +296,12 @@ def _json_array(stream: IO[bytes], raw: IO[bytes], chunk_bytes: int, report: Pro
         pending = data[cut + 1 :]
         text = body + b"]" if first else b"[" + body + b"]"
         first = False
-        yield _shift(parse_readings(text, now_ns=now), offset)
+        yield _shift(parse_readings(text, now_ns=now, known=known), offset)
         offset += len(commas)
         report(raw.tell())
     if pending or first:
         text = pending if first else b"[" + pending
-        yield _shift(parse_readings(text, now_ns=now), offset)
+        yield _shift(parse_readings(text, now_ns=now, known=known), offset)
     report(raw.tell())
 
 
@@ -278,7 +311,13 @@ def _json_array(stream: IO[bytes], raw: IO[bytes], chunk_bytes: int, report: Pro
 _BOOL_TEXT = {"true": True, "false": False}
 
 
-def _csv(stream: IO[bytes], raw: IO[bytes], chunk_bytes: int, tags: Sequence[str] | None, report: Progress) -> Iterator[ParseResult]:
+def _csv(
+    stream: IO[bytes],
+    raw: IO[bytes],
+    chunk_bytes: int,
+    tags: Sequence[str] | None,
+    report: Progress,
+) -> Iterator[ParseResult]:
     header = stream.readline()
     if not header.strip():
         return
@@ -286,9 +325,13 @@ def _csv(stream: IO[bytes], raw: IO[bytes], chunk_bytes: int, tags: Sequence[str
     _check_columns(cols)
     reader = pacsv.open_csv(
         stream,
-        read_options=pacsv.ReadOptions(column_names=cols, block_size=min(max(chunk_bytes, 1 << 10), 1 << 30)),
+        read_options=pacsv.ReadOptions(
+            column_names=cols, block_size=min(max(chunk_bytes, 1 << 10), 1 << 30)
+        ),
         convert_options=pacsv.ConvertOptions(
-            column_types={c: pa.string() for c in cols}, strings_can_be_null=True, quoted_strings_can_be_null=False
+            column_types={c: pa.string() for c in cols},
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
         ),
     )
     kinds: dict[str, str] = {}
@@ -301,7 +344,9 @@ def _csv(stream: IO[bytes], raw: IO[bytes], chunk_bytes: int, tags: Sequence[str
                 continue
             col = table[c].combine_chunks()
             if c not in kinds and col.null_count < len(col):
-                kinds[c] = "tag" if tags is not None and c in tags else _infer_kind(col, tags is not None)
+                kinds[c] = (
+                    "tag" if tags is not None and c in tags else _infer_kind(col, tags is not None)
+                )
             if c in kinds:
                 conv[c] = col
         raws = pc.binary_join_element_wise(*[pc.fill_null(table[c], "") for c in cols], ",")
@@ -341,7 +386,9 @@ def _convert(col: pa.Array, kind: str) -> tuple[pa.Array, np.ndarray]:
     if kind == "boolean":
         low = pc.utf8_lower(col)
         out = pc.equal(low, "true")
-        bad = pc.and_(pc.is_valid(col), pc.invert(pc.is_in(low, value_set=pa.array(list(_BOOL_TEXT)))))
+        bad = pc.and_(
+            pc.is_valid(col), pc.invert(pc.is_in(low, value_set=pa.array(list(_BOOL_TEXT))))
+        )
         return out, bad.to_numpy(zero_copy_only=False)
     parsed = pl.Series(col).cast(pl.Float64, strict=False).to_arrow()
     bad = pc.and_(pc.is_valid(col), pc.is_null(parsed))
@@ -358,7 +405,9 @@ def _epoch_ns(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ns = np.where(bad, 0, x).astype(np.int64) * unit
     else:
         whole = np.floor(np.where(bad, 0, x))
-        ns = whole.astype(np.int64) * unit + np.round((np.where(bad, 0, x) - whole) * unit).astype(np.int64)
+        ns = whole.astype(np.int64) * unit + np.round((np.where(bad, 0, x) - whole) * unit).astype(
+            np.int64
+        )
     bad |= (ns < TS_MIN) | (ns > TS_MAX)
     return ns, bad
 
@@ -446,7 +495,11 @@ def _rows_to_result(
                 reasons[i] = why[i]
             elif not has_field[i]:
                 reasons[i] = "no field values"
-    rejects = [Reject(first_line + i, r, raws[i].as_py() or "") for i, r in enumerate(reasons) if r is not None]
+    rejects = [
+        Reject(first_line + i, r, raws[i].as_py() or "")
+        for i, r in enumerate(reasons)
+        if r is not None
+    ]
     good = np.array([r is None for r in reasons], dtype=bool)
     batches: dict[str, pa.Table] = {}
     if good.any():
@@ -503,11 +556,17 @@ def _parquet_kind(name: str, t: pa.DataType, tags: Sequence[str] | None) -> str:
     raise BadRequest(f"column '{name}' has unsupported type {t}")
 
 
-def _parquet(p: Path, chunk_bytes: int, tags: Sequence[str] | None, report: Progress) -> Iterator[ParseResult]:
+def _parquet(
+    p: Path, chunk_bytes: int, tags: Sequence[str] | None, report: Progress
+) -> Iterator[ParseResult]:
     pf = pq.ParquetFile(p)
     cols = pf.schema_arrow.names
     _check_columns(cols)
-    kinds = {c: _parquet_kind(c, pf.schema_arrow.field(c).type, tags) for c in cols if c not in (TIME, MEASUREMENT)}
+    kinds = {
+        c: _parquet_kind(c, pf.schema_arrow.field(c).type, tags)
+        for c in cols
+        if c not in (TIME, MEASUREMENT)
+    }
     meta = pf.metadata
     total_rows = max(meta.num_rows, 1)
     raw_bytes = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))

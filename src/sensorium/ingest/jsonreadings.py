@@ -52,6 +52,7 @@ from sensorium.ingest.lineprotocol import (
     _K_STR,
     TS_MAX,
     TS_MIN,
+    Known,
     _Acc,
     _assemble,
     _Records,
@@ -73,8 +74,17 @@ class _Bad(ValueError):
     """A bad reading (the message is the reject reason)."""
 
 
-def parse_readings(body: bytes | bytearray | memoryview | str, *, now_ns: int | None = None) -> ParseResult:
-    """Parse JSON readings (an array, or NDJSON) into batches; see the module docstring."""
+def parse_readings(
+    body: bytes | bytearray | memoryview | str,
+    *,
+    now_ns: int | None = None,
+    known: Known | None = None,
+) -> ParseResult:
+    """Parse JSON readings (an array, or NDJSON) into batches; see the module docstring.
+
+    ``known``: the stored columns per measurement, as for
+    :func:`~sensorium.ingest.lineprotocol.parse_lines`.
+    """
     now = _time.time_ns() if now_ns is None else int(now_ns)
     data = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else bytes(body)
     if data.startswith(b"\xef\xbb\xbf"):
@@ -86,12 +96,12 @@ def parse_readings(body: bytes | bytearray | memoryview | str, *, now_ns: int | 
             items = orjson.loads(data)
         except orjson.JSONDecodeError as e:
             try:  # NDJSON whose first line is an array?
-                return _ndjson(_Acc(1, now), data)
+                return _ndjson(_Acc(1, now), data, known)
             except ParseError:
                 raise _parse_error(e) from None
         raw = [orjson.dumps(x).decode() for x in items]
         _add(acc, enumerate(items, start=1))
-        return _assemble(acc, raw)
+        return _assemble(acc, raw, known)
     if head == b"{":
         try:
             one = orjson.loads(data)
@@ -100,8 +110,8 @@ def parse_readings(body: bytes | bytearray | memoryview | str, *, now_ns: int | 
         else:
             raw = [data.decode().strip()]
             _add(acc, [(1, one)])
-            return _assemble(acc, raw)
-    return _ndjson(acc, data)
+            return _assemble(acc, raw, known)
+    return _ndjson(acc, data, known)
 
 
 def _parse_error(e: orjson.JSONDecodeError) -> ParseError:
@@ -113,7 +123,7 @@ def _parse_error(e: orjson.JSONDecodeError) -> ParseError:
     )
 
 
-def _ndjson(acc: _Acc, data: bytes) -> ParseResult:
+def _ndjson(acc: _Acc, data: bytes, known: Known | None) -> ParseResult:
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
@@ -143,7 +153,7 @@ def _ndjson(acc: _Acc, data: bytes) -> ParseResult:
             column=e.colno,
         )
     _add(acc, items)
-    return _assemble(acc, raw)
+    return _assemble(acc, raw, known)
 
 
 def _add(acc: _Acc, items: Any) -> None:
@@ -151,7 +161,14 @@ def _add(acc: _Acc, items: Any) -> None:
     rec = _Records(acc)
     meas_codes, key_codes = acc.meas, acc.keys
     s_meas, t_series, t_key, t_val = rec.s_meas, rec.t_series, rec.t_key, rec.t_val
-    r_line, r_ts, f_row, f_key, f_kind, f_vals = rec.r_line, rec.r_ts, rec.f_row, rec.f_key, rec.f_kind, rec.f_vals
+    r_line, r_ts, f_row, f_key, f_kind, f_vals = (
+        rec.r_line,
+        rec.r_ts,
+        rec.f_row,
+        rec.f_key,
+        rec.f_kind,
+        rec.f_vals,
+    )
     rejects, now = acc.rejects, acc.now
     for no, obj in items:
         try:
@@ -196,7 +213,9 @@ def _reading(obj: Any) -> tuple[str, str, int, object, int | None, list[tuple[st
     get = obj.get
     device = get("device_id")
     if type(device) is not str or not device:
-        raise _Bad("missing device_id" if device is None else "device_id must be a non-empty string")
+        raise _Bad(
+            "missing device_id" if device is None else "device_id must be a non-empty string"
+        )
     sensor, mtype = get("sensor_type"), get("measurement_type")
     for key, v in (("sensor_type", sensor), ("measurement_type", mtype)):
         if v is not None and (type(v) is not str or not v):

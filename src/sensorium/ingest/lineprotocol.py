@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import re
 import time as _time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -94,16 +94,29 @@ def precision_factor(precision: str) -> int:
         ) from None
 
 
+Known = Callable[[str], Mapping[str, str]] | Mapping[str, Mapping[str, str]]
+"""Stored columns per measurement, ``{column: "tag" | field kind}`` (as
+:meth:`SchemaRegistry.columns <sensorium.schema.SchemaRegistry.columns>` returns them)."""
+
+
 def parse_lines(
-    body: bytes | bytearray | memoryview | str, *, precision: str = "ns", now_ns: int | None = None
+    body: bytes | bytearray | memoryview | str,
+    *,
+    precision: str = "ns",
+    now_ns: int | None = None,
+    known: Known | None = None,
 ) -> ParseResult:
     """Parse a body of line protocol into one batch per measurement, plus rejects.
 
     ``batches[m]`` has ``time``, the tag columns (sorted), the field columns (sorted) and
     ``_line`` (1-based physical line number). ``lines_total`` counts the lines that are neither
     blank nor comments; ``raw_lines[i - 1]`` is the text of physical line ``i``.
+
+    ``known`` (optional) gives the columns already stored per measurement: a line that
+    disagrees with them is rejected, and the lines that agree are kept, whatever came first
+    in the request. Columns it does not know follow the first-occurrence rule.
     """
-    return _parse(body, precision, now_ns, fast=True)
+    return _parse(body, precision, now_ns, fast=True, known=known)
 
 
 # -- the exact per-line parser ---------------------------------------------------------------
@@ -380,15 +393,15 @@ class _Acc:
             self.mixed |= bool(r_line[0] < self.max_line)
             self.max_line = max(self.max_line, int(r_line[-1]))
         self.s_meas.append(s_meas)
-        self.t_series.append(t_series + self.n_series)
+        self.t_series.append(t_series + self.n_series if self.n_series else t_series)
         self.t_key.append(t_key)
-        self.t_val.append(t_val + self.pool_size)
+        self.t_val.append(t_val + self.pool_size if self.pool_size else t_val)
         self.pool.append(pool)
         self.pool_size += len(pool)
         self.r_line.append(r_line)
-        self.r_series.append(r_series + self.n_series)
+        self.r_series.append(r_series + self.n_series if self.n_series else r_series)
         self.r_ts.append(r_ts)
-        self.f_row.append(f_row + self.n_rows)
+        self.f_row.append(f_row + self.n_rows if self.n_rows else f_row)
         self.f_key.append(f_key)
         self.f_kind.append(f_kind)
         self.f_bits.append(f_bits)
@@ -494,15 +507,6 @@ class _Records:
 # -- the vectorised path ---------------------------------------------------------------------
 
 
-def _lut(chars: str) -> np.ndarray:
-    t = np.zeros(256, dtype=bool)
-    t[[ord(c) for c in chars]] = True
-    return t
-
-
-_FLOAT_FIRST = _lut("-.0123456789")
-_FLOAT_LAST = _lut(".0123456789")
-_BOOL_FIRST = _lut("tTfF")
 _FLOAT_RE2 = "^" + _FLOAT_RE.pattern + "$"
 _TRUE_ARR = pa.array(_TRUE)
 _FALSE_ARR = pa.array(_FALSE)
@@ -512,7 +516,9 @@ def _offsets(arr: pa.Array) -> np.ndarray:
     """The offsets (n + 1, int64) of a string or binary array, in its data buffer."""
     large = pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)
     dt = np.dtype(np.int64 if large else np.int32)
-    o = np.frombuffer(arr.buffers()[1], dtype=dt, count=len(arr) + 1, offset=arr.offset * dt.itemsize)
+    o = np.frombuffer(
+        arr.buffers()[1], dtype=dt, count=len(arr) + 1, offset=arr.offset * dt.itemsize
+    )
     return o.astype(np.int64)
 
 
@@ -533,7 +539,11 @@ def _list_offsets(lst: pa.ListArray) -> np.ndarray:
 
 
 def _take(arr: pa.Array, idx: np.ndarray) -> pa.Array:
-    return arr if len(idx) == len(arr) and (len(idx) == 0 or idx[-1] == len(idx) - 1) else arr.take(idx)
+    return (
+        arr
+        if len(idx) == len(arr) and (len(idx) == 0 or idx[-1] == len(idx) - 1)
+        else arr.take(idx)
+    )
 
 
 def _floats(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -568,7 +578,7 @@ def _integers(arr: pa.Array, *, suffix: bool, signed: bool) -> tuple[np.ndarray,
     try:
         vals[good] = sub.cast(out_type).to_numpy(zero_copy_only=False)
     except pa.ArrowInvalid:  # out of range: the slow path words the error
-        good &= (pc.binary_length(body).to_numpy(zero_copy_only=False) <= 18)
+        good &= pc.binary_length(body).to_numpy(zero_copy_only=False) <= 18
         vals[good] = body.filter(pa.array(good)).cast(out_type).to_numpy(zero_copy_only=False)
     return vals, good
 
@@ -587,12 +597,19 @@ def _values(vals: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     has = lens > 0
     if not len(vd):
         return kind, bits, ok
-    first = np.where(has, vd[np.minimum(vo[:-1], len(vd) - 1)], 0)
-    last = np.where(has, vd[np.maximum(vo[1:] - 1, 0)], 0)
-    isf = has & _FLOAT_LAST[last] & _FLOAT_FIRST[first]
-    isi = (last == 105) & (lens >= 2)
-    isu = (last == 117) & (lens >= 2)
-    isb = has & _BOOL_FIRST[first] & ~isf & ~isi & ~isu
+    if has.all():
+        first, last = vd[vo[:-1]], vd[vo[1:] - 1]
+    else:
+        first = np.where(has, vd[np.minimum(vo[:-1], len(vd) - 1)], 0)
+        last = np.where(has, vd[np.maximum(vo[1:] - 1, 0)], 0)
+    # floats: first byte in -.0-9, last in .0-9 (so no inf, nan or +1); the cast checks the rest
+    isf = ((np.subtract(last, 48, dtype=np.uint8) < 10) | (last == 46)) & (
+        (np.subtract(first, 48, dtype=np.uint8) < 10) | (first == 45) | (first == 46)
+    )
+    long = lens >= 2
+    isi = (last == 105) & long
+    isu = (last == 117) & long
+    isb = (first == 116) | (first == 84) | (first == 102) | (first == 70)
     for k, mask in ((_K_FLOAT, isf), (_K_INT, isi), (_K_UINT, isu), (_K_BOOL, isb)):
         idx = np.flatnonzero(mask)
         if not len(idx):
@@ -835,7 +852,9 @@ def _fast(acc: _Acc, lines: pa.Array, first_no: int, special: bool) -> np.ndarra
     values = pieces.take(np.arange(2, 3 * ntok, 3))
     kind, bits, vok = _values(values)
     if quoted.any():
-        ok &= _strings(acc, values, tok_line, lines, qcount, opens, closes, kind, bits, vok) | ~quoted
+        ok &= (
+            _strings(acc, values, tok_line, lines, qcount, opens, closes, kind, bits, vok) | ~quoted
+        )
     tok_ok &= vok
     if not tok_ok.all():
         ok &= np.bincount(tok_line[~tok_ok], minlength=nc) == 0
@@ -903,14 +922,14 @@ class _Rejecter:
                 self.reasons[r] = why if isinstance(why, str) else why[i]
 
 
-def _assemble(acc: _Acc, raw: pa.Array | list[str]) -> ParseResult:
+def _assemble(acc: _Acc, raw: pa.Array | list[str], known: Known | None = None) -> ParseResult:
     """Run the checks that span columns and lines, and pivot the long form into batches."""
     nlines = len(raw)
     lines_total = nlines - acc.skipped
     result = ParseResult(lines_total=lines_total, raw_lines=raw)
     rejects = [Reject(no, why, _raw(raw, no)) for no, why in acc.rejects.items()]
     if acc.n_rows:
-        batches, more = _pivot(acc)
+        batches, more = _pivot(acc, known)
         result.batches = batches
         rejects += [Reject(no, why, _raw(raw, no), m) for no, why, m in more]
     rejects.sort(key=lambda r: r.line)
@@ -925,7 +944,7 @@ def _raw(raw: pa.Array | list[str], no: int) -> str:
     return (v if isinstance(v, str) else v.as_py()) or ""
 
 
-def _pivot(acc: _Acc) -> tuple[dict[str, pa.Table], list[tuple[int, str, str]]]:
+def _pivot(acc: _Acc, known: Known | None) -> tuple[dict[str, pa.Table], list[tuple[int, str, str]]]:
     r_line = _concat(acc.r_line, np.int64)
     r_series = _concat(acc.r_series, np.int64)
     r_ts = _concat(acc.r_ts, np.int64)
@@ -997,7 +1016,9 @@ def _pivot(acc: _Acc) -> tuple[dict[str, pa.Table], list[tuple[int, str, str]]]:
             rej.reject(rows, f"field key '{names[k]}' is reserved")
             continue
         if k in has_tag:
-            rej.reject(rows[has_tag[k][r_series[rows]]], f"column '{names[k]}' is both a tag and a field")
+            rej.reject(
+                rows[has_tag[k][r_series[rows]]], f"column '{names[k]}' is both a tag and a field"
+            )
         dup = rows[1:] == rows[:-1]
         if dup.any():
             keep[idx[:-1][dup]] = False
@@ -1008,8 +1029,20 @@ def _pivot(acc: _Acc) -> tuple[dict[str, pa.Table], list[tuple[int, str, str]]]:
     def live(idx: np.ndarray) -> np.ndarray:
         return idx[keep[idx] & alive[f_row[idx]]] if dropped else idx
 
-    # across lines, per measurement: the first line with a column fixes its role and type
+    # across lines, per measurement: the stored schema, else the first line with a column, fixes
+    # its role and type
     late = _Rejecter()
+    stored = {} if known is None else _stored(known, mnames, np.unique(r_meas[alive]).tolist())
+    for m, cols in stored.items():
+        for k in by_name:
+            have = cols.get(names[k])
+            if have is None or have == "tag" or k not in t_groups:
+                continue
+            h = np.zeros(nser, dtype=bool)
+            h[t_series[t_groups[k]]] = True
+            bad = np.flatnonzero(h[r_series] & alive & (r_meas == m))
+            a = "an" if have[0] in "aeiou" else "a"
+            late.reject(bad, f"column '{names[k]}' of measurement '{mnames[m]}' is {a} {have}, not a tag")
     for code in order:
         m, k = divmod(code, nkeys)
         idx = live(fgroups[code])
@@ -1017,6 +1050,19 @@ def _pivot(acc: _Acc) -> tuple[dict[str, pa.Table], list[tuple[int, str, str]]]:
             continue
         rows = f_row[idx]
         kinds = f_kind[idx]
+        have = stored.get(m, {}).get(names[k])
+        if have == "tag":
+            late.reject(rows, f"column '{names[k]}' of measurement '{mnames[m]}' is a tag, not a field")
+            continue
+        if have in KINDS:
+            sel = kinds != KINDS.index(have)
+            why = [
+                f"field type conflict: field '{names[k]}' of measurement '{mnames[m]}' is "
+                f"{KINDS[kk]}, already stored as {have}"
+                for kk in kinds[sel].tolist()
+            ]
+            late.reject(rows[sel], why)
+            continue
         if k in has_tag:
             trows = np.flatnonzero(has_tag[k][r_series] & alive & (r_meas == m))
             if len(trows):
@@ -1075,7 +1121,9 @@ def _pivot(acc: _Acc) -> tuple[dict[str, pa.Table], list[tuple[int, str, str]]]:
                 idx = live(g)
                 if len(idx):
                     kind = int(f_kind[idx[0]])
-                    field_cols[names[k]] = _field_column(f_bits[idx], kind, pos[f_row[idx]], nm, spool)
+                    field_cols[names[k]] = _field_column(
+                        f_bits[idx], kind, pos[f_row[idx]], nm, spool
+                    )
         cols.update(sorted(tag_cols.items()))
         cols.update(sorted(field_cols.items()))
         cols[LINE] = pa.array(r_line[rows].astype(np.int32), type=pa.int32())
@@ -1115,6 +1163,19 @@ def _tag_column(
     return _dict_column(per_series[row_series], pool)
 
 
+def _stored(known: Known | None, mnames: list[str], present: list[int]) -> dict[int, Mapping[str, str]]:
+    """The stored columns of the measurements present (by code), where there are any."""
+    if known is None:
+        return {}
+    get = known if callable(known) else (lambda m: known.get(m) or {})  # type: ignore[union-attr]
+    out = {}
+    for m in present:
+        cols = get(mnames[m])
+        if cols:
+            out[m] = cols
+    return out
+
+
 def _dict_column(ci: np.ndarray, dictionary: pa.Array) -> pa.Array | None:
     """A tag column from per-row dictionary indices (-1: no tag); unused entries dropped."""
     present = ci >= 0
@@ -1131,7 +1192,9 @@ def _dict_column(ci: np.ndarray, dictionary: pa.Array) -> pa.Array | None:
     return pa.DictionaryArray.from_arrays(indices, dictionary)
 
 
-def _field_column(bits: np.ndarray, kind: int, pos: np.ndarray, n: int, spool: pa.Array) -> pa.Array:
+def _field_column(
+    bits: np.ndarray, kind: int, pos: np.ndarray, n: int, spool: pa.Array
+) -> pa.Array:
     """A field column of ``n`` rows from the values ``bits`` of rows ``pos``."""
     if kind == _K_STR:
         at = np.full(n, -1, dtype=np.int64)
@@ -1140,7 +1203,9 @@ def _field_column(bits: np.ndarray, kind: int, pos: np.ndarray, n: int, spool: p
         return spool.take(pa.array(at, mask=missing if missing.any() else None))
     dtype = _DTYPES[kind]
     vals = bits.astype(bool) if kind == _K_BOOL else bits.view(dtype)
-    if len(pos) == n and (n == 0 or (pos[0] == 0 and pos[-1] == n - 1 and bool((np.diff(pos) == 1).all()))):
+    if len(pos) == n and (
+        n == 0 or (pos[0] == 0 and pos[-1] == n - 1 and bool((np.diff(pos) == 1).all()))
+    ):
         return pa.array(vals)
     full = np.zeros(n, dtype=dtype)
     full[pos] = vals
@@ -1190,7 +1255,14 @@ def _split_lines(data: bytes) -> tuple[pa.Array, pa.Array, list[int]]:
     return pa.array(parsed, stype), pa.array(shown, stype), bad
 
 
-def _parse(body: bytes | bytearray | memoryview | str, precision: str, now_ns: int | None, *, fast: bool) -> ParseResult:
+def _parse(
+    body: bytes | bytearray | memoryview | str,
+    precision: str,
+    now_ns: int | None,
+    *,
+    fast: bool,
+    known: Known | None = None,
+) -> ParseResult:
     factor = precision_factor(precision)
     now = _time.time_ns() if now_ns is None else int(now_ns)
     data = _as_bytes(body)
@@ -1215,7 +1287,7 @@ def _parse(body: bytes | bytearray | memoryview | str, precision: str, now_ns: i
     if slow:
         rejected = acc.rejects
         acc.add_slow((i + 1, lines[i].as_py()) for i in slow if i + 1 not in rejected)
-    return _assemble(acc, shown)
+    return _assemble(acc, shown, known)
 
 
 # -- serialisation ----------------------------------------------------------------------------
@@ -1278,7 +1350,11 @@ def _format_line(
         if v is None or v == "":
             continue  # line protocol has no empty tag values: leave the tag out
         head.append(f"{_esc_key(k, 'tag key')}={_esc_key(v, 'tag value')}")
-    fs = [f"{_esc_key(k, 'field key')}={_format_value(v, kind)}" for k, v, kind in fields if v is not None]
+    fs = [
+        f"{_esc_key(k, 'field key')}={_format_value(v, kind)}"
+        for k, v, kind in fields
+        if v is not None
+    ]
     if not fs:
         return None
     line = ",".join(head) + " " + ",".join(fs)
@@ -1327,7 +1403,11 @@ def serialize_lines(measurement: str, table: pa.Table, precision: str = "ns") ->
     else:
         times = [None] * n
     tags = {t: table[t].cast(pa.string()).to_pylist() for t in tag_names(table)}
-    fields = {f: (table[f].to_pylist(), field_kind(table[f].type)) for f in field_names(table) if not is_tag(table[f].type)}
+    fields = {
+        f: (table[f].to_pylist(), field_kind(table[f].type))
+        for f in field_names(table)
+        if not is_tag(table[f].type)
+    }
     tag_items = sorted(tags.items())
     field_items = sorted(fields.items())
     out = []

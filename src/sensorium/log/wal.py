@@ -79,7 +79,7 @@ def _crc(offset: int, payload: bytes | memoryview, payload_crc: int | None = Non
 def _scan(path: Path) -> tuple[list[tuple[int, int, int]], int, bool]:
     """Frames of a segment as ``(offset, start, end)``; the end of the last good frame; torn?"""
     data = path.read_bytes()
-    frames = []
+    frames: list[tuple[int, int, int]] = []
     pos = 0
     n = len(data)
     prev: int | None = None
@@ -257,7 +257,7 @@ class WAL:
     def replay(self, from_offset: int = 0) -> Iterator[WALRecord]:
         """Records with ``offset >= from_offset``, in order."""
         segs = list(self._segments)
-        for i, (first, path) in enumerate(segs):
+        for i, (_first, path) in enumerate(segs):
             nxt = segs[i + 1][0] if i + 1 < len(segs) else None
             if nxt is not None and nxt <= from_offset:
                 continue

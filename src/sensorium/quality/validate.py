@@ -205,6 +205,10 @@ class Validator:
         original = table
         cols: dict[str, pa.Array] = {name: _chunk(table[name]) for name in table.column_names}
         tags = tag_names(table)
+        for t in tags:  # codes are compared below: the dictionary must not repeat a value
+            d = cols[t].dictionary
+            if len(d) > 1 and pc.count_distinct(d).as_py() != len(d):
+                cols[t] = cols[t].dictionary_decode().dictionary_encode()
         fields = field_names(table)
         rules = self.rules_for(measurement)
         fails = _Failures(n)
@@ -369,6 +373,8 @@ class Validator:
         if self.settings.dedup and keep.sum() > 1:
             dup = _duplicates(cols, tags, keep)
             duplicates = int(np.count_nonzero(dup))
+            if duplicates:
+                _merge_fields(cols, tags, keep)
             keep &= ~dup
 
         out = pa.Table.from_arrays([cols[c] for c in table.column_names], names=table.column_names)
@@ -665,6 +671,34 @@ def _duplicates(cols: dict[str, pa.Array], tags: list[str], keep: np.ndarray) ->
     last = pl.DataFrame(sub).select(pl.struct(pl.all()).is_last_distinct()).to_series().to_numpy()
     out[idx[cand][~last]] = True
     return out
+
+
+def _merge_fields(cols: dict[str, pa.Array], tags: list[str], keep: np.ndarray) -> None:
+    """Fold the fields of superseded duplicates into the surviving (last) row of each series+time,
+    as InfluxDB does: a later point overwrites the fields it carries and keeps the others.
+    Changes ``cols`` in place; only rows in duplicated groups are touched."""
+    idx = np.flatnonzero(keep)
+    keys = {TIME: cols[TIME].cast(pa.int64()).to_numpy(zero_copy_only=False)[idx]}
+    for i, t in enumerate(tags):
+        keys[f"_k{i}"] = pc.fill_null(cols[t].indices, -1).to_numpy(zero_copy_only=False)[idx]
+    kdf = pl.DataFrame(keys)
+    in_group = kdf.is_duplicated().to_numpy()
+    rows = idx[in_group]
+    fields = [c for c in cols if c not in tags and c not in (TIME, LINE, QUALITY, QUALITY_FLAGS)]
+    if not fields or len(rows) == 0:
+        return
+    sub = kdf.filter(pl.Series(in_group)).with_columns(pl.Series("_row", rows))
+    for f in fields:
+        sub = sub.with_columns(pl.from_arrow(cols[f].take(pa.array(rows))).alias(f))  # type: ignore[union-attr]
+    merged = sub.group_by(list(keys), maintain_order=True).agg(
+        [pl.col("_row").last()] + [pl.col(f).drop_nulls().last() for f in fields]
+    )
+    at = merged["_row"].to_numpy()
+    for f in fields:
+        full = pl.from_arrow(cols[f])
+        assert isinstance(full, pl.Series)
+        full = full.scatter(at, merged[f])
+        cols[f] = full.to_arrow().cast(cols[f].type)
 
 
 def _mix(h: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -17,7 +17,13 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import ColumnProperties, CommitProperties, DeltaTable, WriterProperties, write_deltalake
+from deltalake import (
+    ColumnProperties,
+    CommitProperties,
+    DeltaTable,
+    WriterProperties,
+    write_deltalake,
+)
 from deltalake.transaction import Transaction
 
 from sensorium.config import StoreSettings
@@ -64,7 +70,7 @@ class Lake:
             return self._locks.setdefault((bucket, measurement), threading.RLock())
 
     def tables(self) -> list[tuple[str, str]]:
-        out = []
+        out: list[tuple[str, str]] = []
         if not self.root.exists():
             return out
         for b in sorted(self.root.iterdir()):
@@ -241,6 +247,16 @@ def dedup_sorted(part: pa.Table, tags: list[str]) -> pa.Table:
     tags = [t for t in tags if t in part.column_names]
     df = pl.from_arrow(part)
     assert isinstance(df, pl.DataFrame)
-    df = df.unique(subset=[TIME, *tags], keep="last", maintain_order=True)
+    keys = [TIME, *tags]
+    dup = df.select(pl.struct(keys).is_duplicated()).to_series()
+    if dup.any():  # same series and time: later fields win, earlier ones fill the gaps
+        others = [c for c in df.columns if c not in keys]
+        merged = (
+            df.filter(dup)
+            .group_by(keys, maintain_order=True)
+            .agg([pl.col(c).drop_nulls().last() for c in others])
+            .select(df.columns)
+        )
+        df = pl.concat([df.filter(~dup), merged], how="vertical_relaxed")
     df = df.sort([DAY, *tags, TIME], nulls_last=False)
     return df.to_arrow()
