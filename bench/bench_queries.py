@@ -51,6 +51,7 @@ class Query:
     note: str = ""
     # InfluxQL results that need work client-side: rows -> rows (reported in the note)
     influx_post: Callable[[list[list[Any]]], list[Any]] | None = None
+    compare_values: bool = True  # compare the numbers in both results (see _numbers)
 
 
 def _iso(ns: int) -> str:
@@ -153,6 +154,7 @@ def build_queries(ds: Dataset) -> list[Query]:
         note="InfluxQL has no HAVING: last point per device is queried, the filter "
              "(last < T_END - 10 min) is applied client-side",
         influx_post=lambda series: [s for s in series if s[1] < cut],
+        compare_values=False,
     ))
     return q
 
@@ -165,6 +167,22 @@ def _sum_by_tag(tag: str) -> Callable[[list[Any]], list[Any]]:
         return sorted(out.items())
 
     return post
+
+
+def _numbers(rows: list[Any], skip_first: bool) -> list[float]:
+    """The numeric cells of a result (InfluxDB: without the time column), sorted — to check that
+    both systems computed the same thing, whatever the row order or column names."""
+    out: list[float] = []
+    for row in rows:
+        cells = list(row)[1:] if skip_first else list(row)
+        out.extend(float(c) for c in cells if isinstance(c, int | float) and not isinstance(c, bool))
+    return sorted(out)
+
+
+def _same_numbers(a: list[float] | None, b: list[float] | None) -> bool | None:
+    if a is None or b is None:
+        return None
+    return len(a) == len(b) and all(abs(x - y) <= 1e-6 * max(1.0, abs(x), abs(y)) for x, y in zip(a, b, strict=True))
 
 
 # -- running -------------------------------------------------------------------------------------
@@ -205,6 +223,10 @@ def run_influx_queries(db: InfluxDB, queries: list[Query], runs: int) -> dict[st
                 rec["client_post_ms"] = r3((time.perf_counter() - t0) * 1000, 2)
                 rec["rows_after_client_step"] = len(post_rows)
                 rec["rows"] = len(post_rows)
+                if q.compare_values:
+                    rec["numbers"] = _numbers(post_rows, skip_first=False)
+            elif q.compare_values:
+                rec["numbers"] = _numbers([v for s in series for v in (s.get("values") or [])], skip_first=True)
             out[q.name] = rec
         except Exception as exc:
             out[q.name] = {"error": str(exc)[:400]}
@@ -220,6 +242,7 @@ def run_sensorium_queries(srv: SensoriumServer, queries: list[Query], runs: int)
     extra = [("last_value_per_device_latest_api", "/api/v1/latest?" + urllib.parse.urlencode(
         {"bucket": srv.bucket, "measurement": queries[0].sql.split('FROM "')[1].split('"')[0] if queries[0].sql else "climate"}))]
     items = [(q.name, "/api/v1/query?" + urllib.parse.urlencode({"sql": q.sql, "bucket": srv.bucket})) for q in queries if q.sql]
+    compare = {q.name for q in queries if q.compare_values}
     for name, path in items + extra:
         times = []
         try:
@@ -232,6 +255,8 @@ def run_sensorium_queries(srv: SensoriumServer, queries: list[Query], runs: int)
             data = json.loads(body)
             rows = len(data["rows"]) if "rows" in data else len(data.get("series", []))
             out[name] = {"median_ms": r3(statistics.median(times) * 1000, 2), "min_ms": r3(min(times) * 1000, 2), "rows": rows}
+            if name in compare and "rows" in data:
+                out[name]["numbers"] = _numbers(data["rows"], skip_first=False)
         except Exception as exc:
             out[name] = {"error": str(exc)[:400]}
             conn.close()
@@ -328,6 +353,9 @@ def main() -> None:
             rec["ratio_sensorium_over_influx"] = round(rec["sensorium_ms"] / rec["influx_ms"], 3)
         if i is not None and s is not None and "rows" in i and "rows" in s:
             rec["rows_agree"] = i["rows"] == s["rows"]
+            agree = _same_numbers(i.get("numbers"), s.get("numbers"))
+            if agree is not None:
+                rec["values_agree"] = agree
         if notes.get(name):
             rec["note"] = notes[name]
         emit(rec)

@@ -19,7 +19,7 @@ import fcntl
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,10 +61,11 @@ class WriteResult:
     duplicates: int = 0
     rejects: list[Reject] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
+    rejected_total: int | None = None  # when ``rejects`` holds only a sample (bulk load)
 
     @property
     def rejected(self) -> int:
-        return len(self.rejects)
+        return len(self.rejects) if self.rejected_total is None else self.rejected_total
 
     def summary(self, cap: int = 100) -> dict[str, Any]:
         return {
@@ -116,6 +117,7 @@ class Sensorium:
         )
         self.latest_cache = LastValueCache(self._seed_latest, self._tags_of)
         self._schema_lock = threading.Lock()
+        self._direct_seq = 0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.wal = WAL(
@@ -234,14 +236,20 @@ class Sensorium:
     ) -> WriteResult:
         """Parse and store a body of line protocol (``fmt="lp"``) or JSON readings (``"json"``)."""
         now = self.clock()
+        bucket = bucket or self.settings.default_bucket
+        b = bucket
+
+        def known(measurement: str) -> dict[str, str]:  # stored types win over the request's
+            return self.registry.columns(b, measurement)
+
         if fmt == "json":
             from sensorium.ingest.jsonreadings import parse_readings
 
-            parsed = parse_readings(body, now_ns=now)
+            parsed = parse_readings(body, now_ns=now, known=known)
         else:
             from sensorium.ingest.lineprotocol import parse_lines
 
-            parsed = parse_lines(body, precision=precision, now_ns=now)
+            parsed = parse_lines(body, precision=precision, now_ns=now, known=known)
         return self.write_parsed(
             parsed, bucket=bucket, source=f"{source} {fmt}/{precision}", accept_partial=accept_partial
         )
@@ -254,9 +262,12 @@ class Sensorium:
         source: str = "api",
         accept_partial: bool = True,
         record_rejects: bool = True,
+        direct: bool = False,
     ) -> WriteResult:
         """Validate and store parsed batches. ``record_rejects=False`` keeps rejects out of the
-        dead-letter store (used when replaying dead letters, which are already there)."""
+        dead-letter store (used when replaying dead letters, which are already there).
+        ``direct=True`` writes straight to the lake, bypassing the WAL and hot buffer (bulk load:
+        the file is the log; re-running a load is harmless since duplicates merge)."""
         t0 = time.perf_counter()
         bucket = bucket or self.settings.default_bucket
         res = WriteResult(lines=parsed.lines_total)
@@ -316,11 +327,15 @@ class Sensorium:
         else:
             rejects_to_log = rejects
         if res.accepted_rows or rejects_to_log or res.duplicates:
-            self._append(bucket, source, valid, rejects_to_log, reject_devices, res, rule_counts, flagged)
+            header = self._dl_header(bucket, source, valid, rejects_to_log, reject_devices, res, rule_counts, flagged)
+            if direct:
+                self._store_direct(bucket, valid, header)
+            else:
+                self._append(bucket, source, valid, header, res)
         self.metrics.write_seconds.observe(time.perf_counter() - t0)
         return res
 
-    def _append(
+    def _dl_header(
         self,
         bucket: str,
         source: str,
@@ -330,13 +345,9 @@ class Sensorium:
         res: WriteResult,
         rule_counts: dict[str, int],
         flagged: int,
-    ) -> None:
+    ) -> dict[str, Any]:
+        """The dead-letter/stats record of one write: rejects with reasons and quality counters."""
         now = self.clock()
-        items = list(valid.items())
-        payloads = [
-            encode_payload(KIND_DATA, {"bucket": bucket, "measurement": m, "source": source}, t)
-            for m, t in items
-        ]
         by_device: dict[str, int] = {}
         for t in valid.values():
             if "device_id" in t.column_names:
@@ -365,6 +376,26 @@ class Sensorium:
             "rule_counts": rule_counts,
             "flagged_rows": flagged,
         }
+        return dl_header
+
+    def _store_direct(self, bucket: str, valid: dict[str, pa.Table], header: dict[str, Any]) -> None:
+        for m, t in valid.items():
+            self.lake.append(bucket, m, t, offset=None)
+            self.latest_cache.update((bucket, m), t)
+        self._direct_seq += 1
+        # not from the log: a negative key, unique per process and call
+        key = -(self.clock() // 1000 * 1000 + self._direct_seq % 1000) - 1
+        self._apply_dead_letters(WALRecord(key, KIND_DEAD_LETTERS, header, None))
+        self.metrics.points_accepted.labels(bucket).inc(header["accepted_rows"])
+
+    def _append(
+        self, bucket: str, source: str, valid: dict[str, pa.Table], dl_header: dict[str, Any], res: WriteResult
+    ) -> None:
+        items = list(valid.items())
+        payloads = [
+            encode_payload(KIND_DATA, {"bucket": bucket, "measurement": m, "source": source}, t)
+            for m, t in items
+        ]
         payloads.append(encode_payload(KIND_DEAD_LETTERS, dl_header, None))
 
         def apply(offsets: list[int]) -> None:
@@ -383,8 +414,8 @@ class Sensorium:
         self.metrics.points_accepted.labels(bucket).inc(res.accepted_rows)
         self.metrics.values_accepted.labels(bucket).inc(res.accepted_values)
         self.metrics.duplicates.inc(res.duplicates)
-        for r in rejects:
-            self.metrics.points_rejected.labels(bucket, r.rule).inc()
+        for d in dl_header["letters"]:
+            self.metrics.points_rejected.labels(bucket, d["rule"]).inc()
         self.metrics.hot_rows.set(self.hot.rows())
 
     def _apply_dead_letters(self, rec: WALRecord) -> bool:
@@ -512,16 +543,17 @@ class Sensorium:
         """Bulk-load parsed chunks straight into the lake (no WAL: the file is the log).
         Rejects go to dead letters as usual."""
         bucket = bucket or self.settings.default_bucket
-        total = WriteResult()
-        for parsed in chunks:
-            res = self.write_parsed(parsed, bucket=bucket, source=source)
+        total = WriteResult(rejected_total=0)
+        for parsed in _prefetch(chunks):  # parse chunk n+1 while chunk n is validated and written
+            res = self.write_parsed(parsed, bucket=bucket, source=source, direct=True)
             total.lines += res.lines
             total.accepted_rows += res.accepted_rows
             total.accepted_values += res.accepted_values
             total.duplicates += res.duplicates
-            total.rejects.extend(res.rejects[:1000])
-            self.flush(force=self.hot.rows() >= self.settings.store.flush_rows)
-        self.flush(force=True)
+            total.rejects.extend(res.rejects[: max(0, 1000 - len(total.rejects))])
+            total.rejected_total = (total.rejected_total or 0) + res.rejected
+            for m in parsed.batches:
+                self.hot.set_lake_version((bucket, m), self.lake.version(bucket, m))
         return total
 
     # -- dead letters ---------------------------------------------------------------------------
@@ -599,6 +631,33 @@ class Sensorium:
             "wal_bytes": self.wal.disk_bytes(),
             "hot_rows": self.hot.rows(),
         }
+
+
+def _prefetch(items: Iterable[ParseResult], depth: int = 1) -> Iterator[ParseResult]:
+    """Run the producer (reading + parsing) in a thread, ``depth`` items ahead."""
+    import queue
+
+    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    done = object()
+
+    def produce() -> None:
+        try:
+            for it in items:
+                q.put(it)
+            q.put(done)
+        except BaseException as exc:  # handed to the consumer, raised there
+            q.put(exc)
+
+    t = threading.Thread(target=produce, daemon=True, name="load-prefetch")
+    t.start()
+    while True:
+        it = q.get()
+        if it is done:
+            break
+        if isinstance(it, BaseException):
+            raise it
+        yield it
+    t.join()
 
 
 def _source_format(source: str) -> tuple[str, str, str]:

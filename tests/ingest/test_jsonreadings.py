@@ -316,5 +316,8 @@ def test_known_columns_win_over_the_first_reading() -> None:
         known={"reading": {"value": "float"}},
     )
     assert [(x.line, x.reason) for x in r.rejects] == [
-        (1, "field type conflict: field 'value' of measurement 'reading' is boolean, already stored as float")
+        (
+            1,
+            "field type conflict: field 'value' of measurement 'reading' is boolean, already stored as float",
+        )
     ]

@@ -714,10 +714,15 @@ def test_known_columns_win_over_the_first_line() -> None:
     body = "m,t=a x=1i 1\nm,t=b x=2 2\nm t=3 3\nm,u=9 x=4 4\nn x=5i 5\n"
     r = parse(body, known=stored)
     assert [(x.line, x.reason) for x in r.rejects] == [
-        (1, "field type conflict: field 'x' of measurement 'm' is integer, already stored as float"),
+        (
+            1,
+            "field type conflict: field 'x' of measurement 'm' is integer, already stored as float",
+        ),
         (3, "column 't' of measurement 'm' is a tag, not a field"),
         (4, "column 'u' of measurement 'm' is an integer, not a tag"),
     ]
     assert [x[LINE] for x in rows(r, "m")] == [2] and rows(r, "n")[0]["x"] == 5
-    assert [x.reason for x in parse(body, known=lambda m: stored.get(m, {})).rejects] == [x.reason for x in r.rejects]
+    assert [x.reason for x in parse(body, known=lambda m: stored.get(m, {})).rejects] == [
+        x.reason for x in r.rejects
+    ]
     same(r, lp._parse(body, "ns", NOW, fast=False, known=stored))

@@ -116,7 +116,7 @@ def read_file(
         yield from _parquet(p, chunk_bytes, tags, report)
         return
     with open(p, "rb") as raw:
-        stream: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw
+        stream: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw  # type: ignore[assignment]
         if fmt == "lp":
             yield from _text_chunks(
                 stream,
@@ -133,7 +133,11 @@ def read_file(
                 yield from _json_array(stream, raw, chunk_bytes, report, now, known)
             else:
                 yield from _text_chunks(
-                    stream, raw, chunk_bytes, report, lambda b: parse_readings(b, now_ns=now, known=known)
+                    stream,
+                    raw,
+                    chunk_bytes,
+                    report,
+                    lambda b: parse_readings(b, now_ns=now, known=known),
                 )
 
 

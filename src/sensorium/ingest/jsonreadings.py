@@ -146,11 +146,10 @@ def _ndjson(acc: _Acc, data: bytes, known: Known | None) -> ParseResult:
             if first_error is None:
                 first_error, error_line = e, no
     if first_error is not None and not items:
-        e = first_error
         raise ParseError(
-            f"invalid JSON: {e.msg} at line {error_line}, column {e.colno}",
+            f"invalid JSON: {first_error.msg} at line {error_line}, column {first_error.colno}",
             line=error_line,
-            column=e.colno,
+            column=first_error.colno,
         )
     _add(acc, items)
     return _assemble(acc, raw, known)
@@ -224,7 +223,7 @@ def _reading(obj: Any) -> tuple[str, str, int, object, int | None, list[tuple[st
     value = get("value")
     t = type(value)
     if t is float or t is int:
-        kind, value = _K_FLOAT, float(value)
+        kind, value = _K_FLOAT, float(value)  # type: ignore[arg-type]
     elif t is bool:
         kind = _K_BOOL
     elif t is str:

@@ -460,17 +460,17 @@ class _Records:
         meas, keys = self.acc.meas, self.acc.keys
         row = len(self.r_line)
         self.s_meas.append(meas.setdefault(measurement, len(meas)))
-        for k, v in tags:
+        for k, tv in tags:
             self.t_series.append(row)
             self.t_key.append(keys.setdefault(k, len(keys)))
-            self.t_val.append(v)
+            self.t_val.append(tv)
         self.r_line.append(no)
         self.r_ts.append(self.acc.now if ts is None else ts)
-        for k, kind, v in fields:
+        for k, kind, fv in fields:
             self.f_row.append(row)
             self.f_key.append(keys.setdefault(k, len(keys)))
             self.f_kind.append(kind)
-            self.f_vals.append(v)
+            self.f_vals.append(fv)
 
     def flush(self) -> None:
         """Hand the records to the accumulator."""
@@ -944,7 +944,9 @@ def _raw(raw: pa.Array | list[str], no: int) -> str:
     return (v if isinstance(v, str) else v.as_py()) or ""
 
 
-def _pivot(acc: _Acc, known: Known | None) -> tuple[dict[str, pa.Table], list[tuple[int, str, str]]]:
+def _pivot(
+    acc: _Acc, known: Known | None
+) -> tuple[dict[str, pa.Table], list[tuple[int, str, str]]]:
     r_line = _concat(acc.r_line, np.int64)
     r_series = _concat(acc.r_series, np.int64)
     r_ts = _concat(acc.r_ts, np.int64)
@@ -986,21 +988,21 @@ def _pivot(acc: _Acc, known: Known | None) -> tuple[dict[str, pa.Table], list[tu
         ser = t_series[idx]
         if names[k] in RESERVED:
             bad = ser
-            why = f"tag key '{names[k]}' is reserved"
+            reason = f"tag key '{names[k]}' is reserved"
         else:
             bad = ser[1:][ser[1:] == ser[:-1]]
-            why = f"duplicate tag key '{names[k]}'"
-        for s in bad.tolist():
-            s_bad.setdefault(s, why)
+            reason = f"duplicate tag key '{names[k]}'"
+        for x in bad.tolist():
+            s_bad.setdefault(x, reason)
     if s_bad:
         bad_series = np.zeros(nser, dtype=bool)
         bad_series[list(s_bad)] = True
-        rows = np.flatnonzero(bad_series[r_series])
-        rej.reject(rows, [s_bad[s] for s in r_series[rows].tolist()])
+        srows = np.flatnonzero(bad_series[r_series])
+        rej.reject(srows, [s_bad[x] for x in r_series[srows].tolist()])
 
     # per row: reserved field keys, a key that is a tag and a field, repeated fields (last wins)
     fgroups = _field_groups(f_row, f_key, r_meas, nkeys, len(mnames))
-    order = sorted(fgroups, key=lambda c: (c // nkeys, names[c % nkeys]))
+    group_order = sorted(fgroups, key=lambda c: (c // nkeys, names[c % nkeys]))
     keep = np.ones(len(f_row), dtype=bool)
     has_tag: dict[int, np.ndarray] = {}
     for k in by_name:
@@ -1008,7 +1010,7 @@ def _pivot(acc: _Acc, known: Known | None) -> tuple[dict[str, pa.Table], list[tu
             h = np.zeros(nser, dtype=bool)
             h[t_series[t_groups[k]]] = True
             has_tag[k] = h
-    for code in order:
+    for code in group_order:
         k = code % nkeys
         idx = fgroups[code]
         rows = f_row[idx]
@@ -1033,17 +1035,19 @@ def _pivot(acc: _Acc, known: Known | None) -> tuple[dict[str, pa.Table], list[tu
     # its role and type
     late = _Rejecter()
     stored = {} if known is None else _stored(known, mnames, np.unique(r_meas[alive]).tolist())
-    for m, cols in stored.items():
+    for m, stored_cols in stored.items():
         for k in by_name:
-            have = cols.get(names[k])
+            have = stored_cols.get(names[k])
             if have is None or have == "tag" or k not in t_groups:
                 continue
             h = np.zeros(nser, dtype=bool)
             h[t_series[t_groups[k]]] = True
             bad = np.flatnonzero(h[r_series] & alive & (r_meas == m))
             a = "an" if have[0] in "aeiou" else "a"
-            late.reject(bad, f"column '{names[k]}' of measurement '{mnames[m]}' is {a} {have}, not a tag")
-    for code in order:
+            late.reject(
+                bad, f"column '{names[k]}' of measurement '{mnames[m]}' is {a} {have}, not a tag"
+            )
+    for code in group_order:
         m, k = divmod(code, nkeys)
         idx = live(fgroups[code])
         if not len(idx):
@@ -1052,7 +1056,9 @@ def _pivot(acc: _Acc, known: Known | None) -> tuple[dict[str, pa.Table], list[tu
         kinds = f_kind[idx]
         have = stored.get(m, {}).get(names[k])
         if have == "tag":
-            late.reject(rows, f"column '{names[k]}' of measurement '{mnames[m]}' is a tag, not a field")
+            late.reject(
+                rows, f"column '{names[k]}' of measurement '{mnames[m]}' is a tag, not a field"
+            )
             continue
         if have in KINDS:
             sel = kinds != KINDS.index(have)
@@ -1163,7 +1169,9 @@ def _tag_column(
     return _dict_column(per_series[row_series], pool)
 
 
-def _stored(known: Known | None, mnames: list[str], present: list[int]) -> dict[int, Mapping[str, str]]:
+def _stored(
+    known: Known | None, mnames: list[str], present: list[int]
+) -> dict[int, Mapping[str, str]]:
     """The stored columns of the measurements present (by code), where there are any."""
     if known is None:
         return {}
@@ -1202,6 +1210,7 @@ def _field_column(
         missing = at < 0
         return spool.take(pa.array(at, mask=missing if missing.any() else None))
     dtype = _DTYPES[kind]
+    assert dtype is not None
     vals = bits.astype(bool) if kind == _K_BOOL else bits.view(dtype)
     if len(pos) == n and (
         n == 0 or (pos[0] == 0 and pos[-1] == n - 1 and bool((np.diff(pos) == 1).all()))
