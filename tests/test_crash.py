@@ -59,3 +59,22 @@ def test_sigkill_under_load_keeps_every_acknowledged_point_once(tmp_path: Path) 
         assert n == d
     finally:
         srv2.stop()
+
+
+def test_sigterm_flushes_to_the_lake_and_empties_the_log(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    srv = ServerProcess(data).start()
+    body = "\n".join(f"m,device_id=d{i % 5} v={i}i {T0 + i}" for i in range(1000))
+    assert httpx.post(srv.url + "/api/v2/write", content=body).status_code == 204
+    srv.stop()  # SIGTERM
+    assert srv.proc is not None and srv.proc.returncode == 0, srv.log.read_text()[-2000:]
+    wal = list((data / "wal").glob("*.wal"))
+    assert len(wal) == 1 and wal[0].stat().st_size == 0  # everything is in the lake
+    from sensorium.config import load_settings
+    from sensorium.platform import Sensorium
+
+    with Sensorium(load_settings(None, data_dir=data), read_only=True, background=False) as p:
+        assert p.hot.rows() == 0
+        assert p.query("SELECT count(*), sum(v) FROM m").to_pylist()[0] == {
+            "count_star()": 1000, "sum(v)": sum(range(1000))
+        }

@@ -199,6 +199,9 @@ class Sensorium:
             t.join(timeout=30)
         if not self.read_only:
             self.flush(force=True)
+            if self.hot.min_offset() is None:
+                self.deadletters.checkpoint()
+                self.wal.reset()
             self.wal.close()
         self.deadletters.close()
         if self._lock_fd is not None:

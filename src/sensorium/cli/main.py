@@ -150,6 +150,11 @@ def up(
         threads.append(threading.Thread(target=stopper, daemon=True))
     for t in threads:
         t.start()
+    import signal
+
+    # uvicorn re-raises SIGTERM after its own shutdown; make that a clean exit so the
+    # hot buffer is flushed below
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         server.run()
     finally:

@@ -197,21 +197,31 @@ def _unesc(pattern: re.Pattern[str], text: str) -> str:
 def _from_match(m: re.Match[str], factor: int) -> _Line:
     """A line that matched :data:`_LINE_RE` (its structure is valid; values may not be)."""
     meas, tag_text, field_text, raw_ts = m.groups()
-    tags = [(_unesc(_UNESC_KEY, k), _unesc(_UNESC_KEY, v)) for k, v in _TAG_RE.findall(tag_text)]
     fields: list[tuple[str, int, object]] = []
-    for k, raw in _FIELD_RE.findall(field_text):
-        key = _unesc(_UNESC_KEY, k)
-        if raw[0] == '"':
-            fields.append((key, _K_STR, _unesc(_UNESC_STR, raw[1:-1])))
-        else:
-            kind, value = _field_value(raw, key)
-            fields.append((key, kind, value))
+    if "\\" in m.string:
+        tags = [
+            (_unesc(_UNESC_KEY, k), _unesc(_UNESC_KEY, v)) for k, v in _TAG_RE.findall(tag_text)
+        ]
+        meas = _unesc(_UNESC_MEAS, meas)
+        for k, raw in _FIELD_RE.findall(field_text):
+            key = _unesc(_UNESC_KEY, k)
+            if raw[0] == '"':
+                fields.append((key, _K_STR, _unesc(_UNESC_STR, raw[1:-1])))
+            else:
+                fields.append((key, *_field_value(raw, key)))
+    else:
+        tags = _TAG_RE.findall(tag_text)
+        for key, raw in _FIELD_RE.findall(field_text):
+            if raw[0] == '"':
+                fields.append((key, _K_STR, raw[1:-1]))
+            else:
+                fields.append((key, *_field_value(raw, key)))
     ts = None
     if raw_ts is not None:
         ts = int(raw_ts) * factor
         if not TS_MIN <= ts <= TS_MAX:
             raise _LineError(f"timestamp out of range: {raw_ts}")
-    return _Line(_unesc(_UNESC_MEAS, meas), tags, fields, ts)
+    return _Line(meas, tags, fields, ts)
 
 
 def _parse_line(s: str, factor: int) -> _Line | None:
@@ -1005,8 +1015,9 @@ def _pivot(
     group_order = sorted(fgroups, key=lambda c: (c // nkeys, names[c % nkeys]))
     keep = np.ones(len(f_row), dtype=bool)
     has_tag: dict[int, np.ndarray] = {}
-    for k in by_name:
-        if k in t_groups and any(c % nkeys == k for c in fgroups):
+    field_keys = {c % nkeys for c in fgroups}
+    for k in sorted(t_groups):
+        if k in field_keys:
             h = np.zeros(nser, dtype=bool)
             h[t_series[t_groups[k]]] = True
             has_tag[k] = h
@@ -1035,10 +1046,11 @@ def _pivot(
     # its role and type
     late = _Rejecter()
     stored = {} if known is None else _stored(known, mnames, np.unique(r_meas[alive]).tolist())
+    tag_keys = sorted(t_groups, key=names.__getitem__)
     for m, stored_cols in stored.items():
-        for k in by_name:
+        for k in tag_keys:
             have = stored_cols.get(names[k])
-            if have is None or have == "tag" or k not in t_groups:
+            if have is None or have == "tag":
                 continue
             h = np.zeros(nser, dtype=bool)
             h[t_series[t_groups[k]]] = True
@@ -1108,7 +1120,13 @@ def _pivot(
     tgroups = _groups(s_meas[t_series[te]] * nkeys + t_key[te], len(mnames) * nkeys)
     alive_rows = np.flatnonzero(alive) if dropped else np.arange(nrows)
     m_rows = _groups(r_meas[alive_rows], len(mnames))
+    tkeys: dict[int, list[int]] = {}
+    fkeys: dict[int, list[int]] = {}
+    for groups, by_m in ((tgroups, tkeys), (fgroups, fkeys)):
+        for code in groups:
+            by_m.setdefault(code // nkeys, []).append(code % nkeys)
     pos = np.full(nrows, -1, dtype=np.int64)
+    scratch = np.full(nser, -1, dtype=np.int64)
     for m, sel in m_rows.items():
         rows = alive_rows[sel]
         nm = len(rows)
@@ -1116,20 +1134,17 @@ def _pivot(
         cols: dict[str, pa.Array] = {TIME: pa.array(r_ts[rows], type=pa.int64()).cast(TIME_TYPE)}
         tag_cols: dict[str, pa.Array] = {}
         field_cols: dict[str, pa.Array] = {}
-        for k in range(len(names)):
-            g = tgroups.get(m * nkeys + k)
-            if g is not None:
-                col = _tag_column(te[g], t_series, t_val, pool, r_series[rows], nser)
-                if col is not None:
-                    tag_cols[names[k]] = col
-            g = fgroups.get(m * nkeys + k)
-            if g is not None:
-                idx = live(g)
-                if len(idx):
-                    kind = int(f_kind[idx[0]])
-                    field_cols[names[k]] = _field_column(
-                        f_bits[idx], kind, pos[f_row[idx]], nm, spool
-                    )
+        for k in tkeys.get(m, ()):
+            col = _tag_column(
+                te[tgroups[m * nkeys + k]], t_series, t_val, pool, r_series[rows], scratch
+            )
+            if col is not None:
+                tag_cols[names[k]] = col
+        for k in fkeys.get(m, ()):
+            idx = live(fgroups[m * nkeys + k])
+            if len(idx):
+                kind = int(f_kind[idx[0]])
+                field_cols[names[k]] = _field_column(f_bits[idx], kind, pos[f_row[idx]], nm, spool)
         cols.update(sorted(tag_cols.items()))
         cols.update(sorted(field_cols.items()))
         cols[LINE] = pa.array(r_line[rows].astype(np.int32), type=pa.int32())
@@ -1161,12 +1176,17 @@ def _tag_column(
     t_val: np.ndarray,
     pool: pa.Array,
     row_series: np.ndarray,
-    nser: int,
+    scratch: np.ndarray,
 ) -> pa.Array | None:
-    """A tag column: tag entries ``idx`` (one per series) spread over rows by their series."""
-    per_series = np.full(nser, -1, dtype=np.int64)
-    per_series[t_series[idx]] = t_val[idx]
-    return _dict_column(per_series[row_series], pool)
+    """A tag column: tag entries ``idx`` (one per series) spread over rows by their series.
+
+    ``scratch`` is an all ``-1`` array over the series, and is left so.
+    """
+    ser = t_series[idx]
+    scratch[ser] = t_val[idx]
+    ci = scratch[row_series]
+    scratch[ser] = -1
+    return _dict_column(ci, pool)
 
 
 def _stored(
@@ -1189,11 +1209,18 @@ def _dict_column(ci: np.ndarray, dictionary: pa.Array) -> pa.Array | None:
     present = ci >= 0
     if not present.any():
         return None
-    used = np.bincount(ci[present], minlength=len(dictionary)) > 0
-    if not used.all():
-        remap = np.cumsum(used, dtype=np.int32) - 1
-        ci = np.where(present, remap[np.maximum(ci, 0)], -1)
-        dictionary = dictionary.filter(pa.array(used))
+    codes = ci[present]
+    if len(dictionary) <= 4 * len(codes):  # a dense pass over the dictionary is cheap enough
+        used = np.bincount(codes, minlength=len(dictionary)) > 0
+        if not used.all():
+            remap = np.cumsum(used, dtype=np.int32) - 1
+            ci = np.where(present, remap[np.maximum(ci, 0)], -1)
+            dictionary = dictionary.filter(pa.array(used))
+    else:  # a few rows out of a large pool
+        uniq, inverse = np.unique(codes, return_inverse=True)
+        ci = np.full(len(ci), -1, dtype=np.int64)
+        ci[present] = inverse
+        dictionary = dictionary.take(pa.array(uniq))
     ci = ci.astype(np.int32)
     mask = None if present.all() else ~present
     indices = pa.array(ci, type=pa.int32(), mask=mask)

@@ -280,6 +280,15 @@ class WAL:
                 removed += 1
         return removed
 
+    def reset(self) -> None:
+        """Start a fresh, empty segment at ``next_offset`` and delete all older ones. Only when
+        everything logged so far is stored elsewhere (clean shutdown). Offsets keep counting."""
+        with self._lock:
+            if self._fd is None:
+                return
+            self._roll()
+        self.truncate_before(self.next_offset)
+
     def disk_bytes(self) -> int:
         return sum(p.stat().st_size for _, p in self._segments if p.exists())
 

@@ -26,8 +26,8 @@ from sensorium.store.hot import HotBuffer
 from sensorium.store.lake import DAY, Lake
 
 MACROS = (
-    "CREATE TEMP MACRO date_bin(stride, t) AS time_bucket(stride, t)",
-    "CREATE TEMP MACRO bucket(t, width) AS time_bucket(CAST(width AS INTERVAL), t)",
+    "CREATE MACRO date_bin(stride, t) AS time_bucket(stride, t)",
+    "CREATE MACRO bucket(t, width) AS time_bucket(CAST(width AS INTERVAL), t)",
 )
 
 
@@ -54,6 +54,7 @@ class QueryEngine:
         self.threads = threads
         self._ds_cache: dict[tuple[str, str, int], Any] = {}
         self._cache_lock = threading.Lock()
+        self._db: duckdb.DuckDBPyConnection | None = None
 
     def _dataset(self, bucket: str, measurement: str, version: int) -> Any:
         if version < 0:
@@ -70,17 +71,26 @@ class QueryEngine:
                 self._ds_cache[key] = ds
         return ds
 
+    def _base(self) -> duckdb.DuckDBPyConnection:
+        """One database for all queries: external access off, helpers defined, config locked.
+        Each query runs on its own cursor (its own connection and temp catalog)."""
+        with self._cache_lock:
+            if self._db is None:
+                db = duckdb.connect(
+                    ":memory:", config={"enable_external_access": False, "threads": self.threads}
+                )
+                try:
+                    db.execute("SET TimeZone = 'UTC'")
+                except duckdb.Error:
+                    pass  # ICU not present: timestamps are UTC anyway
+                for m in MACROS:
+                    db.execute(m)
+                db.execute("SET lock_configuration = true")
+                self._db = db
+            return self._db
+
     def connect(self, bucket: str, names: set[str]) -> duckdb.DuckDBPyConnection:
-        con = duckdb.connect(
-            ":memory:",
-            config={"enable_external_access": False, "threads": self.threads},
-        )
-        try:
-            con.execute("SET TimeZone = 'UTC'")
-        except duckdb.Error:
-            pass  # ICU not present: timestamps are UTC anyway
-        for m in MACROS:
-            con.execute(m)
+        con = self._base().cursor()
         for i, name in enumerate(sorted(names)):
             hot, version = self.hot.view((bucket, name))
             if version < 0:
@@ -101,7 +111,6 @@ class QueryEngine:
                 f"CREATE TEMP VIEW {_q(name)} AS SELECT * REPLACE (make_timestamp_ns(time) AS time) "
                 f"FROM ({body})"
             )
-        con.execute("SET lock_configuration = true")
         return con
 
     def execute(self, sql: str, bucket: str) -> pa.Table:

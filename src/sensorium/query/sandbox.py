@@ -9,6 +9,7 @@ touch a file.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,17 @@ DENIED_FUNCTIONS = frozenset(
 )
 
 
+_PARSER_LOCK = threading.Lock()
+_PARSER: list[duckdb.DuckDBPyConnection] = []
+
+
+def _parser() -> duckdb.DuckDBPyConnection:
+    """One shared connection that only parses (never runs user SQL)."""
+    if not _PARSER:
+        _PARSER.append(duckdb.connect(":memory:", config={"enable_external_access": False}))
+    return _PARSER[0]
+
+
 @dataclass
 class Analysis:
     tables: set[str] = field(default_factory=set)  # base tables referenced (not CTEs)
@@ -76,11 +88,8 @@ def analyse(sql: str, known_tables: set[str]) -> Analysis:
     """Check ``sql`` against the sandbox; raise :class:`SandboxViolation` or :class:`QueryError`."""
     if not sql or not sql.strip():
         raise QueryError("empty query: pass a SELECT statement in `sql`")
-    con = duckdb.connect(":memory:")
-    try:
-        raw = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
-    finally:
-        con.close()
+    with _PARSER_LOCK:
+        raw = _parser().execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
     assert raw is not None
     tree = orjson.loads(raw[0])
     if tree.get("error"):
