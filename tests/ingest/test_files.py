@@ -307,3 +307,26 @@ def test_format_override(tmp_path: Path) -> None:
         list(read_file(path, format="xml"))
     with pytest.raises(BadRequest, match="precision"):
         list(read_file(path, format="lp", precision="h"))
+
+
+def test_a_chunk_of_bad_ndjson_lines_is_rejected_not_fatal(tmp_path: Path) -> None:
+    path = tmp_path / "r.ndjson"
+    good = json.dumps({"device_id": "a", "value": 1})
+    path.write_text("\ufeff" + good + "\n" + "garbage line\n" * 20 + good + "\n")
+    res, _ = load(path, chunk_bytes=40)
+    assert [r[LINE] for r in all_rows(res, "reading")] == [1, 22]
+    assert len([x for r in res for x in r.rejects]) == 20
+
+
+def test_one_pretty_printed_json_reading(tmp_path: Path) -> None:
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps({"device_id": "a", "value": 1}, indent=2))
+    res, _ = load(path)
+    assert [r["device_id"] for r in all_rows(res, "reading")] == ["a"]
+
+
+def test_bom_in_line_protocol_file(tmp_path: Path) -> None:
+    path = tmp_path / "bom.lp"
+    path.write_bytes(b"\xef\xbb\xbfm f=1 1\n")
+    res, _ = load(path)
+    assert list(res[0].batches) == ["m"]

@@ -47,8 +47,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from sensorium.errors import BadRequest
-from sensorium.ingest.jsonreadings import parse_readings, parse_timestamp
+from sensorium.errors import BadRequest, ParseError
+from sensorium.ingest.jsonreadings import parse_ndjson_chunk, parse_readings, parse_timestamp
 from sensorium.ingest.lineprotocol import TS_MAX, TS_MIN, Known, parse_lines, precision_factor
 from sensorium.schema import LINE, RESERVED, TIME, TIME_TYPE, ParseResult, Reject
 
@@ -132,13 +132,16 @@ def read_file(
             if fmt == "json" and head == b"[":
                 yield from _json_array(stream, raw, chunk_bytes, report, now, known)
             else:
-                yield from _text_chunks(
-                    stream,
-                    raw,
-                    chunk_bytes,
-                    report,
-                    lambda b: parse_readings(b, now_ns=now, known=known),
-                )
+
+                def parse(b: bytes) -> ParseResult:
+                    if head == b"{":  # maybe one (pretty-printed) reading
+                        try:
+                            return parse_readings(b, now_ns=now, known=known)
+                        except ParseError:
+                            pass
+                    return parse_ndjson_chunk(b, now_ns=now, known=known)
+
+                yield from _text_chunks(stream, raw, chunk_bytes, report, parse)
 
 
 def _format(p: Path, format: str | None) -> tuple[str, bool]:
@@ -194,16 +197,21 @@ def _text_chunks(
     report: Progress,
     parse: Callable[[bytes], ParseResult],
 ) -> Iterator[ParseResult]:
-    """Line-based formats: chunks cut after their last newline."""
+    """Line-based formats: chunks cut after their last newline (the last chunk: at the end)."""
     offset = 0
     rest = b""
+    first = True
     while True:
         block = stream.read(chunk_bytes)
-        if not block:
-            break
+        at_end = len(block) < chunk_bytes  # a short read only happens at the end
+        if first and block.startswith(b"\xef\xbb\xbf"):
+            block = block[3:]
+        first = False
         data = rest + block if rest else block
-        cut = data.rfind(b"\n")
+        cut = len(data) - 1 if at_end else data.rfind(b"\n")
         if cut < 0:
+            if at_end:
+                break
             rest = data
             continue
         rest = data[cut + 1 :]
@@ -211,8 +219,8 @@ def _text_chunks(
         yield _shift(parse(body), offset)
         offset += body.count(b"\n")
         report(raw.tell())
-    if rest:
-        yield _shift(parse(rest), offset)
+        if at_end:
+            break
     report(raw.tell())
 
 

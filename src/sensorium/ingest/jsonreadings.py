@@ -123,7 +123,7 @@ def _parse_error(e: orjson.JSONDecodeError) -> ParseError:
     )
 
 
-def _ndjson(acc: _Acc, data: bytes, known: Known | None) -> ParseResult:
+def _ndjson(acc: _Acc, data: bytes, known: Known | None, *, strict: bool = True) -> ParseResult:
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
@@ -145,7 +145,7 @@ def _ndjson(acc: _Acc, data: bytes, known: Known | None) -> ParseResult:
             acc.rejects[no] = f"invalid JSON: {e.msg} at column {e.colno}"
             if first_error is None:
                 first_error, error_line = e, no
-    if first_error is not None and not items:
+    if strict and first_error is not None and not items:
         raise ParseError(
             f"invalid JSON: {first_error.msg} at line {error_line}, column {first_error.colno}",
             line=error_line,
@@ -153,6 +153,17 @@ def _ndjson(acc: _Acc, data: bytes, known: Known | None) -> ParseResult:
         )
     _add(acc, items)
     return _assemble(acc, raw, known)
+
+
+def parse_ndjson_chunk(
+    body: bytes, *, now_ns: int | None = None, known: Known | None = None
+) -> ParseResult:
+    """NDJSON lines, every line on its own: a chunk of bad lines gives rejects, never
+    :class:`ParseError` (for files, where a chunk is not the whole body)."""
+    now = _time.time_ns() if now_ns is None else int(now_ns)
+    if body.startswith(b"\xef\xbb\xbf"):
+        body = body[3:]
+    return _ndjson(_Acc(1, now), body, known, strict=False)
 
 
 def _add(acc: _Acc, items: Any) -> None:
