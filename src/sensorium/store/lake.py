@@ -10,11 +10,11 @@ rows are stored but the offset is not (or the reverse).
 from __future__ import annotations
 
 import threading
-import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import (
@@ -30,15 +30,31 @@ from sensorium.config import StoreSettings
 from sensorium.schema import TIME, TIME_TYPE, for_storage, is_tag
 
 APP_ID = "sensorium-wal"
+NS_PER_DAY = 86_400_000_000_000
 DAY = "day"
 
 
+_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
 def _enc(name: str) -> str:
-    return urllib.parse.quote(name, safe="-_.")
+    """A directory name for any bucket/measurement: unsafe bytes become ``~XX`` (hex). Not ``%``:
+    delta-rs treats table paths as URLs and would decode it."""
+    out = "".join(c if c in _SAFE else "".join(f"~{b:02X}" for b in c.encode()) for c in name)
+    return "~2E" + out[1:] if out.startswith(".") else out
 
 
 def _dec(name: str) -> str:
-    return urllib.parse.unquote(name)
+    raw = bytearray()
+    i = 0
+    while i < len(name):
+        if name[i] == "~" and i + 2 < len(name) + 1:
+            raw.append(int(name[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            raw.extend(name[i].encode())
+            i += 1
+    return raw.decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,14 +138,30 @@ class Lake:
 
     @staticmethod
     def prepare(table: pa.Table) -> pa.Table:
-        """Storage form: tags as strings, a ``day`` partition column, sorted by series then time."""
+        """Storage form: tags as strings, a ``day`` partition column, sorted by day, series, time.
+
+        The sort runs on integers (tag dictionary ranks and nanoseconds, ``np.lexsort``), not on
+        strings, and day labels are formatted once per distinct day."""
         tags = [f.name for f in table.schema if is_tag(f.type)]
-        day = pc.strftime(table[TIME].cast(TIME_TYPE), format="%Y-%m-%d")
-        t = for_storage(table)
-        t = t.append_column(DAY, day)
-        keys = [(c, "ascending", "at_start") for c in (DAY, *tags, TIME)]
-        idx = pc.sort_indices(t, sort_keys=keys)
-        return t.take(idx)
+        ns = table[TIME].cast(pa.int64()).to_numpy()
+        day = ns // NS_PER_DAY
+        keys: list[np.ndarray] = [ns]
+        if tags:
+            table = table.unify_dictionaries()
+        for t in reversed(tags):
+            arr = table[t].combine_chunks()
+            if not isinstance(arr, pa.DictionaryArray):
+                arr = arr.dictionary_encode()
+            rank = pc.rank(arr.dictionary, sort_keys="ascending", tiebreaker="dense").to_numpy()
+            codes = pc.fill_null(arr.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+            keys.append(np.where(codes < 0, 0, rank[np.maximum(codes, 0)]))
+        keys.append(day)
+        order = np.lexsort(keys)
+        days, inverse = np.unique(day[order], return_inverse=True)
+        labels = pc.strftime(pa.array(days * NS_PER_DAY, pa.int64()).cast(TIME_TYPE), format="%Y-%m-%d")
+        day_col = pa.DictionaryArray.from_arrays(pa.array(inverse, pa.int32()), labels).cast(pa.string())
+        t = for_storage(table.take(pa.array(order)))
+        return t.append_column(DAY, day_col)
 
     def append(self, bucket: str, measurement: str, table: pa.Table, offset: int | None) -> int:
         """Commit ``table`` (batch form); record ``offset`` atomically when given. Returns version."""
