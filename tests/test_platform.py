@@ -187,3 +187,21 @@ def test_compaction_merges_duplicates_across_requests(platform: Sensorium) -> No
         {"device_id": "a", "temperature": 20.0, "humidity": 40.0},
         {"device_id": "b", "temperature": None, "humidity": 41.0},
     ]
+
+
+def test_dead_letters_survive_a_crash_once(data_dir: Path, clock: FakeClock) -> None:
+    import os
+
+    p = Sensorium(make_settings(data_dir), clock=clock, background=False)
+    res = p.write(f"climate,device_id=a humidity=130 {T0}\nclimate,device_id=a humidity=30 {T0 + 1}\nbad line")
+    assert res.rejected == 2
+    os.close(p._lock_fd)  # type: ignore[arg-type]
+    p.wal.close()  # crash: nothing flushed, the WAL still holds the dead-letter record
+    p2 = Sensorium(make_settings(data_dir), clock=clock, background=False)
+    try:
+        assert p2.deadletters.count() == 2  # re-applied on replay, not doubled
+        rep = p2.deadletters.counters()
+        assert rep["accepted_rows"] == 1
+        assert count(p2) == 1
+    finally:
+        p2.close()

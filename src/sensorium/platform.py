@@ -106,7 +106,10 @@ class Sensorium:
         self.hot = HotBuffer()
         # NORMAL: commits survive a process crash; the WAL is the source of truth until a
         # checkpoint (see flush) makes them durable against power loss too.
-        self.deadletters = DeadLetterStore(self.dir / "deadletters.sqlite", synchronous="NORMAL")
+        self._dl_store = DeadLetterStore(self.dir / "deadletters.sqlite", synchronous="NORMAL")
+        # dead-letter/stats records wait here (durable in the WAL) for the background applier
+        self._dl_pending: list[WALRecord] = []
+        self._dl_lock = threading.Lock()
         self.validator = Validator(self.settings.quality, now=self.clock)
         self.engine = QueryEngine(
             self.lake,
@@ -184,8 +187,33 @@ class Sensorium:
             cols[f.name] = pa.array([], pa.string()).dictionary_encode() if pa.types.is_string(f.type) else pa.array([], f.type)
         self.registry.register(bucket, measurement, pa.table(cols) if cols else pa.table({}))
 
+    @property
+    def deadletters(self) -> DeadLetterStore:
+        """The dead-letter store, with every acknowledged record applied."""
+        self.drain_dead_letters()
+        return self._dl_store
+
+    def drain_dead_letters(self) -> int:
+        """Apply pending dead-letter/stats records to the store (idempotent, in log order)."""
+        with self._dl_lock:
+            pending, self._dl_pending = self._dl_pending, []
+            for rec in pending:
+                try:
+                    self._apply_dead_letters(rec)
+                finally:
+                    self.hot.unhold(rec.offset)
+        return len(pending)
+
+    def _dl_loop(self) -> None:
+        while not self._stop.wait(0.05):
+            self.drain_dead_letters()
+
     def _start_threads(self) -> None:
-        for name, target in (("flusher", self._flush_loop), ("maintenance", self._maintenance_loop)):
+        for name, target in (
+            ("flusher", self._flush_loop),
+            ("maintenance", self._maintenance_loop),
+            ("dead-letters", self._dl_loop),
+        ):
             t = threading.Thread(target=target, name=f"sensorium-{name}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -197,13 +225,14 @@ class Sensorium:
         self._stop.set()
         for t in self._threads:
             t.join(timeout=30)
+        self.drain_dead_letters()
         if not self.read_only:
             self.flush(force=True)
             if self.hot.min_offset() is None:
-                self.deadletters.checkpoint()
+                self._dl_store.checkpoint()
                 self.wal.reset()
             self.wal.close()
-        self.deadletters.close()
+        self._dl_store.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -410,10 +439,10 @@ class Sensorium:
         offsets = self.wal.append(payloads, under_lock=apply)
         res.offsets = offsets
         self.metrics.wal_bytes.inc(sum(len(p) for p in payloads))
-        try:
-            self._apply_dead_letters(WALRecord(offsets[-1], KIND_DEAD_LETTERS, dl_header, None))
-        finally:
-            self.hot.unhold(offsets[-1])
+        with self._dl_lock:
+            self._dl_pending.append(WALRecord(offsets[-1], KIND_DEAD_LETTERS, dl_header, None))
+        if not self._threads:  # no background applier (tests, CLI): apply now
+            self.drain_dead_letters()
         self.metrics.points_accepted.labels(bucket).inc(res.accepted_rows)
         self.metrics.values_accepted.labels(bucket).inc(res.accepted_values)
         self.metrics.duplicates.inc(res.duplicates)
@@ -437,7 +466,7 @@ class Sensorium:
             )
             for d in h.get("letters", [])
         ]
-        return self.deadletters.add(
+        return self._dl_store.add(
             rec.offset,
             letters,
             duplicates=h.get("duplicates", 0),
@@ -456,7 +485,8 @@ class Sensorium:
         for key in keys:
             total += self._flush_key(key)
         if keys:
-            self.deadletters.checkpoint()
+            self.drain_dead_letters()
+            self._dl_store.checkpoint()
             low = self.hot.min_offset()
             self.wal.truncate_before(low if low is not None else self.wal.next_offset)
             self.metrics.wal_segments.set(self.wal.segment_count)
@@ -594,7 +624,7 @@ class Sensorium:
             res = self.write_parsed(parsed, bucket=b, source="replay", record_rejects=False)
             failed = {r.line for r in res.rejects}
             ok_ids = [g["id"] for i, g in enumerate(group, start=1) if i not in failed and g["raw"]]
-            self.deadletters.mark_replayed(ok_ids, self.clock())
+            self._dl_store.mark_replayed(ok_ids, self.clock())
             stored += len(ok_ids)
             still += len(group) - len(ok_ids)
         return {"replayed": len(items), "stored": stored, "still_rejected": still}
