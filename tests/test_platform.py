@@ -205,3 +205,18 @@ def test_dead_letters_survive_a_crash_once(data_dir: Path, clock: FakeClock) -> 
         assert count(p2) == 1
     finally:
         p2.close()
+
+
+def test_parse_workers_give_the_same_result_as_in_process(tmp_path: Path, clock: FakeClock) -> None:
+    body = lp(3000) + "\nclimate,device_id=x humidity=130 " + str(T0) + "\nnot line protocol"
+    results = []
+    for workers in (0, 1):
+        s = make_settings(tmp_path / f"w{workers}", parse_workers=workers)
+        with Sensorium(s, clock=clock, background=True) as p:
+            assert (p._pool is not None) == (workers > 0)
+            p.write(lp(1, device="z"))  # the stored schema is then shipped to the worker
+            res = p.write(body)
+            results.append((res.accepted_rows, sorted((r.line, r.reason, r.raw) for r in res.rejects)))
+            assert count(p, "SELECT count(*) FROM climate WHERE device_id <> 'z'") == 3000
+    assert results[0] == results[1]
+    assert results[0][1][0][2].startswith("climate,device_id=x humidity=130")

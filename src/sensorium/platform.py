@@ -130,8 +130,16 @@ class Sensorium:
             read_only=read_only,
         )
         self.replayed = self._replay()
+        self._pool: Any = None
         if background and not read_only:
             self._start_threads()
+            if self.settings.parse_workers > 0:
+                import multiprocessing
+                from concurrent.futures import ProcessPoolExecutor
+
+                self._pool = ProcessPoolExecutor(
+                    self.settings.parse_workers, mp_context=multiprocessing.get_context("spawn")
+                )
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _take_lock(self) -> None:
@@ -225,6 +233,8 @@ class Sensorium:
         self._stop.set()
         for t in self._threads:
             t.join(timeout=30)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
         self.drain_dead_letters()
         if not self.read_only:
             self.flush(force=True)
@@ -274,14 +284,13 @@ class Sensorium:
         def known(measurement: str) -> dict[str, str]:  # stored types win over the request's
             return self.registry.columns(b, measurement)
 
-        if fmt == "json":
-            from sensorium.ingest.jsonreadings import parse_readings
-
-            parsed = parse_readings(body, now_ns=now, known=known)
+        if self._pool is not None and len(body) >= PARALLEL_PARSE_MIN_BYTES:
+            snapshot = {m: known(m) for m in self.measurements(b)}
+            parsed = self._pool.submit(_parse, body, fmt, precision, now, snapshot).result()
+            if fmt != "json":
+                parsed.raw_lines = _LazyLines(body)
         else:
-            from sensorium.ingest.lineprotocol import parse_lines
-
-            parsed = parse_lines(body, precision=precision, now_ns=now, known=known)
+            parsed = _parse(body, fmt, precision, now, known)
         return self.write_parsed(
             parsed, bucket=bucket, source=f"{source} {fmt}/{precision}", accept_partial=accept_partial
         )
@@ -664,6 +673,44 @@ class Sensorium:
             "wal_bytes": self.wal.disk_bytes(),
             "hot_rows": self.hot.rows(),
         }
+
+
+PARALLEL_PARSE_MIN_BYTES = 64 * 1024
+
+
+def _parse(body: bytes | str, fmt: str, precision: str, now: int, known: Any) -> ParseResult:
+    """Parse a request body (in this process or a parse worker)."""
+    if fmt == "json":
+        from sensorium.ingest.jsonreadings import parse_readings
+
+        return parse_readings(body, now_ns=now, known=known)
+    from sensorium.ingest.lineprotocol import parse_lines
+
+    parsed = parse_lines(body, precision=precision, now_ns=now, known=known)
+    if not callable(known):  # in a worker: the caller re-creates raw lines lazily
+        parsed.raw_lines = None
+    return parsed
+
+
+class _LazyLines:
+    """``raw_lines`` for a result parsed in a worker: the body is split only if a line is asked
+    for (rejects are rare; shipping every line back would double the transfer)."""
+
+    def __init__(self, body: bytes | str) -> None:
+        self._body = body
+        self._lines: list[str] | None = None
+
+    def _get(self) -> list[str]:
+        if self._lines is None:
+            text = self._body if isinstance(self._body, str) else self._body.decode("utf-8", "replace")
+            self._lines = [ln.rstrip("\r") for ln in text.split("\n")]
+        return self._lines
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __getitem__(self, i: int) -> str:
+        return self._get()[i]
 
 
 def _prefetch(items: Iterable[ParseResult], depth: int = 1) -> Iterator[ParseResult]:

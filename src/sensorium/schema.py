@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -111,7 +111,7 @@ class ParseResult:
     batches: dict[str, pa.Table] = field(default_factory=dict)
     rejects: list[Reject] = field(default_factory=list)
     lines_total: int = 0
-    raw_lines: pa.Array | list[str] | None = None  # raw_lines[i - 1] is line i
+    raw_lines: Any = None  # pa.Array | Sequence[str] | None; raw_lines[i - 1] is line i
 
     def raw(self, line: int) -> str:
         if self.raw_lines is None or line < 1 or line > len(self.raw_lines):

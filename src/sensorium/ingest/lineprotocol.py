@@ -593,25 +593,29 @@ def _integers(arr: pa.Array, *, suffix: bool, signed: bool) -> tuple[np.ndarray,
     return vals, good
 
 
-def _values(vals: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Classify and convert unquoted field values: ``(kind, bits, ok)``."""
-    n = len(vals)
+def _values(
+    src: pa.Array, at: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Classify and convert unquoted field values: ``(kind, bits, ok)``.
+
+    Value ``i`` is ``src[at[i]]``, the bytes ``lo[i]:hi[i]`` of ``src``'s data.
+    """
+    n = len(at)
     kind = np.full(n, -1, dtype=np.int8)
     bits = np.zeros(n, dtype=np.int64)
     ok = np.zeros(n, dtype=bool)
     if not n:
         return kind, bits, ok
-    vo = _offsets(vals)
-    vd = _data(vals)
-    lens = np.diff(vo)
+    vd = _data(src)
+    lens = hi - lo
     has = lens > 0
     if not len(vd):
         return kind, bits, ok
     if has.all():
-        first, last = vd[vo[:-1]], vd[vo[1:] - 1]
+        first, last = vd[lo], vd[hi - 1]
     else:
-        first = np.where(has, vd[np.minimum(vo[:-1], len(vd) - 1)], 0)
-        last = np.where(has, vd[np.maximum(vo[1:] - 1, 0)], 0)
+        first = np.where(has, vd[np.minimum(lo, len(vd) - 1)], 0)
+        last = np.where(has, vd[np.maximum(hi - 1, 0)], 0)
     # floats: first byte in -.0-9, last in .0-9 (so no inf, nan or +1); the cast checks the rest
     isf = ((np.subtract(last, 48, dtype=np.uint8) < 10) | (last == 46)) & (
         (np.subtract(first, 48, dtype=np.uint8) < 10) | (first == 45) | (first == 46)
@@ -624,7 +628,7 @@ def _values(vals: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         idx = np.flatnonzero(mask)
         if not len(idx):
             continue
-        sub = _take(vals, idx)
+        sub = src.take(at[idx])
         if k == _K_FLOAT:
             v, good = _floats(sub)
             b = v.view(np.int64)
@@ -859,9 +863,10 @@ def _fast(acc: _Acc, lines: pa.Array, first_no: int, special: bool) -> np.ndarra
     bounds[-1] = to[-1]
     pieces = _pieces(toks, bounds)
     fkey = acc.codes(acc.keys, pc.dictionary_encode(pieces.take(np.arange(0, 3 * ntok, 3))))
-    values = pieces.take(np.arange(2, 3 * ntok, 3))
-    kind, bits, vok = _values(values)
+    vat = np.arange(2, 3 * ntok, 3)
+    kind, bits, vok = _values(pieces, vat, bounds[2:-1:3], hi)
     if quoted.any():
+        values = pieces.take(vat)
         ok &= (
             _strings(acc, values, tok_line, lines, qcount, opens, closes, kind, bits, vok) | ~quoted
         )
@@ -907,9 +912,15 @@ def _groups(codes: np.ndarray, ncodes: int) -> dict[int, np.ndarray]:
     if not len(codes):
         return {}
     if ncodes <= 1 << 22:
-        present = np.flatnonzero(np.bincount(codes, minlength=ncodes))
-        if len(present) <= 24:
+        counts = np.bincount(codes, minlength=ncodes)
+        present = np.flatnonzero(counts)
+        if len(present) <= 4:
             return {int(c): np.flatnonzero(codes == c) for c in present}
+        if ncodes <= 1 << 16:  # a stable sort of 16-bit keys is a radix sort: linear
+            order = np.argsort(codes.astype(np.uint16), kind="stable")
+            ends = np.cumsum(counts[present])
+            parts = np.split(order, ends[:-1])
+            return {int(c): g for c, g in zip(present.tolist(), parts, strict=True)}
     order = np.argsort(codes, kind="stable")
     sc = codes[order]
     cuts = np.flatnonzero(sc[1:] != sc[:-1]) + 1
