@@ -9,6 +9,7 @@ Cases:
   parse);
 * ``lp_mixed`` — 10 % of lines carry a plain string field (still vectorised), 1 % a string with
   escapes (exact per-line parser), 1 % a bad value (rejected, via the per-line parser);
+* ``lp_fast_5k`` — the ``lp_fast`` lines posted as 5,000-line bodies (HTTP-sized requests);
 * ``lp_slow`` — everything forced through the exact per-line parser (the reference);
 * ``lp_python_split`` — a minimal pure-Python split loop, for scale;
 * ``json_readings`` — NDJSON readings.
@@ -124,10 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     fast = lp_body(n)
     high = lp_body(n, devices=n * 10)
     mixed = lp_body(n, mixed=True)
+    fast_lines = fast.splitlines(keepends=True)
+    bodies_5k = [b"".join(fast_lines[i : i + 5000]) for i in range(0, len(fast_lines), 5000)]
     cases: dict[str, Callable[[], int]] = {
         "lp_fast": lambda: parse_lines(fast, now_ns=T0).values,
         "lp_fast_highcard": lambda: parse_lines(high, now_ns=T0).values,
         "lp_mixed": lambda: parse_lines(mixed, now_ns=T0).values,
+        "lp_fast_5k": lambda: sum(parse_lines(b, now_ns=T0).values for b in bodies_5k),
         "lp_slow": lambda: _parse(fast, "ns", T0, fast=False).values,
         "lp_python_split": lambda: python_split(fast),
     }

@@ -548,14 +548,6 @@ def _list_offsets(lst: pa.ListArray) -> np.ndarray:
     return lst.offsets.to_numpy().astype(np.int64)
 
 
-def _take(arr: pa.Array, idx: np.ndarray) -> pa.Array:
-    return (
-        arr
-        if len(idx) == len(arr) and (len(idx) == 0 or idx[-1] == len(idx) - 1)
-        else arr.take(idx)
-    )
-
-
 def _floats(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """float64 values and a mask of the valid (finite, well-formed) ones."""
     n = len(arr)
@@ -628,21 +620,30 @@ def _values(
         idx = np.flatnonzero(mask)
         if not len(idx):
             continue
-        sub = src.take(at[idx])
         if k == _K_FLOAT:
-            v, good = _floats(sub)
+            v, good = _floats(src.take(at[idx]))
             b = v.view(np.int64)
         elif k == _K_BOOL:
+            sub = src.take(at[idx])
             t = pc.is_in(sub, value_set=_TRUE_ARR).to_numpy(zero_copy_only=False)
             good = t | pc.is_in(sub, value_set=_FALSE_ARR).to_numpy(zero_copy_only=False)
             b = t.astype(np.int64)
-        else:
-            iv, good = _integers(sub, suffix=True, signed=k == _K_INT)
+        else:  # the digits without the suffix, cut from the data: no slicing kernel
+            cut = np.empty(2 * len(idx) + 1, dtype=np.int64)
+            cut[0:-1:2] = lo[idx]
+            cut[1:-1:2] = hi[idx] - 1
+            cut[-1] = hi[idx[-1]]
+            body = _pieces(src, cut).take(np.arange(0, 2 * len(idx), 2))
+            iv, good = _integers(body, suffix=False, signed=k == _K_INT)
             b = iv.view(np.int64)
-        sel = idx[good]
-        kind[sel] = k
-        bits[sel] = b[good]
-        ok[sel] = True
+        if good.all():
+            kind[idx] = k
+            bits[idx] = b
+        else:
+            sel = idx[good]
+            kind[sel] = k
+            bits[sel] = b[good]
+    ok[:] = kind >= 0  # the kinds that convert are disjoint: at most one wrote each value
     return kind, bits, ok
 
 
@@ -782,6 +783,34 @@ def _strings(
     return good
 
 
+def _sections(lines: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """Cut lines at their spaces: ``(pieces, spaces per line)``, zero-copy.
+
+    Piece ``5 * i`` is the series key of line ``i``, ``5 * i + 2`` its fields and ``5 * i + 4``
+    its timestamp (empty if none), where the line has one or two spaces; other lines (which
+    the fast path does not take) get empty pieces there.
+    """
+    off = _offsets(lines)
+    data = _data(lines)
+    nc = len(lines)
+    sp = np.flatnonzero(data[off[0] : off[-1]] == 32) + off[0]
+    before = np.searchsorted(sp, off)
+    nsp = np.diff(before)
+    start, end = off[:-1], off[1:]
+    one, two = nsp == 1, nsp == 2
+    some = one | two
+    s1 = np.where(some, sp[np.minimum(before[:-1], len(sp) - 1)] if len(sp) else start, start)
+    s2 = np.where(two, sp[np.minimum(before[:-1] + 1, len(sp) - 1)] if len(sp) else start, end)
+    bounds = np.empty(5 * nc + 1, dtype=np.int64)
+    bounds[0:-1:5] = start
+    bounds[1:-1:5] = s1
+    bounds[2:-1:5] = np.where(some, s1 + 1, start)
+    bounds[3:-1:5] = np.where(some, s2, start)
+    bounds[4:-1:5] = np.where(two, s2 + 1, np.where(one, end, start))
+    bounds[-1] = off[-1]
+    return _pieces(lines, bounds), nsp
+
+
 def _fast(acc: _Acc, lines: pa.Array, first_no: int, special: bool) -> np.ndarray:
     """Parse a chunk of lines (``lines[i]`` is line ``first_no + i``); return the positions of
     the lines that need the exact parser.
@@ -815,16 +844,13 @@ def _fast(acc: _Acc, lines: pa.Array, first_no: int, special: bool) -> np.ndarra
     acc.skipped += int(np.count_nonzero(skip))
 
     # sections: series key, fields, timestamp
-    parts = pc.split_pattern(lc, " ")
-    po = _list_offsets(parts)
-    plen = np.diff(po)
-    flat = parts.values
+    flat, nsp = _sections(lc)
     flen = np.diff(_offsets(flat))
-    p0 = po[:-1]
-    p1 = np.minimum(p0 + 1, len(flat) - 1)
-    p2 = np.minimum(p0 + 2, len(flat) - 1)
-    has_ts = plen == 3
-    ok &= ((plen == 2) | has_ts) & (flen[p0] > 0) & (flen[p1] > 0) & (~has_ts | (flen[p2] > 0))
+    p0 = np.arange(0, 5 * nc, 5)
+    p1 = p0 + 2
+    p2 = p0 + 4
+    has_ts = nsp == 2
+    ok &= ((nsp == 1) | has_ts) & (flen[p0] > 0) & (flen[p1] > 0) & (~has_ts | (flen[p2] > 0))
 
     # series keys, parsed once per distinct key (unless a sample says they are mostly distinct)
     sec0 = flat.take(p0)
@@ -1032,10 +1058,11 @@ def _pivot(
             h = np.zeros(nser, dtype=bool)
             h[t_series[t_groups[k]]] = True
             has_tag[k] = h
+    frows: dict[int, np.ndarray] = {}  # the rows of each group's entries
     for code in group_order:
         k = code % nkeys
         idx = fgroups[code]
-        rows = f_row[idx]
+        rows = frows[code] = f_row[idx]
         if names[k] in RESERVED:
             rej.reject(rows, f"field key '{names[k]}' is reserved")
             continue
@@ -1075,7 +1102,7 @@ def _pivot(
         idx = live(fgroups[code])
         if not len(idx):
             continue
-        rows = f_row[idx]
+        rows = f_row[idx] if dropped else frows[code]
         kinds = f_kind[idx]
         have = stored.get(m, {}).get(names[k])
         if have == "tag":
@@ -1152,10 +1179,12 @@ def _pivot(
             if col is not None:
                 tag_cols[names[k]] = col
         for k in fkeys.get(m, ()):
-            idx = live(fgroups[m * nkeys + k])
+            code = m * nkeys + k
+            idx = live(fgroups[code])
             if len(idx):
                 kind = int(f_kind[idx[0]])
-                field_cols[names[k]] = _field_column(f_bits[idx], kind, pos[f_row[idx]], nm, spool)
+                at = pos[f_row[idx] if dropped else frows[code]]
+                field_cols[names[k]] = _field_column(f_bits[idx], kind, at, nm, spool)
         cols.update(sorted(tag_cols.items()))
         cols.update(sorted(field_cols.items()))
         cols[LINE] = pa.array(r_line[rows].astype(np.int32), type=pa.int32())
@@ -1220,20 +1249,21 @@ def _dict_column(ci: np.ndarray, dictionary: pa.Array) -> pa.Array | None:
     present = ci >= 0
     if not present.any():
         return None
-    codes = ci[present]
+    full = bool(present.all())
+    codes = ci if full else ci[present]
     if len(dictionary) <= 4 * len(codes):  # a dense pass over the dictionary is cheap enough
         used = np.bincount(codes, minlength=len(dictionary)) > 0
         if not used.all():
             remap = np.cumsum(used, dtype=np.int32) - 1
-            ci = np.where(present, remap[np.maximum(ci, 0)], -1)
+            ci = remap[ci] if full else np.where(present, remap[np.maximum(ci, 0)], -1)
             dictionary = dictionary.filter(pa.array(used))
     else:  # a few rows out of a large pool
         uniq, inverse = np.unique(codes, return_inverse=True)
         ci = np.full(len(ci), -1, dtype=np.int64)
         ci[present] = inverse
         dictionary = dictionary.take(pa.array(uniq))
-    ci = ci.astype(np.int32)
-    mask = None if present.all() else ~present
+    ci = ci.astype(np.int32, copy=False)
+    mask = None if full else ~present
     indices = pa.array(ci, type=pa.int32(), mask=mask)
     return pa.DictionaryArray.from_arrays(indices, dictionary)
 
