@@ -99,9 +99,8 @@ class Sensorium:
         if not read_only:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._take_lock()
-        self.registry = SchemaRegistry(None if read_only else self.dir / "schema.json")
-        if read_only and (self.dir / "schema.json").exists():
-            self.registry = SchemaRegistry(self.dir / "schema.json")
+        # read-only (CLI queries beside a running server): load, never write, the registry
+        self.registry = SchemaRegistry(self.dir / "schema.json", persist=not read_only)
         self.lake = Lake(self.dir / "lake", self.settings.store)
         self.hot = HotBuffer()
         # NORMAL: commits survive a process crash; the WAL is the source of truth until a
@@ -169,10 +168,7 @@ class Sensorium:
                 key = (rec.header["bucket"], rec.header["measurement"])
                 if key not in applied:
                     applied[key] = self.lake.applied_offset(*key)
-                if not self.read_only:
-                    self.registry.register(key[0], key[1], rec.table)
-                elif not self.registry.columns(*key):
-                    self.registry.register(key[0], key[1], rec.table)
+                self.registry.register(key[0], key[1], rec.table)
                 if rec.offset > applied[key]:
                     self.hot.append(key, rec.offset, rec.table)
                     self.latest_cache.update(key, rec.table)

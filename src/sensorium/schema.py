@@ -218,8 +218,8 @@ class SchemaRegistry:
     A field whose type conflicts with the known type is rejected, as InfluxDB does.
     """
 
-    def __init__(self, path: Path | None = None) -> None:
-        self._path = path
+    def __init__(self, path: Path | None = None, *, persist: bool = True) -> None:
+        self._path = path if persist else None
         self._lock = threading.Lock()
         self._known: dict[str, dict[str, str]] = {}
         if path is not None and path.exists():
