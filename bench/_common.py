@@ -11,7 +11,10 @@ import itertools
 import json
 import os
 import platform
+import shutil
+import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -19,7 +22,7 @@ import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 HOST = "127.0.0.1"
 BENCH_DIR = Path(__file__).resolve().parent
@@ -98,6 +101,93 @@ def dir_blocks_bytes(path: Path) -> int:
             except FileNotFoundError:
                 pass
     return total
+
+
+class ManagedServer:
+    """The process lifecycle shared by the benchmark servers: a child started in a temp dir with
+    its output in ``<root>/<log_name>``, stopped with ``stop_signal`` (then SIGKILL), the temp dir
+    removed unless ``keep``. Subclasses set the class attributes and write ``start``."""
+
+    name = "server"
+    label = "server"  # the process, in messages
+    log_name = "server.log"
+    error_cls: type[Exception] = RuntimeError
+    stop_signal: int = signal.SIGTERM
+
+    def __init__(self, *, base_dir: str | Path | None, keep: bool, start_timeout: float) -> None:
+        self.base_dir = base_dir
+        self.keep = keep
+        self.start_timeout = start_timeout
+        self.root: Path | None = None
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log_fh: Any = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self.cleanup()
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def _spawn(self, cmd: list[str], env: dict[str, str], log_mode: str = "wb") -> None:
+        """Run ``cmd`` in ``root`` (its own session), stdout and stderr to the log file."""
+        assert self.root is not None
+        self._log_fh = open(self.root / self.log_name, log_mode)
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=self._log_fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=self.root,
+            start_new_session=True,
+        )
+
+    def _wait_ready(self, path: str, ok: tuple[int, ...]) -> None:
+        """Wait until ``path`` answers one of ``ok``; otherwise stop and raise with the log tail."""
+        if not wait_http(self.port, path, ok, self.start_timeout, self.proc):
+            tail = self.log_tail()
+            self.stop()
+            raise self.error_cls(f"{self.label} did not answer {path} on port {self.port}:\n{tail}")
+
+    def stop(self, timeout: float = 60.0) -> int | None:
+        """``stop_signal``, wait, then SIGKILL. Returns the exit code."""
+        p = self.proc
+        if p is None:
+            return None
+        if p.poll() is None:
+            p.send_signal(self.stop_signal)
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log(f"{self.label} did not stop in {timeout:.0f}s: SIGKILL")
+                p.kill()
+                p.wait(10)
+        if self._log_fh is not None:
+            self._log_fh.close()
+            self._log_fh = None
+        self.proc = None
+        return p.returncode
+
+    def cleanup(self) -> None:
+        if self.root is not None and not self.keep:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def log_tail(self, n: int = 3000) -> str:
+        if self.root is None:
+            return ""
+        try:
+            return (self.root / self.log_name).read_bytes()[-n:].decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
 
 
 def proc_rss_kb(pid: int) -> tuple[int | None, int | None]:
@@ -322,8 +412,6 @@ while True:
 
 def client_ceiling(bodies: Sequence[bytes], connections: int) -> dict[str, Any]:
     """Post ``bodies`` to a do-nothing server: how fast can the client go on this machine?"""
-    import subprocess
-
     port = free_port()
     p = subprocess.Popen([sys.executable, "-c", TRIVIAL_SERVER, str(port)])
     try:

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import HOST, dir_blocks_bytes, dir_bytes, free_port, http_request, log, wait_http  # noqa: E402
+from _common import HOST, ManagedServer, dir_blocks_bytes, dir_bytes, free_port, http_request  # noqa: E402
 
 INFLUXD = os.environ.get("INFLUXD", "/usr/bin/influxd")
 
@@ -110,10 +108,13 @@ class InfluxError(RuntimeError):
     pass
 
 
-class InfluxDB:
+class InfluxDB(ManagedServer):
     """A private ``influxd`` process. Use as a context manager."""
 
     name = "influxdb-1.6"
+    label = "influxd"
+    log_name = "influxd.log"
+    error_cls = InfluxError
 
     def __init__(
         self,
@@ -127,28 +128,14 @@ class InfluxDB:
         cold_full: str = "5s",
         start_timeout: float = 60.0,
     ) -> None:
+        super().__init__(base_dir=base_dir, keep=keep, start_timeout=start_timeout)
         self.db = db
-        self.base_dir = base_dir
-        self.keep = keep
         self.index = index
         self.fsync_delay = fsync_delay
         self.cold_snapshot = cold_snapshot
         self.cold_full = cold_full
-        self.start_timeout = start_timeout
-        self.root: Path | None = None
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log_fh: Any = None
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def __enter__(self) -> InfluxDB:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-        self.cleanup()
-
     @property
     def version(self) -> str:
         try:
@@ -181,57 +168,11 @@ class InfluxDB:
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith("INFLUXDB_")}
         env["GOMAXPROCS"] = env.get("GOMAXPROCS", str(os.cpu_count() or 2))
-        self._log_fh = open(self.root / "influxd.log", "wb")
-        self.proc = subprocess.Popen(
-            [INFLUXD, "run", "-config", str(cfg)],
-            stdout=self._log_fh,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=self.root,
-            start_new_session=True,
-        )
-        if not wait_http(self.port, "/ping", (204,), self.start_timeout, self.proc):
-            tail = self.log_tail()
-            self.stop()
-            raise InfluxError(f"influxd did not answer /ping on port {self.port}:\n{tail}")
+        self._spawn([INFLUXD, "run", "-config", str(cfg)], env, "wb")
+        self._wait_ready("/ping", (204,))
         st, body = http_request(self.port, "POST", "/query", params={"q": f'CREATE DATABASE "{self.db}"'})
         if st != 200 or b'"error"' in body:
             raise InfluxError(f"CREATE DATABASE failed: {st} {body[:300]!r}")
-
-    def stop(self, timeout: float = 60.0) -> int | None:
-        """SIGTERM, wait, then SIGKILL. Returns the exit code."""
-        p = self.proc
-        if p is None:
-            return None
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log(f"influxd did not stop in {timeout:.0f}s: SIGKILL")
-                p.kill()
-                p.wait(10)
-        if self._log_fh is not None:
-            self._log_fh.close()
-            self._log_fh = None
-        self.proc = None
-        return p.returncode
-
-    def cleanup(self) -> None:
-        if self.root is not None and not self.keep:
-            shutil.rmtree(self.root, ignore_errors=True)
-
-    def log_tail(self, n: int = 3000) -> str:
-        if self.root is None:
-            return ""
-        try:
-            return (self.root / "influxd.log").read_bytes()[-n:].decode("utf-8", "replace")
-        except OSError:
-            return ""
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
 
     # -- API -----------------------------------------------------------------------------------
     @property

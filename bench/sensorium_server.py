@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, dir_blocks_bytes, dir_bytes, free_port, http_request, log, wait_http  # noqa: E402
+from _common import REPO, ManagedServer, dir_blocks_bytes, dir_bytes, free_port, http_request  # noqa: E402
 
 COMPACT_SCRIPT = r"""
 import json, sys
@@ -61,10 +60,13 @@ def _child_env(fsync: str | None, extra: dict[str, str] | None) -> dict[str, str
     return env
 
 
-class SensoriumServer:
+class SensoriumServer(ManagedServer):
     """A private Sensorium server process. Use as a context manager."""
 
     name = "sensorium"
+    label = "sensorium"
+    log_name = "server.log"
+    error_cls = SensoriumError
 
     def __init__(
         self,
@@ -79,30 +81,16 @@ class SensoriumServer:
         python: str = sys.executable,
         stop_signal: int = signal.SIGINT,
     ) -> None:
+        super().__init__(base_dir=base_dir, keep=keep, start_timeout=start_timeout)
         self.bucket = bucket
-        self.base_dir = base_dir
-        self.keep = keep
         self.fsync = fsync
         self.extra_env = env
-        self.start_timeout = start_timeout
         self.python = python
         self.stop_signal = stop_signal
-        self.root: Path | None = None
         self.data_dir: Path | None = Path(data_dir) if data_dir else None
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log_fh: Any = None
         self.last_exit: int | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def __enter__(self) -> SensoriumServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-        self.cleanup()
-
     def start(self) -> None:
         """Start (or restart, on the same data dir) the server and wait for /health."""
         if self.root is None:
@@ -110,20 +98,9 @@ class SensoriumServer:
         if self.data_dir is None:
             self.data_dir = self.root / "data"
         self.port = free_port()
-        self._log_fh = open(self.root / "server.log", "ab")
         cmd = [self.python, "-m", "sensorium.cli.main", "up", "--data-dir", str(self.data_dir), "--port", str(self.port)]
-        self.proc = subprocess.Popen(
-            cmd,
-            stdout=self._log_fh,
-            stderr=subprocess.STDOUT,
-            env=_child_env(self.fsync, self.extra_env),
-            cwd=self.root,
-            start_new_session=True,
-        )
-        if not wait_http(self.port, "/health", (200,), self.start_timeout, self.proc):
-            tail = self.log_tail()
-            self.stop()
-            raise SensoriumError(f"sensorium did not answer /health on port {self.port}:\n{tail}")
+        self._spawn(cmd, _child_env(self.fsync, self.extra_env), "ab")  # append: a restart keeps the log
+        self._wait_ready("/health", (200,))
 
     def stopped_cleanly(self) -> bool:
         """The server printed its clean-shutdown line (hot buffer flushed) and exited 0 (or 130,
@@ -137,39 +114,10 @@ class SensoriumServer:
         after its own shutdown, which kills ``sensorium up`` before its ``finally: platform.close()``
         flushes (exit -15, data left in the WAL for replay); a re-raised SIGINT becomes
         KeyboardInterrupt, so the flush runs. Pass ``stop_signal=signal.SIGTERM`` to check that."""
-        p = self.proc
-        if p is None:
+        if self.proc is None:
             return None
-        if p.poll() is None:
-            p.send_signal(self.stop_signal)
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log(f"sensorium did not stop in {timeout:.0f}s: SIGKILL")
-                p.kill()
-                p.wait(10)
-        if self._log_fh is not None:
-            self._log_fh.close()
-            self._log_fh = None
-        self.proc = None
-        self.last_exit = p.returncode
-        return p.returncode
-
-    def cleanup(self) -> None:
-        if self.root is not None and not self.keep:
-            shutil.rmtree(self.root, ignore_errors=True)
-
-    def log_tail(self, n: int = 3000) -> str:
-        if self.root is None:
-            return ""
-        try:
-            return (self.root / "server.log").read_bytes()[-n:].decode("utf-8", "replace")
-        except OSError:
-            return ""
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
+        self.last_exit = super().stop(timeout)
+        return self.last_exit
 
     # -- API -----------------------------------------------------------------------------------
     @property
