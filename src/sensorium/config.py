@@ -94,12 +94,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 past it).")
     max_decompressed_bytes: int = Field(256 * 1024 * 1024, ge=1024, description="Largest gzip-inflated body.")
     max_reported_errors: int = Field(100, ge=1, description="Cap on rejected lines listed in one response.")
-    parse_workers: int = Field(
-        0,
+    parse_workers: int | None = Field(
+        None,
         ge=0,
         le=64,
-        description="Processes that parse large write bodies beside the server process (0: parse "
-        "in the server process). Worth it with more than 2 cores; on 2 cores it gains ~10 %.",
+        description="Processes that parse and validate large write bodies beside the server "
+        "process, so ingest uses every core. Unset: one per CPU when there are 2 or more; "
+        "0: all in the server process.",
     )
     query_timeout_s: float = Field(30.0, gt=0, description="Queries running longer are interrupted.")
     query_max_rows: int = Field(1_000_000, ge=1, description="Largest result a query may return.")

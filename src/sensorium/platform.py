@@ -132,13 +132,22 @@ class Sensorium:
         self._pool: Any = None
         if background and not read_only:
             self._start_threads()
-            if self.settings.parse_workers > 0:
+            workers = self.settings.parse_workers
+            if workers is None:
+                cpus = os.cpu_count() or 1
+                workers = min(cpus, 8) if cpus >= 2 else 0
+            if workers > 0:
                 import multiprocessing
                 from concurrent.futures import ProcessPoolExecutor
 
                 self._pool = ProcessPoolExecutor(
-                    self.settings.parse_workers, mp_context=multiprocessing.get_context("spawn")
+                    workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_worker_init,
+                    initargs=(os.getpid(),),
                 )
+                for _ in range(workers):  # start them now, not on the first request
+                    self._pool.submit(_warm)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _take_lock(self) -> None:
@@ -282,13 +291,19 @@ class Sensorium:
 
         if self._pool is not None and len(body) >= PARALLEL_PARSE_MIN_BYTES:
             snapshot = {m: known(m) for m in self.measurements(b)}
-            parsed = self._pool.submit(_parse, body, fmt, precision, now, snapshot).result()
+            parsed, pre = self._pool.submit(
+                _parse_and_validate, body, fmt, precision, now, snapshot, self.validator.settings
+            ).result()
             if fmt != "json":
                 parsed.raw_lines = _LazyLines(body)
         else:
-            parsed = _parse(body, fmt, precision, now, known)
+            parsed, pre = _parse(body, fmt, precision, now, known), None
         return self.write_parsed(
-            parsed, bucket=bucket, source=f"{source} {fmt}/{precision}", accept_partial=accept_partial
+            parsed,
+            bucket=bucket,
+            source=f"{source} {fmt}/{precision}",
+            accept_partial=accept_partial,
+            prevalidated=pre,
         )
 
     def write_parsed(
@@ -300,6 +315,7 @@ class Sensorium:
         accept_partial: bool = True,
         record_rejects: bool = True,
         direct: bool = False,
+        prevalidated: dict[str, Any] | None = None,
     ) -> WriteResult:
         """Validate and store parsed batches. ``record_rejects=False`` keeps rejects out of the
         dead-letter store (used when replaying dead letters, which are already there).
@@ -329,7 +345,8 @@ class Sensorium:
                 rule_counts["type_conflict"] = rule_counts.get("type_conflict", 0) + int(bad.sum())
             if not kept.num_rows:
                 continue
-            vr = self.validator.validate(m, kept)
+            pre = prevalidated.get(m) if prevalidated is not None and not bad.any() else None
+            vr = pre if pre is not None else self.validator.validate(m, kept)
             res.duplicates += vr.duplicates
             for k, v in vr.counts.items():
                 rule_counts[k] = rule_counts.get(k, 0) + v
@@ -686,6 +703,41 @@ def _parse(body: bytes | str, fmt: str, precision: str, now: int, known: Any) ->
     if not callable(known):  # in a worker: the caller re-creates raw lines lazily
         parsed.raw_lines = None
     return parsed
+
+
+_WORKER_VALIDATORS: dict[str, Validator] = {}
+
+
+def _worker_init(parent: int) -> None:
+    """In a parse worker: exit when the server is gone (even after a SIGKILL)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
+def _warm() -> None:
+    """Import the parser and validator in a fresh worker."""
+    import sensorium.ingest.lineprotocol  # noqa: F401
+    import sensorium.quality.units  # noqa: F401
+
+
+def _parse_and_validate(
+    body: bytes | str, fmt: str, precision: str, now: int, known: Any, quality: Any
+) -> tuple[ParseResult, dict[str, Any]]:
+    """In a parse worker: parse, then validate each batch with the request's clock reading (the
+    same answer the server would get). The server re-validates a batch only if its schema check
+    removed rows."""
+    parsed = _parse(body, fmt, precision, now, known)
+    key = quality.model_dump_json()
+    v = _WORKER_VALIDATORS.get(key)
+    if v is None:
+        v = _WORKER_VALIDATORS[key] = Validator(quality, now=time.time_ns)
+    v._now = lambda: now
+    return parsed, {m: v.validate(m, t) for m, t in parsed.batches.items() if t.num_rows}
 
 
 class _LazyLines:
