@@ -132,22 +132,8 @@ class Sensorium:
         self._pool: Any = None
         if background and not read_only:
             self._start_threads()
-            workers = self.settings.parse_workers
-            if workers is None:
-                cpus = os.cpu_count() or 1
-                workers = min(cpus, 8) if cpus >= 2 else 0
-            if workers > 0:
-                import multiprocessing
-                from concurrent.futures import ProcessPoolExecutor
-
-                self._pool = ProcessPoolExecutor(
-                    workers,
-                    mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_worker_init,
-                    initargs=(os.getpid(),),
-                )
-                for _ in range(workers):  # start them now, not on the first request
-                    self._pool.submit(_warm)
+            if self.parse_workers > 0:
+                self._pool = self._make_pool(self.parse_workers)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _take_lock(self) -> None:
@@ -199,6 +185,30 @@ class Sensorium:
                 continue
             cols[f.name] = pa.array([], pa.string()).dictionary_encode() if pa.types.is_string(f.type) else pa.array([], f.type)
         self.registry.register(bucket, measurement, pa.table(cols) if cols else pa.table({}))
+
+    @property
+    def parse_workers(self) -> int:
+        """Worker processes for parsing (setting, or one per CPU when there are 2 or more)."""
+        workers = self.settings.parse_workers
+        if workers is None:
+            cpus = os.cpu_count() or 1
+            workers = min(cpus, 8) if cpus >= 2 else 0
+        return workers
+
+    @staticmethod
+    def _make_pool(workers: int) -> Any:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(
+            workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker_init,
+            initargs=(os.getpid(),),
+        )
+        for _ in range(workers):  # start them now, not on the first request
+            pool.submit(_warm)
+        return pool
 
     @property
     def deadletters(self) -> DeadLetterStore:
@@ -601,15 +611,31 @@ class Sensorium:
         total = WriteResult(rejected_total=0)
         for parsed in _prefetch(chunks):  # parse chunk n+1 while chunk n is validated and written
             res = self.write_parsed(parsed, bucket=bucket, source=source, direct=True)
-            total.lines += res.lines
-            total.accepted_rows += res.accepted_rows
-            total.accepted_values += res.accepted_values
-            total.duplicates += res.duplicates
-            total.rejects.extend(res.rejects[: max(0, 1000 - len(total.rejects))])
-            total.rejected_total = (total.rejected_total or 0) + res.rejected
+            _accumulate(total, res)
             for m in parsed.batches:
                 self.hot.set_lake_version((bucket, m), self.lake.version(bucket, m))
         return total
+
+    def load_file(
+        self,
+        path: str | Path,
+        *,
+        bucket: str | None = None,
+        precision: str = "ns",
+        tags: list[str] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> WriteResult:
+        """Bulk-load a file (any format :func:`~sensorium.ingest.files.read_file` reads).
+
+        Parsing runs in a prefetch thread beside validation and the lake writes. (Parse worker
+        processes were measured here too: slower for files — spawning, and shipping 64 MiB
+        blocks and their tables between processes, cost more than the second core gave.)"""
+        from sensorium.ingest.files import file_format, read_file
+
+        fmt = file_format(path)[0]
+        source = f"load:{Path(path).name} {'json' if fmt in ('json', 'ndjson') else 'lp'}/{precision}"
+        chunks = read_file(path, precision=precision, tags=tags, progress=progress)
+        return self.load(chunks, bucket=bucket, source=source)
 
     # -- dead letters ---------------------------------------------------------------------------
     def replay_dead_letters(
@@ -786,6 +812,15 @@ def _prefetch(items: Iterable[ParseResult], depth: int = 1) -> Iterator[ParseRes
             raise it
         yield it
     t.join()
+
+
+def _accumulate(total: WriteResult, res: WriteResult) -> None:
+    total.lines += res.lines
+    total.accepted_rows += res.accepted_rows
+    total.accepted_values += res.accepted_values
+    total.duplicates += res.duplicates
+    total.rejects.extend(res.rejects[: max(0, 1000 - len(total.rejects))])
+    total.rejected_total = (total.rejected_total or 0) + res.rejected
 
 
 def _source_format(source: str) -> tuple[str, str, str]:

@@ -224,7 +224,6 @@ def load(
     tags: Annotated[str | None, typer.Option(help="CSV/Parquet: comma-separated columns to treat as tags.")] = None,
 ) -> None:
     """Bulk-load a file into the data directory (in process), with a progress bar."""
-    from sensorium.ingest.files import read_file
     from sensorium.platform import Sensorium
 
     s = _settings(config, data_dir=data_dir)
@@ -234,13 +233,13 @@ def load(
         TextColumn("[bold]load"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), console=err
     ) as prog:
         task = prog.add_task("load", total=size)
-        chunks = read_file(
+        res = platform.load_file(
             file,
+            bucket=bucket,
             precision=precision,
             tags=tags.split(",") if tags else None,
             progress=lambda n: prog.update(task, completed=n),
         )
-        res = platform.load(chunks, bucket=bucket, source=f"load:{file.name}")
         prog.update(task, completed=size)
     dt = time.perf_counter() - t0
     console.print(

@@ -164,6 +164,11 @@ def _format(p: Path, format: str | None) -> tuple[str, bool]:
     return fmt, gz
 
 
+def file_format(path: str | os.PathLike[str]) -> tuple[str, bool]:
+    """``(format, gzipped)`` of a file by its name: lp, json, ndjson, csv or parquet."""
+    return _format(Path(path), None)
+
+
 def _peek(stream: IO[bytes]) -> bytes:
     """The first non-blank byte of a stream, which stays readable from its start."""
     if isinstance(stream, gzip.GzipFile):
@@ -178,7 +183,7 @@ def _peek(stream: IO[bytes]) -> bytes:
     return head[:1]
 
 
-def _shift(r: ParseResult, offset: int) -> ChunkResult:
+def shift_lines(r: ParseResult, offset: int) -> ChunkResult:
     """Renumber a chunk's lines by ``offset``."""
     batches = r.batches
     if offset:
@@ -198,6 +203,14 @@ def _text_chunks(
     parse: Callable[[bytes], ParseResult],
 ) -> Iterator[ParseResult]:
     """Line-based formats: chunks cut after their last newline (the last chunk: at the end)."""
+    for body, offset in _line_blocks(stream, raw, chunk_bytes, report):
+        yield shift_lines(parse(body), offset)
+
+
+def _line_blocks(
+    stream: IO[bytes], raw: IO[bytes], chunk_bytes: int, report: Progress
+) -> Iterator[tuple[bytes, int]]:
+    """``(body, lines before it)`` blocks of whole lines, about ``chunk_bytes`` each."""
     offset = 0
     rest = b""
     first = True
@@ -216,7 +229,7 @@ def _text_chunks(
             continue
         rest = data[cut + 1 :]
         body = data[: cut + 1]
-        yield _shift(parse(body), offset)
+        yield body, offset
         offset += body.count(b"\n")
         report(raw.tell())
         if at_end:
@@ -308,12 +321,12 @@ def _json_array(
         pending = data[cut + 1 :]
         text = body + b"]" if first else b"[" + body + b"]"
         first = False
-        yield _shift(parse_readings(text, now_ns=now, known=known), offset)
+        yield shift_lines(parse_readings(text, now_ns=now, known=known), offset)
         offset += len(commas)
         report(raw.tell())
     if pending or first:
         text = pending if first else b"[" + pending
-        yield _shift(parse_readings(text, now_ns=now, known=known), offset)
+        yield shift_lines(parse_readings(text, now_ns=now, known=known), offset)
     report(raw.tell())
 
 
