@@ -137,8 +137,9 @@ def up(
                 time.sleep(0.05)
             try:
                 post(sim, url, realtime=True, stop_event=stop, token=s.auth_token.get_secret_value() if s.auth_token else None)
-            except Exception as exc:  # reported, never silent
-                err.print(f"[red]simulator stopped:[/] {exc}")
+            except Exception as exc:  # reported, never silent (unless we are shutting down)
+                if not (stop.is_set() or server.should_exit):
+                    err.print(f"[red]simulator stopped:[/] {exc}")
 
         threads.append(threading.Thread(target=run_sim, daemon=True, name="simulator"))
         console.print(f"simulating {sim.config.devices} devices at {sim.config.rate}/s each")
@@ -146,6 +147,7 @@ def up(
     if duration:
         def stopper() -> None:
             if not stop.wait(parse_duration(duration)):
+                stop.set()
                 server.should_exit = True
         threads.append(threading.Thread(target=stopper, daemon=True))
     for t in threads:
