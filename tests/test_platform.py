@@ -220,3 +220,29 @@ def test_parse_workers_give_the_same_result_as_in_process(tmp_path: Path, clock:
             assert count(p, "SELECT count(*) FROM climate WHERE device_id <> 'z'") == 3000
     assert results[0] == results[1]
     assert results[0][1][0][2].startswith("climate,device_id=x humidity=130")
+
+
+def test_a_point_written_again_later_replaces_the_first_after_flush(platform: Sensorium) -> None:
+    platform.write(f"dd,d=1 a=1,b=5 {T0}")
+    platform.write(f"dd,d=1 a=2 {T0}")  # a retry or a correction, in a later request
+    platform.flush(force=True)
+    assert platform.query("SELECT a, b FROM dd").to_pylist() == [{"a": 2.0, "b": 5.0}]
+
+
+def test_unsigned_beyond_int64_is_rejected_and_flushing_goes_on(platform: Sensorium) -> None:
+    res = platform.write(f"m u=18446744073709551615u {T0}\nm u=5u {T0 + 1}")
+    assert res.accepted_rows == 1 and "exceeds" in res.rejects[0].reason
+    before = platform.query("SELECT typeof(u) AS t, u FROM m").to_pylist()
+    platform.flush(force=True)
+    after = platform.query("SELECT typeof(u) AS t, u FROM m").to_pylist()
+    assert before == after == [{"t": "BIGINT", "u": 5}]
+
+
+def test_latest_filters_must_be_tags(platform: Sensorium) -> None:
+    import pytest
+
+    from sensorium.errors import BadRequest
+
+    platform.write(f"m,device_id=a v=1 {T0}")
+    with pytest.raises(BadRequest, match="not a tag here: v"):
+        platform.latest(v="1")

@@ -16,6 +16,7 @@ commit carries its highest WAL offset, which is how replay after a crash skips w
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import threading
 import time
@@ -29,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sensorium.config import Settings, load_settings
-from sensorium.errors import DataDirLocked, PartialWriteError
+from sensorium.errors import BadRequest, DataDirLocked, PartialWriteError
 from sensorium.log.wal import KIND_DATA, KIND_DEAD_LETTERS, WAL, WALRecord, encode_payload
 from sensorium.obs.metrics import Metrics
 from sensorium.quality.deadletters import DeadLetter, DeadLetterStore
@@ -49,6 +50,8 @@ from sensorium.store.hot import HotBuffer
 from sensorium.store.lake import Lake, dedup_sorted
 
 Key = tuple[str, str]
+log = logging.getLogger("sensorium")
+INT64_MAX = 2**63 - 1
 
 
 @dataclass
@@ -353,6 +356,14 @@ class Sensorium:
                     rejects.append(Reject(ln, "; ".join(reasons), parsed.raw(ln), m, "type_conflict"))
                     reject_devices.append(dev)
                 rule_counts["type_conflict"] = rule_counts.get("type_conflict", 0) + int(bad.sum())
+            kept, big = _split_oversize_unsigned(kept)
+            if big is not None:
+                lines, reasons, devs = big
+                for ln, why, dev in zip(lines, reasons, devs, strict=True):
+                    rejects.append(Reject(ln, why, parsed.raw(ln), m, "range:unsigned"))
+                    reject_devices.append(dev)
+                rule_counts["range:unsigned"] = rule_counts.get("range:unsigned", 0) + len(lines)
+                bad = np.ones(1, dtype=bool)  # the worker's validation no longer applies
             if not kept.num_rows:
                 continue
             pre = prevalidated.get(m) if prevalidated is not None and not bad.any() else None
@@ -539,8 +550,15 @@ class Sensorium:
         return data.num_rows
 
     def _flush_loop(self) -> None:
-        while not self._stop.wait(0.25):
-            self.flush()
+        wait = 0.25
+        while not self._stop.wait(wait):
+            try:
+                self.flush()
+                wait = 0.25
+            except Exception:  # the data stays in memory and in the WAL; retry, slower
+                log.exception("flush failed; will retry (data is safe in the WAL)")
+                self.metrics.flush_errors.inc()
+                wait = min(wait * 2, 30.0)
 
     def maintain(self, *, vacuum_hours: float = 1.0, min_files: int | None = None) -> int:
         """Compact small files (sorted, de-duplicated) and vacuum old versions. Returns partitions
@@ -558,7 +576,11 @@ class Sensorium:
 
     def _maintenance_loop(self) -> None:
         while not self._stop.wait(self.settings.store.maintenance_interval_s):
-            self.maintain()
+            try:
+                self.maintain()
+            except Exception:  # compaction is an optimisation: log, count, go on
+                log.exception("maintenance failed; will retry")
+                self.metrics.flush_errors.inc()
 
     # -- reading -------------------------------------------------------------------------------
     def query(self, sql: str, bucket: str | None = None) -> pa.Table:
@@ -573,7 +595,15 @@ class Sensorium:
     ) -> list[dict[str, Any]]:
         bucket = bucket or self.settings.default_bucket
         keys = [(bucket, m) for m in self.measurements(bucket) if measurement in (None, m)]
-        return self.latest_cache.get(keys, {k: v for k, v in tags.items() if v is not None}, self._tags_of)
+        wanted = {k: v for k, v in tags.items() if v is not None}
+        known_tags = {t for k in keys for t in self._tags_of(k)}
+        unknown = sorted(set(wanted) - known_tags)
+        if unknown and keys:
+            raise BadRequest(
+                f"latest values filter by tags only; not a tag here: {', '.join(unknown)} "
+                f"(tags: {', '.join(sorted(known_tags)) or 'none'})"
+            )
+        return self.latest_cache.get(keys, wanted, self._tags_of)
 
     def _seed_latest(self, key: Key) -> pa.Table | None:
         ds = self.lake.dataset(*key)
@@ -812,6 +842,33 @@ def _prefetch(items: Iterable[ParseResult], depth: int = 1) -> Iterator[ParseRes
             raise it
         yield it
     t.join()
+
+
+def _split_oversize_unsigned(
+    table: pa.Table,
+) -> tuple[pa.Table, tuple[list[int], list[str], list[str | None]] | None]:
+    """Rows with an unsigned value above 2**63 - 1 cannot be stored (Delta Lake has no unsigned
+    integers; they are stored as int64): split them off with a reason."""
+    bad = None
+    reasons: dict[int, str] = {}
+    for f in table.schema:
+        if pa.types.is_uint64(f.type):
+            over = pc.fill_null(pc.greater(table[f.name], pa.scalar(INT64_MAX, pa.uint64())), False)
+            m = over.to_numpy(zero_copy_only=False)
+            if m.any():
+                bad = m if bad is None else (bad | m)
+                vals = table[f.name].to_numpy(zero_copy_only=False)
+                for i in np.flatnonzero(m):
+                    reasons.setdefault(
+                        int(i),
+                        f"field '{f.name}'={int(vals[i])}u exceeds {INT64_MAX}, the largest "
+                        "integer the lake stores",
+                    )
+    if bad is None:
+        return table, None
+    rows = np.flatnonzero(bad)
+    lines = table[LINE].to_numpy()[rows].tolist() if LINE in table.column_names else (rows + 1).tolist()
+    return table.filter(pa.array(~bad)), (lines, [reasons[int(i)] for i in rows], _device_ids(table, bad))
 
 
 def _accumulate(total: WriteResult, res: WriteResult) -> None:

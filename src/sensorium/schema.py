@@ -200,6 +200,8 @@ def for_storage(table: pa.Table) -> pa.Table:
             col = col.cast(pa.string())
         elif f.name == TIME and pa.types.is_timestamp(f.type):
             col = col.cast(pa.int64())
+        elif pa.types.is_uint64(f.type):  # no unsigned type in Delta; values > 2**63-1 are refused
+            col = col.cast(pa.int64())
         cols.append(col)
         names.append(f.name)
     return pa.Table.from_arrays(cols, names=names)

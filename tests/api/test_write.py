@@ -206,3 +206,22 @@ def test_metrics_exposed(client: Any) -> None:
     text = client.get("/metrics").text
     for name in ("sensorium_points_accepted_total", "sensorium_wal_fsync_seconds", "sensorium_flush_seconds", "sensorium_query_seconds", "sensorium_wal_bytes_total"):
         assert name in text
+
+
+def test_gzip_multi_member_truncated_and_trailing(client: Any) -> None:
+    two = gzip.compress(f"gz v=1 {T0}".encode()) + gzip.compress(f"\ngz v=2 {T0 + 1}".encode())
+    assert client.post("/api/v2/write", content=two, headers={"Content-Encoding": "gzip"}).status_code == 204
+    assert rows(client, "SELECT v FROM gz ORDER BY v") == [[1.0], [2.0]]
+    one = gzip.compress(f"gz v=3 {T0 + 2}".encode())
+    for bad, needle in ((one[:-6], "truncated"), (one[:10], "truncated"), (one + b"trailing garbage", "gzip")):
+        r = client.post("/api/v2/write", content=bad, headers={"Content-Encoding": "gzip"})
+        assert r.status_code == 400 and needle in r.json()["message"], r.text
+    assert rows(client, "SELECT count(*) FROM gz") == [[2]]
+
+
+def test_repeated_column_names_in_a_result_are_fine(client: Any) -> None:
+    client.post("/api/v2/write", content=GOOD)
+    r = client.get("/api/v1/query", params={"sql": "SELECT 1 AS a, 2 AS a FROM climate"})
+    assert r.status_code == 200 and r.json()["rows"] == [[1, 2]]
+    r = client.post("/api/v1/query", json={"sql": ["SELECT 1"]})
+    assert r.status_code == 400 and "`sql`" in r.json()["message"]

@@ -43,8 +43,8 @@ def rfc3339(col: Any) -> Any:
 def table_to_json(table: pa.Table) -> dict[str, Any]:
     """``{"columns": [...], "rows": [[...]]}`` with timestamps as RFC 3339 strings (ns, UTC)."""
     cols = []
-    for f in table.schema:
-        c = table[f.name]
+    for i, f in enumerate(table.schema):
+        c = table.column(i)  # by position: a result may repeat a column name
         if pa.types.is_timestamp(f.type):
             c = rfc3339(c)
         elif pa.types.is_date(f.type):
@@ -223,6 +223,9 @@ def create_app(platform: Sensorium) -> FastAPI:
                     raise BadRequest(f"invalid JSON body: {exc}") from None
                 if not isinstance(data, dict):
                     raise BadRequest("JSON body must be an object with `sql`")
+                for key in ("sql", "bucket", "format"):
+                    if data.get(key) is not None and not isinstance(data[key], str):
+                        raise BadRequest(f"`{key}` in the JSON body must be a string")
                 sql = data.get("sql")
                 bucket = bucket or data.get("bucket")
                 format = format or data.get("format")

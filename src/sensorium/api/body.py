@@ -36,14 +36,32 @@ async def read_body(request: Request, max_bytes: int, max_inflated: int) -> byte
         return body
     if enc not in ("gzip", "x-gzip", "deflate"):
         raise UnsupportedMediaType(f"unsupported Content-Encoding '{enc}' (use gzip or identity)")
-    d = zlib.decompressobj(wbits=47 if enc != "deflate" else 15)
-    try:
-        out = d.decompress(body, max_inflated + 1)
-    except zlib.error as exc:
-        raise ParseError(f"body is not valid {enc} data: {exc}") from None
-    if len(out) > max_inflated:
-        raise PayloadTooLarge(
-            f"decompressed body exceeds the limit of {max_inflated} bytes (max_decompressed_bytes)",
-            limit=max_inflated,
-        )
-    return out
+    return inflate(body, enc, max_inflated)
+
+
+def inflate(body: bytes, enc: str, max_inflated: int) -> bytes:
+    """Decompress every member of a gzip (or one deflate) stream, within ``max_inflated``.
+    A truncated stream or bytes after the last member are errors, never silently dropped."""
+    parts: list[bytes] = []
+    size = 0
+    data = body
+    while True:
+        d = zlib.decompressobj(wbits=47 if enc != "deflate" else 15)
+        try:
+            out = d.decompress(data, max_inflated + 1 - size)
+        except zlib.error as exc:
+            raise ParseError(f"body is not valid {enc} data: {exc}") from None
+        size += len(out)
+        parts.append(out)
+        if size > max_inflated or d.unconsumed_tail:
+            raise PayloadTooLarge(
+                f"decompressed body exceeds the limit of {max_inflated} bytes (max_decompressed_bytes)",
+                limit=max_inflated,
+            )
+        if not d.eof:
+            raise ParseError(f"{enc} body is truncated (the stream ends before its end marker)")
+        data = d.unused_data
+        if not data or enc == "deflate":
+            if data:
+                raise ParseError(f"{len(data)} unexpected bytes after the end of the {enc} stream")
+            return b"".join(parts)

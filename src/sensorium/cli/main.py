@@ -252,6 +252,7 @@ def load(
         for r in res.rejects[:5]:
             err.print(f"[yellow]line {r.line}[/]: {r.reason}")
         err.print("see `sensorium dead-letters list` for all rejected lines")
+        raise typer.Exit(1)  # the good lines are stored; the exit code says not all were
 
 
 # -- query -------------------------------------------------------------------------------------

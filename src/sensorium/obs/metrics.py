@@ -41,6 +41,9 @@ class Metrics:
         )
         self.hot_rows = Gauge("sensorium_hot_rows", "Rows in the hot buffer (not yet in the lake)", registry=r)
         self.wal_segments = Gauge("sensorium_wal_segments", "WAL segment files on disk", registry=r)
+        self.flush_errors = Counter(
+            "sensorium_background_errors_total", "Failed flushes or compactions (retried)", registry=r
+        )
         self.compactions = Counter(
             "sensorium_compactions_total", "Partitions compacted", registry=r
         )

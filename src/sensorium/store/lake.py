@@ -161,7 +161,15 @@ class Lake:
         labels = pc.strftime(pa.array(days * NS_PER_DAY, pa.int64()).cast(TIME_TYPE), format="%Y-%m-%d")
         day_col = pa.DictionaryArray.from_arrays(pa.array(inverse, pa.int32()), labels).cast(pa.string())
         t = for_storage(table.take(pa.array(order)))
-        return t.append_column(DAY, day_col)
+        t = t.append_column(DAY, day_col)
+        # same series and time sort next to each other (lexsort is stable: arrival order kept)
+        same = np.ones(max(len(order) - 1, 0), dtype=bool)
+        for k in keys[:-1]:
+            ks = k[order]
+            same &= ks[1:] == ks[:-1]
+        if same.any():  # a point written again in a later request: later fields win (merge)
+            t = dedup_sorted(t, tags)
+        return t
 
     def append(self, bucket: str, measurement: str, table: pa.Table, offset: int | None) -> int:
         """Commit ``table`` (batch form); record ``offset`` atomically when given. Returns version."""
