@@ -225,3 +225,12 @@ def test_repeated_column_names_in_a_result_are_fine(client: Any) -> None:
     assert r.status_code == 200 and r.json()["rows"] == [[1, 2]]
     r = client.post("/api/v1/query", json={"sql": ["SELECT 1"]})
     assert r.status_code == 400 and "`sql`" in r.json()["message"]
+
+
+def test_json_nan_rejects_only_that_reading(client: Any) -> None:
+    good = '{"device_id": "a", "timestamp": "2026-01-01T00:00:00Z", "sensor_type": "climate", "measurement_type": "temperature", "value": 20}'
+    bad = good.replace('"value": 20', '"value": NaN').replace("00:00:00Z", "00:00:01Z")
+    r = client.post("/api/v1/readings", content=f"[{good}, {bad}]")
+    assert r.status_code == 400, r.text
+    out = r.json()
+    assert out["accepted"] == 1 and out["errors"][0]["line"] == 2 and "NaN" in out["errors"][0]["reason"]

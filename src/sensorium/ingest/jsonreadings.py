@@ -95,11 +95,18 @@ def parse_readings(
         try:
             items = orjson.loads(data)
         except orjson.JSONDecodeError as e:
-            try:  # NDJSON whose first line is an array?
-                return _ndjson(_Acc(1, now), data, known)
-            except ParseError:
-                raise _parse_error(e) from None
-        raw = [orjson.dumps(x).decode() for x in items]
+            lenient = _lenient(data)  # NaN / Infinity / 1e400, as Python's json writes them
+            if lenient is None:
+                try:  # NDJSON whose first line is an array?
+                    return _ndjson(_Acc(1, now), data, known)
+                except ParseError:
+                    raise _parse_error(e) from None
+            items = lenient
+            import json
+
+            raw = [json.dumps(x) for x in items]  # keeps NaN visible in dead letters
+        else:
+            raw = [orjson.dumps(x).decode() for x in items]
         _add(acc, enumerate(items, start=1))
         return _assemble(acc, raw, known)
     if head == b"{":
@@ -112,6 +119,19 @@ def parse_readings(
             _add(acc, [(1, one)])
             return _assemble(acc, raw, known)
     return _ndjson(acc, data, known)
+
+
+def _lenient(data: bytes) -> list[Any] | None:
+    """A JSON array that only orjson refuses because of non-finite numbers (``NaN``,
+    ``Infinity``, ``1e400``): parse it with the standard library, so the readings around such a
+    value are kept and the value itself is judged by the quality rules (``non_finite``)."""
+    import json
+
+    try:
+        out = json.loads(data)
+    except ValueError:
+        return None
+    return out if isinstance(out, list) else None
 
 
 def _parse_error(e: orjson.JSONDecodeError) -> ParseError:
