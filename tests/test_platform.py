@@ -246,3 +246,13 @@ def test_latest_filters_must_be_tags(platform: Sensorium) -> None:
     platform.write(f"m,device_id=a v=1 {T0}")
     with pytest.raises(BadRequest, match="not a tag here: v"):
         platform.latest(v="1")
+
+
+def test_columns_differing_only_by_case_are_rejected(platform: Sensorium) -> None:
+    platform.write(f"tc,t=a v=1 {T0}")
+    res = platform.write(f"tc,T=b v=2 {T0 + 1}\ntc,t=c V=3 {T0 + 2}\ntc,t=d v=4 {T0 + 3}")
+    assert sorted(r.line for r in res.rejects) == [1, 2]
+    assert all("only by case" in r.reason for r in res.rejects)
+    assert platform.query("SELECT t, v FROM tc ORDER BY v").to_pylist() == [
+        {"t": "a", "v": 1.0}, {"t": "d", "v": 4.0}
+    ]

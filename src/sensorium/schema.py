@@ -249,6 +249,20 @@ class SchemaRegistry:
         known = self._known.get(self._key(bucket, measurement), {})
         bad = np.zeros(table.num_rows, dtype=bool)
         conflicts: list[tuple[str, str]] = []
+        # SQL does not tell `T` from `t`: a new column may not differ from another only by case
+        seen = {k.lower(): k for k in known}
+        for f in table.schema:
+            if f.name in RESERVED or f.name in known:
+                continue
+            other = seen.get(f.name.lower())
+            if other is not None and other != f.name:
+                conflicts.append(
+                    (f.name, f"column '{f.name}' of measurement '{measurement}' differs from "
+                     f"'{other}' only by case, which SQL cannot tell apart")
+                )
+                bad |= pc.is_valid(table[f.name]).to_numpy(zero_copy_only=False)
+            else:
+                seen[f.name.lower()] = f.name
         for f in table.schema:
             if f.name in RESERVED:
                 continue
