@@ -50,7 +50,7 @@ import pyarrow.parquet as pq
 from sensorium.errors import BadRequest, ParseError
 from sensorium.ingest.jsonreadings import parse_ndjson_chunk, parse_readings, parse_timestamp
 from sensorium.ingest.lineprotocol import TS_MAX, TS_MIN, Known, parse_lines, precision_factor
-from sensorium.schema import LINE, RESERVED, TIME, TIME_TYPE, ParseResult, Reject
+from sensorium.schema import LINE, RESERVED, TIME, TIME_TYPE, ParseResult, Reject, field_kind
 
 __all__ = ["FORMATS", "read_file"]
 
@@ -570,15 +570,12 @@ def _parquet_kind(name: str, t: pa.DataType, tags: Sequence[str] | None) -> str:
         t = t.value_type
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return "string" if tags is not None else "tag"
-    if pa.types.is_boolean(t):
-        return "boolean"
-    if pa.types.is_unsigned_integer(t):
-        return "unsigned"
-    if pa.types.is_integer(t):
-        return "integer"
-    if pa.types.is_floating(t) or pa.types.is_decimal(t):
+    if pa.types.is_decimal(t):
         return "float"
-    raise BadRequest(f"column '{name}' has unsupported type {t}")
+    try:
+        return field_kind(t)
+    except TypeError:
+        raise BadRequest(f"column '{name}' has unsupported type {t}") from None
 
 
 def _parquet(
