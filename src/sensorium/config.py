@@ -43,6 +43,9 @@ class StoreSettings(_Frozen):
     flush_interval_s: float = Field(5.0, gt=0, description="... or when its oldest unflushed row is this old.")
     compact_min_files: int = Field(8, ge=2, description="Compact a day partition once it holds this many files.")
     maintenance_interval_s: float = Field(60.0, gt=0, description="How often compaction and vacuum run.")
+    settle_s: float = Field(
+        300.0, gt=0, description="Also compact a partition with 2+ files once none is younger than this."
+    )
     compression_level: int = Field(9, ge=1, le=22, description="zstd level for Parquet files.")
 
 

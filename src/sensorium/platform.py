@@ -566,7 +566,10 @@ class Sensorium:
         done = 0
         for b, m in self.lake.tables():
             with self.lake.lock(b, m):
-                n = self.lake.compact(b, m, self._tags_of((b, m)), min_files=min_files)
+                n = self.lake.compact(
+                    b, m, self._tags_of((b, m)), min_files=min_files,
+                    settled_s=self.settings.store.settle_s,
+                )
                 if n:
                     self.hot.set_lake_version((b, m), self.lake.version(b, m))
             done += n

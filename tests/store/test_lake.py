@@ -53,3 +53,16 @@ def test_names_with_odd_characters_roundtrip(tmp_path: Path) -> None:
     lake = Lake(tmp_path)
     lake.append("my bucket/1", "cpu load,%", _batch(), offset=0)
     assert lake.tables() == [("my bucket/1", "cpu load,%")]
+
+
+def test_quiet_partitions_are_compacted_even_with_few_files(tmp_path: Path) -> None:
+    lake = Lake(tmp_path)
+    lake.append("b", "m", _batch(), offset=0)
+    lake.append("b", "m", _batch(), offset=1)  # the same points again: a rewrite
+    assert lake.stats("b", "m").rows == 12
+    assert lake.compact("b", "m", ["device_id"], min_files=8, settled_s=3600) == 0  # not quiet yet
+    import time
+
+    later = int(time.time() * 1000) + 7200 * 1000
+    assert lake.compact("b", "m", ["device_id"], min_files=8, settled_s=3600, now_ms=later) == 2
+    assert lake.stats("b", "m").rows == 6  # merged

@@ -10,6 +10,7 @@ rows are stored but the offset is not (or the reverse).
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -223,10 +224,19 @@ class Lake:
         )
 
     def compact(
-        self, bucket: str, measurement: str, tags: list[str], *, min_files: int | None = None
+        self,
+        bucket: str,
+        measurement: str,
+        tags: list[str],
+        *,
+        min_files: int | None = None,
+        settled_s: float | None = None,
+        now_ms: int | None = None,
     ) -> int:
-        """Rewrite each day partition holding ``>= min_files`` files as one sorted, de-duplicated
-        file set. Returns the number of partitions rewritten. Keeps the table's WAL offset."""
+        """Rewrite day partitions as one sorted, de-duplicated (merged) file set: those holding
+        ``>= min_files`` files, and those with 2 or more files none of which is younger than
+        ``settled_s`` (a quiet partition, e.g. an old day that got a late rewrite). Returns the
+        number of partitions rewritten. Keeps the table's WAL offset."""
         min_files = min_files or self.settings.compact_min_files
         dt = self._table(bucket, measurement)
         if dt is None:
@@ -239,11 +249,17 @@ class Lake:
             part_col = "partition.day" if "partition.day" in acts.column_names else None
             if part_col is None:
                 return 0
-            counts = acts.group_by(part_col).aggregate([("path", "count")])
+            counts = acts.group_by(part_col).aggregate(
+                [("path", "count"), ("modification_time", "max")]
+            )
+            newest = counts["modification_time_max"].cast(pa.int64()).to_pylist()
+            quiet_before = None
+            if settled_s is not None:
+                quiet_before = (now_ms if now_ms is not None else int(time.time() * 1000)) - int(settled_s * 1000)
             days = [
                 d
-                for d, n in zip(counts[part_col].to_pylist(), counts["path_count"].to_pylist(), strict=True)
-                if n >= min_files
+                for d, n, t in zip(counts[part_col].to_pylist(), counts["path_count"].to_pylist(), newest, strict=True)
+                if n >= min_files or (quiet_before is not None and n >= 2 and t is not None and t <= quiet_before)
             ]
             done = 0
             for day in days:
