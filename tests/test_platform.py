@@ -256,3 +256,11 @@ def test_columns_differing_only_by_case_are_rejected(platform: Sensorium) -> Non
     assert platform.query("SELECT t, v FROM tc ORDER BY v").to_pylist() == [
         {"t": "a", "v": 1.0}, {"t": "d", "v": 4.0}
     ]
+
+
+def test_a_rewrite_is_one_point_in_queries_before_the_flush_too(platform: Sensorium) -> None:
+    platform.write(f"dd,d=1 a=1,b=5 {T0}\ndd,d=2 a=7 {T0}")
+    platform.write(f"dd,d=1 a=2 {T0}")
+    assert platform.query("SELECT d, a, b FROM dd ORDER BY d").to_pylist() == [
+        {"d": "1", "a": 2.0, "b": 5.0}, {"d": "2", "a": 7.0, "b": None}
+    ]

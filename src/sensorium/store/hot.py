@@ -10,11 +10,31 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from sensorium.schema import for_storage, unify
+from sensorium.schema import TIME, for_storage, is_tag, unify
 
 Key = tuple[str, str]
+
+
+def _merge_rewrites(batch: pa.Table, storage: pa.Table) -> pa.Table:
+    """Points of one series and time written in different requests are one point (later fields
+    win), as they will be once flushed: a cheap hash check first, the merge only if needed."""
+    tags = [f.name for f in batch.schema if is_tag(f.type)]
+    keys = {TIME: batch[TIME].cast(pa.int64()).to_numpy()}
+    if tags:
+        batch = batch.unify_dictionaries()
+    for i, t in enumerate(tags):
+        col = batch[t].combine_chunks()
+        keys[f"k{i}"] = pc.fill_null(col.indices, -1).to_numpy(zero_copy_only=False)
+    if not pl.DataFrame(keys).is_duplicated().any():
+        return storage
+    from sensorium.store.lake import DAY, dedup_sorted
+
+    merged = dedup_sorted(storage.append_column(DAY, pa.nulls(storage.num_rows, pa.string())), tags)
+    return merged.drop_columns([DAY])
 
 
 @dataclass
@@ -97,7 +117,10 @@ class HotBuffer:
             if e is None:
                 return None, -1
             if e.snapshot is None and e.chunks:
-                e.snapshot = for_storage(unify([t for _, t in e.chunks]))
+                data = unify([t for _, t in e.chunks])
+                e.snapshot = for_storage(data)
+                if len(e.chunks) > 1:  # one request is merged already; across requests, here
+                    e.snapshot = _merge_rewrites(data, e.snapshot)
             return e.snapshot, e.lake_version
 
     def min_offset(self) -> int | None:
