@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,15 @@ from sensorium.schema import (
 )
 from sensorium.store.hot import HotBuffer
 from sensorium.store.lake import Lake, dedup_sorted
+from sensorium.workers import (
+    PARALLEL_PARSE_MIN_BYTES,
+    LazyLines,
+    parse_and_validate,
+    parse_body,
+    prefetch,
+    warm,
+    worker_init,
+)
 
 Key = tuple[str, str]
 log = logging.getLogger("sensorium")
@@ -206,11 +215,11 @@ class Sensorium:
         pool = ProcessPoolExecutor(
             workers,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=_worker_init,
+            initializer=worker_init,
             initargs=(os.getpid(),),
         )
         for _ in range(workers):  # start them now, not on the first request
-            pool.submit(_warm)
+            pool.submit(warm)
         return pool
 
     @property
@@ -305,12 +314,12 @@ class Sensorium:
         if self._pool is not None and len(body) >= PARALLEL_PARSE_MIN_BYTES:
             snapshot = {m: known(m) for m in self.measurements(b)}
             parsed, pre = self._pool.submit(
-                _parse_and_validate, body, fmt, precision, now, snapshot, self.validator.settings
+                parse_and_validate, body, fmt, precision, now, snapshot, self.validator.settings
             ).result()
             if fmt != "json":
-                parsed.raw_lines = _LazyLines(body)
+                parsed.raw_lines = LazyLines(body)
         else:
-            parsed, pre = _parse(body, fmt, precision, now, known), None
+            parsed, pre = parse_body(body, fmt, precision, now, known), None
         return self.write_parsed(
             parsed,
             bucket=bucket,
@@ -642,7 +651,7 @@ class Sensorium:
         Rejects go to dead letters as usual."""
         bucket = bucket or self.settings.default_bucket
         total = WriteResult(rejected_total=0)
-        for parsed in _prefetch(chunks):  # parse chunk n+1 while chunk n is validated and written
+        for parsed in prefetch(chunks):  # parse chunk n+1 while chunk n is validated and written
             res = self.write_parsed(parsed, bucket=bucket, source=source, direct=True)
             _accumulate(total, res)
             for m in parsed.batches:
@@ -745,106 +754,6 @@ class Sensorium:
             "wal_bytes": self.wal.disk_bytes(),
             "hot_rows": self.hot.rows(),
         }
-
-
-PARALLEL_PARSE_MIN_BYTES = 64 * 1024
-
-
-def _parse(body: bytes | str, fmt: str, precision: str, now: int, known: Any) -> ParseResult:
-    """Parse a request body (in this process or a parse worker)."""
-    if fmt == "json":
-        from sensorium.ingest.jsonreadings import parse_readings
-
-        return parse_readings(body, now_ns=now, known=known)
-    from sensorium.ingest.lineprotocol import parse_lines
-
-    parsed = parse_lines(body, precision=precision, now_ns=now, known=known)
-    if not callable(known):  # in a worker: the caller re-creates raw lines lazily
-        parsed.raw_lines = None
-    return parsed
-
-
-_WORKER_VALIDATORS: dict[str, Validator] = {}
-
-
-def _worker_init(parent: int) -> None:
-    """In a parse worker: exit when the server is gone (even after a SIGKILL)."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(0)
-
-    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
-
-
-def _warm() -> None:
-    """Import the parser and validator in a fresh worker."""
-    import sensorium.ingest.lineprotocol  # noqa: F401
-    import sensorium.quality.units  # noqa: F401
-
-
-def _parse_and_validate(
-    body: bytes | str, fmt: str, precision: str, now: int, known: Any, quality: Any
-) -> tuple[ParseResult, dict[str, Any]]:
-    """In a parse worker: parse, then validate each batch with the request's clock reading (the
-    same answer the server would get). The server re-validates a batch only if its schema check
-    removed rows."""
-    parsed = _parse(body, fmt, precision, now, known)
-    key = quality.model_dump_json()
-    v = _WORKER_VALIDATORS.get(key)
-    if v is None:
-        v = _WORKER_VALIDATORS[key] = Validator(quality, now=time.time_ns)
-    v._now = lambda: now
-    return parsed, {m: v.validate(m, t) for m, t in parsed.batches.items() if t.num_rows}
-
-
-class _LazyLines:
-    """``raw_lines`` for a result parsed in a worker: the body is split only if a line is asked
-    for (rejects are rare; shipping every line back would double the transfer)."""
-
-    def __init__(self, body: bytes | str) -> None:
-        self._body = body
-        self._lines: list[str] | None = None
-
-    def _get(self) -> list[str]:
-        if self._lines is None:
-            text = self._body if isinstance(self._body, str) else self._body.decode("utf-8", "replace")
-            self._lines = [ln.rstrip("\r") for ln in text.split("\n")]
-        return self._lines
-
-    def __len__(self) -> int:
-        return len(self._get())
-
-    def __getitem__(self, i: int) -> str:
-        return self._get()[i]
-
-
-def _prefetch(items: Iterable[ParseResult], depth: int = 1) -> Iterator[ParseResult]:
-    """Run the producer (reading + parsing) in a thread, ``depth`` items ahead."""
-    import queue
-
-    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    done = object()
-
-    def produce() -> None:
-        try:
-            for it in items:
-                q.put(it)
-            q.put(done)
-        except BaseException as exc:  # handed to the consumer, raised there
-            q.put(exc)
-
-    t = threading.Thread(target=produce, daemon=True, name="load-prefetch")
-    t.start()
-    while True:
-        it = q.get()
-        if it is done:
-            break
-        if isinstance(it, BaseException):
-            raise it
-        yield it
-    t.join()
 
 
 def _split_oversize_unsigned(
