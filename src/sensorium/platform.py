@@ -282,12 +282,12 @@ class Sensorium:
 
     # -- catalogue -----------------------------------------------------------------------------
     def measurements(self, bucket: str) -> list[str]:
-        names = {m for b, m in self.registry.tables() if b == bucket}
-        names |= {m for b, m in self.lake.tables() if b == bucket}
-        return sorted(names)
+        """Measurements of a bucket, from the registry (which holds every lake table: they are
+        registered on write, on replay, and from the lake's schemas at start-up)."""
+        return sorted(m for b, m in self.registry.tables() if b == bucket)
 
     def buckets(self) -> list[str]:
-        return sorted({b for b, _ in self.registry.tables()} | {b for b, _ in self.lake.tables()})
+        return sorted({b for b, _ in self.registry.tables()})
 
     def _tags_of(self, key: Key) -> list[str]:
         return [c for c, role in self.registry.columns(*key).items() if role == "tag"]
@@ -357,25 +357,25 @@ class Sensorium:
         for m, table in parsed.batches.items():
             with self._schema_lock:
                 kept, bad, conflicts = self.registry.check(bucket, m, table)
-            if bad.any():
-                lines = table[LINE].to_numpy()[bad]
-                devs = _device_ids(table, bad)
-                for ln, dev in zip(lines.tolist(), devs, strict=True):
-                    reasons = [msg for _, msg in conflicts]
-                    rejects.append(Reject(ln, "; ".join(reasons), parsed.raw(ln), m, "type_conflict"))
+            trimmed = bool(bad.any())  # rows were removed: a worker's validation no longer applies
+            if trimmed:
+                lines = table[LINE].to_numpy()[bad].tolist()
+                reason = "; ".join(msg for _, msg in conflicts)
+                for ln, dev in zip(lines, _device_ids(table, bad), strict=True):
+                    rejects.append(Reject(ln, reason, parsed.raw(ln), m, "type_conflict"))
                     reject_devices.append(dev)
-                rule_counts["type_conflict"] = rule_counts.get("type_conflict", 0) + int(bad.sum())
+                rule_counts["type_conflict"] = rule_counts.get("type_conflict", 0) + len(lines)
             kept, big = _split_oversize_unsigned(kept)
             if big is not None:
+                trimmed = True
                 lines, reasons, devs = big
                 for ln, why, dev in zip(lines, reasons, devs, strict=True):
                     rejects.append(Reject(ln, why, parsed.raw(ln), m, "range:unsigned"))
                     reject_devices.append(dev)
                 rule_counts["range:unsigned"] = rule_counts.get("range:unsigned", 0) + len(lines)
-                bad = np.ones(1, dtype=bool)  # the worker's validation no longer applies
             if not kept.num_rows:
                 continue
-            pre = prevalidated.get(m) if prevalidated is not None and not bad.any() else None
+            pre = prevalidated.get(m) if prevalidated is not None and not trimmed else None
             vr = pre if pre is not None else self.validator.validate(m, kept)
             res.duplicates += vr.duplicates
             for k, v in vr.counts.items():
@@ -699,7 +699,7 @@ class Sensorium:
         )
         groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
         for it in items:
-            fmt, _, precision = _source_format(it.get("source", ""))
+            fmt, precision = _source_format(it.get("source", ""))
             groups.setdefault((it["bucket"], fmt, precision), []).append(it)
         stored = still = 0
         for (b, fmt, precision), group in groups.items():
@@ -792,13 +792,13 @@ def _accumulate(total: WriteResult, res: WriteResult) -> None:
     total.rejected_total = (total.rejected_total or 0) + res.rejected
 
 
-def _source_format(source: str) -> tuple[str, str, str]:
-    """``"http-v2 lp/ms"`` → ("lp", "", "ms"); JSON sources → ("json", "", "ns")."""
+def _source_format(source: str) -> tuple[str, str]:
+    """``"http-v2 lp/ms"`` → ("lp", "ms"); older or JSON sources → ("json" | "lp", "ns")."""
     parts = source.rsplit(" ", 1)
     if len(parts) == 2 and "/" in parts[1]:
         fmt, _, precision = parts[1].partition("/")
-        return fmt, "", precision or "ns"
-    return ("json" if "json" in source else "lp"), "", "ns"
+        return fmt, precision or "ns"
+    return ("json" if "json" in source else "lp"), "ns"
 
 
 def _device_ids(table: pa.Table, mask: np.ndarray) -> list[str | None]:

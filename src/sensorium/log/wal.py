@@ -76,9 +76,8 @@ def _crc(offset: int, payload: bytes | memoryview, payload_crc: int | None = Non
     return zlib.crc32(_LEN_OFF.pack(offset, len(payload)), c)
 
 
-def _scan(path: Path) -> tuple[list[tuple[int, int, int]], int, bool]:
-    """Frames of a segment as ``(offset, start, end)``; the end of the last good frame; torn?"""
-    data = path.read_bytes()
+def _scan(data: bytes) -> tuple[list[tuple[int, int, int]], int, bool]:
+    """Frames of a segment's bytes as ``(offset, start, end)``; end of the last good frame; torn?"""
     frames: list[tuple[int, int, int]] = []
     pos = 0
     n = len(data)
@@ -136,7 +135,7 @@ class WAL:
         last_offset = -1
         for i, path in enumerate(segs):
             first = int(path.stem)
-            frames, good_end, torn = _scan(path)
+            frames, good_end, torn = _scan(path.read_bytes())
             is_last = i == len(segs) - 1
             if torn and not is_last:
                 raise WALCorruption(
@@ -264,7 +263,7 @@ class WAL:
             if not path.exists():
                 continue
             data = path.read_bytes()
-            frames, _, _ = _scan(path)
+            frames, _, _ = _scan(data)
             for off, start, end in frames:
                 if off >= from_offset:
                     yield decode_payload(off, data[start:end])

@@ -31,10 +31,9 @@ def _merge_rewrites(batch: pa.Table, storage: pa.Table) -> pa.Table:
         keys[f"k{i}"] = pc.fill_null(col.indices, -1).to_numpy(zero_copy_only=False)
     if not pl.DataFrame(keys).is_duplicated().any():
         return storage
-    from sensorium.store.lake import DAY, dedup_sorted
+    from sensorium.store.lake import dedup_sorted
 
-    merged = dedup_sorted(storage.append_column(DAY, pa.nulls(storage.num_rows, pa.string())), tags)
-    return merged.drop_columns([DAY])
+    return dedup_sorted(storage, tags)
 
 
 @dataclass

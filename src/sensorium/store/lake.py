@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 from deltalake import (
     ColumnProperties,
     CommitProperties,
@@ -261,11 +262,11 @@ class Lake:
                 for d, n, t in zip(counts[part_col].to_pylist(), counts["path_count"].to_pylist(), newest, strict=True)
                 if n >= min_files or (quiet_before is not None and n >= 2 and t is not None and t <= quiet_before)
             ]
+            if not days:
+                return 0
             done = 0
+            ds = dt.to_pyarrow_dataset()
             for day in days:
-                ds = dt.to_pyarrow_dataset()
-                import pyarrow.dataset as pads
-
                 part = ds.to_table(filter=pads.field(DAY) == day)
                 part = dedup_sorted(part, tags)
                 write_deltalake(
@@ -297,7 +298,8 @@ class Lake:
 
 
 def dedup_sorted(part: pa.Table, tags: list[str]) -> pa.Table:
-    """Sort a storage-form partition by series and time and keep the last row per series+time."""
+    """Sort storage-form rows by (day,) series and time; rows of one series and time merge into
+    one (later fields win, earlier ones fill the gaps)."""
     import polars as pl
 
     tags = [t for t in tags if t in part.column_names]
@@ -314,5 +316,6 @@ def dedup_sorted(part: pa.Table, tags: list[str]) -> pa.Table:
             .select(df.columns)
         )
         df = pl.concat([df.filter(~dup), merged], how="vertical_relaxed")
-    df = df.sort([DAY, *tags, TIME], nulls_last=False)
+    order = [c for c in (DAY, *tags, TIME) if c in df.columns]
+    df = df.sort(order, nulls_last=False)
     return df.to_arrow()
