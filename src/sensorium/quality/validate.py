@@ -337,24 +337,19 @@ class Validator:
                 if (r.min is not None or r.max is not None) and _numeric(arr.type):
                     v = values(f)
                     unit = f" {r.unit}" if r.unit else ""
-                    if r.min is not None:
-                        with np.errstate(invalid="ignore"):
-                            below = usable & (v < r.min)
-                        fails.add(
-                            f"range:{f}",
-                            below,
-                            r.action,
-                            value_reason(f, r.unit, f" below minimum {_fmt(r.min)}{unit}"),
+                    with np.errstate(invalid="ignore"):
+                        bounds = (
+                            (r.min, v < r.min if r.min is not None else None, "below minimum"),
+                            (r.max, v > r.max if r.max is not None else None, "above maximum"),
                         )
-                    if r.max is not None:
-                        with np.errstate(invalid="ignore"):
-                            above = usable & (v > r.max)
-                        fails.add(
-                            f"range:{f}",
-                            above,
-                            r.action,
-                            value_reason(f, r.unit, f" above maximum {_fmt(r.max)}{unit}"),
-                        )
+                    for limit, out, words in bounds:
+                        if limit is not None and out is not None:
+                            fails.add(
+                                f"range:{f}",
+                                usable & out,
+                                r.action,
+                                value_reason(f, r.unit, f" {words} {_fmt(limit)}{unit}"),
+                            )
                 if r.allowed_values is not None:
                     self._allowed(
                         fails,
