@@ -77,6 +77,63 @@ class SimulatorSettings(_Frozen):
     seed: int = 42
 
 
+class StreamSettings(_Frozen):
+    enabled: bool = Field(True, description="Run the stream processor (rollups, rolling statistics, rules).")
+    lateness_s: float = Field(
+        10.0, ge=0, description="Allowed lateness: a series' watermark is its latest event time minus this."
+    )
+    idle_timeout_s: float = Field(
+        60.0, gt=0, description="A series silent this long (processing time) has its watermark advanced by the clock."
+    )
+    checkpoint_interval_s: float = Field(
+        5.0, gt=0, description="Stage state, log offset and finished outputs are checkpointed this often."
+    )
+    batch_max_rows: int = Field(500_000, ge=1, description="Largest micro-batch (rows of the log) per step.")
+    tick_interval_s: float = Field(1.0, gt=0, description="Processing-time tick (idle watermarks, absence rules).")
+    rollups: tuple[str, ...] = Field(
+        ("1m", "1h", "1d"),
+        description="Continuous aggregates of every numeric field, stored as `<measurement>_<interval>`.",
+    )
+    rollup_percentiles: tuple[float, ...] = Field(
+        (50.0, 95.0, 99.0), description="Percentiles kept in rollups (columns p50, p95, ...)."
+    )
+    rolling_window: int = Field(10, ge=2, description="Points in the rolling per-series statistics (avg_N, std_N, ...).")
+    rules_file: Path | None = Field(
+        None, description="Alert rules (TOML or YAML). Unset: the built-in example rules."
+    )
+
+
+class WebhookSinkSettings(_Frozen):
+    url: str = Field(description="Receives each alert change as an HTTP POST (JSON, Idempotency-Key header).")
+    timeout_s: float = Field(5.0, gt=0, description="Per-attempt timeout.")
+    max_attempts: int = Field(8, ge=1, description="Attempts before the delivery becomes a dead letter.")
+    backoff_initial_s: float = Field(0.5, gt=0, description="First retry delay; doubles per attempt.")
+    backoff_max_s: float = Field(60.0, gt=0, description="Longest retry delay.")
+
+
+class MqttSinkSettings(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    topic: str = Field(
+        "sensorium/alerts/{rule}/{device_id}",
+        description="Topic template; fields of the alert ({rule}, {severity}, {state}, {measurement}, tags...).",
+    )
+    qos: int = Field(1, ge=0, le=2)
+    max_attempts: int = Field(8, ge=1, description="Attempts before the delivery becomes a dead letter.")
+
+
+class AlertSettings(_Frozen):
+    flap_window_s: float = Field(
+        300.0, ge=0, description="A rule re-firing this soon after resolving reopens the same alert."
+    )
+    flap_max_changes: int = Field(
+        6, ge=2, description="This many state changes within flap_window_s mark an alert flapping (notifications held)."
+    )
+    log: bool = Field(True, description="Write every alert change to the log (logger `sensorium.alerts`).")
+    webhooks: tuple[WebhookSinkSettings, ...] = ()
+    mqtt: MqttSinkSettings | None = None
+
+
 class Settings(BaseSettings):
     """The effective configuration. Build it with :func:`load_settings`."""
 
@@ -111,6 +168,8 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     quality: QualitySettings = QualitySettings()
     simulator: SimulatorSettings = SimulatorSettings()
+    stream: StreamSettings = StreamSettings()
+    alerts: AlertSettings = AlertSettings()
 
     @classmethod
     def settings_customise_sources(
