@@ -1,0 +1,420 @@
+"""WindowOperator: event-time windows over values frames (clock + windower + aggregation).
+
+The operator buffers the raw rows of *open* windows (so duplicates and late-but-allowed rows are
+exact) and aggregates a window once, when it is finalized: when its series' watermark reaches the
+window's end. Every window is emitted exactly once; rows behind the watermark are emitted as
+``late`` with a reason. ``open_windows()`` shows the provisional aggregates of windows still open
+(upsert semantics: later rows within the allowed lateness change them).
+
+Buffer layout. Aligned windows (tumbling, hopping) keep rows per *pane* (``gcd(size, slide)``) as
+numpy chunks (integer key id, time, value), each chunk sorted by key with arrival order kept within
+a key (a batch is sorted while it fits in cache; finalizing then merges a few sorted runs), plus a
+mask of the series present. Finalizing decides per series (arrays over series ids) and touches a
+pane only when the watermark of one of its series passed the pane's first window end; rows are
+masked one by one only when a pane's series do not all decide alike. A batch thus costs O(batch)
+plus O(rows of the windows it closes), and each window is aggregated once. Session windows keep
+one buffer; sessions are recomputed (sort, gaps) only once some watermark passes the earliest end
+a session could have. Memory: 24 bytes per buffered raw row (the open window plus lateness).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from sensorium.stream.aggregate import (
+    PARTIAL,
+    aggregate_rows,
+    derived,
+    parse_aggregations,
+    partial_schema,
+)
+from sensorium.stream.watermark import FIELD_BITS, MAX, MIN, KeyIndex, Watermarks
+from sensorium.stream.windows import (
+    Hopping,
+    Session,
+    Windower,
+    format_duration,
+    parse_duration,
+    windower_from,
+)
+
+LATE_SCHEMA: dict[str, pl.DataType] = {
+    "series": pl.Utf8(), "field": pl.Utf8(), "time": pl.Int64(), "value": pl.Float64(),
+    "watermark": pl.Int64(), "reason": pl.Utf8(),
+}
+STATE_VERSION = 1
+Rows = tuple[np.ndarray, np.ndarray, np.ndarray]  # kid, time, value
+Part = tuple[np.ndarray, int | np.ndarray, np.ndarray, np.ndarray]  # kid, window start(s), time, value
+
+
+@dataclass(frozen=True, slots=True)
+class WindowOutput:
+    finalized: pl.DataFrame  # series, field, start, end, <one column per aggregation>
+    late: pl.DataFrame  # series, field, time, value, watermark, reason
+
+
+def _iso(col: str) -> pl.Expr:
+    return pl.from_epoch(pl.col(col), time_unit="ns").dt.to_string("%Y-%m-%dT%H:%M:%S%.fZ")
+
+
+def _concat(chunks: list[Rows]) -> Rows:
+    if len(chunks) == 1:
+        return chunks[0]
+    k, t, v = zip(*chunks, strict=True)
+    return np.concatenate(k), np.concatenate(t), np.concatenate(v)
+
+
+def _empty_rows() -> Rows:
+    return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64)
+
+
+class _Pane:
+    """Rows of one pane (runs sorted by key, arrival order within a key) and which series have rows."""
+
+    __slots__ = ("chunks", "present")
+
+    def __init__(self, chunks: list[Rows], present: np.ndarray) -> None:
+        self.chunks = chunks
+        self.present = present  # bool per series id
+
+    def mark(self, sid: np.ndarray, n: int) -> None:
+        if self.present.size < n:
+            self.present = np.concatenate([self.present, np.zeros(n - self.present.size, dtype=bool)])
+        self.present[sid] = True
+
+    def series(self, n: int) -> np.ndarray:
+        """The presence mask, as long as the watermark arrays."""
+        if self.present.size < n:
+            self.mark(np.empty(0, dtype=np.int64), n)
+        return self.present
+
+    def rows(self) -> Rows:
+        self.chunks = [_concat(self.chunks)]
+        return self.chunks[0]
+
+
+class WindowOperator:
+    """Stateful event-time windowing of values frames. ``step_id`` names it in state and errors."""
+
+    def __init__(
+        self,
+        step_id: str,
+        windower: Windower,
+        aggregations: tuple[str, ...] | list[str] = ("count", "mean", "min", "max"),
+        lateness_ns: int | str = 0,
+        idle_timeout_ns: int | str = 60_000_000_000,
+        *,
+        partials: bool = False,
+        sketch: bool = False,
+    ) -> None:
+        self.step_id = step_id
+        self.windower = windower
+        self.aggregations, self.percentiles = parse_aggregations(aggregations)
+        self.partials = partials  # emit key ids and the mergeable partial columns (rollups)
+        self.sketch = sketch
+        self.lateness_ns = parse_duration(lateness_ns)
+        self.idle_timeout_ns = parse_duration(idle_timeout_ns)
+        self._keys = KeyIndex()
+        self._clock = Watermarks(self.lateness_ns, self.idle_timeout_ns)
+        self._done = np.empty(0, dtype=np.int64)  # per series: watermark up to which windows were emitted
+        self._panes: dict[int, _Pane] = {}
+        self._session: list[Rows] = []
+        self._next_close = MAX  # sessions: no session can end before this
+        self._open: pl.DataFrame | None = None
+
+    # --- public face ---------------------------------------------------------------------------
+
+    def process(self, values: pl.DataFrame) -> WindowOutput:
+        """Take a values frame (arrival order); return the windows it closes and its late rows."""
+        part, late = self._process(values)
+        return WindowOutput(self.public(part), late)
+
+    def tick(self, now_ns: int) -> WindowOutput:
+        """Processing-time tick: idle series' watermarks advance; return the windows that closes."""
+        return WindowOutput(self.public(self._tick(now_ns)), pl.DataFrame(schema=LATE_SCHEMA))
+
+    def flush(self) -> WindowOutput:
+        """End of stream: close every open window (watermarks go to +infinity)."""
+        return WindowOutput(self.public(self._flush()), pl.DataFrame(schema=LATE_SCHEMA))
+
+    def open_windows(self) -> pl.DataFrame:
+        """Provisional aggregates of the windows not finalized yet (same columns as finalized)."""
+        return self.public(self.open_partials())
+
+    def watermarks(self) -> pl.DataFrame:
+        """series, max_time, watermark, last_arrival."""
+        return self._clock.frame(self._keys)
+
+    # --- internal face (rollups) ----------------------------------------------------------------
+
+    def _process(self, values: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        self._open = None
+        if values.height == 0:
+            return self._finalize(), pl.DataFrame(schema=LATE_SCHEMA)
+        sid, kid = self._keys.encode(values)
+        time = values.get_column("time").cast(pl.Int64).to_numpy()
+        value = values.get_column("value").cast(pl.Float64).to_numpy()
+        arrival = None
+        if "arrival" in values.columns:
+            arrival = values.get_column("arrival").cast(pl.Int64).fill_null(MIN).to_numpy()
+        before = self._clock.observe(sid, time, arrival)
+        late = pl.DataFrame(schema=LATE_SCHEMA)
+        if before is not None and (is_late := time < before).any():
+            late = self._late(values, is_late, before)
+            ok = ~is_late
+            sid, kid, time, value = sid[ok], kid[ok], time[ok], value[ok]
+        if kid.size:
+            self._buffer(sid, (kid, time, value))
+        return self._finalize(), late
+
+    def _tick(self, now_ns: int) -> pl.DataFrame:
+        self._open = None
+        self._clock.tick(now_ns)
+        return self._finalize()
+
+    def _flush(self) -> pl.DataFrame:
+        self._open = None
+        self._clock.close_all()
+        return self._finalize()
+
+    def wm_of(self, kid: np.ndarray) -> np.ndarray:
+        """Current watermark of the series of each key id."""
+        return self._clock.wm[kid >> FIELD_BITS]
+
+    def public(self, part: pl.DataFrame) -> pl.DataFrame:
+        """Partial frame -> series, field, start, end, aggregations (+ partial columns if asked)."""
+        series, field = self._keys.names(part.get_column("kid").to_numpy())
+        if isinstance(self.windower, Session):
+            end = (pl.col("_last_time") + self.windower.gap_ns).alias("end")
+        else:
+            end = (pl.col("start") + self.windower.size_ns).alias("end")
+        out = part.with_columns(series, field, end, *derived())
+        extra = ["kid", *PARTIAL, *(["_sketch"] if self.sketch else [])] if self.partials else []
+        cols = ["series", "field", "start", "end", *self.aggregations]
+        return out.select(cols + [c for c in extra if c not in cols])
+
+    # --- buffering and finalizing ---------------------------------------------------------------
+
+    def _late(self, values: pl.DataFrame, mask: np.ndarray, before: np.ndarray) -> pl.DataFrame:
+        lateness = format_duration(self.lateness_ns)
+        return (
+            values.filter(pl.Series(mask))
+            .select("series", "field", pl.col("time").cast(pl.Int64), pl.col("value").cast(pl.Float64))
+            .with_columns(pl.Series("watermark", before[mask], dtype=pl.Int64))
+            .with_columns(
+                pl.format(
+                    "event time {} is behind the watermark {} (allowed lateness {})",
+                    _iso("time"), _iso("watermark"), pl.lit(lateness),
+                ).alias("reason")
+            )
+        )
+
+    def _buffer(self, sid: np.ndarray, rows: Rows) -> None:
+        # Chunks are kept sorted by key (stable: arrival order within a key). Sorting a batch is
+        # cheap (it fits in cache) and the aggregation then merges a few sorted runs.
+        order = np.argsort(rows[0], kind="stable")
+        kid, time, value = rows = rows[0][order], rows[1][order], rows[2][order]
+        if isinstance(self.windower, Session):
+            self._session.append(rows)
+            self._next_close = min(self._next_close, int(time.min()) + self.windower.gap_ns)
+            return
+        n = self._clock.wm.size
+        pane = self.windower.pane_of(time)
+        p0, p1 = int(pane.min()), int(pane.max())
+        if p0 == p1:
+            self._pane(p0, rows).mark(self._clock.last_ids, n)
+            return
+        sid = sid[order]
+        cut = np.argsort(pane, kind="stable")  # stable: each pane keeps the key order
+        for idx in np.split(cut, np.flatnonzero(np.diff(pane[cut])) + 1):
+            self._pane(int(pane[idx[0]]), (kid[idx], time[idx], value[idx])).mark(sid[idx], n)
+
+    def _pane(self, q: int, rows: Rows) -> _Pane:
+        pane = self._panes.get(q)
+        if pane is None:
+            pane = self._panes[q] = _Pane([rows], np.zeros(0, dtype=bool))
+        else:
+            pane.chunks.append(rows)
+        return pane
+
+    def _finalize(self) -> pl.DataFrame:
+        now = self._clock.wm
+        if self._done.size < now.size:
+            self._done = np.concatenate([self._done, np.full(now.size - self._done.size, MIN, np.int64)])
+        done = self._done
+        if isinstance(self.windower, Session):
+            out = self._finalize_sessions(now)
+        else:
+            out = self._finalize_panes(self.windower, now, done)
+        self._done = now.copy()
+        return out
+
+    def _aggregate(self, parts: list[Part]) -> pl.DataFrame:
+        """Partials of rows given as (kid, window start(s), time, value) parts."""
+        if not parts:
+            return pl.DataFrame(schema=partial_schema(self.percentiles, self.sketch))
+        if len(parts) == 1:
+            k, s, t, v = parts[0]
+        else:
+            k, t, v = (np.concatenate([p[i] for p in parts]) for i in (0, 2, 3))  # type: ignore[misc]
+            starts = {p[1] for p in parts if isinstance(p[1], int)}
+            if len(starts) == 1 and all(isinstance(p[1], int) for p in parts):
+                s = starts.pop()
+            else:
+                s = np.concatenate([np.broadcast_to(np.asarray(p[1], np.int64), p[0].shape) for p in parts])
+        if isinstance(s, int):
+            s = np.full(1, s, dtype=np.int64)
+        return aggregate_rows(k, s, t, v, percentiles=self.percentiles, sketch=self.sketch)
+
+    def _finalize_panes(self, win: Hopping, now: np.ndarray, done: np.ndarray) -> pl.DataFrame:
+        """Emit the windows whose end the watermark of their series passed in this step; drop
+        the rows no open window needs. Decisions are per series (arrays over series ids); rows are
+        only masked when a pane's series do not all decide alike."""
+        parts: list[Part] = []
+        moved = now > done
+        if not moved.any():
+            return self._aggregate(parts)
+        top = int(now[moved].max())
+        for q in sorted(self._panes):
+            if win.first_end(q) > top:  # panes come in time order: nothing later can close
+                break
+            pane = self._panes[q]
+            present = pane.series(now.size)
+            if not (present & (now >= win.first_end(q)) & (now > done)).any():
+                continue
+            kid, t, v = pane.rows()
+            sid: np.ndarray | None = None
+            for st in win.window_starts(q):
+                e = st + win.size_ns
+                emit = present & (done < e) & (e <= now)
+                if not emit.any():
+                    continue
+                if not (present & ~emit).any():
+                    parts.append((kid, st, t, v))
+                    continue
+                sid = kid >> FIELD_BITS if sid is None else sid
+                m = emit[sid]
+                parts.append((kid[m], st, t[m], v[m]))
+            keep = present & (now < win.last_end(q))
+            if not keep.any():
+                del self._panes[q]
+            elif (present & ~keep).any():
+                sid = kid >> FIELD_BITS if sid is None else sid
+                m = keep[sid]
+                pane.chunks = [(kid[m], t[m], v[m])]
+                pane.present = keep
+        return self._aggregate(parts)
+
+    def _sessions(self) -> tuple[Rows, np.ndarray, np.ndarray]:
+        """Buffered rows sorted by (key, time), deduplicated, with session id and session start."""
+        win = self.windower
+        assert isinstance(win, Session)
+        kid, t, v = _concat(self._session)
+        order = np.lexsort((t, kid))  # stable: equal times stay in arrival order
+        kid, t, v = kid[order], t[order], v[order]
+        keep = np.ones(kid.size, dtype=bool)
+        keep[:-1] = (kid[1:] != kid[:-1]) | (t[1:] != t[:-1])  # duplicates: the later arrival wins
+        kid, t, v = kid[keep], t[keep], v[keep]
+        sess = win.session_ids(kid, t)
+        first = np.flatnonzero(np.diff(sess, prepend=-1))
+        return (kid, t, v), sess, first
+
+    def _finalize_sessions(self, now: np.ndarray) -> pl.DataFrame:
+        win = self.windower
+        assert isinstance(win, Session)
+        if not self._session or int(now.max()) < self._next_close:
+            return self._aggregate([])
+        (kid, t, v), sess, first = self._sessions()
+        lens = np.diff(np.append(first, sess.size))
+        end = t[first + lens - 1] + win.gap_ns
+        shut = end <= now[kid[first] >> FIELD_BITS]
+        closed = np.repeat(shut, lens)
+        self._session = [(kid[~closed], t[~closed], v[~closed])]
+        self._next_close = int(end[~shut].min()) if (~shut).any() else MAX
+        if not shut.any():
+            return self._aggregate([])
+        start = np.repeat(t[first], lens)
+        return self._aggregate([(kid[closed], start[closed], t[closed], v[closed])])
+
+    def open_partials(self) -> pl.DataFrame:
+        """Partial frame of the open windows (cached until the next step)."""
+        if self._open is not None:
+            return self._open
+        parts: list[Part] = []
+        if isinstance(self.windower, Session):
+            if self._session:
+                (kid, t, v), sess, first = self._sessions()
+                start = np.repeat(t[first], np.diff(np.append(first, sess.size)))
+                parts.append((kid, start, t, v))
+        else:
+            now = self._clock.wm
+            for q, pane in self._panes.items():
+                kid, t, v = pane.rows()
+                present = pane.series(now.size)
+                sid = kid >> FIELD_BITS
+                for st in self.windower.window_starts(q):
+                    pending = present & (now < st + self.windower.size_ns)
+                    if not pending.any():
+                        continue
+                    if not (present & ~pending).any():
+                        parts.append((kid, st, t, v))
+                    else:
+                        m = pending[sid]
+                        parts.append((kid[m], st, t[m], v[m]))
+        self._open = self._aggregate(parts)
+        return self._open
+
+    # --- checkpoints ----------------------------------------------------------------------------
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "windower": self.windower.describe(), "aggregations": self.aggregations,
+            "lateness_ns": self.lateness_ns, "idle_timeout_ns": self.idle_timeout_ns,
+            "partials": self.partials, "sketch": self.sketch,
+        }
+
+    def state(self) -> dict[str, Any]:
+        """Picklable snapshot (numpy arrays, polars frames, primitives)."""
+        panes = {}
+        for q, pane in self._panes.items():
+            kid, t, v = pane.rows()
+            panes[q] = {"kid": kid, "time": t, "value": v, "present": pane.present.copy()}
+        session = _concat(self._session) if self._session else _empty_rows()
+        return {
+            "version": STATE_VERSION, "step_id": self.step_id, "config": self._config(),
+            "keys": self._keys.state(), "clock": self._clock.state(), "done": self._done.copy(),
+            "panes": panes, "session": session, "next_close": self._next_close,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state` (of an operator with the same step id and configuration)."""
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"{self.step_id}: unsupported window state version {state.get('version')!r}")
+        if state["step_id"] != self.step_id or state["config"] != self._config():
+            raise ValueError(
+                f"{self.step_id}: checkpoint is for step {state['step_id']!r} with {state['config']!r}, "
+                f"not {self._config()!r}"
+            )
+        self._keys.restore(state["keys"])
+        self._clock.restore(state["clock"])
+        self._done = np.array(state["done"], dtype=np.int64)
+        self._panes = {
+            int(q): _Pane([(p["kid"], p["time"], p["value"])], p["present"].copy()) for q, p in state["panes"].items()
+        }
+        self._session = [state["session"]] if state["session"][0].size else []
+        self._next_close = int(state["next_close"])
+        self._open = None
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> WindowOperator:
+        cfg = state["config"]
+        op = cls(
+            state["step_id"], windower_from(cfg["windower"]), cfg["aggregations"], cfg["lateness_ns"],
+            cfg["idle_timeout_ns"], partials=cfg["partials"], sketch=cfg["sketch"],
+        )
+        op.restore(state)
+        return op

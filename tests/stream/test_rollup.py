@@ -1,0 +1,218 @@
+"""Rollups: coarser levels merged from finer partials equal a direct recomputation from raw rows."""
+
+from __future__ import annotations
+
+import math
+import pickle
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sensorium.stream.aggregate import SKETCH_ALPHA
+from sensorium.stream.rollup import RollupOperator, merge_rows, row_columns, row_schema
+from sensorium.stream.windows import parse_duration
+from tests.stream.test_windows import (
+    T0,
+    Row,
+    S,
+    aligned,
+    close,
+    frame,
+    ref_late,
+    ref_points,
+    ref_windows,
+)
+
+PROPS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+STATS = ("count", "sum", "mean", "min", "max", "stddev", "first", "last", "rate", "integral")
+MIN = 60 * S
+
+
+@st.composite
+def days(draw: st.DrawFn) -> list[Row]:
+    """Points over three days (minute grid plus seconds), shuffled within ~20 min, a few far late."""
+    specs = draw(
+        st.lists(
+            st.tuples(
+                st.integers(0, 1), st.integers(0, 1), st.integers(0, 3 * 24 * 60 - 1), st.integers(0, 59),
+                st.floats(-500, 500, allow_nan=False), st.integers(0, 20), st.integers(0, 9),
+            ),
+            min_size=10, max_size=120,
+        )
+    )
+    rows = []
+    for i, (s, f, minute, sec, v, delay, kind) in enumerate(specs):
+        t = T0 + minute * MIN + sec * S
+        wait = (6 + delay) * 3600 * S if kind == 0 else delay * MIN
+        rows.append((t + wait, i, (f"m,dev={s}", f"f{f}", t, v)))
+        if kind == 1:
+            rows.append((t + wait + S, i + 10_000, (f"m,dev={s}", f"f{f}", t, v * 2 + 1)))
+    rows.sort()
+    return [(*r, arrival) for arrival, _, r in rows]
+
+
+def sketch_ok(est: float, vals: Sequence[float], q: float) -> bool:
+    s = sorted(vals)
+    h = q / 100 * (len(s) - 1)
+    lo, hi = s[math.floor(h)], s[math.ceil(h)]
+    exact = lo + (h - math.floor(h)) * (hi - lo)
+    return abs(est - exact) <= SKETCH_ALPHA * max(abs(lo), abs(hi)) * (1 + 1e-9) + 1e-9
+
+
+def check_level(rows_out: pl.DataFrame, rows: Sequence[Row], lateness: int, size: int, exact_pcts: bool) -> None:
+    pts = ref_points(rows, ref_late(rows, lateness))
+    ref = ref_windows(pts, aligned(size, size))
+    got = {(r["series"], r["field"], r["time"]): r for r in rows_out.iter_rows(named=True)}
+    assert rows_out.height == len(got), "a window was emitted twice"
+    assert got.keys() == ref.keys()
+    for key, want in ref.items():
+        row = got[key]
+        assert row["count"] == want["count"], key
+        for a in STATS[1:]:
+            tol = 1e-9 if a != "integral" else 1e-7
+            assert close(row[a], want[a], tol), (key, a, row[a], want[a])
+        vals = [v for t, v in pts[key[:2]].items() if key[2] <= t < key[2] + size]
+        for q in (50, 95, 99):
+            if exact_pcts:
+                assert close(row[f"p{q}"], want[f"p{q}"]), (key, q)
+            else:
+                assert sketch_ok(row[f"p{q}"], vals, q), (key, q, row[f"p{q}"], want[f"p{q}"])
+
+
+def run(op: RollupOperator, rows: Sequence[Row], cuts: Sequence[int] = ()) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
+    df = frame(rows)
+    bounds = [0, *sorted(set(cuts)), df.height]
+    fin: dict[str, list[pl.DataFrame]] = {iv: [] for iv in op.intervals}
+    late = []
+    outs = [op.process(df.slice(a, b - a)) for a, b in zip(bounds, bounds[1:], strict=False)]
+    outs.append(op.flush())
+    for out in outs:
+        late.append(out.late)
+        for iv, f in out.finalized.items():
+            fin[iv].append(f)
+    return {iv: pl.concat(fs).sort("series", "field", "time") for iv, fs in fin.items()}, pl.concat(late)
+
+
+@PROPS
+@given(rows=days())
+def test_levels_match_recomputation(rows: list[Row]) -> None:
+    lateness = 30 * MIN
+    fin, late = run(RollupOperator("r", ("1m", "1h", "1d"), lateness_ns=lateness), rows)
+    for i, (iv, size) in enumerate((("1m", MIN), ("1h", 60 * MIN), ("1d", 1440 * MIN))):
+        assert fin[iv].columns == row_columns()
+        check_level(fin[iv], rows, lateness, size, exact_pcts=i == 0)
+    assert late.height == sum(ref_late(rows, lateness))
+
+
+@PROPS
+@given(rows=days(), data=st.data())
+def test_open_rows_are_merged_provisional_rows(rows: list[Row], data: st.DataObject) -> None:
+    """Mid-stream: rows finished so far plus open rows = every window of the rows seen so far."""
+    lateness = 30 * MIN
+    cut = data.draw(st.integers(1, len(rows)))
+    op = RollupOperator("r", ("1m", "1h", "1d"), lateness_ns=lateness)
+    outs = [op.process(frame(rows[: cut // 2])), op.process(frame(rows[cut // 2 : cut]))]
+    for i, (iv, size) in enumerate((("1m", MIN), ("1h", 60 * MIN), ("1d", 1440 * MIN))):
+        both = pl.concat([*(o.finalized[iv] for o in outs), op.open_rows(iv)])
+        check_level(both, rows[:cut], lateness, size, exact_pcts=i == 0)
+
+
+@PROPS
+@given(rows=days(), data=st.data())
+def test_batching_and_checkpoints_do_not_change_results(rows: list[Row], data: st.DataObject) -> None:
+    lateness = 30 * MIN
+    whole = run(RollupOperator("r", lateness_ns=lateness), rows)
+    cuts = data.draw(st.lists(st.integers(1, len(rows) - 1), max_size=6))
+    parts = run(RollupOperator("r", lateness_ns=lateness), rows, cuts)
+    for iv in whole[0]:
+        assert whole[0][iv].equals(parts[0][iv])
+    assert whole[1].equals(parts[1])
+
+    cut = data.draw(st.integers(0, len(rows)))
+    df = frame(rows)
+    first = RollupOperator("r", lateness_ns=lateness)
+    a = first.process(df.head(cut))
+    first.open_rows("1d")
+    second = RollupOperator("r", lateness_ns=lateness)
+    second.restore(pickle.loads(pickle.dumps(first.state())))
+    for iv in second.intervals:
+        assert second.open_rows(iv).equals(first.open_rows(iv))
+    b, c = second.process(df.slice(cut)), second.flush()
+    resumed = {iv: pl.concat([a.finalized[iv], b.finalized[iv], c.finalized[iv]]).sort("series", "field", "time") for iv in second.intervals}
+    for iv in whole[0]:
+        assert whole[0][iv].equals(resumed[iv])
+
+
+def dense(n_series: int = 3, seconds: int = 200, seed: int = 3) -> list[Row]:
+    """Four points a second per series, in order but for some jitter within a second."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(seconds * 4):
+        for s in range(n_series):
+            t = T0 + i * S // 4 + int(rng.integers(0, S // 8))
+            rows.append((t + int(rng.integers(0, S)), (f"d,dev={s}", "power", t, float(np.round(rng.normal(100 * (s + 1), 10), 2)))))
+    rows.sort()
+    return [(*r, arrival) for arrival, r in rows]
+
+
+def test_dense_fine_levels() -> None:
+    rows = dense()
+    lateness = S
+    fin, late = run(RollupOperator("r", ("1s", "10s", "1m"), lateness_ns=lateness), rows, cuts=range(97, len(rows), 97))
+    for i, (iv, size) in enumerate((("1s", S), ("10s", 10 * S), ("1m", MIN))):
+        check_level(fin[iv], rows, lateness, size, exact_pcts=i == 0)
+    assert late.height == 0
+
+
+def test_merge_rows_of_stored_levels() -> None:
+    rows = dense(seconds=150)
+    fin, _ = run(RollupOperator("r", ("1s", "10s", "1m"), lateness_ns=S), rows)
+    merged = merge_rows(fin["10s"], every="1m")
+    assert merged.schema == pl.Schema(row_schema())
+    want = fin["1m"]
+    assert merged.select("series", "field", "time", "count").equals(want.select("series", "field", "time", "count"))
+    for a in (*STATS[1:], "p50", "p95", "p99"):
+        assert np.allclose(merged[a].to_numpy(), want[a].to_numpy(), rtol=1e-9, equal_nan=True), a
+    assert merged["_sketch"].equals(want["_sketch"])
+    whole = merge_rows(fin["1s"])  # no `every`: one row per series and field
+    assert whole.height == 3 and whole["count"].sum() == len(rows)
+
+
+def test_idle_series_finishes_every_level() -> None:
+    op = RollupOperator("r", ("1m", "1h"), lateness_ns=0, idle_timeout_ns="5m")
+    out = op.process(frame([("quiet", "x", T0 + 10 * S, 4.0, T0 + 10 * S), ("quiet", "x", T0 + 20 * S, 6.0, T0 + 21 * S)]))
+    assert all(f.height == 0 for f in out.finalized.values())
+    assert op.open_rows("1h").select("count", "mean", "integral").rows() == [(2, 5.0, 50.0)]
+    assert all(f.height == 0 for f in op.tick(T0 + 5 * MIN).finalized.values())
+    ticked = op.tick(T0 + 21 * S + 5 * MIN)  # silent 5 min: watermark 20 s + 5 min
+    assert ticked.finalized["1m"].select("time", "count").rows() == [(T0, 2)]
+    assert ticked.finalized["1h"].height == 0
+    ticked = op.tick(T0 + 21 * S + 60 * MIN)
+    assert ticked.finalized["1h"].select("time", "count", "sum").rows() == [(T0, 2, 10.0)]
+    assert op.open_rows("1h").height == 0
+
+
+def test_interval_validation() -> None:
+    with pytest.raises(ValueError, match=r"rollup interval '1h' \(1h\) must be a whole multiple \(>1\) of the finer interval '7m'"):
+        RollupOperator("r", ("7m", "1h"))
+    with pytest.raises(ValueError, match="whole multiple"):
+        RollupOperator("r", ("1h", "1m"))
+    with pytest.raises(ValueError, match="invalid duration"):
+        RollupOperator("r", ("1m", "1hour"))
+    with pytest.raises(ValueError, match="no rollup interval '5m'"):
+        RollupOperator("r").open_rows("5m")
+    assert parse_duration("1d") % parse_duration("1h") == 0
+
+
+def test_single_level_and_schema() -> None:
+    op = RollupOperator("r", ("1m",), percentiles=(90,))
+    op.process(frame([("a", "x", T0, 1.0, 0), ("a", "x", T0 + S, 3.0, 1)]))
+    out = op.flush().finalized["1m"]
+    assert out.schema == pl.Schema(row_schema((90,)))
+    row: dict[str, Any] = out.row(0, named=True)
+    assert row["p90"] == pytest.approx(2.8) and row["_sketch"] is None  # no coarser level: no sketch
