@@ -42,6 +42,8 @@ def test_http_api_page_lists_every_route() -> None:
     page = (ROOT / "docs/http-api.md").read_text()
     import inspect
 
-    src = inspect.getsource(create_app)
+    from sensorium.api import stream_routes
+
+    src = inspect.getsource(create_app) + inspect.getsource(stream_routes)
     for path in re.findall(r'@app\.(?:get|post|head)\("([^"]+)"', src):
         assert path in page, path

@@ -75,6 +75,11 @@ class SimulatorSettings(_Frozen):
     devices: int = Field(20, ge=1, description="Devices simulated by `sensorium up --simulate`.")
     rate: float = Field(1.0, gt=0, description="Readings per second per device.")
     seed: int = 42
+    fault_rate: float = Field(
+        0.02, ge=0, le=0.2,
+        description="Chance of each fault class per point in `up --simulate` (spikes, stuck, drift, "
+        "dropouts, unit mix-ups, out of range, duplicates, late data): enough to see alerts in a minute.",
+    )
 
 
 class StreamSettings(_Frozen):

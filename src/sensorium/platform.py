@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,13 +30,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sensorium.config import Settings, load_settings
-from sensorium.errors import BadRequest, DataDirLocked, PartialWriteError
+from sensorium.errors import BadRequest, DataDirLocked, NotFound, PartialWriteError
 from sensorium.log.wal import KIND_DATA, KIND_DEAD_LETTERS, WAL, WALRecord, encode_payload
 from sensorium.obs.metrics import Metrics
 from sensorium.quality.deadletters import DeadLetter, DeadLetterStore
 from sensorium.quality.validate import Validator
 from sensorium.query.engine import QueryEngine
 from sensorium.query.latest import LastValueCache
+from sensorium.rules.alerts import AlertStore
+from sensorium.rules.sinks import Dispatcher
+from sensorium.rules.types import Transition
 from sensorium.schema import (
     LINE,
     ParseResult,
@@ -48,6 +51,9 @@ from sensorium.schema import (
 )
 from sensorium.store.hot import HotBuffer
 from sensorium.store.lake import Lake, dedup_sorted
+from sensorium.stream.frame import Batch
+from sensorium.stream.outputs import DerivedTables
+from sensorium.stream.runner import StreamRunner
 from sensorium.workers import (
     PARALLEL_PARSE_MIN_BYTES,
     LazyLines,
@@ -101,7 +107,11 @@ class Sensorium:
         read_only: bool = False,
         clock: Callable[[], int] = time.time_ns,
         background: bool = True,
+        rules: Any = None,
+        pipelines: Sequence[Any] = (),
     ) -> None:
+        """``rules``: a :class:`~sensorium.rules.model.RuleSet` overriding ``stream.rules_file``;
+        ``pipelines``: user stages (:class:`~sensorium.stream.pipeline.Pipeline`) for the stream."""
         self.settings = settings or load_settings()
         self.read_only = read_only
         self.clock = clock
@@ -122,12 +132,32 @@ class Sensorium:
         self._dl_pending: list[WALRecord] = []
         self._dl_lock = threading.Lock()
         self.validator = Validator(self.settings.quality, now=self.clock)
+        self.stream: StreamRunner | None = None
+        self.alerts: AlertStore | None = None
+        self.dispatcher: Dispatcher | None = None
+        derived: Any = None
+        if self.settings.stream.enabled and not read_only:
+            self.alerts = AlertStore(self.dir / "alerts.sqlite", clock=self.clock)
+            self.dispatcher = Dispatcher(self.dir / "alert-deliveries.sqlite", self.settings.alerts, clock=self.clock)
+            self.stream = StreamRunner(
+                self.dir / "stream",
+                self.settings,
+                clock=self.clock,
+                rules=rules,
+                pipelines=pipelines,
+                on_transitions=self._on_transitions,
+                metrics=self.metrics,
+            )
+            derived = self.stream.derived
+        elif (self.dir / "stream" / "lake").is_dir():  # read-only: what the stream has stored
+            derived = DerivedTables(self.dir / "stream" / "lake", self.settings.store)
         self.engine = QueryEngine(
             self.lake,
             self.hot,
             self.measurements,
             timeout_s=self.settings.query_timeout_s,
             max_rows=self.settings.query_max_rows,
+            derived=derived,
         )
         self.latest_cache = LastValueCache(self._seed_latest, self._tags_of)
         self._schema_lock = threading.Lock()
@@ -180,6 +210,11 @@ class Sensorium:
                     self.hot.append(key, rec.offset, rec.table)
                     self.latest_cache.update(key, rec.table)
                     n += 1
+                if self.stream is not None and rec.offset > self.stream.offset:
+                    self.stream.submit(
+                        Batch(rec.offset, key[0], key[1], rec.table, tuple(self._tags_of(key)),
+                              int(rec.header.get("received_ns", self.clock())))
+                    )
             elif rec.kind == KIND_DEAD_LETTERS and not self.read_only:
                 if self._apply_dead_letters(rec):
                     n += 1
@@ -252,6 +287,10 @@ class Sensorium:
             t = threading.Thread(target=target, name=f"sensorium-{name}", daemon=True)
             t.start()
             self._threads.append(t)
+        if self.stream is not None:
+            self.stream.start()
+        if self.dispatcher is not None:
+            self.dispatcher.start()
 
     def close(self) -> None:
         """Graceful shutdown: stop background work, flush everything, close the log."""
@@ -263,9 +302,18 @@ class Sensorium:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
         self.drain_dead_letters()
+        if self.stream is not None:
+            self.stream.close()  # processes what is queued, final checkpoint
+        if self.dispatcher is not None:
+            self.dispatcher.close()
+        if self.alerts is not None:
+            self.alerts.close()
         if not self.read_only:
             self.flush(force=True)
-            if self.hot.min_offset() is None:
+            if self.hot.min_offset() is None and (
+                # the stream processed and checkpointed everything (close() did both)
+                self.stream is None or (self.stream.error is None and self.stream.backlog == 0)
+            ):
                 self._dl_store.checkpoint()
                 self.wal.reset()
             self.wal.close()
@@ -476,8 +524,11 @@ class Sensorium:
         self, bucket: str, source: str, valid: dict[str, pa.Table], dl_header: dict[str, Any], res: WriteResult
     ) -> None:
         items = list(valid.items())
+        received = self.clock()
         payloads = [
-            encode_payload(KIND_DATA, {"bucket": bucket, "measurement": m, "source": source}, t)
+            encode_payload(
+                KIND_DATA, {"bucket": bucket, "measurement": m, "source": source, "received_ns": received}, t
+            )
             for m, t in items
         ]
         payloads.append(encode_payload(KIND_DEAD_LETTERS, dl_header, None))
@@ -486,6 +537,8 @@ class Sensorium:
             for (m, t), off in zip(items, offsets, strict=False):
                 self.hot.append((bucket, m), off, t)
                 self.latest_cache.update((bucket, m), t)
+                if self.stream is not None:
+                    self.stream.submit(Batch(off, bucket, m, t, tuple(self._tags_of((bucket, m))), received))
             self.hot.hold(offsets[-1])
 
         offsets = self.wal.append(payloads, under_lock=apply)
@@ -528,6 +581,88 @@ class Sensorium:
             flagged_rows=h.get("flagged_rows", 0),
         )
 
+    def _on_transitions(self, transitions: list[Transition]) -> None:
+        """Alert changes from the stream: store (idempotently), then notify what is new."""
+        assert self.alerts is not None and self.dispatcher is not None
+        new = self.alerts.apply(transitions)
+        # all of them, not only the new: after a crash between the two commits, a replay
+        # re-derives transitions the store has but the outbox lacks (the outbox ignores keys
+        # it holds, so nothing is sent twice)
+        self.dispatcher.enqueue(transitions)
+        for t in new:
+            self.metrics.alerts.labels(t.rule, t.state).inc()
+
+    def process_stream(self, now_ns: int | None = None) -> int:
+        """Run the stream over everything queued, then one processing-time tick (what the
+        background thread does continuously). For tests and scripts with ``background=False``."""
+        if self.stream is None:
+            return 0
+        n = self.stream.drain()
+        self.stream.tick(now_ns)
+        return n
+
+    def process_pending(self) -> None:
+        """Without background threads (tests, scripts), bring the stream up to date first."""
+        if self.stream is not None and not self._threads:
+            self.stream.drain()
+
+    def stream_status(self) -> dict[str, Any]:
+        if self.stream is None:
+            return {"enabled": False}
+        st = self.stream
+        return {
+            "enabled": True,
+            "offset": st.offset,
+            "checkpoint_offset": st.checkpoint_offset,
+            "checkpoint_seq": st.seq,
+            "backlog_rows": st.backlog,
+            "caught_up": st.caught_up,
+            "series": len(st.series),
+            "rules": len(st.ruleset.rules),
+            "rollups": list(st.intervals),
+            "error": st.error,
+            **{k: int(v) for k, v in st.stats.items()},
+        }
+
+    def series(
+        self,
+        measurement: str,
+        field: str,
+        *,
+        start: str,
+        end: str | None = None,
+        every: str = "1h",
+        agg: str = "mean",
+        bucket: str | None = None,
+        tags: dict[str, str] | None = None,
+        by: list[str] | None = None,
+    ) -> tuple[pa.Table, str]:
+        """A downsampled series (one value per ``every``), from the coarsest rollup that fits,
+        else from raw data. Returns (table, table read)."""
+        from sensorium.query.downsample import duration_ns, parse_time, plan
+
+        bucket = bucket or self.settings.default_bucket
+        self.process_pending()
+        if measurement not in self.measurements(bucket):
+            raise NotFound(f"no measurement {measurement!r} in bucket {bucket!r}")
+        cols = self.registry.columns(bucket, measurement)
+        tags = tags or {}
+        for t in [*tags, *(by or [])]:
+            if cols.get(t) != "tag":
+                raise BadRequest(f"{t!r} is not a tag of {measurement!r}")
+        now = self.clock()
+        start_ns = parse_time(start, now)
+        end_ns = parse_time(end, now) if end else now
+        rollups = {}
+        if self.stream is not None:
+            have = set(self.stream.derived.names(bucket))
+            rollups = {iv: duration_ns(iv) for iv in self.stream.intervals if f"{measurement}_{iv}" in have}
+        p = plan(
+            measurement, field, start_ns=start_ns, end_ns=end_ns, every=every, agg=agg, tags=tags,
+            by=by or [], rollups=rollups, raw_columns={c for c, r in cols.items() if r != "tag"},
+        )
+        return self.query(p.sql, bucket), p.source
+
     # -- flushing ------------------------------------------------------------------------------
     def flush(self, force: bool = False) -> int:
         """Move due (or, with ``force``, all) hot data into the lake. Returns rows flushed."""
@@ -540,7 +675,10 @@ class Sensorium:
             self.drain_dead_letters()
             self._dl_store.checkpoint()
             low = self.hot.min_offset()
-            self.wal.truncate_before(low if low is not None else self.wal.next_offset)
+            low = low if low is not None else self.wal.next_offset
+            if self.stream is not None:
+                low = min(low, self.stream.retain_from)
+            self.wal.truncate_before(low)
             self.metrics.wal_segments.set(self.wal.segment_count)
             self.metrics.hot_rows.set(self.hot.rows())
         return total

@@ -309,8 +309,10 @@ def create_app(platform: Sensorium) -> FastAPI:
     # -- operations -------------------------------------------------------------------------
     @app.get("/health", tags=["ops"])
     async def health() -> Response:
-        return _json({"status": "pass", "name": "sensorium", "version": __version__,
-                      "hot_rows": platform.hot.rows(), "wal_segments": platform.wal.segment_count})
+        err = platform.stream.error if platform.stream is not None else None
+        return _json({"status": "fail" if err else "pass", "name": "sensorium", "version": __version__,
+                      "hot_rows": platform.hot.rows(), "wal_segments": platform.wal.segment_count,
+                      "stream_error": err}, 503 if err else 200)
 
     @app.get("/ping", tags=["ops"])
     @app.head("/ping", tags=["ops"])
@@ -321,4 +323,7 @@ def create_app(platform: Sensorium) -> FastAPI:
     async def metrics() -> Response:
         return Response(platform.metrics.render(), media_type="text/plain; version=0.0.4")
 
+    from sensorium.api import stream_routes
+
+    stream_routes.register(app, platform, check_auth, table_to_json)
     return app

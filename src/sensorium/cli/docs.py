@@ -8,12 +8,16 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from sensorium.config import (
+    AlertSettings,
+    MqttSinkSettings,
     QualitySettings,
     RuleSettings,
     Settings,
     SimulatorSettings,
     StoreSettings,
+    StreamSettings,
     WALSettings,
+    WebhookSinkSettings,
 )
 
 HEADER = """# Configuration
@@ -51,6 +55,13 @@ retention_days = 0                # 0 = keep forever; else reject older points
 min = 300
 max = 5000
 action = "flag"                   # keep the row, lower its quality score
+
+[stream]
+rollups = ["1m", "1h", "1d"]      # tables climate_1m, climate_1h, climate_1d
+rules_file = "rules.toml"         # `sensorium rules check rules.toml` validates it
+
+[[alerts.webhooks]]
+url = "http://127.0.0.1:9000/hooks/sensorium"
 ```
 """
 
@@ -81,6 +92,8 @@ def render() -> str:
         ("store", StoreSettings),
         ("quality", QualitySettings),
         ("simulator", SimulatorSettings),
+        ("stream", StreamSettings),
+        ("alerts", AlertSettings),
     ):
         lines += ["", f"## `[{sec}]`", ""]
         lines += _table(model, f"{sec}.", f"SENSORIUM_{sec.upper()}__")
@@ -93,6 +106,20 @@ def render() -> str:
         "",
     ]
     lines += _table(RuleSettings, "rules.<field>.", None)
+    lines += [
+        "",
+        "## Alert sinks",
+        "",
+        "Each `[[alerts.webhooks]]` table adds a webhook; `[alerts.mqtt]` publishes alerts to MQTT.",
+        "Deliveries are durable and retried with exponential backoff; after `max_attempts` they",
+        "become dead letters (`GET /api/v1/alerts/deliveries?state=dead`).",
+        "",
+        "### `[[alerts.webhooks]]`",
+        "",
+    ]
+    lines += _table(WebhookSinkSettings, "webhooks[].", None)
+    lines += ["", "### `[alerts.mqtt]`", ""]
+    lines += _table(MqttSinkSettings, "mqtt.", None)
     lines.append(FOOTER)
     return "\n".join(lines)
 

@@ -7,7 +7,6 @@ that ran but found problems); nothing prints a traceback to the user.
 from __future__ import annotations
 
 import json
-import re
 import sys
 import threading
 import time
@@ -15,7 +14,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -26,7 +24,18 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from sensorium.config import Settings, load_settings
+from sensorium.cli.alerts import alerts_app, rules_app
+from sensorium.cli.common import (
+    BucketOpt,
+    ConfigOpt,
+    DataDirOpt,
+    UrlOpt,
+    console,
+    err,
+    parse_duration,
+)
+from sensorium.cli.common import http as _http
+from sensorium.cli.common import settings as _settings
 from sensorium.errors import SensoriumError
 
 app = typer.Typer(
@@ -40,46 +49,11 @@ config_app = typer.Typer(help="Show the configuration.", no_args_is_help=True)
 dl_app = typer.Typer(help="List and replay dead letters (rejected input, with reasons).", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(dl_app, name="dead-letters")
-
-console = Console()
-err = Console(stderr=True)
-
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML configuration file.")]
-DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", "-d", help="Data directory (default ./sensorium-data).")]
-UrlOpt = Annotated[str | None, typer.Option("--url", help="Talk to a running server instead of the data directory, e.g. http://127.0.0.1:7400")]
-BucketOpt = Annotated[str | None, typer.Option("--bucket", "-b", help="Bucket (default: `default`).")]
+app.add_typer(alerts_app, name="alerts")
+app.add_typer(rules_app, name="rules")
 
 
-def _settings(config: Path | None, **overrides: Any) -> Settings:
-    return load_settings(config, **overrides)
 
-
-def parse_duration(text: str) -> float:
-    """'90', '90s', '15m', '2h', '1d' → seconds."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*", text)
-    if not m:
-        raise typer.BadParameter(f"invalid duration {text!r}: use e.g. 90s, 15m, 2h, 1d")
-    mult = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}[m.group(2)]
-    return float(m.group(1)) * mult
-
-
-def _http(url: str, method: str, path: str, **kw: Any) -> Any:
-    import httpx
-
-    try:
-        r = httpx.request(method, url.rstrip("/") + path, timeout=60, **kw)
-    except httpx.HTTPError as exc:
-        raise SensoriumError(f"cannot reach {url}: {exc}") from None
-    if r.status_code >= 400:
-        try:
-            msg = r.json().get("message", r.text)
-        except ValueError:
-            msg = r.text
-        raise SensoriumError(f"server answered {r.status_code}: {msg}")
-    return r
-
-
-# -- up ----------------------------------------------------------------------------------------
 @app.command()
 def up(
     simulate: Annotated[bool, typer.Option("--simulate", help="Also run the device simulator against this server.")] = False,
@@ -90,14 +64,25 @@ def up(
     devices: Annotated[int | None, typer.Option(help="Simulated devices (with --simulate).")] = None,
     rate: Annotated[float | None, typer.Option(help="Readings/s per simulated device.")] = None,
     duration: Annotated[str | None, typer.Option(help="Stop after this long (e.g. 30s); default: run until Ctrl-C.")] = None,
+    rules: Annotated[Path | None, typer.Option("--rules", help="Alert rules file (default: stream.rules_file, else the built-in rules).")] = None,
 ) -> None:
-    """Start the server (HTTP ingest, SQL, quality) on embedded defaults; Ctrl-C stops it cleanly."""
+    """Start the server (HTTP ingest, SQL, stream: rollups + alert rules) on embedded defaults;
+    Ctrl-C stops it cleanly."""
     import uvicorn
 
     from sensorium.api.app import create_app
     from sensorium.platform import Sensorium
 
     s = _settings(config, data_dir=data_dir, host=host, port=port)
+    if rules is not None:
+        from sensorium.rules.loader import check_file
+
+        problems = check_file(rules)
+        if problems:
+            for p in problems:
+                err.print(f"{rules}:{p.line}: {p.message}")
+            raise typer.Exit(2)
+        s = s.model_copy(update={"stream": s.stream.model_copy(update={"rules_file": rules})})
     platform = Sensorium(s)
     url = f"http://{s.host}:{s.port}"
     console.print(f"[bold green]Sensorium[/] listening on [link={url}]{url}[/] · data in {s.data_dir.resolve()}")
@@ -114,9 +99,11 @@ def up(
             rows = platform.hot.rows()
             rate_now = (acc - last) / 2.0
             last = acc
+            firing = platform.alerts.counts().get("firing", 0) if platform.alerts is not None else 0
             console.print(
                 f"[dim]{time.strftime('%H:%M:%S')}[/] points accepted: [bold]{int(acc)}[/] "
                 f"({rate_now:,.0f}/s) · hot rows: {rows} · dead letters: {platform.deadletters.count()}"
+                f" · alerts firing: [bold]{firing}[/]"
             )
 
     if simulate:
@@ -128,6 +115,7 @@ def up(
                 rate=rate or s.simulator.rate,
                 duration_s=parse_duration(duration) if duration else 10 * 365 * 86400.0,
                 seed=s.simulator.seed,
+                fault_rate=s.simulator.fault_rate,
                 start_ns=time.time_ns(),
             )
         )

@@ -48,5 +48,14 @@ class Metrics:
             "sensorium_compactions_total", "Partitions compacted", registry=r
         )
 
+        self.alerts = Counter(
+            "sensorium_alert_transitions_total", "Alert changes stored, by rule and state", ["rule", "state"], registry=r
+        )
+        self.stream_step_seconds = Histogram(
+            "sensorium_stream_step_seconds", "Stream micro-batch latency, by stage", ["step_id"], buckets=_LAT, registry=r
+        )
+        self.stream_backlog = Gauge("sensorium_stream_backlog_rows", "Log rows waiting for the stream", registry=r)
+        self.stream_late = Counter("sensorium_stream_late_total", "Values later than the allowed lateness", registry=r)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

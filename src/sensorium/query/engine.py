@@ -45,28 +45,34 @@ class QueryEngine:
         timeout_s: float = 30.0,
         max_rows: int = 1_000_000,
         threads: int = 2,
+        derived: Any = None,
     ) -> None:
+        """``derived``: stream outputs (rollups, late data, rolling statistics) — an object with
+        ``names(bucket)``, ``view(bucket, table) -> (memory rows, lake version)`` and ``lake``
+        (see :class:`sensorium.stream.outputs.DerivedTables`). Raw measurements win a name clash."""
         self.lake = lake
+        self.derived = derived
         self.hot = hot
         self._tables = tables
         self.timeout_s = timeout_s
         self.max_rows = max_rows
         self.threads = threads
-        self._ds_cache: dict[tuple[str, str, int], Any] = {}
+        self._ds_cache: dict[tuple[str, str, int, int], Any] = {}
         self._cache_lock = threading.Lock()
         self._db: duckdb.DuckDBPyConnection | None = None
 
-    def _dataset(self, bucket: str, measurement: str, version: int) -> Any:
+    def _dataset(self, bucket: str, measurement: str, version: int, lake: Lake | None = None) -> Any:
         if version < 0:
             return None
-        key = (bucket, measurement, version)
+        lake = lake or self.lake
+        key = (bucket, measurement, version, id(lake))
         with self._cache_lock:
             ds = self._ds_cache.get(key)
         if ds is None:
-            ds = self.lake.dataset(bucket, measurement, version)
+            ds = lake.dataset(bucket, measurement, version)
             with self._cache_lock:
                 # keep only the newest version per table
-                for k in [k for k in self._ds_cache if k[:2] == key[:2]]:
+                for k in [k for k in self._ds_cache if k[:2] == key[:2] and k[3] == key[3]]:
                     del self._ds_cache[k]
                 self._ds_cache[key] = ds
         return ds
@@ -89,13 +95,26 @@ class QueryEngine:
                 self._db = db
             return self._db
 
-    def connect(self, bucket: str, names: set[str]) -> duckdb.DuckDBPyConnection:
+    def names(self, bucket: str) -> tuple[set[str], set[str]]:
+        """(raw measurement names, derived table names) of a bucket."""
+        raw = set(self._tables(bucket))
+        derived = set(self.derived.names(bucket)) - raw if self.derived is not None else set()
+        return raw, derived
+
+    def connect(
+        self, bucket: str, names: set[str], derived: set[str] | None = None
+    ) -> duckdb.DuckDBPyConnection:
         con = self._base().cursor()
+        derived = derived or set()
         for i, name in enumerate(sorted(names)):
-            hot, version = self.hot.view((bucket, name))
-            if version < 0:
-                version = self.lake.version(bucket, name)
-            ds = self._dataset(bucket, name, version)
+            if name in derived:
+                hot, version = self.derived.view(bucket, name)
+                ds = self._dataset(bucket, name, version, self.derived.lake)
+            else:
+                hot, version = self.hot.view((bucket, name))
+                if version < 0:
+                    version = self.lake.version(bucket, name)
+                ds = self._dataset(bucket, name, version)
             parts = []
             if ds is not None:
                 con.register(f"__lake_{i}", ds)
@@ -103,8 +122,9 @@ class QueryEngine:
             if hot is not None and hot.num_rows:
                 con.register(f"__hot_{i}", hot)
                 parts.append(f"SELECT * FROM __hot_{i}")
-            if not parts:
-                con.register(f"__empty_{i}", pa.table({"time": pa.array([], pa.int64())}))
+            if not parts:  # nothing stored yet: an empty table (with its columns when known)
+                empty = hot if hot is not None else pa.table({"time": pa.array([], pa.int64())})
+                con.register(f"__empty_{i}", empty)
                 parts.append(f"SELECT * FROM __empty_{i}")
             body = " UNION ALL BY NAME ".join(parts)
             con.execute(
@@ -115,9 +135,9 @@ class QueryEngine:
 
     def execute(self, sql: str, bucket: str) -> pa.Table:
         """Run one sandboxed SELECT; raise :class:`QueryError`/``SandboxViolation`` on bad input."""
-        names = set(self._tables(bucket))
-        analysis = analyse(sql, names)
-        con = self.connect(bucket, analysis.tables)
+        raw, derived = self.names(bucket)
+        analysis = analyse(sql, raw | derived)
+        con = self.connect(bucket, analysis.tables, derived)
         timer = threading.Timer(self.timeout_s, con.interrupt)
         timer.start()
         t0 = time.perf_counter()

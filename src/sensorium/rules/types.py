@@ -10,7 +10,8 @@ idempotency key.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from dataclasses import field as dc_field
 from typing import Any, Literal
 
 State = Literal["firing", "resolved"]
@@ -41,7 +42,7 @@ class Transition:
     message: str
     bucket: str = "default"
     flapping: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = dc_field(default_factory=dict)
 
     @property
     def key(self) -> str:

@@ -117,13 +117,13 @@ class Lake:
         dt.update_incremental()
         return int(dt.version())
 
-    def applied_offset(self, bucket: str, measurement: str) -> int:
-        """Highest WAL offset committed to this table (-1: none)."""
+    def applied_offset(self, bucket: str, measurement: str, app_id: str = APP_ID) -> int:
+        """Highest offset of ``app_id`` (default: the WAL's) committed to this table (-1: none)."""
         dt = self._table(bucket, measurement)
         if dt is None:
             return -1
         dt.update_incremental()
-        v = dt.transaction_version(APP_ID)
+        v = dt.transaction_version(app_id)
         return -1 if v is None else int(v)
 
     # -- writing -------------------------------------------------------------------------------
@@ -173,13 +173,16 @@ class Lake:
             t = dedup_sorted(t, tags)
         return t
 
-    def append(self, bucket: str, measurement: str, table: pa.Table, offset: int | None) -> int:
-        """Commit ``table`` (batch form); record ``offset`` atomically when given. Returns version."""
+    def append(
+        self, bucket: str, measurement: str, table: pa.Table, offset: int | None, app_id: str = APP_ID
+    ) -> int:
+        """Commit ``table`` (batch form); record ``offset`` of ``app_id`` atomically when given.
+        Returns the new version."""
         data = self.prepare(table)
         path = self.path(bucket, measurement)
         path.parent.mkdir(parents=True, exist_ok=True)
         commit = CommitProperties(
-            app_transactions=[Transaction(app_id=APP_ID, version=offset)] if offset is not None else None
+            app_transactions=[Transaction(app_id=app_id, version=offset)] if offset is not None else None
         )
         with self.lock(bucket, measurement):
             dt = self._table(bucket, measurement)

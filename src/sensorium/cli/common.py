@@ -1,0 +1,50 @@
+"""What every CLI command shares: consoles, common options, settings, HTTP helper."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from sensorium.config import Settings, load_settings
+from sensorium.errors import SensoriumError
+
+console = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML configuration file.")]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", "-d", help="Data directory (default ./sensorium-data).")]
+UrlOpt = Annotated[str | None, typer.Option("--url", help="Talk to a running server instead of the data directory, e.g. http://127.0.0.1:7400")]
+BucketOpt = Annotated[str | None, typer.Option("--bucket", "-b", help="Bucket (default: `default`).")]
+
+
+def settings(config: Path | None, **overrides: Any) -> Settings:
+    return load_settings(config, **overrides)
+
+
+def parse_duration(text: str) -> float:
+    """'90', '90s', '15m', '2h', '1d' → seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*", text)
+    if not m:
+        raise typer.BadParameter(f"invalid duration {text!r}: use e.g. 90s, 15m, 2h, 1d")
+    mult = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}[m.group(2)]
+    return float(m.group(1)) * mult
+
+
+def http(url: str, method: str, path: str, **kw: Any) -> Any:
+    import httpx
+
+    try:
+        r = httpx.request(method, url.rstrip("/") + path, timeout=60, **kw)
+    except httpx.HTTPError as exc:
+        raise SensoriumError(f"cannot reach {url}: {exc}") from None
+    if r.status_code >= 400:
+        try:
+            msg = r.json().get("message", r.text)
+        except ValueError:
+            msg = r.text
+        raise SensoriumError(f"server answered {r.status_code}: {msg}")
+    return r

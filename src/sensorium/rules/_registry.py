@@ -1,0 +1,201 @@
+"""Dense integer ids for series, fields and (series, field) keys, so that the engine's state is
+numpy arrays indexed by id and a batch maps to ids with two hash lookups (no string joins).
+
+Ids are assigned in the order names are first seen, which is a function of the log: replaying the
+same log assigns the same ids. Only the names are persisted; hashes are recomputed on restore.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from sensorium.rules.model import is_glob
+from sensorium.stream.rolling import NameIndex
+
+
+def parse_series_key(key: str) -> tuple[str, str, dict[str, str]]:
+    """(bucket, measurement, tags) of a series key made by :mod:`sensorium.stream.frame` (used
+    only for series missing from the series frame)."""
+    head, _, rest = key.partition(",")
+    bucket, sep, measurement = head.partition(":")
+    if not sep:
+        bucket, measurement = "default", head
+    tags: dict[str, str] = {}
+    if rest:
+        for part in rest.split(","):
+            k, _, v = part.partition("=")
+            tags[k] = v
+    return bucket, measurement, tags
+
+
+class SeriesTable:
+    """Series ids with their bucket, measurement and tags."""
+
+    def __init__(self) -> None:
+        self.index = NameIndex(seed=0x5E750)
+        self.bucket: list[str] = []
+        self.measurement: list[str] = []
+        self.tags: list[dict[str, str]] = []
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def register(self, series: pl.DataFrame) -> pl.DataFrame:
+        """Add the series of a series frame not yet known; returns their rows with a ``sid``."""
+        if series.height == 0:
+            return series.with_columns(pl.lit(0, dtype=pl.Int32).alias("sid")).head(0)
+        known = self.index.lookup(series.get_column("series"))
+        if (known >= 0).all():
+            return series.head(0).with_columns(pl.lit(0, dtype=pl.Int32).alias("sid"))
+        fresh = series.filter(pl.Series(known < 0)).unique(subset="series", keep="last", maintain_order=True)
+        for col in ("bucket", "measurement"):
+            if col not in fresh.columns:
+                fresh = fresh.with_columns(pl.lit(None, dtype=pl.Utf8).alias(col))
+        names = fresh.get_column("series").to_list()
+        sids = self.index.add(names)
+        tag_cols = [c for c in fresh.columns if c not in ("series", "bucket", "measurement")]
+        buckets = fresh.get_column("bucket").to_list()
+        meas = fresh.get_column("measurement").to_list()
+        tag_rows = fresh.select(tag_cols).rows() if tag_cols else [()] * fresh.height
+        for name, b, m, row in zip(names, buckets, meas, tag_rows, strict=True):
+            pb, pm, ptags = parse_series_key(name)
+            self.bucket.append(b if b is not None else pb)
+            self.measurement.append(m if m is not None else pm)
+            tags = {c: str(x) for c, x in zip(tag_cols, row, strict=True) if x is not None}
+            self.tags.append(tags if tag_cols else ptags)
+        return fresh.with_columns(
+            pl.Series("sid", sids),
+            pl.Series("bucket", self.bucket[sids[0] :], dtype=pl.Utf8),
+            pl.Series("measurement", self.measurement[sids[0] :], dtype=pl.Utf8),
+        )
+
+    def register_keys(self, names: list[str]) -> pl.DataFrame:
+        """Add series known only by their key (parsed); returns their series-frame rows."""
+        rows: list[dict[str, Any]] = []
+        for name in names:
+            b, m, tags = parse_series_key(name)
+            rows.append({"series": name, "bucket": b, "measurement": m, **tags})
+        return self.register(pl.DataFrame(rows, infer_schema_length=None))
+
+    def frame(self) -> pl.DataFrame:
+        """Every known series as a series frame (with ``sid``)."""
+        rows = [
+            {"series": s, "bucket": b, "measurement": m, **t}
+            for s, b, m, t in zip(self.index.names, self.bucket, self.measurement, self.tags, strict=True)
+        ]
+        if not rows:
+            return pl.DataFrame(schema={"series": pl.Utf8, "bucket": pl.Utf8, "measurement": pl.Utf8, "sid": pl.Int32})
+        df = pl.DataFrame(rows, infer_schema_length=None)
+        return df.with_columns(pl.Series("sid", np.arange(len(rows), dtype=np.int32)))
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "series": list(self.index.names),
+            "bucket": list(self.bucket),
+            "measurement": list(self.measurement),
+            "tags": [dict(t) for t in self.tags],
+        }
+
+    @classmethod
+    def from_state(cls, st: dict[str, Any]) -> SeriesTable:
+        out = cls()
+        out.index.add(list(st["series"]))
+        out.bucket = list(st["bucket"])
+        out.measurement = list(st["measurement"])
+        out.tags = [dict(t) for t in st["tags"]]
+        return out
+
+
+class KeyTable:
+    """(series id, watched field id) → key id, assigned in order of first sight."""
+
+    def __init__(self) -> None:
+        self.table = np.full((0, 0), -1, dtype=np.int32)
+        self.sid = np.zeros(0, dtype=np.int32)  # per key
+        self.rf = np.zeros(0, dtype=np.int32)
+
+    def __len__(self) -> int:
+        return len(self.sid)
+
+    def ids(
+        self, sid: np.ndarray, rf: np.ndarray, n_series: int, n_fields: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Key ids of the rows' (series, field) pairs, and the pairs that are new (in order)."""
+        if self.table.shape[0] < n_series or self.table.shape[1] < n_fields:
+            grown = np.full(
+                (max(n_series, 2 * self.table.shape[0], 64), max(n_fields, self.table.shape[1] + 4)),
+                -1,
+                dtype=np.int32,
+            )
+            grown[: self.table.shape[0], : self.table.shape[1]] = self.table
+            self.table = grown
+        kid = self.table[sid, rf]
+        new = np.flatnonzero(kid < 0)
+        if not len(new):
+            return kid, sid[:0], rf[:0]
+        pair = sid[new].astype(np.int64) * (n_fields + 1) + rf[new]
+        _, first = np.unique(pair, return_index=True)
+        first = new[np.sort(first)]  # first row of each new pair, in row order
+        ps, pf = sid[first], rf[first]
+        start = len(self.sid)
+        self.table[ps, pf] = np.arange(start, start + len(first), dtype=np.int32)
+        self.sid = np.concatenate([self.sid, ps])
+        self.rf = np.concatenate([self.rf, pf])
+        return self.table[sid, rf], ps, pf
+
+
+def grow(a: np.ndarray, n: int, fill: Any) -> np.ndarray:
+    """``a`` with at least ``n`` rows (capacity doubles), new rows set to ``fill``."""
+    if a.shape[0] >= n:
+        return a
+    cap = max(n, 2 * a.shape[0], 64)
+    out = np.full((cap, *a.shape[1:]), fill, dtype=a.dtype)
+    out[: a.shape[0]] = a
+    return out
+
+
+def glob_regex(pattern: str) -> str:
+    """A shell glob as an anchored regex (``*``, ``?``, ``[...]``, ``[!...]``)."""
+    out, i = ["^"], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "*":
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "[" and "]" in pattern[i + 2 :]:
+            j = pattern.index("]", i + 2)
+            body = pattern[i + 1 : j]
+            if body.startswith("!"):
+                body = "^" + body[1:]
+            out.append("[" + body.replace("\\", "\\\\") + "]")
+            i = j
+        else:
+            out.append(re.escape(c))
+        i += 1
+    out.append("$")
+    return "".join(out)
+
+
+def _match(col: str, pattern: str) -> pl.Expr:
+    if is_glob(pattern):
+        return pl.col(col).str.contains(glob_regex(pattern))
+    return pl.col(col) == pattern
+
+
+def series_mask(rule: Any, frame: pl.DataFrame) -> np.ndarray:
+    """Which series (rows of a series frame) a rule's bucket/measurement/tag selectors accept."""
+    expr = pl.lit(True)
+    for col, pattern in (("bucket", rule.bucket), ("measurement", rule.measurement)):
+        if pattern is not None:
+            expr = expr & _match(col, pattern)
+    for tag, pattern in rule.tags.items():
+        if tag not in frame.columns:
+            return np.zeros(frame.height, dtype=bool)
+        expr = expr & _match(tag, pattern)
+    m = frame.select(expr.fill_null(False).alias("m")).to_series().to_numpy().astype(bool)
+    return np.broadcast_to(m, (frame.height,)).copy() if len(m) != frame.height else m

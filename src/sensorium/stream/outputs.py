@@ -1,0 +1,116 @@
+"""Stream outputs stored as tables: rollups (``<measurement>_<interval>``) and ``late_data``.
+
+Finished rows wait in an *outbox* that is part of the stream checkpoint; once the checkpoint is
+on disk they are committed to Delta tables with a transaction action (app id
+``sensorium-stream``, version = checkpoint number). After a crash the outbox of the last
+checkpoint is delivered again and a table whose recorded version is already that number skips
+it: every finished row is stored exactly once.
+
+For queries, a table's view is ``lake snapshot ∪ outbox rows ∪ open (provisional) rows``, taken
+under one lock with the lake version they belong to, as the hot buffer does for raw data.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+
+from sensorium.store.lake import Lake
+
+APP_ID = "sensorium-stream"
+LATE_TABLE = "late_data"
+Key = tuple[str, str]  # (bucket, table)
+
+
+def to_arrow(df: pl.DataFrame, tags: list[str]) -> pa.Table:
+    """Storage batch form: tag columns (and ``field``) dictionary-encoded, the rest as they are."""
+    t = df.to_arrow()
+    cols = []
+    for name in t.column_names:
+        c = t[name]
+        if name in tags:
+            c = c.cast(pa.string()).dictionary_encode()
+        elif pa.types.is_large_string(c.type):
+            c = c.cast(pa.string())
+        elif pa.types.is_large_binary(c.type):
+            c = c.cast(pa.binary())
+        cols.append(c)
+    return pa.Table.from_arrays(cols, names=t.column_names)
+
+
+class DerivedTables:
+    """The lake of stream outputs (its own root) plus the rows not in it yet."""
+
+    def __init__(self, root: Path, lake_settings: object | None = None) -> None:
+        self.lake = Lake(root, lake_settings)  # type: ignore[arg-type]
+        # held by the runner while it changes stage state and fills the outbox, and by views
+        # while they read both: a row is in exactly one of lake, outbox and open windows
+        self.lock = threading.RLock()
+        self._lock = self.lock
+        self._outbox: dict[Key, list[pa.Table]] = {}
+        self._versions: dict[Key, int] = {}
+        # (bucket, table) -> provider of provisional rows (open windows), in storage batch form
+        self.open_rows: Callable[[str, str], pa.Table | None] = lambda b, t: None
+        self.open_names: Callable[[str], list[str]] = lambda b: []
+
+    # -- outbox --------------------------------------------------------------------------------
+    def add(self, key: Key, table: pa.Table) -> None:
+        if table.num_rows:
+            with self._lock:
+                self._outbox.setdefault(key, []).append(table)
+
+    def outbox(self) -> dict[Key, list[pa.Table]]:
+        with self._lock:
+            return {k: list(v) for k, v in self._outbox.items()}
+
+    def restore_outbox(self, outbox: dict[Key, list[pa.Table]]) -> None:
+        with self._lock:
+            self._outbox = {k: list(v) for k, v in outbox.items()}
+
+    def deliver(self, seq: int) -> int:
+        """Commit the outbox (as of checkpoint ``seq``) to the lake; returns rows committed."""
+        rows = 0
+        for key, tables in self.outbox().items():
+            n = len(tables)
+            if self.lake.applied_offset(*key, app_id=APP_ID) < seq:
+                data = pa.concat_tables(tables, promote_options="permissive")
+                version = self.lake.append(key[0], key[1], data, offset=seq, app_id=APP_ID)
+                rows += data.num_rows
+            else:
+                version = self.lake.version(*key)
+            with self._lock:
+                self._outbox[key] = self._outbox.get(key, [])[n:]
+                if not self._outbox[key]:
+                    del self._outbox[key]
+                self._versions[key] = version
+        return rows
+
+    # -- reading -------------------------------------------------------------------------------
+    def names(self, bucket: str) -> list[str]:
+        with self._lock:
+            pending = {t for b, t in self._outbox if b == bucket}
+        stored = {t for b, t in self.lake.tables() if b == bucket}
+        return sorted(pending | stored | set(self.open_names(bucket)))
+
+    def view(self, bucket: str, table: str) -> tuple[pa.Table | None, int]:
+        """(rows not in the lake yet: outbox + open windows, lake version they go with)."""
+        key = (bucket, table)
+        with self._lock:
+            parts = list(self._outbox.get(key, []))
+            version = self._versions.get(key)
+            opened = self.open_rows(bucket, table)
+        if version is None:
+            version = self.lake.version(bucket, table)
+            with self._lock:
+                self._versions.setdefault(key, version)
+        if opened is not None and opened.num_rows:
+            parts.append(opened)
+        if not parts:
+            # an empty table with its columns, when the provider knows them and nothing is stored
+            return (opened if opened is not None and version < 0 else None), version
+        mem = pa.concat_tables(parts, promote_options="permissive")
+        return Lake.prepare(mem).drop_columns(["day"]), version

@@ -1,0 +1,386 @@
+"""The stream runner: consumes the log in offset order, in micro-batches, through named stages.
+
+Stages (each with a ``step_id`` that keys its state in the checkpoint):
+
+``rolling``   last-N statistics per series and field (derived values ``<field>:avg_10`` ...)
+``rollups``   continuous aggregates ``<measurement>_1m`` / ``_1h`` / ``_1d`` (+ late data)
+``rules``     thresholds, durations, rates, absence, CEP → alert transitions
+user stages   :class:`~sensorium.stream.pipeline.Pipeline` objects given to the platform
+
+Exactly once: every ``checkpoint_interval_s`` the runner writes ONE file holding the last log
+offset it processed, every stage's state and the outbox of finished rows (rollups, late data),
+then commits the outbox to Delta with the checkpoint number as a transaction version. After a
+crash it loads the checkpoint, re-delivers the outbox (skipped by tables that already hold that
+version) and replays the log from the next offset. Alert transitions are stored at once (not at
+checkpoints, for latency); they are a deterministic function of the log, so the replay
+re-derives the same ids and sequence numbers and the alert store and the delivery outbox ignore
+what they already hold.
+
+Processing time comes from the injected clock and from each record's append time in the log
+(``arrival``), never from ``datetime.now()``; ticks (idle watermarks, absence) start only once
+the replay has caught up with the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import polars as pl
+import pyarrow as pa
+
+from sensorium.config import Settings
+from sensorium.rules.types import Transition
+from sensorium.stream.checkpoint import CheckpointStore
+from sensorium.stream.frame import Batch, concat_frames, empty_values, to_frames
+from sensorium.stream.outputs import LATE_TABLE, DerivedTables, to_arrow
+from sensorium.stream.series import SeriesIndex
+
+log = logging.getLogger("sensorium.stream")
+NS = 1_000_000_000
+ROLLING_TABLE = "rolling_stats"
+LATE_SCHEMA = pa.schema(
+    [("time", pa.int64()), ("measurement", pa.string()), ("field", pa.string()), ("value", pa.float64()),
+     ("watermark", pa.int64()), ("reason", pa.string())]
+)
+
+
+class UserStage(Protocol):
+    """What :class:`~sensorium.stream.pipeline.Pipeline` provides to the runner."""
+
+    step_id: str
+
+    def process(self, values: pl.DataFrame, series: pl.DataFrame) -> dict[str, pl.DataFrame]: ...
+
+    def tick(self, now_ns: int) -> dict[str, pl.DataFrame]: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+    def restore(self, state: dict[str, Any]) -> None: ...
+
+
+class StreamRunner:
+    def __init__(
+        self,
+        root: Path,
+        settings: Settings,
+        *,
+        clock: Callable[[], int] = time.time_ns,
+        rules: Any = None,
+        pipelines: Sequence[UserStage] = (),
+        on_transitions: Callable[[list[Transition]], None] | None = None,
+        metrics: Any = None,
+    ) -> None:
+        from sensorium.rules.engine import RuleEngine
+        from sensorium.rules.loader import load_rules
+        from sensorium.stream.rolling import RollingStats
+        from sensorium.stream.rollup import RollupOperator
+
+        st = settings.stream
+        self.settings = settings
+        self.clock = clock
+        self.root = Path(root)
+        self.default_bucket = settings.default_bucket
+        self.checkpoints = CheckpointStore(self.root)
+        self.derived = DerivedTables(self.root / "lake", settings.store)
+        self.derived.open_rows = self._open_rows
+        self.derived.open_names = self._open_names
+        self.series = SeriesIndex()
+        lateness = int(st.lateness_s * NS)
+        idle = int(st.idle_timeout_s * NS)
+        self.intervals = tuple(st.rollups)
+        self.rolling = RollingStats("rolling", n=st.rolling_window)
+        self.rollups = (
+            RollupOperator(
+                "rollups",
+                intervals=self.intervals,
+                percentiles=tuple(st.rollup_percentiles),
+                lateness_ns=lateness,
+                idle_timeout_ns=idle,
+            )
+            if self.intervals
+            else None
+        )
+        self.ruleset = rules if rules is not None else load_rules(st.rules_file)
+        self.rules = RuleEngine(
+            self.ruleset,
+            flap_window_ns=int(settings.alerts.flap_window_s * NS),
+            flap_max_changes=settings.alerts.flap_max_changes,
+        )
+        self.pipelines = list(pipelines)
+        ids = [p.step_id for p in self.pipelines]
+        if len(set(ids)) != len(ids) or {"rolling", "rollups", "rules"} & set(ids):
+            raise ValueError(f"pipeline step ids must be unique and not rolling/rollups/rules: {ids}")
+        self.on_transitions = on_transitions
+        self._inbox: deque[Batch] = deque()
+        self._inbox_rows = 0
+        self._cond = threading.Condition()
+        self._step_lock = threading.Lock()
+        self.offset = -1  # last log offset processed
+        self.checkpoint_offset = -1  # last log offset covered by the checkpoint on disk
+        self.seq = 0  # checkpoint number
+        self.caught_up = False
+        self.stats: dict[str, float] = {"rows": 0, "values": 0, "steps": 0, "late": 0, "transitions": 0}
+        self._last_checkpoint = time.monotonic()
+        self._last_tick = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: str | None = None
+        self.metrics = metrics
+        self._restore()
+
+    # -- state ---------------------------------------------------------------------------------
+    def _stages(self) -> dict[str, Any]:
+        stages: dict[str, Any] = {"rolling": self.rolling, "rules": self.rules}
+        if self.rollups is not None:
+            stages["rollups"] = self.rollups
+        for p in self.pipelines:
+            stages[p.step_id] = p
+        return stages
+
+    def _restore(self) -> None:
+        cp = self.checkpoints.load()
+        if cp is None:
+            return
+        self.offset = self.checkpoint_offset = int(cp["offset"])
+        self.seq = int(cp["seq"])
+        self.series.restore(cp["series"])
+        for step_id, stage in self._stages().items():
+            if step_id in cp["stages"]:
+                stage.restore(cp["stages"][step_id])
+            # a stage added since the checkpoint starts empty
+        self.derived.restore_outbox(cp["outbox"])
+        self.derived.deliver(self.seq)
+
+    def checkpoint(self) -> int:
+        """Write a checkpoint (state + offset + outbox), then commit the outbox. Returns its seq."""
+        with self._step_lock, self.derived.lock:
+            self.seq += 1
+            state = {
+                "offset": self.offset,
+                "seq": self.seq,
+                "series": self.series.state(),
+                "stages": {k: s.state() for k, s in self._stages().items()},
+                "outbox": self.derived.outbox(),
+                "written_ns": self.clock(),
+            }
+            self.checkpoints.save(state)
+            self.checkpoint_offset = self.offset
+            seq = self.seq
+        self.derived.deliver(seq)
+        self._last_checkpoint = time.monotonic()
+        return seq
+
+    @property
+    def retain_from(self) -> int:
+        """Lowest log offset the stream may still need after a crash."""
+        return self.checkpoint_offset + 1
+
+    # -- input ---------------------------------------------------------------------------------
+    def submit(self, batch: Batch) -> None:
+        """Queue a logged batch (called in log order, under the log's append lock)."""
+        if batch.offset <= self.offset and batch.offset >= 0:
+            return  # already processed (replay of what the checkpoint covers)
+        with self._cond:
+            self._inbox.append(batch)
+            self._inbox_rows += batch.table.num_rows
+            self._cond.notify()
+
+    @property
+    def backlog(self) -> int:
+        return self._inbox_rows
+
+    def _take(self, max_rows: int) -> list[Batch]:
+        out: list[Batch] = []
+        rows = 0
+        with self._cond:
+            while self._inbox and (not out or rows + self._inbox[0].table.num_rows <= max_rows):
+                b = self._inbox.popleft()
+                rows += b.table.num_rows
+                out.append(b)
+            self._inbox_rows -= rows
+        return out
+
+    # -- processing ----------------------------------------------------------------------------
+    def step(self, max_rows: int | None = None) -> int:
+        """Process one micro-batch from the inbox. Returns log rows processed."""
+        batches = self._take(max_rows or self.settings.stream.batch_max_rows)
+        if not batches:
+            return 0
+        pairs = []
+        for b in batches:
+            v, s = to_frames(b, self.default_bucket)
+            pairs.append((v.with_columns(pl.lit(b.arrival_ns, pl.Int64).alias("arrival")), s))
+        values, series = concat_frames(pairs)
+        if "arrival" not in values.columns:
+            values = values.with_columns(pl.lit(None, pl.Int64).alias("arrival"))
+        transitions: list[Transition] = []
+        timed = self._timed
+        with self._step_lock, self.derived.lock:
+            self.series.add(series)
+            derived = timed("rolling", self.rolling.process, values) if values.height else empty_values()
+            if self.rollups is not None and values.height:
+                self._rollup_output(timed("rollups", self.rollups.process, values))
+            for p in self.pipelines:
+                self._pipeline_output(p.step_id, timed(p.step_id, p.process, values, self.series.frame))
+            if values.height:
+                rule_input = values if not derived.height else pl.concat(
+                    [values, derived.with_columns(pl.lit(None, pl.Int64).alias("arrival"))]
+                    if "arrival" not in derived.columns
+                    else [values, derived],
+                    how="diagonal_relaxed",
+                )
+                transitions = timed("rules", self.rules.process, rule_input, self.series.frame)
+            self.offset = max(self.offset, batches[-1].offset)
+        self.stats["rows"] += sum(b.table.num_rows for b in batches)
+        self.stats["values"] += values.height
+        self.stats["steps"] += 1
+        self._emit(transitions)
+        return sum(b.table.num_rows for b in batches)
+
+    def _timed(self, step_id: str, fn: Callable[..., Any], *args: Any) -> Any:
+        t0 = time.perf_counter()
+        out = fn(*args)
+        if self.metrics is not None:
+            self.metrics.stream_step_seconds.labels(step_id).observe(time.perf_counter() - t0)
+        return out
+
+    def tick(self, now_ns: int | None = None) -> int:
+        """Processing-time tick: idle watermarks, absence rules. Returns transitions emitted."""
+        now = self.clock() if now_ns is None else now_ns
+        with self._step_lock, self.derived.lock:
+            if self.rollups is not None:
+                self._rollup_output(self.rollups.tick(now))
+            for p in self.pipelines:
+                self._pipeline_output(p.step_id, p.tick(now))
+            transitions = self.rules.tick(now)
+        self._last_tick = now
+        self._emit(transitions)
+        return len(transitions)
+
+    def drain(self) -> int:
+        """Process everything queued (synchronously). Returns rows processed."""
+        total = 0
+        while True:
+            n = self.step()
+            if not n:
+                break
+            total += n
+        self.caught_up = True
+        return total
+
+    def _emit(self, transitions: list[Transition]) -> None:
+        if transitions:
+            self.stats["transitions"] += len(transitions)
+            if self.on_transitions is not None:
+                self.on_transitions(transitions)
+
+    def _rollup_output(self, out: Any) -> None:
+        for interval, rows in out.finalized.items():
+            if rows.height:
+                for (bucket, m), (frame, tags) in self.series.attach(rows).items():
+                    self.derived.add((bucket, f"{m}_{interval}"), to_arrow(frame, [*tags, "field"]))
+        self._late_output(out.late)
+
+    def _late_output(self, late: pl.DataFrame) -> None:
+        if not late.height:
+            return
+        self.stats["late"] += late.height
+        if self.metrics is not None:
+            self.metrics.stream_late.inc(late.height)
+        for (bucket, m), (frame, tags) in self.series.attach(late).items():
+            frame = frame.with_columns(pl.lit(m).alias("measurement"))
+            self.derived.add((bucket, LATE_TABLE), to_arrow(frame, [*tags, "field", "measurement"]))
+
+    def _pipeline_output(self, step_id: str, outputs: dict[str, pl.DataFrame]) -> None:
+        for name, rows in outputs.items():
+            if name == "late":
+                self._late_output(rows)
+                continue
+            if not rows.height:
+                continue
+            for (bucket, _m), (frame, tags) in self.series.attach(rows).items():
+                self.derived.add((bucket, name), to_arrow(frame, [*tags, "field"]))
+
+    # -- views for queries ---------------------------------------------------------------------
+    def _open_names(self, bucket: str) -> list[str]:
+        names = [f"{m}_{iv}" for m in self.series.measurements(bucket) for iv in self.intervals]
+        if self.series.measurements(bucket):
+            names += [ROLLING_TABLE, LATE_TABLE]
+        return names
+
+    def _open_rows(self, bucket: str, table: str) -> pa.Table | None:
+        if table == ROLLING_TABLE:
+            return self._rolling_rows(bucket)
+        if table == LATE_TABLE:
+            return LATE_SCHEMA.empty_table()  # late rows are only ever finished rows
+        if self.rollups is None:
+            return None
+        for iv in self.intervals:
+            suffix = f"_{iv}"
+            if table.endswith(suffix):
+                m = table[: -len(suffix)]
+                rows = self.rollups.open_rows(iv)
+                if not rows.height:
+                    return None
+                part = self.series.attach(rows).get((bucket, m))
+                return None if part is None else to_arrow(part[0], [*part[1], "field"])
+        return None
+
+    def _rolling_rows(self, bucket: str) -> pa.Table | None:
+        rows = self.rolling.latest()
+        if not rows.height:
+            return None
+        parts = []
+        tags_all: list[str] = []
+        for (b, m), (frame, tags) in self.series.attach(rows).items():
+            if b == bucket:
+                parts.append(frame.with_columns(pl.lit(m).alias("measurement")))
+                tags_all += [t for t in tags if t not in tags_all]
+        if not parts:
+            return None
+        return to_arrow(pl.concat(parts, how="diagonal_relaxed"), [*tags_all, "field", "measurement"])
+
+    # -- background ----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="sensorium-stream", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        st = self.settings.stream
+        tick_every = st.tick_interval_s
+        next_tick = time.monotonic() + tick_every
+        while not self._stop.is_set():
+            try:
+                n = self.step()
+                if not n:
+                    self.caught_up = True
+                    with self._cond:
+                        if not self._inbox:
+                            self._cond.wait(timeout=min(0.05, tick_every))
+                if self.caught_up and time.monotonic() >= next_tick:
+                    self.tick()
+                    next_tick = time.monotonic() + tick_every
+                if time.monotonic() - self._last_checkpoint >= st.checkpoint_interval_s:
+                    self.checkpoint()
+            except Exception as exc:
+                # A failing stage is a bug or a bad rule, not bad data (bad data never reaches the
+                # log). Stop rather than skip: the log and the last checkpoint still hold
+                # everything, so a restart after the fix replays it exactly once.
+                log.exception("stream stopped: a stage failed")
+                self.error = f"{type(exc).__name__}: {exc}"
+                return
+
+    def close(self) -> None:
+        """Stop the thread, process what is queued, write a final checkpoint."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+        if self.error is None:
+            self.drain()
+            self.checkpoint()

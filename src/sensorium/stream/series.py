@@ -1,0 +1,59 @@
+"""The series the stream has seen: key → bucket, measurement and tags (one Polars frame)."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from sensorium.stream.frame import empty_series
+
+BASE = ("series", "bucket", "measurement")
+
+
+class SeriesIndex:
+    def __init__(self) -> None:
+        self.frame = empty_series()
+
+    def add(self, series: pl.DataFrame) -> int:
+        """Remember new series (vectorised anti-join); returns how many were new."""
+        if not series.height:
+            return 0
+        new = series.join(self.frame.select("series"), on="series", how="anti")
+        if new.height:
+            self.frame = pl.concat([self.frame, new], how="diagonal_relaxed")
+        return new.height
+
+    def __len__(self) -> int:
+        return self.frame.height
+
+    def attach(self, rows: pl.DataFrame) -> dict[tuple[str, str], tuple[pl.DataFrame, list[str]]]:
+        """Split rows keyed by ``series`` per (bucket, measurement), with their tag columns.
+
+        Returns ``{(bucket, measurement): (frame, tag names)}``; the frame keeps every column of
+        ``rows`` except ``series`` and gains the tags that measurement has."""
+        if not rows.height:
+            return {}
+        joined = rows.join(self.frame, on="series", how="left")
+        out: dict[tuple[str, str], tuple[pl.DataFrame, list[str]]] = {}
+        tag_cols = [c for c in self.frame.columns if c not in BASE]
+        for (bucket, measurement), part in joined.partition_by(
+            ["bucket", "measurement"], as_dict=True, maintain_order=True
+        ).items():
+            tags = [t for t in tag_cols if part.get_column(t).null_count() < part.height]
+            keep = [c for c in rows.columns if c != "series"]
+            out[(str(bucket), str(measurement))] = (part.select([*tags, *keep]), tags)
+        return out
+
+    def measurements(self, bucket: str) -> list[str]:
+        f = self.frame.filter(pl.col("bucket") == bucket)
+        return sorted(f.get_column("measurement").unique().to_list())
+
+    def of(self, bucket: str, measurement: str) -> pl.Series:
+        return self.frame.filter(
+            (pl.col("bucket") == bucket) & (pl.col("measurement") == measurement)
+        ).get_column("series")
+
+    def state(self) -> pl.DataFrame:
+        return self.frame
+
+    def restore(self, frame: pl.DataFrame) -> None:
+        self.frame = frame

@@ -1,0 +1,123 @@
+"""Alerts end to end inside the platform: hysteresis, absence with an injected clock, the HTTP
+API (list, one, acknowledge, deliveries, rules check) and the CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sensorium.platform import Sensorium
+from sensorium.rules.loader import parse_rules
+from tests.conftest import T0, FakeClock, make_settings
+
+NS = 1_000_000_000
+
+RULES = """
+[[rules]]
+name = "hot"
+kind = "threshold"
+measurement = "climate"
+field = "temperature"
+above = { warning = 50, critical = 60 }
+deadband = 2.0
+
+[[rules]]
+name = "silent"
+kind = "absence"
+group_by = ["device_id"]
+after = "10m"
+severity = "critical"
+"""
+
+
+@pytest.fixture
+def stream_platform(data_dir: Path) -> Iterator[tuple[Sensorium, FakeClock]]:
+    clock = FakeClock(T0 + 3600 * NS)
+    p = Sensorium(make_settings(data_dir), clock=clock, background=False, rules=parse_rules(RULES))
+    yield p, clock
+    p.close()
+
+
+def _alerts(p: Sensorium, **kw: Any) -> list[dict[str, Any]]:
+    p.process_stream()
+    assert p.alerts is not None
+    return p.alerts.list(**kw)
+
+
+def test_oscillating_signal_fires_once_and_resolves_once(stream_platform: tuple[Sensorium, FakeClock]) -> None:
+    p, _ = stream_platform
+    # around 50, always within the 2.0 deadband once above: 50.5, 49.2, 50.8, 48.9, ...
+    values = [45.0] + [50.5 if i % 2 == 0 else 48.6 + (i % 3) * 0.3 for i in range(60)] + [40.0]
+    for i in range(0, len(values), 7):  # several requests, several micro-batches
+        chunk = values[i : i + 7]
+        p.write("\n".join(f"climate,device_id=a temperature={v} {T0 + (i + j) * NS}" for j, v in enumerate(chunk)))
+        p.process_stream()
+    hot = [a for a in _alerts(p) if a["rule"] == "hot"]
+    assert len(hot) == 1
+    a = hot[0]
+    assert a["state"] == "resolved" and a["severity"] == "warning"
+    events = p.alerts.get(a["alert_id"])["events"]  # type: ignore[union-attr]
+    assert [e["state"] for e in events] == ["firing", "resolved"]
+    assert events[0]["event_time_ns"] == T0 + 1 * NS  # the first point at or above 50
+
+
+def test_silent_device_fires_and_resolves_when_data_returns(stream_platform: tuple[Sensorium, FakeClock]) -> None:
+    p, clock = stream_platform
+    p.write(f"climate,device_id=quiet temperature=20 {T0}\nclimate,device_id=busy temperature=21 {T0}")
+    p.process_stream()
+    clock.advance(5 * 60)
+    p.write(f"climate,device_id=busy temperature=21 {T0 + 300 * NS}")
+    assert not [a for a in _alerts(p) if a["rule"] == "silent"]
+    clock.advance(5 * 60 + 1)  # quiet: 10 min + 1 s without data; busy: 5 min + 1 s
+    silent = [a for a in _alerts(p, state="firing") if a["rule"] == "silent"]
+    assert [a["tags"].get("device_id") for a in silent] == ["quiet"]
+    p.write(f"climate,device_id=quiet temperature=20 {T0 + 700 * NS}")
+    silent = [a for a in _alerts(p) if a["rule"] == "silent" and "quiet" in a["series"]]
+    assert len(silent) == 1 and silent[0]["state"] == "resolved"
+
+
+def test_alert_api_list_ack_and_errors(client: Any, platform: Sensorium) -> None:
+    # the default rules: temperature above 60 is critical
+    client.post("/api/v2/write", content=f"climate,device_id=x temperature=70 {T0}\nclimate,device_id=x temperature=71 {T0 + NS}")
+    r = client.get("/api/v1/alerts", params={"state": "firing"})
+    assert r.status_code == 200
+    firing = [a for a in r.json()["alerts"] if a["rule"] == "temperature-range"]
+    assert len(firing) == 1 and firing[0]["severity"] == "critical"
+    aid = firing[0]["alert_id"]
+    assert client.get(f"/api/v1/alerts/{aid}").json()["events"][0]["state"] == "firing"
+    r = client.post(f"/api/v1/alerts/{aid}/ack", json={"by": "ops", "note": "on it"})
+    assert r.status_code == 200 and r.json()["acknowledged"]
+    assert client.get("/api/v1/alerts", params={"state": "unacknowledged"}).json()["alerts"] == []
+    # bad input: precise 4xx, never 500
+    assert client.get("/api/v1/alerts", params={"state": "burning"}).status_code == 400
+    assert client.post("/api/v1/alerts/nope/ack").status_code == 404
+    assert client.post(f"/api/v1/alerts/{aid}/ack", content=b"{not json").status_code == 400
+    assert client.get("/api/v1/alerts/deliveries", params={"state": "dead"}).json() == {"deliveries": []}
+
+
+def test_rules_check_endpoint_reports_line_numbers(client: Any) -> None:
+    bad = '[[rules]]\nname = "x"\nkind = "threshold"\nfield = "t"\nabove = { warning = 60, critical = 50 }\n'
+    r = client.post("/api/v1/rules/check", content=bad)
+    assert r.status_code == 400
+    problems = r.json()["problems"]
+    assert problems and all(p["line"] >= 1 for p in problems)
+    assert client.post("/api/v1/rules/check", content=RULES).json() == {"ok": True, "problems": []}
+    assert {r["name"] for r in client.get("/api/v1/rules").json()["rules"]} >= {"temperature-range"}
+
+
+def test_series_endpoint_and_stream_status(client: Any) -> None:
+    body = "\n".join(f"climate,device_id=a temperature={20 + i % 5} {T0 + i * 10 * NS}" for i in range(360))
+    assert client.post("/api/v2/write", content=body).status_code == 204
+    r = client.get("/api/v1/series", params={"measurement": "climate", "field": "temperature",
+                                             "start": "2026-01-01T00:00:00Z", "end": "2026-01-01T01:00:00Z",
+                                             "every": "30m", "agg": "max", "device_id": "a"})
+    assert r.status_code == 200, r.text
+    assert [row[-1] for row in r.json()["rows"]] == [24.0, 24.0]
+    assert client.get("/api/v1/series", params={"measurement": "climate", "field": "temperature",
+                                                 "start": "yesterday"}).status_code == 400
+    assert client.get("/api/v1/series", params={"measurement": "nope", "field": "t", "start": "now-1h"}).status_code == 404
+    st = client.get("/api/v1/stream").json()
+    assert st["enabled"] and st["rows"] >= 360 and st["error"] is None

@@ -1,0 +1,182 @@
+"""The stream inside the platform: rollups equal recomputation from raw data, across restarts,
+late data lands in late_data, checkpoints bound the log, downsampled series use rollups."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sensorium.platform import Sensorium
+from tests.conftest import T0, FakeClock, make_settings
+
+NS = 1_000_000_000
+AGGS = ("count", "sum", "mean", "min", "max")
+
+
+def _lines(start_s: int, seconds: int, devices: int, seed: int, step_s: int = 7) -> list[str]:
+    """Climate points for ``devices`` devices, one every ``step_s`` s, with sub-second jitter."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for d in range(devices):
+        for s in range(start_s, start_s + seconds, step_s):
+            t = T0 + s * NS + int(rng.integers(0, NS))
+            temp = 20 + 5 * np.sin(s / 600 + d) + rng.normal(0, 0.3)
+            hum = 40 + 10 * np.cos(s / 900 + d)
+            out.append((t, f"climate,device_id=d{d},location=room{d % 3} temperature={temp:.3f},humidity={hum:.2f} {t}"))
+    return [line for _, line in sorted(out)]
+
+
+def _shuffled_requests(lines: list[str], seed: int, size: int = 400) -> list[str]:
+    """Requests in a mildly shuffled order (within the allowed lateness) with some points sent
+    twice, a few lines later (often in the next request)."""
+    rng = np.random.default_rng(seed)
+    pos = np.arange(len(lines)) + rng.uniform(0, 3, len(lines))
+    dup = rng.choice(len(lines), size=len(lines) // 20, replace=False)
+    pos = np.concatenate([pos, dup + rng.uniform(1, 5, len(dup))])
+    lines = lines + [lines[i] for i in dup]
+    lines = [lines[i] for i in np.argsort(pos, kind="stable")]
+    return ["\n".join(lines[i : i + size]) for i in range(0, len(lines), size)]
+
+
+def _recomputed(p: Sensorium, interval: str) -> dict[tuple, tuple]:
+    width = {"1m": "1 minute", "1h": "1 hour", "1d": "1 day"}[interval]
+    out = {}
+    for field in ("temperature", "humidity"):
+        rows = p.query(
+            f"SELECT time_bucket(INTERVAL '{width}', time) AS w, device_id, count({field}), "
+            f"sum({field}), avg({field}), min({field}), max({field}) FROM climate "
+            f"WHERE {field} IS NOT NULL GROUP BY ALL"
+        ).to_pylist()
+        for r in rows:
+            vals = list(r.values())
+            out[(vals[0], vals[1], field)] = tuple(vals[2:])
+    return out
+
+
+def _rolled(p: Sensorium, interval: str) -> dict[tuple, tuple]:
+    rows = p.query(
+        f"SELECT time, device_id, field, count, sum, mean, min, max FROM climate_{interval}"
+    ).to_pylist()
+    return {(r["time"], r["device_id"], r["field"]): tuple(r[a] for a in AGGS) for r in rows}
+
+
+def _assert_same(a: dict[tuple, tuple], b: dict[tuple, tuple]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k][0] == b[k][0], k
+        assert a[k][1:] == pytest.approx(b[k][1:], rel=1e-9, abs=1e-9), k
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(T0 + 3 * 3600 * NS)
+
+
+def test_rollups_equal_recomputation_from_raw(data_dir: Path, clock: FakeClock) -> None:
+    p = Sensorium(make_settings(data_dir), clock=clock, background=False)
+    try:
+        for body in _shuffled_requests(_lines(0, 7200, 6, seed=1), seed=2):
+            p.write(body)
+            p.process_stream()
+        # mid-stream: finished windows are stored, open ones are provisional — both queryable
+        for iv in ("1m", "1h", "1d"):
+            _assert_same(_rolled(p, iv), _recomputed(p, iv))
+        clock.advance(86_400)  # every device idle: watermarks advance, every window finishes
+        p.process_stream()
+        p.stream.checkpoint()
+        for iv in ("1m", "1h", "1d"):
+            _assert_same(_rolled(p, iv), _recomputed(p, iv))
+        assert p.query("SELECT count(*) AS n FROM climate_1h").column("n")[0].as_py() == 6 * 2 * 2
+    finally:
+        p.close()
+
+
+def test_rollups_survive_restart_exactly_once(data_dir: Path, clock: FakeClock) -> None:
+    lines = _lines(0, 3600, 4, seed=3)
+    half = len(lines) // 2
+    p = Sensorium(make_settings(data_dir), clock=clock, background=False)
+    for body in _shuffled_requests(lines[:half], seed=4):
+        p.write(body)
+    p.process_stream()
+    p.stream.checkpoint()
+    p.close()
+    p = Sensorium(make_settings(data_dir), clock=clock, background=False)
+    try:
+        for body in _shuffled_requests(lines[half:], seed=5):
+            p.write(body)
+        clock.advance(86_400)
+        p.process_stream()
+        p.stream.checkpoint()
+        for iv in ("1m", "1h"):
+            _assert_same(_rolled(p, iv), _recomputed(p, iv))
+        stored = p.stream.derived.lake.dataset("default", "climate_1m").to_table()
+        keys = list(zip(stored["time"].to_pylist(), stored["device_id"].to_pylist(), stored["field"].to_pylist(), strict=True))
+        assert len(keys) == len(set(keys))  # each window stored once
+    finally:
+        p.close()
+
+
+def test_late_points_go_to_late_data_with_reason(data_dir: Path, clock: FakeClock) -> None:
+    p = Sensorium(make_settings(data_dir), clock=clock, background=False)
+    try:
+        p.write("\n".join(f"climate,device_id=a temperature=20 {T0 + s * NS}" for s in range(0, 600, 5)))
+        p.process_stream()
+        # 5 minutes behind the newest point: far beyond the 10 s allowed lateness
+        p.write(f"climate,device_id=a temperature=99 {T0 + 300 * NS + 1}")
+        p.process_stream()
+        late = p.query("SELECT device_id, measurement, field, value, reason FROM late_data").to_pylist()
+        assert len(late) == 1
+        assert late[0]["device_id"] == "a" and late[0]["field"] == "temperature" and late[0]["value"] == 99
+        assert "lateness" in late[0]["reason"]
+        # the raw store keeps it (it was acknowledged); the rollup does not count it
+        assert p.query("SELECT max(temperature) AS m FROM climate").column("m")[0].as_py() == 99
+        assert p.query("SELECT max(max) AS m FROM climate_1m").column("m")[0].as_py() == 20
+    finally:
+        p.close()
+
+
+def test_checkpoint_bounds_the_log(data_dir: Path, clock: FakeClock) -> None:
+    p = Sensorium(make_settings(data_dir, wal={"segment_bytes": 4096}), clock=clock, background=False)
+    try:
+        for i in range(20):
+            p.write("\n".join(f"climate,device_id=d{j} temperature={i}.5 {T0 + (i * 60 + j) * NS}" for j in range(30)))
+        p.flush(force=True)
+        segments = p.wal.segment_count
+        assert segments > 2  # the stream has not checkpointed: the log is kept for it
+        p.process_stream()
+        p.stream.checkpoint()
+        p.flush(force=True)
+        p.write(f"climate,device_id=x temperature=1 {T0 + 5000 * NS}")
+        p.flush(force=True)
+        assert p.wal.segment_count < segments
+    finally:
+        p.close()
+
+
+def test_downsampled_series_reads_rollups(data_dir: Path, clock: FakeClock) -> None:
+    p = Sensorium(make_settings(data_dir), clock=clock, background=False)
+    try:
+        for body in _shuffled_requests(_lines(0, 7200, 3, seed=7), seed=8):
+            p.write(body)
+        clock.advance(86_400)
+        p.process_stream()
+        start = "2026-01-01T00:00:00Z"
+        end = "2026-01-01T02:00:00Z"
+        for agg in ("mean", "count", "min", "max", "stddev", "first", "last"):
+            fast, src = p.series("climate", "temperature", start=start, end=end, every="1h", agg=agg, by=["device_id"])
+            assert src == "climate_1h"
+            p.stream.derived  # noqa: B018
+            slow = p.query(
+                "SELECT time_bucket(INTERVAL '1 hour', time) AS time, device_id, "
+                + {"mean": "avg", "count": "count", "min": "min", "max": "max", "stddev": "stddev_samp",
+                   "first": "arg_min", "last": "arg_max"}[agg]
+                + ("(temperature, time)" if agg in ("first", "last") else "(temperature)")
+                + f" AS {agg} FROM climate WHERE temperature IS NOT NULL GROUP BY ALL ORDER BY ALL"
+            )
+            assert fast.column(agg).to_pylist() == pytest.approx(slow.column(agg).to_pylist(), rel=1e-9)
+        p95, src = p.series("climate", "temperature", start=start, end=end, every="30m", agg="p95")
+        assert src == "climate" and p95.num_rows == 4  # no 30m rollup: raw data
+    finally:
+        p.close()
