@@ -21,8 +21,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 VALUES_SCHEMA: dict[str, pl.DataType] = {
     "series": pl.Utf8(),
@@ -66,9 +68,23 @@ def _series_expr(measurement: str, tags: Sequence[str], prefix: str) -> pl.Expr:
 
 def to_frames(batch: Batch, default_bucket: str = "default") -> tuple[pl.DataFrame, pl.DataFrame]:
     """(values frame, series frame) of one stored batch."""
-    table = batch.table
+    return frames_of(batch.bucket, batch.measurement, batch.table, batch.tags, None, default_bucket)
+
+
+def frames_of(
+    bucket: str,
+    measurement: str,
+    table: pa.Table,
+    tag_names: Sequence[str],
+    arrival: np.ndarray | None,
+    default_bucket: str = "default",
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(values frame, series frame) of a wide table; ``arrival`` (one per row) adds that column.
+
+    Values come out row by row (the row's fields in column order), built with NumPy index
+    arithmetic rather than an unpivot and a sort."""
     names = table.column_names
-    tags = [t for t in batch.tags if t in names]
+    tags = [t for t in tag_names if t in names]
     numeric = [
         f.name
         for f in table.schema
@@ -76,31 +92,69 @@ def to_frames(batch: Batch, default_bucket: str = "default") -> tuple[pl.DataFra
         and f.name not in tags
         and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_boolean(f.type))
     ]
-    prefix = "" if batch.bucket == default_bucket else f"{batch.bucket}:"
-    df = pl.from_arrow(table.select(["time", *tags, *numeric]))
+    prefix = "" if bucket == default_bucket else f"{bucket}:"
+    df = pl.from_arrow(table.select(["time", *tags]))
     assert isinstance(df, pl.DataFrame)
-    tcol = df.get_column("time")
-    if tcol.dtype != pl.Int64:
-        df = df.with_columns(pl.col("time").cast(pl.Int64))
     df = df.with_columns([pl.col(t).cast(pl.Utf8) for t in tags]).with_columns(
-        _series_expr(batch.measurement, tags, prefix)
+        _series_expr(measurement, tags, prefix)
     )
     series = (
         df.select(["series", *tags])
         .unique(subset="series", keep="first", maintain_order=True)
-        .with_columns(pl.lit(batch.bucket).alias("bucket"), pl.lit(batch.measurement).alias("measurement"))
+        .with_columns(pl.lit(bucket).alias("bucket"), pl.lit(measurement).alias("measurement"))
         .select(["series", "bucket", "measurement", *tags])
     )
     if not numeric:
         return empty_values(), series
-    values = (
-        df.select(["series", "time", *[pl.col(f).cast(pl.Float64) for f in numeric]])
-        .with_row_index("__row")
-        .unpivot(index=["__row", "series", "time"], on=numeric, variable_name="field", value_name="value")
-        .drop_nulls("value")
-        .sort("__row", maintain_order=True)  # arrival order: row by row, fields in column order
-        .select(["series", "field", "time", "value"])
-    )
+    n, k = table.num_rows, len(numeric)
+    vals = np.empty((n, k), dtype=np.float64)
+    present = np.empty((n, k), dtype=bool)
+    for j, f in enumerate(numeric):
+        col = table[f]
+        if col.null_count:
+            present[:, j] = col.is_valid().to_numpy(zero_copy_only=False)
+            col = pc.fill_null(col, 0)
+        else:
+            present[:, j] = True
+        vals[:, j] = col.cast(pa.float64()).to_numpy()
+    mask = present.ravel()
+    rows = np.repeat(np.arange(n, dtype=np.int64), k)
+    cols = np.tile(np.arange(k, dtype=np.int64), n)
+    if not mask.all():
+        rows, cols = rows[mask], cols[mask]
+    times = table["time"].cast(pa.int64()).to_numpy()
+    out: dict[str, pl.Series] = {
+        "series": df.get_column("series").gather(rows),
+        "field": pl.Series("field", numeric, dtype=pl.Utf8).gather(cols),
+        "time": pl.Series("time", times[rows], dtype=pl.Int64),
+        "value": pl.Series("value", vals.ravel()[mask] if not mask.all() else vals.ravel(), dtype=pl.Float64),
+    }
+    if arrival is not None:
+        out["arrival"] = pl.Series("arrival", arrival[rows], dtype=pl.Int64)
+    return pl.DataFrame(out), series
+
+
+def frames_of_batches(batches: Sequence[Batch], default_bucket: str = "default") -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Frames of a micro-batch, with ``arrival``. Batches of one (bucket, measurement) are framed
+    together (their order kept): series of different measurements never meet, so only the order
+    within a measurement matters."""
+    groups: dict[tuple[str, str], list[Batch]] = {}
+    for b in batches:
+        groups.setdefault((b.bucket, b.measurement), []).append(b)
+    pairs = []
+    for (bucket, measurement), bs in groups.items():
+        tables = [b.table for b in bs]
+        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
+        arrival = np.repeat(
+            np.array([b.arrival_ns for b in bs], dtype=np.int64), [t.num_rows for t in tables]
+        )
+        tags: list[str] = []
+        for b in bs:
+            tags += [t for t in b.tags if t not in tags]
+        pairs.append(frames_of(bucket, measurement, table, tags, arrival, default_bucket))
+    values, series = concat_frames(pairs)
+    if "arrival" not in values.columns:
+        values = values.with_columns(pl.lit(None, pl.Int64).alias("arrival"))
     return values, series
 
 

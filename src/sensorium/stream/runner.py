@@ -37,7 +37,7 @@ import pyarrow as pa
 from sensorium.config import Settings
 from sensorium.rules.types import Transition
 from sensorium.stream.checkpoint import CheckpointStore
-from sensorium.stream.frame import Batch, concat_frames, empty_values, to_frames
+from sensorium.stream.frame import Batch, empty_values, frames_of_batches
 from sensorium.stream.outputs import LATE_TABLE, DerivedTables, to_arrow
 from sensorium.stream.series import SeriesIndex
 
@@ -212,13 +212,7 @@ class StreamRunner:
         batches = self._take(max_rows or self.settings.stream.batch_max_rows)
         if not batches:
             return 0
-        pairs = []
-        for b in batches:
-            v, s = to_frames(b, self.default_bucket)
-            pairs.append((v.with_columns(pl.lit(b.arrival_ns, pl.Int64).alias("arrival")), s))
-        values, series = concat_frames(pairs)
-        if "arrival" not in values.columns:
-            values = values.with_columns(pl.lit(None, pl.Int64).alias("arrival"))
+        values, series = self._timed("frame", frames_of_batches, batches, self.default_bucket)
         transitions: list[Transition] = []
         timed = self._timed
         with self._step_lock, self.derived.lock:
