@@ -589,8 +589,11 @@ class Sensorium:
         # re-derives transitions the store has but the outbox lacks (the outbox ignores keys
         # it holds, so nothing is sent twice)
         self.dispatcher.enqueue(transitions)
+        counts: dict[tuple[str, str], int] = {}
         for t in new:
-            self.metrics.alerts.labels(t.rule, t.state).inc()
+            counts[t.rule, t.state] = counts.get((t.rule, t.state), 0) + 1
+        for (rule, state), n in counts.items():
+            self.metrics.alerts.labels(rule, state).inc(n)
 
     def process_stream(self, now_ns: int | None = None) -> int:
         """Run the stream over everything queued, then one processing-time tick (what the

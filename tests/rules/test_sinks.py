@@ -314,6 +314,28 @@ def test_flapping_transitions_are_not_notified(receiver: Receiver, make_dispatch
     assert receiver.keys() == [tr(1, series="x|device_id=d5").key]
 
 
+def test_enqueue_queues_each_key_once_per_sink_in_call_and_sink_order(
+    make_dispatcher: Any,
+) -> None:
+    class Named(LogSink):
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+    d = make_dispatcher(AlertSettings(log=False), sinks=[Named("b"), Named("a"), Named("c")])
+    first = [tr(2, series="x|device_id=d2"), tr(1), tr(1, series="x|device_id=d3", flapping=True)]
+    assert d.enqueue(first) == 6
+    assert d.enqueue([tr(1, flapping=True)]) == 0  # only flapping: nothing to queue
+    assert d.enqueue([]) == 0
+    second = [tr(2), tr(1), tr(2, series="x|device_id=d2"), tr(3)]  # two known keys
+    assert d.enqueue(second) == 6
+    rows = d.pending(limit=100)
+    keys = [tr(2, series="x|device_id=d2").key, tr(1).key, tr(2).key, tr(3).key]
+    assert [(r["key"], r["sink"]) for r in rows] == [(k, s) for k in keys for s in "bac"]
+    assert all(r["payload"] == tr(r["seq"], series=r["payload"]["series"]).to_dict() for r in rows)
+    assert {r["state"] for r in rows} == {"pending"} and {r["attempts"] for r in rows} == {0}
+    assert make_dispatcher(AlertSettings(log=False), sinks=[]).enqueue(second) == 0
+
+
 def test_a_sink_that_raises_anything_is_a_failed_attempt(
     make_dispatcher: Any, clock: FakeClock
 ) -> None:

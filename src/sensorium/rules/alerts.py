@@ -23,18 +23,22 @@ transition (kind ``"alert"``) and every acknowledgement (``"ack"``) as an :class
 is fed from whatever thread calls ``apply``/``ack`` and read with :meth:`Subscription.get` (threads)
 or ``await`` :meth:`Subscription.next` (asyncio, without holding an executor thread).
 
-Journal mode is WAL; one connection guarded by a lock serves all threads.
+Journal mode is WAL; one connection guarded by a lock serves all threads. ``apply`` handles a
+batch set-based (one read of the alerts concerned, ``executemany`` writes, one commit), and a
+daemon thread checkpoints the WAL after commits (:class:`WalCheckpointer`) so that a burst does not
+wait for SQLite's automatic checkpoint.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
+import logging
+import operator
 import sqlite3
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,6 +46,8 @@ import orjson
 
 from sensorium.errors import NotFound
 from sensorium.rules.types import Transition
+
+_log = logging.getLogger("sensorium.rules.alerts")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -87,19 +93,51 @@ _COLUMNS = (
 ListState = Literal["firing", "resolved", "acknowledged", "unacknowledged"]
 #: Events a subscription holds before it drops the oldest (see :attr:`Subscription.dropped`).
 DEFAULT_SUBSCRIPTION_SIZE = 10_000
+#: Alert ids per ``IN (...)`` read in :meth:`AlertStore.apply` (under SQLite's oldest variable cap).
+_IN_CHUNK = 500
+#: Seconds from a commit to the background WAL checkpoint that follows it (see :class:`WalCheckpointer`).
+CHECKPOINT_DELAY_S = 1.0
+#: WAL pages past which a commit checkpoints by itself, in case the background checkpoint falls
+#: behind (SQLite's default, 1000 pages, would put that work back into the commits of a burst).
+BACKSTOP_CHECKPOINT_PAGES = 10_000
+#: Page cache of a store's writing connection, KiB (SQLite's default is 2 MiB).
+CACHE_KIB = 16_384
 
 
-@dataclass(frozen=True, slots=True)
 class AlertEvent:
     """One item of the live feed: ``kind`` is ``"alert"`` (``data`` is ``Transition.to_dict()``)
-    or ``"ack"`` (``data`` is the acknowledged alert, as :meth:`AlertStore.get` without events)."""
+    or ``"ack"`` (``data`` is the acknowledged alert, as :meth:`AlertStore.get` without events).
 
-    kind: Literal["alert", "ack"]
-    data: dict[str, Any]
+    An event made with :meth:`of` builds ``data`` from its transition when first read, so a burst
+    applied by the stream thread does not pay for dicts its subscribers read later (or drop)."""
+
+    __slots__ = ("kind", "_data", "_transition")
+
+    def __init__(self, kind: Literal["alert", "ack"], data: dict[str, Any]) -> None:
+        self.kind = kind
+        self._data: dict[str, Any] | None = data
+        self._transition: Transition | None = None
+
+    @classmethod
+    def of(cls, t: Transition) -> AlertEvent:
+        """The ``"alert"`` event of ``t``."""
+        e = cls.__new__(cls)
+        e.kind, e._data, e._transition = "alert", None, t
+        return e
+
+    @property
+    def data(self) -> dict[str, Any]:
+        d = self._data
+        if d is None:
+            assert self._transition is not None
+            d = self._data = self._transition.to_dict()
+        return d
 
     @property
     def id(self) -> str:
         """An id for the event: the transition's idempotency key, or ``<alert_id>:ack``."""
+        if self._transition is not None:
+            return self._transition.key
         return str(self.data.get("key") or f"{self.data.get('alert_id', '')}:ack")
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,7 +146,18 @@ class AlertEvent:
 
     def sse(self) -> str:
         """The event in server-sent-events framing (``id:``, ``event:`` the kind, ``data:`` JSON)."""
-        return f"id: {self.id}\nevent: {self.kind}\ndata: {_dumps(self.data)}\n\n"
+        body = self._transition.to_json() if self._transition is not None else _dumps(self.data)
+        return f"id: {self.id}\nevent: {self.kind}\ndata: {body}\n\n"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, AlertEvent):
+            return NotImplemented
+        return self.kind == other.kind and self.data == other.data
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"AlertEvent(kind={self.kind!r}, data={self.data!r})"
 
 
 class Subscription:
@@ -129,13 +178,21 @@ class Subscription:
 
     def put(self, event: AlertEvent) -> None:
         """Queue ``event`` (any thread). Ignored once closed."""
+        self.put_many((event,))
+
+    def put_many(self, events: Sequence[AlertEvent]) -> None:
+        """Queue ``events`` in order (any thread), waking the readers once. Ignored once closed."""
+        if not events:
+            return
         with self._cond:
             if self.closed:
                 return
-            if len(self._items) >= self._maxsize:
-                self._items.popleft()
-                self.dropped += 1
-            self._items.append(event)
+            self._items.extend(events)
+            over = len(self._items) - self._maxsize
+            if over > 0:
+                for _ in range(over):
+                    self._items.popleft()
+                self.dropped += over
             self._cond.notify_all()
             waiters = list(self._waiters)
         _wake(waiters)
@@ -208,6 +265,82 @@ def _wake(waiters: Sequence[tuple[asyncio.AbstractEventLoop, asyncio.Event]]) ->
             pass
 
 
+class WalCheckpointer:
+    """Checkpoints one SQLite database's WAL from a daemon thread on its own connection.
+
+    SQLite's automatic checkpoint runs inside the commit that crosses its threshold: that commit
+    copies the WAL into the database file and syncs it, and a burst of alerts (the stream's thread)
+    waits for it. Instead, each commit calls :meth:`kick` and this thread checkpoints
+    (``PASSIVE``: it never waits for, nor blocks, the writer) :data:`CHECKPOINT_DELAY_S` later,
+    once for all the commits made meanwhile. Durability is unchanged: a commit is durable once its
+    WAL frames are written with the writer's ``synchronous`` setting, and the checkpoint syncs with
+    the same setting. The writer keeps an automatic checkpoint at
+    :data:`BACKSTOP_CHECKPOINT_PAGES`. The thread starts at the first :meth:`kick`.
+    """
+
+    def __init__(
+        self, path: Path, synchronous: str, *, name: str, delay_s: float | None = None
+    ) -> None:
+        self.path = path
+        self._synchronous = synchronous
+        self._name = name
+        self._delay = CHECKPOINT_DELAY_S if delay_s is None else delay_s
+        self._dirty = threading.Event()
+        self._stop = threading.Event()
+        self._start_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.checkpoints = 0  # checkpoints run (for tests and curiosity)
+
+    def kick(self) -> None:
+        """Note a commit: a checkpoint follows within the delay."""
+        if self._thread is None:
+            with self._start_lock:
+                if self._thread is None and not self._stop.is_set():
+                    self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                    self._thread.start()
+        self._dirty.set()
+
+    def _run(self) -> None:
+        try:
+            conn = sqlite3.connect(str(self.path), isolation_level=None)
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        except sqlite3.Error as exc:  # the writer's backstop checkpoint takes over
+            _log.warning("cannot checkpoint %s in the background: %s", self.path, exc)
+            return
+        try:
+            while True:
+                self._dirty.wait()
+                if self._stop.wait(self._delay):
+                    return  # closing: the writer's close checkpoints what is left
+                self._dirty.clear()
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self.checkpoints += 1
+                except sqlite3.Error as exc:  # the writer's backstop checkpoint still runs
+                    _log.warning("WAL checkpoint of %s failed: %s", self.path, exc)
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        """Stop the thread (waiting for a checkpoint in progress)."""
+        self._stop.set()
+        self._dirty.set()
+        with self._start_lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
+
+def configure_writer(conn: sqlite3.Connection, synchronous: str) -> None:
+    """Pragmas of a store's writing connection: WAL journal, ``synchronous`` as given, a larger
+    page cache, and SQLite's automatic checkpoint only as a backstop (see
+    :class:`WalCheckpointer`)."""
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+    conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_CHECKPOINT_PAGES}")
+
+
 class AlertStore:
     """Durable alerts and their history (SQLite, WAL journal). See the module docstring."""
 
@@ -227,9 +360,11 @@ class AlertStore:
             str(self.path), check_same_thread=False, isolation_level=None, timeout=30.0
         )
         c = self._conn
-        c.execute("PRAGMA journal_mode=WAL")
-        c.execute(f"PRAGMA synchronous={synchronous}")
+        configure_writer(c, synchronous)
         c.executescript(_SCHEMA)
+        self._checkpointer = WalCheckpointer(
+            self.path, synchronous, name="sensorium-alerts-checkpoint"
+        )
 
     # -- writing -------------------------------------------------------------------------------------
 
@@ -239,61 +374,82 @@ class AlertStore:
         applied in ``seq`` order whatever their order in ``transitions``."""
         if not transitions:
             return []
-        new: builtins.list[Transition] = []
+        ordered = _seq_ordered(transitions)
         with self._lock:
             c = self._db()
             c.execute("BEGIN IMMEDIATE")
             try:
-                for t in _seq_ordered(transitions):
-                    if self._apply_one(c, t):
-                        new.append(t)
+                new = self._apply_all(c, ordered)
                 c.execute("COMMIT")
             except BaseException:
                 c.execute("ROLLBACK")
                 raise
-            self._publish([AlertEvent("alert", t.to_dict()) for t in new])
+            self._checkpointer.kick()
+            if new and self._subs:
+                self._publish([AlertEvent.of(t) for t in new])
         return new
 
-    def _apply_one(self, c: sqlite3.Connection, t: Transition) -> bool:
-        cur = c.execute(
+    def _apply_all(
+        self, c: sqlite3.Connection, ordered: builtins.list[Transition]
+    ) -> builtins.list[Transition]:
+        """The batch in a few set-based statements: one read of the current rows of the alerts
+        concerned, the lifecycle worked out in memory, then ``executemany`` writes.
+
+        Relies on an invariant every write keeps: an alert's history only holds seqs up to its
+        row's ``last_seq`` (the first transition stored for an alert creates its row; a later one
+        either moves ``last_seq`` up to its seq or is older than it). So a transition past
+        ``last_seq`` (or of an alert without a row) is new and moves the alert forward, and one at
+        or below it is a replay or a late gap: history only, ``INSERT OR IGNORE``.
+        """
+        ids = builtins.list(dict.fromkeys(t.alert_id for t in ordered))
+        rows: dict[str, _Row] = {}
+        for i in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[i : i + _IN_CHUNK]
+            for aid, state, last_seq, severity in c.execute(
+                "SELECT alert_id, state, last_seq, severity FROM alerts "
+                f"WHERE alert_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ):
+                rows[aid] = _Row(None, state, int(last_seq), severity)
+        new: builtins.list[Transition] = []
+        for t in ordered:
+            r = rows.get(t.alert_id)
+            if r is None:
+                rows[t.alert_id] = _Row(t, t.state, t.seq, t.severity, changes=1, last=t)
+            elif t.seq > r.last_seq:
+                if r.state == "resolved" and t.state == "firing":
+                    r.reopen = True  # clears the acknowledgement
+                r.state, r.last_seq, r.last = t.state, t.seq, t
+                r.severity = t.severity or r.severity
+                r.changes += 1
+            else:
+                continue  # a replay, or older than the alert: kept in the history only
+            new.append(t)
+        # Rows are generated as executemany consumes them (no burst-sized lists of tuples to
+        # allocate, and to trigger garbage collections), in key order so that each B-tree page is
+        # touched once. ``ordered`` has each alert's transitions in seq order, so a stable sort
+        # by alert id gives (alert_id, seq) order, and of two same-key transitions the first is
+        # the one kept, as in input order.
+        c.executemany(
             "INSERT OR IGNORE INTO alert_events (alert_id, seq, transition) VALUES (?, ?, ?)",
-            (t.alert_id, int(t.seq), _dumps(t.to_dict())),
+            ((t.alert_id, int(t.seq), t.to_json()) for t in sorted(ordered, key=_alert_id)),
         )
-        if cur.rowcount == 0:
-            return False  # seen before (replay)
-        row = c.execute(
-            "SELECT state, last_seq, severity FROM alerts WHERE alert_id = ?", (t.alert_id,)
-        ).fetchone()
-        resolved_at = t.event_time_ns if t.state == "resolved" else None
-        if row is None:
-            c.execute(
-                f"INSERT INTO alerts ({_COLUMNS}) VALUES ({','.join('?' * 21)})",
-                (
-                    t.alert_id, t.rule, t.series, t.bucket, t.measurement, t.field,
-                    _dumps(t.tags), t.state, t.severity, t.value, t.message, t.fired_at_ns,
-                    resolved_at, t.event_time_ns, t.seq, 1, int(t.flapping), 0, None, None, None,
-                ),
-            )  # fmt: skip
-            return True
-        state, last_seq, severity = row
-        if t.seq <= last_seq:
-            return False  # stale: kept in the history only
-        reopen = state == "resolved" and t.state == "firing"
-        ack_sql = (
-            ", acknowledged = 0, acked_by = NULL, acked_at_ns = NULL, ack_note = NULL"
-            if reopen
-            else ""
+        moved = [r for _, r in sorted(rows.items()) if r.last is not None]
+        c.executemany(
+            f"INSERT INTO alerts ({_COLUMNS}) VALUES ({','.join('?' * 21)})",
+            (r.insert_args() for r in moved if r.first is not None),
         )
-        c.execute(
-            "UPDATE alerts SET state = ?, severity = ?, value = ?, message = ?, tags = ?, "
-            "resolved_at_ns = ?, updated_event_ns = ?, last_seq = ?, changes = changes + 1, "
-            f"flapping = ?{ack_sql} WHERE alert_id = ?",
-            (
-                t.state, t.severity or severity, t.value, t.message, _dumps(t.tags), resolved_at,
-                t.event_time_ns, t.seq, int(t.flapping), t.alert_id,
-            ),
-        )  # fmt: skip
-        return True
+        c.executemany(
+            "UPDATE alerts SET state = ?1, severity = ?2, value = ?3, message = ?4, tags = ?5, "
+            "resolved_at_ns = ?6, updated_event_ns = ?7, last_seq = ?8, "
+            "changes = changes + ?9, flapping = ?10, "
+            "acknowledged = CASE WHEN ?11 THEN 0 ELSE acknowledged END, "
+            "acked_by = CASE WHEN ?11 THEN NULL ELSE acked_by END, "
+            "acked_at_ns = CASE WHEN ?11 THEN NULL ELSE acked_at_ns END, "
+            "ack_note = CASE WHEN ?11 THEN NULL ELSE ack_note END WHERE alert_id = ?12",
+            (r.update_args() for r in moved if r.first is None),
+        )
+        return new
 
     def ack(self, alert_id: str, by: str, note: str | None = None) -> dict[str, Any]:
         """Acknowledge ``alert_id`` (again: the newest acknowledgement wins); returns the alert.
@@ -307,6 +463,7 @@ class AlertStore:
             )
             if cur.rowcount == 0:
                 raise NotFound(f"no alert {alert_id!r}", alert_id=alert_id)
+            self._checkpointer.kick()
             alert = self._row(c, alert_id)
             assert alert is not None
             self._publish([AlertEvent("ack", alert)])
@@ -418,13 +575,13 @@ class AlertStore:
         if not events:
             return
         for sub in list(self._subs):
-            for e in events:
-                sub.put(e)
+            sub.put_many(events)
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
     def close(self) -> None:
         """Close the database and every subscription."""
+        self._checkpointer.close()
         with self._lock:
             subs = list(self._subs)
             if self._conn is not None:
@@ -450,8 +607,64 @@ class AlertStore:
         return None if row is None else _alert_dict(cur.description, row)
 
 
+class _Row:
+    """An alert's row while :meth:`AlertStore.apply` works out a batch: ``first`` is set for an
+    alert the batch creates, ``last`` is the last transition that moved it forward (None: none)."""
+
+    __slots__ = ("first", "state", "last_seq", "severity", "changes", "reopen", "last")
+
+    def __init__(
+        self,
+        first: Transition | None,
+        state: str,
+        last_seq: int,
+        severity: str,
+        *,
+        changes: int = 0,
+        last: Transition | None = None,
+    ) -> None:
+        self.first = first
+        self.state = state
+        self.last_seq = last_seq
+        self.severity = severity
+        self.changes = changes  # changes made by the batch
+        self.reopen = False  # the batch reopened it (resolved -> firing): acknowledgement cleared
+        self.last = last
+
+    def insert_args(self) -> tuple[Any, ...]:
+        """The row of an alert the batch created (``_COLUMNS`` order)."""
+        f, t = self.first, self.last
+        assert f is not None and t is not None
+        resolved_at = t.event_time_ns if t.state == "resolved" else None
+        return (
+            f.alert_id, f.rule, f.series, f.bucket, f.measurement, f.field, _dumps(t.tags),
+            t.state, self.severity, t.value, t.message, f.fired_at_ns, resolved_at,
+            t.event_time_ns, t.seq, self.changes, int(t.flapping), 0, None, None, None,
+        )  # fmt: skip
+
+    def update_args(self) -> tuple[Any, ...]:
+        """The parameters of the UPDATE of an alert the batch moved forward."""
+        t = self.last
+        assert t is not None
+        resolved_at = t.event_time_ns if t.state == "resolved" else None
+        return (
+            t.state, self.severity, t.value, t.message, _dumps(t.tags), resolved_at,
+            t.event_time_ns, t.seq, self.changes, int(t.flapping), int(self.reopen), t.alert_id,
+        )  # fmt: skip
+
+
+_alert_id = operator.attrgetter("alert_id")
+
+
 def _seq_ordered(transitions: Sequence[Transition]) -> builtins.list[Transition]:
     """``transitions`` with each alert's transitions sorted by seq, in the slots they held."""
+    last: dict[str, int] = {}
+    for t in transitions:  # the usual case: already in order (one pass, nothing to move)
+        if last.get(t.alert_id, -1) > t.seq:
+            break
+        last[t.alert_id] = t.seq
+    else:
+        return builtins.list(transitions)
     slots: dict[str, builtins.list[int]] = {}
     for i, t in enumerate(transitions):
         slots.setdefault(t.alert_id, []).append(i)

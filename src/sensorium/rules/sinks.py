@@ -7,6 +7,10 @@ update repeats that one delivery, with the same ``Idempotency-Key``). Rows move
 ``pending`` → ``delivered`` or ``dead``; pending rows survive a restart and the next dispatcher on
 the same file delivers them.
 
+The connection is set up like the alert store's (see
+:func:`sensorium.rules.alerts.configure_writer`): WAL checkpoints happen in a background thread,
+not in the commits of ``enqueue``.
+
 Feed it ``dispatcher.enqueue(alert_store.apply(transitions))``. Because ``enqueue`` is idempotent,
 a caller replaying after a crash may also enqueue every re-derived transition (not only the new
 ones) to cover a crash between ``apply`` and ``enqueue``; delivered rows are kept for that.
@@ -38,6 +42,7 @@ from sensorium.config import AlertSettings
 from sensorium.rules._mqtt import MqttSink, format_topic
 from sensorium.rules._sink import DeliveryError, LogSink, Sink, backoff_s
 from sensorium.rules._webhook import WebhookSink
+from sensorium.rules.alerts import WalCheckpointer, configure_writer
 from sensorium.rules.types import Transition
 
 __all__ = [
@@ -136,27 +141,34 @@ class Dispatcher:
             str(self.path), check_same_thread=False, isolation_level=None, timeout=30.0
         )
         c = self._conn
-        c.execute("PRAGMA journal_mode=WAL")
-        c.execute(f"PRAGMA synchronous={synchronous}")
+        configure_writer(c, synchronous)
         c.executescript(_SCHEMA)
+        self._checkpointer = WalCheckpointer(
+            self.path, synchronous, name="sensorium-alert-outbox-checkpoint"
+        )
 
     # -- queueing ------------------------------------------------------------------------------------
 
     def enqueue(self, transitions: Sequence[Transition]) -> int:
         """Queue a delivery of each non-flapping transition to every sink, in one transaction;
         returns how many deliveries were new (a (key, sink) queued before is ignored)."""
-        rows: builtins.list[tuple[Any, ...]] = []
-        now = int(self._clock())
-        for t in transitions:
-            if t.flapping:
-                continue
-            payload = _dumps(t.to_dict())
-            rows.extend(
-                (t.key, name, t.alert_id, int(t.seq), payload, "pending", 0, now, now, now)
-                for name in self.sinks
-            )
-        if not rows:
+        names = builtins.list(self.sinks)
+        if not names:
             return 0
+        if all(t.flapping for t in transitions):
+            return 0
+        now = int(self._clock())
+        # One execution per transition inserts its row for every sink, in sink order (rowids keep
+        # the enqueue order). The payload is the transition's JSON, serialised once and shared
+        # with the alert store; rows are generated as executemany consumes them.
+        rows = (
+            (t.key, t.alert_id, int(t.seq), t.to_json(), now, *names)
+            for t in transitions
+            if not t.flapping
+        )
+        values = ",".join(
+            f"(?1, ?{6 + i}, ?2, ?3, ?4, 'pending', 0, ?5, ?5, ?5)" for i in range(len(names))
+        )
         with self._lock:
             c = self._db()
             c.execute("BEGIN IMMEDIATE")
@@ -164,7 +176,7 @@ class Dispatcher:
                 before = c.total_changes
                 c.executemany(
                     "INSERT OR IGNORE INTO deliveries (key, sink, alert_id, seq, payload, state, "
-                    "attempts, next_attempt_ns, created_ns, updated_ns) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    f"attempts, next_attempt_ns, created_ns, updated_ns) VALUES {values}",
                     rows,
                 )
                 added = c.total_changes - before
@@ -172,6 +184,7 @@ class Dispatcher:
             except BaseException:
                 c.execute("ROLLBACK")
                 raise
+            self._checkpointer.kick()
         if added:
             self._wake.set()
         return added
@@ -189,6 +202,7 @@ class Dispatcher:
             args.append(sink)
         with self._lock:
             n = self._db().execute(sql, args).rowcount
+            self._checkpointer.kick()
         if n:
             self._wake.set()
         return int(n)
@@ -269,6 +283,7 @@ class Dispatcher:
                 "last_error = ?, updated_ns = ? WHERE key = ? AND sink = ?",
                 (state, attempts, next_ns, error, now, row["key"], row["sink"]),
             )
+            self._checkpointer.kick()
 
     def _next_wake_s(self) -> float:
         """Seconds until something may be due (at most :data:`MAX_IDLE_S`)."""
@@ -384,6 +399,7 @@ class Dispatcher:
         with self._pass_lock:
             for sink in self.sinks.values():
                 sink.close()
+            self._checkpointer.close()
             with self._lock:
                 if self._conn is not None:
                     self._conn.close()
@@ -399,7 +415,3 @@ class Dispatcher:
         if self._conn is None:
             raise RuntimeError("alert dispatcher is closed")
         return self._conn
-
-
-def _dumps(obj: Any) -> str:
-    return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS, default=str).decode()

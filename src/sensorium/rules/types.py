@@ -9,10 +9,13 @@ idempotency key.
 
 from __future__ import annotations
 
+import copy
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Any, Literal
+
+import orjson
 
 State = Literal["firing", "resolved"]
 
@@ -43,6 +46,9 @@ class Transition:
     bucket: str = "default"
     flapping: bool = False
     extra: dict[str, Any] = dc_field(default_factory=dict)
+    # what to_json() computed: a transition is built once, then only read, and serialised for the
+    # alert history, the outbox and the live feed alike
+    _json: str | None = dc_field(default=None, init=False, repr=False, compare=False)
 
     @property
     def key(self) -> str:
@@ -50,6 +56,42 @@ class Transition:
         return f"{self.alert_id}:{self.seq}"
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["key"] = self.key
+        """The fields (``tags`` and ``extra`` copied) and ``key``: what sinks, the live feed and
+        the alert history carry. Same content and key order as ``dataclasses.asdict`` gave."""
+        d = self._fields()
+        d["tags"] = dict(self.tags)
+        d["extra"] = {
+            k: copy.deepcopy(v) if isinstance(v, dict | list | tuple | set) else v
+            for k, v in self.extra.items()
+        }
         return d
+
+    def to_json(self) -> str:
+        """``to_dict()`` as JSON (orjson), computed once per transition and then reused: the
+        alert history, the outbox payload and the live feed's SSE all carry these bytes."""
+        j = getattr(self, "_json", None)  # unset in a transition unpickled from before it existed
+        if j is None:
+            j = orjson.dumps(self._fields(), option=orjson.OPT_NON_STR_KEYS, default=str).decode()
+            object.__setattr__(self, "_json", j)
+        return j
+
+    def _fields(self) -> dict[str, Any]:
+        return {
+            "alert_id": self.alert_id,
+            "seq": self.seq,
+            "rule": self.rule,
+            "series": self.series,
+            "measurement": self.measurement,
+            "field": self.field,
+            "tags": self.tags,
+            "state": self.state,
+            "severity": self.severity,
+            "value": self.value,
+            "event_time_ns": self.event_time_ns,
+            "fired_at_ns": self.fired_at_ns,
+            "message": self.message,
+            "bucket": self.bucket,
+            "flapping": self.flapping,
+            "extra": self.extra,
+            "key": f"{self.alert_id}:{self.seq}",
+        }
