@@ -110,6 +110,39 @@ def test_checkpoint_restore_continues_exactly(rows: list[tuple[str, str, int, fl
     assert second.latest().equals(whole.latest())
 
 
+ONLY = st.sampled_from(
+    [(), ("temperature:std_10",), ("*:std_10", "humidity:max_10"), ("temperature:*",), ("*:avg_*", "*:trend_*")]
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(logs(), st.lists(st.integers(0, 200), max_size=6), ONLY)
+def test_only_gives_the_wanted_rows_of_the_full_output_bit_for_bit(
+    rows: list[tuple[str, str, int, float]], points: list[int], only: tuple[str, ...]
+) -> None:
+    from fnmatch import fnmatchcase
+
+    full, part = RollingStats("rolling"), RollingStats("rolling")
+    want = collect([full.process(frame(rows))])
+    got = collect([part.process(frame(rows[a:b]), only=only) for a, b in cut(len(rows), points)])
+    wanted = {k: v for k, v in want.items() if any(fnmatchcase(k[1], p) for p in only)}
+    assert repr(sorted(got.items())) == repr(sorted(wanted.items()))
+    # the state of every key was kept up to date all the same
+    assert part.latest().equals(full.latest())
+    more = [(s, f, T0 + 10**12 + i, float(i)) for i, (s, f) in enumerate(KEYS * 4)]
+    assert full.process(frame(more)).equals(part.process(frame(more)))
+
+
+def test_only_keeps_the_block_layout_and_arrival() -> None:
+    r = RollingStats("rolling", n=10)
+    df = frame([("s", "x", T0, 1.0), ("s", "x", T0 + 1, 3.0), ("s", "y", T0 + 2, 5.0)], arrival=True)
+    out = r.process(df, only=["x:std_10", "*:max_10"])
+    assert out.schema == pl.Schema({**VALUES_SCHEMA, "arrival": pl.Int64()})
+    assert out.get_column("field").to_list() == ["x:std_10", "x:max_10", "x:max_10", "y:max_10"]
+    assert out.get_column("arrival").to_list() == [T0 + 6, T0 + 5, T0 + 6, T0 + 7]
+    assert r.process(frame([("s", "x", T0 + 3, 1.0)]), only=()).height == 0
+
+
 def test_output_schema_blocks_and_arrival() -> None:
     r = RollingStats("rolling", n=10)
     df = frame([("s", "x", T0, 1.0), ("s", "x", T0 + 1, 3.0), ("s", "y", T0 + 2, 5.0)], arrival=True)
@@ -173,3 +206,18 @@ def test_name_index_and_radix_argsort() -> None:
     assert (stable_argsort(keys) == np.argsort(keys, kind="stable")).all()
     small = np.random.default_rng(2).integers(0, 50, 5000)
     assert (stable_argsort(small) == np.argsort(small, kind="stable")).all()
+
+
+def test_name_index_finds_names_in_home_slots_and_in_the_overflow() -> None:
+    ix = NameIndex()
+    names = [f"climate,device_id=d{i}" for i in range(20_000)]
+    col = pl.Series(names[:9000])
+    assert ix.ids(col).tolist() == list(range(9000))
+    assert len(ix._over_h) > 0  # some names found their home slot taken
+    ix.add(names[9000:])  # rebuilds the table
+    rng = np.random.default_rng(4)
+    pick = rng.integers(0, 20_000, 50_000)
+    unknown = pl.Series([f"energy,device_id=d{i}" for i in range(100)])
+    got = ix.lookup(pl.concat([pl.Series(names).gather(pick), unknown]))
+    assert (got[:50_000] == pick).all() and (got[50_000:] == -1).all()
+

@@ -2,8 +2,9 @@
 
 The engine hands every kernel a :class:`Segments` view: the batch's rows of the rule's keys
 (series, field), grouped by key (contiguous), each group in arrival order with strictly increasing
-event times. Per-key state carried from earlier batches lives in numpy arrays indexed by key id;
-within a batch every sequential recurrence is a segmented forward fill (``np.maximum.accumulate``
+event times. Per-key state carried from earlier batches lives in numpy arrays indexed by the key's
+*slot* in the rule's selection (``Segments.slots``, one per group: only keys a rule matches have a
+slot, so a rule holds no state for the rest); within a batch every sequential recurrence is a segmented forward fill (``np.maximum.accumulate``
 over row indices) seeded with the carried value at each group start. The result is the same as a
 row-by-row loop, for any cut of the log into batches.
 
@@ -36,11 +37,14 @@ NEVER = np.iinfo(np.int64).max
 class Segments:
     """Rows of a batch grouped by key; see the module docstring.
 
-    ``si``/``ei`` index each group's first/last row and ``gk`` is each group's key id, so state
-    is read and written once per group (``state[gk]``, ``state[gk] = x[ei]``).
+    ``si``/``ei`` index each group's first/last row, ``gk`` is each group's key id and ``gl``
+    its slot in a rule's selection (set by the engine for the kernels), so kernel state is read
+    and written once per group (``state[gl]``, ``state[gl] = x[ei]``). ``prev_t``/``prev_v``, the
+    previous accepted point of each row's key, are computed when a kernel first asks (from
+    ``carried``: the latest time and value of every key before the batch, by key id).
     """
 
-    __slots__ = ("kid", "t", "v", "row", "si", "ei", "gk", "prev_t", "prev_v", "_grp")
+    __slots__ = ("kid", "t", "v", "row", "si", "ei", "gk", "gl", "carried", "_prev_t", "_prev_v", "_grp")
 
     def __init__(
         self,
@@ -51,6 +55,8 @@ class Segments:
         si: np.ndarray | None = None,
         prev_t: np.ndarray | None = None,
         prev_v: np.ndarray | None = None,
+        gl: np.ndarray | None = None,
+        carried: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         self.kid = kid  # int32 key id
         self.t = t  # int64 event time, strictly increasing within a group
@@ -62,46 +68,78 @@ class Segments:
             self.ei[:-1] = self.si[1:] - 1
             self.ei[-1] = len(kid) - 1
         self.gk = kid[self.si]
-        self.prev_t = prev_t  # previous accepted point of the key (NONE: none)
-        self.prev_v = prev_v
+        self.gl = gl
+        self.carried = carried
+        self._prev_t = prev_t
+        self._prev_v = prev_v
         self._grp: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.kid)
 
     @property
+    def slots(self) -> np.ndarray:
+        """Each group's slot in the rule's selection (``gl``, which the engine sets)."""
+        assert self.gl is not None, "rows without slots"
+        return self.gl
+
+    @property
+    def prev_t(self) -> np.ndarray:
+        """Time of the previous accepted point of each row's key (NONE: none)."""
+        if self._prev_t is None:
+            assert self.carried is not None, "rows without their keys' carried points"
+            self._prev_t = shift(self.t, self, self.carried[0][self.gk])
+        return self._prev_t
+
+    @property
+    def prev_v(self) -> np.ndarray:
+        """Value of the previous accepted point of each row's key (NaN: none)."""
+        if self._prev_v is None:
+            assert self.carried is not None, "rows without their keys' carried points"
+            self._prev_v = shift(self.v, self, self.carried[1][self.gk])
+        return self._prev_v
+
+    @property
     def group(self) -> np.ndarray:
         """Group number of every row."""
         if self._grp is None:
-            flags = np.zeros(len(self.kid), dtype=np.int64)
-            flags[self.si] = 1
-            self._grp = np.cumsum(flags) - 1
+            self._grp = np.repeat(np.arange(len(self.si)), np.diff(self.si, append=len(self.kid)))
         return self._grp
 
-    def slice(self, lo: int, hi: int) -> Segments:
-        """Sub-view of the rows ``lo:hi`` (which start and end at group boundaries); no copy."""
-        a, b = np.searchsorted(self.si, [lo, hi])
+    def groups(self, a: int, b: int, gl: np.ndarray | None = None) -> Segments:
+        """Sub-view of the groups ``a:b`` (with slots ``gl``); no copy."""
+        lo = int(self.si[a]) if a < len(self.si) else len(self.kid)
+        hi = int(self.si[b]) if b < len(self.si) else len(self.kid)
         return Segments(
             self.kid[lo:hi],
             self.t[lo:hi],
             self.v[lo:hi],
             self.row[lo:hi],
             self.si[a:b] - lo,
-            None if self.prev_t is None else self.prev_t[lo:hi],
-            None if self.prev_v is None else self.prev_v[lo:hi],
+            None if self._prev_t is None else self._prev_t[lo:hi],
+            None if self._prev_v is None else self._prev_v[lo:hi],
+            gl,
+            self.carried,
         )
 
-    def take(self, idx: np.ndarray) -> Segments:
-        """Sub-view of whole groups (``idx`` selects every row of the groups it touches)."""
-        return Segments(
+    def take(self, idx: np.ndarray, gl: np.ndarray | None = None) -> Segments:
+        """Sub-view of whole groups (``idx`` selects every row of the groups it touches, in
+        order); their slots are ``gl`` if given, else taken from this view's."""
+        out = Segments(
             self.kid[idx],
             self.t[idx],
             self.v[idx],
             self.row[idx],
             None,
-            None if self.prev_t is None else self.prev_t[idx],
-            None if self.prev_v is None else self.prev_v[idx],
+            None if self._prev_t is None else self._prev_t[idx],
+            None if self._prev_v is None else self._prev_v[idx],
+            None,
+            self.carried,
         )
+        if gl is None and self.gl is not None:
+            gl = self.gl[self.group[idx[out.si]]]
+        out.gl = gl
+        return out
 
 
 def group_starts(kid: np.ndarray) -> np.ndarray:
@@ -132,34 +170,66 @@ def shift(x: np.ndarray, s: Segments, carry: np.ndarray) -> np.ndarray:
     return out
 
 
-def prev_max(s: Segments, carry: np.ndarray, ok: np.ndarray) -> np.ndarray:
-    """Per row, the largest of the carried time (one per group) and the earlier times of its
-    group. Exact for the groups holding a row that is not after its predecessor (``~ok``); the
-    other groups are in order, so there the previous row's time is the largest."""
-    out = shift(s.t, s, carry)
-    bad = np.zeros(len(s.si), dtype=bool)
-    bad[s.group[~ok]] = True
-    rows = np.flatnonzero(bad[s.group])  # every row of those groups, contiguous per group
-    sub = Segments(s.kid[rows], s.t[rows], s.v[rows], s.row[rows])
-    cm = sub.t.copy()
-    cm[sub.si] = np.maximum(cm[sub.si], carry[bad])
-    pos = np.arange(len(rows)) - sub.si[sub.group]
+def in_order(s: Segments, carry: np.ndarray) -> np.ndarray:
+    """Which rows are after every earlier row of their group and the carried time (one per
+    group): the others are out of order or duplicates."""
+    t = s.t
+    ok = t > shift(t, s, carry)
+    if ok.all():
+        return ok
+    # only groups with a row not after its predecessor need the running maximum
+    late = np.flatnonzero(~ok)
+    bad = np.unique(np.searchsorted(s.si, late, side="right") - 1)
+    lo = s.si[bad]
+    n = s.ei[bad] - lo + 1
+    sub_si = np.zeros(len(bad), dtype=np.intp)
+    np.cumsum(n[:-1], out=sub_si[1:])
+    group = np.repeat(np.arange(len(bad)), n)
+    rows = np.arange(int(n.sum())) + (lo - sub_si)[group]
+    st = t[rows]
+    cm = _running_max(st, sub_si, group)
+    carried = carry[bad]
+    prev = np.empty_like(st)  # the largest earlier time of the group, or the carried one
+    prev[1:] = cm[:-1]
+    prev = np.maximum(prev, carried[group])
+    prev[sub_si] = carried
+    ok[rows] = st > prev
+    return ok
+
+
+def _running_max(t: np.ndarray, si: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """Running maximum of ``t`` within each group (groups from ``si``; ``group``: of each row)."""
+    lo = np.minimum.reduceat(t, si)
+    span = np.maximum.reduceat(t, si) - lo + 1
+    if float(span.astype(np.float64).sum()) < 2.0**62:
+        # one running max over all rows: each group's times are moved into a range of their own,
+        # above the previous group's (exact: the sum of the ranges fits in int64)
+        base = np.zeros(len(span), dtype=np.int64)
+        np.cumsum(span[:-1], out=base[1:])
+        g_lo, g_base = lo[group], base[group]
+        u = t - g_lo
+        u += g_base
+        u = np.maximum.accumulate(u)
+        u -= g_base
+        u += g_lo
+        return u
+    cm = t.copy()  # Hillis-Steele running max within groups
+    pos = np.arange(len(t)) - si[group]
     step, longest = 1, int(pos.max()) + 1
-    while step < longest:  # Hillis-Steele running max within groups
+    while step < longest:
         nxt = cm.copy()
         later = pos[step:] >= step
         nxt[step:] = np.where(later, np.maximum(cm[step:], cm[:-step]), cm[step:])
         cm = nxt
         step *= 2
-    out[rows] = shift(cm, sub, carry[bad])
-    return out
+    return cm
 
 
 class Kernel:
     """Base: capacity management and the carried severity per key.
 
-    ``per_key`` names the arrays indexed by key id (grown with the keys, saved up to the number of
-    keys); ``other`` names further state arrays saved whole.
+    ``per_key`` names the arrays indexed by slot (grown with the rule's selection, saved up to its
+    number of slots); ``other`` names further state arrays saved whole.
     """
 
     per_key: tuple[str, ...] = ("sev",)
@@ -181,8 +251,10 @@ class Kernel:
         return out
 
     def restore(self, st: dict[str, np.ndarray], n_keys: int) -> None:
-        """Load :meth:`state` into a kernel already grown to ``n_keys``."""
+        """Load :meth:`state` into a kernel already grown to ``n_keys`` slots."""
         for name in self.per_key:
+            if len(st[name]) != n_keys:
+                raise ValueError(f"rule state holds {len(st[name])} keys, the selection {n_keys}")
             getattr(self, name)[:n_keys] = st[name]
         for name in self.other:
             setattr(self, name, st[name].copy())
@@ -199,9 +271,11 @@ class LevelKernel(Kernel):
         self.levels = rule.levels()
         n = len(self.levels)
         self.rank = np.array([SEVERITY_RANK[name] for _, name, _ in self.levels], dtype=np.int8)
-        # per level (rows), per key (columns): level reached; time it was reached (for `for`)
+        # per level (rows), per key (columns): level reached; time it was reached (kept for
+        # rules with `for` only)
+        self.hold = rule.for_ or 0
         self.active = np.zeros((n, 0), dtype=bool)
-        self.start = np.zeros((n, 0), dtype=np.int64)
+        self.start = np.zeros((n if self.hold else 0, 0), dtype=np.int64)
         self.any_active = np.zeros(0, dtype=bool)  # per key: some level reached
         db = rule.deadband
         ups = [x - db for d, _, x in self.levels if d == "above"]
@@ -216,16 +290,16 @@ class LevelKernel(Kernel):
         self.start = grow(self.start.T, n, NONE).T.copy()
 
     def state(self, n_keys: int) -> dict[str, np.ndarray]:
-        return {
-            **super().state(n_keys),
-            "active": self.active[:, :n_keys].copy(),
-            "start": self.start[:, :n_keys].copy(),
-        }
+        out = {**super().state(n_keys), "active": self.active[:, :n_keys].copy()}
+        if self.hold:
+            out["start"] = self.start[:, :n_keys].copy()
+        return out
 
     def restore(self, st: dict[str, np.ndarray], n_keys: int) -> None:
         super().restore(st, n_keys)
         self.active[:, :n_keys] = st["active"]
-        self.start[:, :n_keys] = st["start"]
+        if self.hold:
+            self.start[:, :n_keys] = st["start"]
 
     def signal(self, s: Segments) -> np.ndarray:
         return s.v
@@ -237,15 +311,18 @@ class LevelKernel(Kernel):
         lvl = np.full(n, -1, dtype=np.int8)
         # Quiet rows leave every level off whatever came before (below each `above` level's
         # clearing point, above each `below` level's); a group of quiet rows with no level
-        # carried active needs no evaluation. Usually that is almost every group.
-        quiet = np.ones(n, dtype=bool)
-        if self.clear_above is not None:
-            quiet &= sig < self.clear_above
-        if self.clear_below is not None:
-            quiet &= sig > self.clear_below
-        busy = self.any_active[s.gk]
-        if not quiet.all():
-            busy[s.group[~quiet]] = True
+        # carried active needs no evaluation. Usually that is almost every group (and every
+        # row: then two reductions tell, NaN fails both).
+        above, below = self.clear_above, self.clear_below
+        busy = self.any_active[s.slots]
+        if n and not ((above is None or sig.max() < above) and (below is None or sig.min() > below)):
+            quiet = np.ones(n, dtype=bool)
+            if above is not None:
+                quiet &= sig < above
+            if below is not None:
+                quiet &= sig > below
+            loud = np.flatnonzero(~quiet)
+            busy[np.searchsorted(s.si, loud, side="right") - 1] = True
         if not busy.any():
             return sev, lvl, sig
         if busy.all():
@@ -261,7 +338,8 @@ class LevelKernel(Kernel):
 
     def _eval(self, s: Segments, sig: np.ndarray, sev: np.ndarray, lvl: np.ndarray) -> None:
         db = self.rule.deadband
-        hold = self.rule.for_
+        hold = self.hold
+        gl = s.slots
         any_active = np.zeros(len(s.si), dtype=bool)
         for i, (direction, _name, x) in enumerate(self.levels):
             if direction == "above":
@@ -270,23 +348,23 @@ class LevelKernel(Kernel):
             else:
                 on = sig <= x
                 off = sig > x + db
-            carry = self.active[i][s.gk]
+            carry = self.active[i][gl]
             known = on | off
             act = on if known.all() else ffill(on, known, s, carry)
             if hold:
                 rise = act & ~shift(act, s, carry)
-                since = ffill(s.t, rise, s, self.start[i][s.gk])
+                since = ffill(s.t, rise, s, self.start[i][gl])
                 eff = act & (s.t - since >= hold)
-                self.start[i][s.gk] = since[s.ei]
+                self.start[i][gl] = since[s.ei]
             else:
                 eff = act
             last = act[s.ei]
-            self.active[i][s.gk] = last
+            self.active[i][gl] = last
             any_active |= last
             better = eff & (self.rank[i] > sev)
             sev[better] = self.rank[i]
             lvl[better] = i
-        self.any_active[s.gk] = any_active
+        self.any_active[gl] = any_active
 
 
 class ThresholdKernel(LevelKernel):
@@ -299,11 +377,14 @@ class RateKernel(LevelKernel):
     rule: RateRule
 
     def signal(self, s: Segments) -> np.ndarray:
-        assert s.prev_t is not None and s.prev_v is not None
-        dt = (s.t - s.prev_t).astype(np.float64)
+        prev_t = s.prev_t
+        dt = (s.t - prev_t).astype(np.float64)
+        rate = s.v - s.prev_v
         with np.errstate(invalid="ignore", divide="ignore"):
-            rate = (s.v - s.prev_v) / dt * 1e9
-        rate[s.prev_t == NONE] = np.nan
+            rate /= dt
+        rate *= 1e9
+        if len(rate) and prev_t.min() == NONE:
+            rate[prev_t == NONE] = np.nan
         return rate
 
 
@@ -328,11 +409,11 @@ class SequenceKernel(Kernel):
         within = self.rule.within
         a = self.rule.first.test(s.v)
         b = self.rule.then.test(s.v)
-        carry_a = self.last_first[s.gk]
+        carry_a = self.last_first[s.slots]
         if not b.any():  # no match possible: only `first` times and carried matches matter
             if a.any():
-                self.last_first[s.gk] = ffill(s.t, a, s, carry_a)[s.ei]
-            carry_m = self.last_match[s.gk]
+                self.last_first[s.slots] = ffill(s.t, a, s, carry_a)[s.ei]
+            carry_m = self.last_match[s.slots]
             if (carry_m == NONE).all():
                 return np.zeros(len(s), dtype=np.int8), np.full(len(s), -1, dtype=np.int8), s.v
             active = s.t - carry_m[s.group] < within
@@ -340,10 +421,10 @@ class SequenceKernel(Kernel):
         last_a = ffill(s.t, a, s, carry_a)
         before = shift(last_a, s, carry_a)  # the latest `first` strictly before each row
         match = b & (s.t - before <= within)
-        last_m = ffill(s.t, match, s, self.last_match[s.gk])
+        last_m = ffill(s.t, match, s, self.last_match[s.slots])
         active = s.t - last_m < within
-        self.last_first[s.gk] = last_a[s.ei]
-        self.last_match[s.gk] = last_m[s.ei]
+        self.last_first[s.slots] = last_a[s.ei]
+        self.last_match[s.slots] = last_m[s.ei]
         sev = np.where(active, self.rank, 0).astype(np.int8)
         return sev, np.where(active, 0, -1).astype(np.int8), s.v
 
@@ -374,7 +455,7 @@ class CountKernel(Kernel):
         n_need, within = self.n, self.rule.within
         cond = self.rule.condition.test(s.v)
         if not cond.any():  # only matches carried from earlier batches can keep an alert
-            slots = self.slot[s.gk]
+            slots = self.slot[s.slots]
             if not slots.any():
                 return np.zeros(len(s), dtype=np.int8), np.full(len(s), -1, dtype=np.int8), s.v
             active = s.t - self.recent[slots, 0][s.group] < within
@@ -386,12 +467,13 @@ class CountKernel(Kernel):
         in_batch = c >= n_need
         nth[in_batch] = times[total[in_batch] - n_need]
         old = ~in_batch
-        nth[old] = self.recent[self.slot[s.kid[old]], c[old]]
+        nth[old] = self.recent[self.slot[s.slots[s.group[old]]], c[old]]
         active = s.t - nth < within
         # carry: the latest `count` match times of every key that matched in this batch
-        ends = s.ei[c[s.ei] > 0]
+        matched = c[s.ei] > 0
+        ends = s.ei[matched]
         if len(ends):
-            keys = s.kid[ends]
+            keys = s.slots[matched]
             fresh = keys[self.slot[keys] == 0]
             if len(fresh):
                 first = self.recent.shape[0]

@@ -62,11 +62,12 @@ class SeriesTable:
         meas = fresh.get_column("measurement").to_list()
         tag_rows = fresh.select(tag_cols).rows() if tag_cols else [()] * fresh.height
         for name, b, m, row in zip(names, buckets, meas, tag_rows, strict=True):
-            pb, pm, ptags = parse_series_key(name)
-            self.bucket.append(b if b is not None else pb)
-            self.measurement.append(m if m is not None else pm)
-            tags = {c: str(x) for c, x in zip(tag_cols, row, strict=True) if x is not None}
-            self.tags.append(tags if tag_cols else ptags)
+            if b is None or m is None or not tag_cols:  # parse the key only when it must
+                pb, pm, ptags = parse_series_key(name)
+                b, m = pb if b is None else b, pm if m is None else m
+            self.bucket.append(b)
+            self.measurement.append(m)
+            self.tags.append({c: str(x) for c, x in zip(tag_cols, row, strict=True) if x is not None} if tag_cols else ptags)
         return fresh.with_columns(
             pl.Series("sid", sids),
             pl.Series("bucket", self.bucket[sids[0] :], dtype=pl.Utf8),
@@ -111,20 +112,24 @@ class SeriesTable:
 
 
 class KeyTable:
-    """(series id, watched field id) → key id, assigned in order of first sight."""
+    """(series id, watched field id) → key id, assigned in order of first sight; each key also
+    has a local id among the keys of its field (``lid``: 0, 1, ... per field)."""
 
     def __init__(self) -> None:
         self.table = np.full((0, 0), -1, dtype=np.int32)
         self.sid = np.zeros(0, dtype=np.int32)  # per key
         self.rf = np.zeros(0, dtype=np.int32)
+        self.lid = np.zeros(0, dtype=np.int32)
+        self.per_field: list[int] = []  # keys of each watched field
 
     def __len__(self) -> int:
         return len(self.sid)
 
     def ids(
-        self, sid: np.ndarray, rf: np.ndarray, n_series: int, n_fields: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Key ids of the rows' (series, field) pairs, and the pairs that are new (in order)."""
+        self, sid: np.ndarray, rf: np.ndarray, n_series: int, n_fields: int, first: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Key ids of distinct (series, field) pairs, and the ids of those that are new. New
+        pairs get ids in the order of ``first`` (where each pair is first seen), or as given."""
         if self.table.shape[0] < n_series or self.table.shape[1] < n_fields:
             grown = np.full(
                 (max(n_series, 2 * self.table.shape[0], 64), max(n_fields, self.table.shape[1] + 4)),
@@ -136,16 +141,24 @@ class KeyTable:
         kid = self.table[sid, rf]
         new = np.flatnonzero(kid < 0)
         if not len(new):
-            return kid, sid[:0], rf[:0]
-        pair = sid[new].astype(np.int64) * (n_fields + 1) + rf[new]
-        _, first = np.unique(pair, return_index=True)
-        first = new[np.sort(first)]  # first row of each new pair, in row order
-        ps, pf = sid[first], rf[first]
+            return kid, new.astype(np.int32)
+        if first is not None:
+            new = new[np.argsort(first[new], kind="stable")]
+        ps, pf = sid[new], rf[new]
         start = len(self.sid)
-        self.table[ps, pf] = np.arange(start, start + len(first), dtype=np.int32)
+        fresh = np.arange(start, start + len(new), dtype=np.int32)
+        kid[new] = self.table[ps, pf] = fresh
         self.sid = np.concatenate([self.sid, ps])
         self.rf = np.concatenate([self.rf, pf])
-        return self.table[sid, rf], ps, pf
+        lid = np.empty(len(pf), dtype=np.int32)
+        self.per_field += [0] * (n_fields - len(self.per_field))
+        for f in np.unique(pf).tolist():
+            mine = pf == f
+            k = int(np.count_nonzero(mine))
+            lid[mine] = np.arange(self.per_field[f], self.per_field[f] + k, dtype=np.int32)
+            self.per_field[f] += k
+        self.lid = np.concatenate([self.lid, lid])
+        return kid, fresh
 
 
 def grow(a: np.ndarray, n: int, fill: Any) -> np.ndarray:

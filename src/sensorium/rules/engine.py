@@ -2,15 +2,20 @@
 
 ``process(values, series)`` evaluates every event-time rule (threshold, rate, sequence, count)
 on a batch in arrival order; ``tick(now_ns)`` evaluates absence rules in processing time. Both
-return :class:`~sensorium.rules.types.Transition` lists.
+return :class:`~sensorium.rules.types.Transition` lists. ``wanted_derived()`` names the derived
+values (rolling statistics) the rules read, so that the rolling stage makes only those.
 
 How a batch is evaluated (all vectorised; Python only touches rows where an alert changes):
 
 1. Series and fields map to dense ids through a 64-bit hash of the column (no string join); a
-   (series, field) pair that some rule watches gets a key id. State is numpy arrays by key id.
-2. The rows rules watch are sorted by key (stable: arrival order within a key). A row whose event
-   time is not after the latest one already evaluated for its key is ignored and counted
-   (``ignored_rows``): late and duplicate points never flip an alert.
+   (series, field) pair that some rule watches gets a key id. Rules with the same selectors form
+   a *selection*, which gives each key it accepts a slot; a rule's state is numpy arrays by slot,
+   so it holds nothing for keys it cannot match.
+2. One stable sort groups the rows by key (arrival order within a key), watched fields first, by
+   field: a selection's rows are the blocks of its fields, minus the series it does not accept.
+   A row whose event time is not after the latest one already evaluated for its key is ignored
+   and counted (``ignored_rows``): late and duplicate points never flip an alert. The rows only
+   absence rules count follow, and give every series its latest arrival per batch.
 3. Each rule's kernel (:mod:`sensorium.rules._kernels`) turns its rows into a desired severity per
    row; rows where it differs from the previous row's (or the carried one) are changes.
 4. The alert book (:mod:`sensorium.rules._book`) turns changes into transitions: ids, seqs,
@@ -23,6 +28,7 @@ into different batches yields exactly the same list.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -35,20 +41,105 @@ from sensorium.rules._kernels import (
     NEVER,
     NONE,
     Kernel,
-    LevelKernel,
     Segments,
+    group_starts,
+    in_order,
     make_kernel,
-    prev_max,
     shift,
 )
+from sensorium.rules._messages import Describe, describer
 from sensorium.rules._registry import KeyTable, SeriesTable, grow, series_mask
-from sensorium.rules.model import SEVERITIES, AbsenceRule, RateRule, RuleSet
+from sensorium.rules.model import SEVERITIES, AbsenceRule, RuleSet
 from sensorium.rules.types import Transition
-from sensorium.stream.rolling import NameIndex, stable_argsort
+from sensorium.stream.rolling import NameIndex, stable_argsort, unknown_names
 
 DEFAULT_FLAP_WINDOW_NS = 300 * 1_000_000_000
 DEFAULT_FLAP_MAX_CHANGES = 6
-_STATE_VERSION = 1
+_ORDER = itemgetter(0, 1, 2)  # transitions: by row, then rule, then the order they were made
+_STATE_VERSION = 2  # 2: rule state by slot (keys the rule matches), not by key
+
+
+class _Selection:
+    """The keys that rules with the same selectors (bucket, measurement, tags, field) watch.
+
+    Every key the selectors accept gets a *slot*, dense, in key order; the kernels of these rules
+    keep their state by slot, so a rule holds state only for the keys it matches. Slots follow
+    from the key order alone, so a restore re-derives them.
+    """
+
+    def __init__(self, rule: Any) -> None:
+        self.rule = rule  # the first rule with these selectors
+        self.series_ok = np.zeros(0, dtype=bool)  # by series id
+        self.field_ok = np.zeros(0, dtype=bool)  # by watched field id
+        self.fields: list[int] = []  # watched field ids it accepts, increasing
+        # by accepted field: slot of each key of the field (by its lid), -1: series not accepted
+        self.slot_of: dict[int, np.ndarray] = {}
+        self.every: dict[int, bool] = {}  # by accepted field: all its keys so far are accepted
+        self.key_of_slot = np.zeros(0, dtype=np.int32)
+        self.rules: list[_EventRule] = []
+
+    @property
+    def n(self) -> int:
+        return len(self.key_of_slot)
+
+    @staticmethod
+    def selector(rule: Any) -> tuple[Any, ...]:
+        return (rule.bucket, rule.measurement, tuple(sorted(rule.tags.items())), rule.target)
+
+    def add_field(self, name: str) -> None:
+        ok = self.rule.matches_field(name)
+        f = len(self.field_ok)
+        self.field_ok = np.append(self.field_ok, ok)
+        if ok:
+            self.fields.append(f)
+            self.slot_of[f] = np.zeros(0, dtype=np.int32)
+            self.every[f] = True
+
+    def add_keys(self, keys: np.ndarray, table: KeyTable) -> None:
+        """Give slots to the new keys ``keys`` (in key order) that the selectors accept."""
+        rf = table.rf[keys]
+        mine = self.field_ok[rf]
+        if not mine.any():
+            return
+        keys, rf = keys[mine], rf[mine]
+        ok = self.series_ok[table.sid[keys]]
+        lid = table.lid[keys]
+        slots = np.full(len(keys), -1, dtype=np.int32)
+        slots[ok] = np.arange(self.n, self.n + int(np.count_nonzero(ok)), dtype=np.int32)
+        for f in np.unique(rf).tolist():
+            here = rf == f
+            arr = grow(self.slot_of[f], table.per_field[f], -1)
+            arr[lid[here]] = slots[here]
+            self.slot_of[f] = arr
+            if not ok[here].all():
+                self.every[f] = False
+        self.key_of_slot = np.concatenate([self.key_of_slot, keys[ok]])
+        for er in self.rules:
+            er.kernel.grow(self.n)
+
+    def select(self, seg: Segments, gbounds: np.ndarray, glid: np.ndarray) -> Segments | None:
+        """This selection's rows of a batch: the groups of its fields (``gbounds``: the groups of
+        each watched field; ``glid``: each group's lid) whose series it accepts, with slots."""
+        blocks: list[tuple[int, int, np.ndarray]] = []
+        whole = True
+        for f in self.fields:
+            a, b = int(gbounds[f]), int(gbounds[f + 1])
+            if a == b:
+                continue
+            blocks.append((a, b, self.slot_of[f][glid[a:b]]))
+            whole = whole and self.every[f]
+        if not blocks:
+            return None
+        if len(blocks) == 1 and whole:
+            return seg.groups(*blocks[0])
+        keep = np.zeros(len(seg.si), dtype=bool)
+        gl = np.full(len(seg.si), -1, dtype=np.int32)
+        for a, b, slots in blocks:
+            gl[a:b] = slots
+            keep[a:b] = slots >= 0
+        if not keep.any():
+            return None
+        return seg.take(np.flatnonzero(keep[seg.group]), gl[keep])
 
 
 @dataclass
@@ -56,17 +147,10 @@ class _EventRule:
     index: int
     rule: Any
     kernel: Kernel
-    series_ok: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
-    field_ok: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # by rfid
-    # by rfid: every series with a key of that field passes the series selectors
-    all_series: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
-    flapping: set[int] = field(default_factory=set)  # keys whose alert is flapping
-    stable_from: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-
-    @property
-    def selector(self) -> str:
-        r = self.rule
-        return repr((r.bucket, r.measurement, sorted(r.tags.items()), r.target))
+    sel: _Selection
+    describe: Describe
+    # slots whose alert is flapping: the event time from which it counts as stable
+    flapping: dict[int, int] = field(default_factory=dict)
 
 
 class RuleEngine:
@@ -94,6 +178,7 @@ class RuleEngine:
         self._last_t = np.zeros(0, dtype=np.int64)
         self._last_v = np.zeros(0, dtype=np.float64)
         self._events: list[_EventRule] = []
+        self._selections: dict[tuple[Any, ...], _Selection] = {}
         self._absences: list[Absence] = []
         for i, rule in enumerate(ruleset.rules):
             if not rule.enabled:
@@ -101,14 +186,21 @@ class RuleEngine:
             if isinstance(rule, AbsenceRule):
                 self._absences.append(Absence(i, rule))
             else:
-                self._events.append(_EventRule(i, rule, make_kernel(rule)))
+                sel = self._selections.setdefault(_Selection.selector(rule), _Selection(rule))
+                er = _EventRule(i, rule, make_kernel(rule), sel, describer(rule))
+                sel.rules.append(er)
+                self._events.append(er)
         self._absence_index = {ab.index for ab in self._absences}
         self._prune_at = 1024
         self._rule_names = [r.name for r in ruleset.rules]
         self._seen_frame: pl.DataFrame | None = None
         self._subject_cache: dict[tuple[int, int], Subject] = {}
         self._abs_fid_any = np.zeros(0, dtype=bool)
-        self._need_prev = any(isinstance(e.rule, RateRule) for e in self._events)
+        self._wanted = tuple(
+            dict.fromkeys(
+                r.target for r in ruleset.rules if r.enabled and r.target is not None and ":" in r.target
+            )
+        )
 
     # ------------------------------------------------------------------ public face
 
@@ -121,26 +213,45 @@ class RuleEngine:
         if n == 0:
             return []
         self.rows_seen += n
-        out: list[tuple[int, int, int, Transition]] = []
         fid = self._field_ids(values.get_column("field"))
-        scol = values.get_column("series")
         rf = self._rfid_of_fid[fid]
         watched = rf >= 0
-        if self._absences:
-            counted = self._abs_fid_any[fid]
-            need = np.flatnonzero(watched | counted)
-            sid_full = np.full(n, -1, dtype=np.int32)
-            sid_full[need] = self._series_ids(scol, need)
-            rel = np.flatnonzero(watched)
-            if len(rel):
-                self._eval_events(values, rel, sid_full[rel], rf[rel], out)
-            self._absence_batch(values, fid, sid_full, np.flatnonzero(counted), out)
-        else:
-            rel = np.flatnonzero(watched)
-            if len(rel):
-                self._eval_events(values, rel, self._series_ids(scol, rel), rf[rel], out)
-        out.sort(key=lambda x: (x[0], x[1], x[2]))
+        counted = self._abs_fid_any[fid] if self._absences else None
+        rel = np.flatnonzero(watched if counted is None else watched | counted)
+        if not len(rel):
+            return []
+        sid = self._series_ids(values.get_column("series"), rel)
+        # One stable sort groups the rows by key (arrival order within a key): first the rows of
+        # watched fields by field, then series (each selection reads the contiguous block of
+        # groups of each of its fields), then the rows only absence rules count, by field.
+        n_rf = len(self._rfields)
+        fk = rf[rel]
+        if counted is not None:
+            fk = np.where(fk >= 0, fk, n_rf + fid[rel])
+        code = fk.astype(np.int64) * (len(self._series) + 1) + sid
+        order = stable_argsort(code)
+        si = group_starts(code[order])
+        first = order[si]  # the first row of each group (in rel)
+        g_fk, g_sid = fk[first], sid[first]
+        row = rel[order]
+        t = values.get_column("time").to_numpy()[row]
+        out: list[tuple[int, int, int, Transition]] = []
+        n_wg = int(np.searchsorted(g_fk, n_rf))  # groups of watched fields
+        if n_wg:
+            nw = int(si[n_wg]) if n_wg < len(si) else len(row)
+            gk = self._key_ids(g_sid[:n_wg], g_fk[:n_wg], row[si[:n_wg]])
+            self._eval_events(values, gk, row[:nw], t[:nw], si[:n_wg], out)
+        if counted is not None:
+            self._absence_batch(values, row, t, si, fid[rel[first]], g_sid, out)
+        out.sort(key=_ORDER)
         return [x[3] for x in out]
+
+    def wanted_derived(self) -> tuple[str, ...]:
+        """The derived values (rolling statistics) some rule reads, as field names or glob
+        patterns (``"temperature:std_10"``, ``"*:std_10"``): pass them to
+        :meth:`RollingStats.process(values, only=...) <sensorium.stream.rolling.RollingStats.process>`
+        so that no other derived rows are made. The rules' series selectors apply here."""
+        return self._wanted
 
     def tick(self, now_ns: int) -> list[Transition]:
         """Processing-time evaluation: absence rules fire for groups silent for their ``after``."""
@@ -181,19 +292,20 @@ class RuleEngine:
     # ------------------------------------------------------------------ ids
 
     def _field_ids(self, col: pl.Series) -> np.ndarray:
-        fid = self._fields.lookup(col)
-        missing = fid < 0
-        if missing.any():
-            names = col.filter(pl.Series(missing)).unique(maintain_order=True).to_list()
+        h = self._fields.hash(col)
+        fid = self._fields.ids_of_hashes(h)
+        if fid.min() < 0:
+            names = unknown_names(col, h, fid)
+            seed = self._fields.seed
             self._fields.add(names)
             self._on_new_fields(names)
-            fid = self._fields.lookup(col)
+            fid = self._fields.ids_of_hashes(h) if self._fields.seed == seed else self._fields.lookup(col)
         return fid
 
     def _on_new_fields(self, names: list[str]) -> None:
         add = np.full(len(names), -1, dtype=np.int32)
         for i, name in enumerate(names):
-            if any(e.rule.matches_field(name) for e in self._events):
+            if any(sel.rule.matches_field(name) for sel in self._selections.values()):
                 add[i] = self._rfield(name)
         self._rfid_of_fid = np.concatenate([self._rfid_of_fid, add])
         for ab in self._absences:
@@ -205,9 +317,8 @@ class RuleEngine:
         if name in self._rfields:
             return self._rfields.index(name)
         self._rfields.append(name)
-        for e in self._events:
-            e.field_ok = np.append(e.field_ok, e.rule.matches_field(name))
-            e.all_series = np.append(e.all_series, True)
+        for sel in self._selections.values():
+            sel.add_field(name)
         return len(self._rfields) - 1
 
     def _series_ids(self, col: pl.Series, rows: np.ndarray | None) -> np.ndarray:
@@ -216,81 +327,72 @@ class RuleEngine:
             keep = np.zeros(len(col), dtype=bool)
             keep[rows] = True
             col, rows = col.filter(pl.Series(keep)), None
+        if rows is not None and len(rows) == len(col):
+            rows = None
         h = index.hash(col)
-        if rows is not None and len(rows) < len(col):
+        if rows is not None:
             h = h[rows]
         sid = index.ids_of_hashes(h)
-        missing = sid < 0
-        if missing.any():
-            if rows is not None and len(rows) < len(col):
-                col = col.gather(rows)
-            names = col.filter(pl.Series(missing)).unique(maintain_order=True).to_list()
-            self._on_new_series(self._series.register_keys(names))
-            sid = index.lookup(col)
+        if len(sid) and sid.min() < 0:
+            seed = index.seed
+            self._on_new_series(self._series.register_keys(unknown_names(col, h, sid, rows)))
+            if index.seed == seed:
+                sid = index.ids_of_hashes(h)
+            else:
+                sid = index.lookup(col if rows is None else col.gather(rows))
         return sid
 
     def _on_new_series(self, fresh: pl.DataFrame) -> None:
         if fresh.height == 0:
             return
-        for e in self._events:
-            e.series_ok = np.concatenate([e.series_ok, series_mask(e.rule, fresh)])
+        for sel in self._selections.values():
+            sel.series_ok = np.concatenate([sel.series_ok, series_mask(sel.rule, fresh)])
         for ab in self._absences:
             ab.add_series(fresh, self._series)
 
-    def _key_ids(self, sid: np.ndarray, rf: np.ndarray) -> np.ndarray:
-        kid, new_sid, new_rf = self._keys.ids(sid, rf, len(self._series), len(self._rfields))
-        if len(new_sid):
-            self._grow_keys(len(self._keys))
-            self._note_keys(new_sid, new_rf)
+    def _key_ids(self, sid: np.ndarray, rf: np.ndarray, first: np.ndarray) -> np.ndarray:
+        """Key ids of distinct (series, watched field) pairs first seen at rows ``first``."""
+        kid, fresh = self._keys.ids(sid, rf, len(self._series), len(self._rfields), first)
+        if len(fresh):
+            self._new_keys(fresh)
         return kid
 
-    def _note_keys(self, sids: np.ndarray, rfids: np.ndarray) -> None:
-        for e in self._events:
-            e.all_series[rfids[~e.series_ok[sids]]] = False
-
-    def _grow_keys(self, n: int) -> None:
+    def _new_keys(self, keys: np.ndarray) -> None:
+        n = len(self._keys)
         self._last_t = grow(self._last_t, n, NONE)
         self._last_v = grow(self._last_v, n, np.nan)
-        for e in self._events:
-            e.kernel.grow(n)
-            e.stable_from = grow(e.stable_from, n, NEVER)
+        for sel in self._selections.values():
+            sel.add_keys(keys, self._keys)
 
     # ------------------------------------------------------------------ event-time rules
 
     def _eval_events(
         self,
         values: pl.DataFrame,
-        rel: np.ndarray,
-        sid: np.ndarray,
-        rf: np.ndarray,
+        gk: np.ndarray,
+        row: np.ndarray,
+        t: np.ndarray,
+        si: np.ndarray,
         out: list[tuple[int, int, int, Transition]],
     ) -> None:
-        kid = self._key_ids(sid, rf)
-        # group by field, then series (stable: arrival order within a key); a rule reads the
-        # contiguous block of its field
-        order = stable_argsort(rf.astype(np.int64) * (len(self._series) + 1) + sid)
-        kid, row, rf = kid[order], rel[order], rf[order]
-        t = values.get_column("time").to_numpy()[row]
+        """Event-time rules on the watched rows ``row`` (frame rows, grouped by key: groups from
+        ``si``, keys ``gk``; event times ``t``)."""
+        kid = np.repeat(gk, np.diff(si, append=len(row)))
         v = values.get_column("value").cast(pl.Float64).to_numpy()[row]
-        seg = Segments(kid, t, v, row)
-        ok = t > shift(t, seg, self._last_t[seg.gk])
+        carried = (self._last_t, self._last_v)  # rate kernels read them (updated below)
+        seg = Segments(kid, t, v, row, si, carried=carried)
+        ok = in_order(seg, self._last_t[seg.gk])
         if not ok.all():
-            ok = t > prev_max(seg, self._last_t[seg.gk], ok)
             self.ignored_rows += int(len(ok) - np.count_nonzero(ok))
-            kid, row, rf, t, v = kid[ok], row[ok], rf[ok], t[ok], v[ok]
-            seg = Segments(kid, t, v, row)
-        if self._need_prev:
-            seg.prev_t = shift(t, seg, self._last_t[seg.gk])
-            seg.prev_v = shift(v, seg, self._last_v[seg.gk])
-        bounds = np.searchsorted(rf, np.arange(len(self._rfields) + 1))
-        cache: dict[str, Segments | None] = {}
-        for er in self._events:
-            sel = er.selector
-            if sel not in cache:
-                cache[sel] = self._select(er, seg, bounds)
-            sub = cache[sel]
+            kid, row, t, v = kid[ok], row[ok], t[ok], v[ok]
+            seg = Segments(kid, t, v, row, carried=carried)
+        gbounds = np.searchsorted(self._keys.rf[seg.gk], np.arange(len(self._rfields) + 1))
+        glid = self._keys.lid[seg.gk]
+        for sel in self._selections.values():
+            sub = sel.select(seg, gbounds, glid)
             if sub is not None:
-                self._eval_rule(er, sub, out)
+                for er in sel.rules:
+                    self._eval_rule(er, sub, out)
         self._last_t[seg.gk] = t[seg.ei]
         self._last_v[seg.gk] = v[seg.ei]
         if len(self._book.resolved) > self._prune_at:
@@ -298,75 +400,64 @@ class RuleEngine:
                 self._book.prune(key, int(self._last_t[key[1]]))
             self._prune_at = max(1024, 2 * len(self._book.resolved))
 
-    def _select(self, er: _EventRule, seg: Segments, bounds: np.ndarray) -> Segments | None:
-        """The rows of a rule: the blocks of its fields, filtered by its series selectors."""
-        parts: list[np.ndarray] = []
-        whole: tuple[int, int] | None = None
-        for f in np.flatnonzero(er.field_ok).tolist():
-            lo, hi = int(bounds[f]), int(bounds[f + 1])
-            if lo == hi:
-                continue
-            if er.all_series[f]:
-                parts.append(np.arange(lo, hi))
-                whole = (lo, hi)
-            else:
-                keep = er.series_ok[self._keys.sid[seg.kid[lo:hi]]]
-                parts.append(lo + np.flatnonzero(keep))
-                whole = None
-        if not parts:
-            return None
-        if len(parts) == 1 and whole is not None:
-            return seg.slice(*whole)
-        idx = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        return seg.take(idx) if len(idx) else None
-
     def _eval_rule(self, er: _EventRule, s: Segments, out: list[tuple[int, int, int, Transition]]) -> None:
         """Run a rule's kernel; hand the rows where its severity changes to the alert book."""
         kernel = er.kernel
+        gl = s.slots
         sev, lvl, sig = kernel.eval(s)
-        carried = kernel.sev[s.gk]
+        carried = kernel.sev[gl]
         if sev.any():
             cidx = np.flatnonzero(sev != shift(sev, s, carried))
-            kernel.sev[s.gk] = sev[s.ei]
+            kernel.sev[gl] = sev[s.ei]
         else:  # no alert anywhere in the batch: only carried alerts can change (resolve)
             open_ = carried != 0
             cidx = s.si[open_]
-            kernel.sev[s.gk[open_]] = 0
+            kernel.sev[gl[open_]] = 0
         # keys flapping at batch start, at rows where they may become stable
-        flappy = np.flatnonzero(s.t >= er.stable_from[s.kid]) if er.flapping else cidx[:0]
+        flappy = self._flappy_rows(er, s) if er.flapping else cidx[:0]
         if len(cidx) == 0 and len(flappy) == 0:
             return
-        levels = kernel.levels if isinstance(kernel, LevelKernel) else None
         touched = apply_changes(
-            self._book, er.index, er.rule, levels, s, sev, lvl, sig, cidx, flappy, self._subject_of, out
+            self._book, er.index, er.describe, s, sev, lvl, sig, cidx, flappy, self._subject_of, out
         )
-        for k in touched:
-            self._track_flapping(er, (er.index, k))
+        for k, slot in touched.items():
+            limit = self._book.stable_from((er.index, k))
+            if limit is None:
+                er.flapping.pop(slot, None)
+            else:
+                er.flapping[slot] = limit
 
-    def _track_flapping(self, er: _EventRule, key: tuple[int, int]) -> None:
-        limit = self._book.stable_from(key)
-        if limit is None:
-            if key[1] in er.flapping:
-                er.flapping.discard(key[1])
-                er.stable_from[key[1]] = NEVER
-        else:
-            er.flapping.add(key[1])
-            er.stable_from[key[1]] = limit
+    @staticmethod
+    def _flappy_rows(er: _EventRule, s: Segments) -> np.ndarray:
+        """Rows of keys flapping at batch start at or after the time they may become stable."""
+        slots = np.array(sorted(er.flapping), dtype=np.int64)
+        limits = np.array([er.flapping[k] for k in slots.tolist()], dtype=np.int64)
+        at = np.minimum(np.searchsorted(slots, s.slots), len(slots) - 1)
+        limit = np.where(slots[at] == s.slots, limits[at], NEVER)
+        return np.flatnonzero(s.t >= limit[s.group])
 
     def _absence_batch(
-        self, values: pl.DataFrame, fid: np.ndarray, sid: np.ndarray, rows: np.ndarray,
+        self,
+        values: pl.DataFrame,
+        row: np.ndarray,
+        t: np.ndarray,
+        si: np.ndarray,
+        g_fid: np.ndarray,
+        g_sid: np.ndarray,
         out: list[tuple[int, int, int, Transition]],
     ) -> None:
-        if not len(rows):
-            return
-        t = values.get_column("time").to_numpy()
+        """Absence rules: the latest data of every series (``row``: the frame rows grouped by
+        (field, series), groups from ``si``, of fields ``g_fid`` and series ``g_sid``)."""
         arrival = arrival_of(values)
+        g_arr = np.maximum.reduceat(arrival[row], si)
+        g_t = np.maximum.reduceat(t, si)
+        g_row = row[si]  # rows are in arrival order within a group
         cache: dict[bytes, tuple[np.ndarray, ...]] = {}  # rules counting the same fields share
         for ab in self._absences:
             sig = np.packbits(ab.fid_ok).tobytes()
             if sig not in cache:
-                r = rows[ab.fid_ok[fid[rows]]]
-                cache[sig] = per_series(sid[r], t[r], arrival[r], r, len(self._series))
+                g = np.flatnonzero(ab.fid_ok[g_fid])
+                cache[sig] = per_series(g_sid[g], g_t[g], g_arr[g], g_row[g], len(self._series))
             ab.batch(cache[sig], arrival, self._book, out)
 
     # ------------------------------------------------------------------ subjects
@@ -398,8 +489,9 @@ class RuleEngine:
         for e in self._events:
             rules[e.rule.name] = {
                 "fingerprint": e.rule.model_dump_json(),
-                "kernel": e.kernel.state(k),
-                "stable_from": e.stable_from[:k].copy(),
+                "slots": e.sel.n,
+                "kernel": e.kernel.state(e.sel.n),
+                "flapping": dict(e.flapping),
             }
         absences = {ab.rule.name: ab.state() for ab in self._absences}
         names = [r.name for r in self.ruleset.rules]
@@ -430,9 +522,11 @@ class RuleEngine:
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state` (taken from an engine with the same or an edited rule set:
-        the state of a rule whose definition changed is dropped, and its alerts forgotten)."""
-        if state.get("version") != _STATE_VERSION:
-            raise ValueError(f"unknown rule engine state version {state.get('version')!r}")
+        the state of a rule whose definition changed is dropped, and its alerts forgotten).
+        Version 1 states (rule state by key rather than by slot) are converted."""
+        version = state.get("version")
+        if version not in (1, _STATE_VERSION):
+            raise ValueError(f"unknown rule engine state version {version!r}")
         fresh = RuleEngine(self.ruleset, self.flap_window_ns, self.flap_max_changes, self.step_id)
         self.__dict__.update(fresh.__dict__)
         self.rows_seen = int(state["rows_seen"])
@@ -454,8 +548,7 @@ class RuleEngine:
         kr = np.array([self._rfields.index(f) for f in kf], dtype=np.int32)
         self._keys.ids(ks, kr, len(self._series), len(self._rfields))  # same ids, same order
         k = len(self._keys)
-        self._grow_keys(k)
-        self._note_keys(ks, kr)
+        self._new_keys(np.arange(k, dtype=np.int32))  # same slots
         self._last_t[:k] = state["last_t"]
         self._last_v[:k] = state["last_v"]
         kept: set[str] = set()
@@ -464,9 +557,16 @@ class RuleEngine:
             if st is None or st["fingerprint"] != e.rule.model_dump_json():
                 continue
             kept.add(e.rule.name)
-            e.kernel.restore(st["kernel"], k)
-            e.stable_from[:k] = st["stable_from"]
-            e.flapping = set(np.flatnonzero(e.stable_from[:k] != NEVER).tolist())
+            if version == 1:
+                keys = e.sel.key_of_slot
+                e.kernel.restore(_by_slot(st["kernel"], e.kernel, keys), e.sel.n)
+                stable_from = np.asarray(st["stable_from"])[keys]
+                e.flapping = {i: int(stable_from[i]) for i in np.flatnonzero(stable_from != NEVER).tolist()}
+                continue
+            if int(st["slots"]) != e.sel.n:
+                raise ValueError(f"rule '{e.rule.name}': state of {st['slots']} keys, restored {e.sel.n}")
+            e.kernel.restore(st["kernel"], e.sel.n)
+            e.flapping = dict(st["flapping"])
         for ab in self._absences:
             st = state["absences"].get(ab.rule.name)
             if st is None or st["fingerprint"] != ab.rule.model_dump_json():
@@ -481,6 +581,16 @@ class RuleEngine:
             self._book.records[key] = Record.from_state(a["record"])
             if a["resolved"]:
                 self._book.resolved.add(key)
+
+
+def _by_slot(st: dict[str, np.ndarray], kernel: Kernel, keys: np.ndarray) -> dict[str, np.ndarray]:
+    """A kernel state of version 1 (arrays by key id) by slot (``keys``: the key of each slot)."""
+    out = {name: np.asarray(st[name])[keys] for name in kernel.per_key}
+    out.update({name: st[name] for name in kernel.other})
+    for name in ("active", "start"):  # [level, key]
+        if name in st:
+            out[name] = np.asarray(st[name])[:, keys]
+    return out
 
 
 def _sev_name(rank: int) -> str:

@@ -1,18 +1,23 @@
 """Rolling statistics per series and field over the last N points, in arrival order.
 
-For every input row the stage emits derived values (same values-frame schema) named
+For every input row the stage can emit derived values (same values-frame schema) named
 ``"<field>:avg_N"``, ``"<field>:min_N"``, ``"<field>:max_N"`` (from the first point of a
 series/field on) and ``"<field>:std_N"`` (sample standard deviation), ``"<field>:trend_N"``
 (least-squares slope of the value against the point index: change per point), from the second
-point on. The window holds the last N points *in arrival order*, out-of-order points included;
-non-finite values are skipped (no window slot, no output).
+point on; ``process(values, only=...)`` makes only the derived fields named (what the rules read,
+:meth:`RuleEngine.wanted_derived() <sensorium.rules.engine.RuleEngine.wanted_derived>`). The
+window holds the last N points *in arrival order*, out-of-order points included; non-finite
+values are skipped (no window slot, no output).
 
-State: the last N-1 values of every series/field (a numpy matrix by key id), so a batch needs
-no history; the result does not depend on how the log is cut into batches.
+State: the last N values of every series/field (a numpy matrix by key id), updated for every
+key whatever ``only`` asks for, so a batch needs no history, :meth:`RollingStats.latest` (the
+``rolling_stats`` table) computes from it on demand, and the result does not depend on how the
+log is cut into batches.
 
-Vectorised: rows are sorted by key (stable), and the windows of all rows are one matrix
-``[N, rows]`` gathered from the batch and the carried values by index arithmetic; every statistic
-is a few numpy reductions over that matrix.
+Vectorised: rows are sorted by key (stable); the state update gathers each key's last N values;
+the windows of the rows whose statistics are wanted are one matrix ``[N, rows]`` gathered from the
+batch and the carried values by index arithmetic, and every statistic is a few numpy reductions
+over that matrix.
 
 The derived frame holds one block per statistic (avg, std, min, max, trend), each block in the
 input's arrival order, so every derived series/field is in arrival order.
@@ -20,12 +25,14 @@ input's arrival order, so every derived series/field is in arrival order.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from fnmatch import fnmatchcase
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from sensorium.stream.frame import VALUES_SCHEMA, empty_values
+from sensorium.stream.frame import empty_values
 
 STATS: tuple[str, ...] = ("avg", "std", "min", "max", "trend")
 _CHUNK = 8192  # rows per window matrix (N x 8192 floats stay in cache)
@@ -35,10 +42,12 @@ _SEED = 0x5E751
 class NameIndex:
     """name → dense id (in order of first sight), looked up a whole column at a time.
 
-    Names are hashed to 64 bits (polars' string hash, seeded) and kept in an open-addressing
-    table of numpy arrays; a lookup is a few vectorised gathers and compares (no string join,
-    no per-call table build). A 64-bit collision between two names is detected when the second
-    is added and resolved by rehashing everything with another seed.
+    Names are hashed to 64 bits (polars' string hash, seeded). Each name sits in its home slot
+    (low bits of the hash) of a table of numpy arrays at most a quarter full, or, when another
+    name holds that slot, in a small sorted overflow array; a lookup is a few vectorised gathers
+    and compares, plus a binary search for the rows of overflow names (no string join, no
+    per-call table build). A 64-bit collision between two names is detected when the second is
+    added and resolved by rehashing everything with another seed.
     """
 
     def __init__(self, seed: int = _SEED) -> None:
@@ -47,6 +56,8 @@ class NameIndex:
         self._hashes = np.zeros(0, dtype=np.uint64)
         self._slot_id = np.full(1024, -1, dtype=np.int32)
         self._slot_h = np.zeros(1024, dtype=np.uint64)
+        self._over_h = np.zeros(0, dtype=np.uint64)  # names not in their home slot, by hash
+        self._over_id = np.zeros(0, dtype=np.int32)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -56,24 +67,24 @@ class NameIndex:
 
     def ids_of_hashes(self, h: np.ndarray) -> np.ndarray:
         """Ids of hashed names (-1: unknown)."""
-        out = np.full(len(h), -1, dtype=np.int32)
         if not self.names or not len(h):
-            return out
-        mask = len(self._slot_id) - 1
-        slot = (h & np.uint64(mask)).astype(np.intp)
-        sid = self._slot_id[slot]
-        hit = (sid >= 0) & (self._slot_h[slot] == h)
-        np.copyto(out, sid, where=hit)
-        todo = np.flatnonzero((sid >= 0) & ~hit)  # slot taken by another name: probe on
-        slot = slot[todo]
-        while len(todo):
-            slot = (slot + 1) & mask
-            sid = self._slot_id[slot]
-            hit = (sid >= 0) & (self._slot_h[slot] == h[todo])
-            out[todo[hit]] = sid[hit]
-            more = (sid >= 0) & ~hit
-            todo, slot = todo[more], slot[more]
-        return out
+            return np.full(len(h), -1, dtype=np.int32)
+        h = np.ascontiguousarray(h, dtype=np.uint64)
+        slot = h.view(np.int64) & (len(self._slot_id) - 1)
+        ids = self._slot_id[slot]
+        # same hash in the home slot: that name, or -1 for an empty slot (a slot never empties,
+        # so a name whose home slot is empty is unknown, not in the overflow)
+        hit = self._slot_h[slot] == h
+        if hit.all():
+            return ids
+        miss = np.flatnonzero(~hit)
+        ids[miss] = -1
+        if len(self._over_h):
+            hm = h[miss]
+            at = np.minimum(np.searchsorted(self._over_h, hm), len(self._over_h) - 1)
+            found = self._over_h[at] == hm
+            ids[miss[found]] = self._over_id[at[found]]
+        return ids
 
     def lookup(self, col: pl.Series) -> np.ndarray:
         """Ids of a column's names (-1: unknown)."""
@@ -85,45 +96,62 @@ class NameIndex:
         ids = self.ids_of_hashes(h)
         missing = ids < 0
         if missing.any():
-            self.add(col.filter(pl.Series(missing)).unique(maintain_order=True).to_list())
-            ids = self.lookup(col)
+            seed = self.seed
+            self.add(unknown_names(col, h, ids))
+            ids = self.ids_of_hashes(h) if self.seed == seed else self.lookup(col)
         return ids
 
     def add(self, names: list[str]) -> np.ndarray:
         """Add names not yet known (distinct), in order; their ids."""
         start = len(self.names)
-        self.names += names
         new = self.hash(pl.Series(names, dtype=pl.Utf8))
+        clash = np.unique(new).size != new.size or bool((self.ids_of_hashes(new) >= 0).any())
+        self.names += names
         self._hashes = np.concatenate([self._hashes, new])
-        if np.unique(self._hashes).size != self._hashes.size:
+        if clash:
             while True:  # a 64-bit collision: rehash everything with another seed
                 self.seed += 1
                 self._hashes = self.hash(pl.Series(self.names, dtype=pl.Utf8))
                 if np.unique(self._hashes).size == self._hashes.size:
                     break
             self._build(0)
-        elif 2 * len(self.names) > len(self._slot_id):
+        elif 4 * len(self.names) > len(self._slot_id):
             self._build(0)
         else:
             self._build(start)
         return np.arange(start, len(self.names), dtype=np.int32)
 
     def _build(self, start: int) -> None:
-        """Insert names from ``start`` on (from 0: a fresh table, at most half full)."""
+        """Insert names from ``start`` on (from 0: a fresh table, at most a quarter full)."""
         if start == 0:
             size = 1024
-            while size < 2 * len(self.names):
+            while size < 4 * len(self.names):
                 size *= 2
             self._slot_id = np.full(size, -1, dtype=np.int32)
             self._slot_h = np.zeros(size, dtype=np.uint64)
-        mask = len(self._slot_id) - 1
-        slot_id, slot_h = self._slot_id, self._slot_h
-        for i, h in enumerate(self._hashes[start:].tolist(), start):
-            j = h & mask
-            while slot_id[j] >= 0:
-                j = (j + 1) & mask
-            slot_id[j] = i
-            slot_h[j] = h
+            self._over_h = np.zeros(0, dtype=np.uint64)
+            self._over_id = np.zeros(0, dtype=np.int32)
+        hs = self._hashes[start:]
+        ids = np.arange(start, len(self.names), dtype=np.int32)
+        slot = hs.view(np.int64) & (len(self._slot_id) - 1)
+        home = np.zeros(len(hs), dtype=bool)  # the first new name of each free home slot
+        home[np.unique(slot, return_index=True)[1]] = True
+        home &= self._slot_id[slot] < 0
+        self._slot_id[slot[home]] = ids[home]
+        self._slot_h[slot[home]] = hs[home]
+        if not home.all():
+            over_h = np.concatenate([self._over_h, hs[~home]])
+            over_id = np.concatenate([self._over_id, ids[~home]])
+            by = np.argsort(over_h)
+            self._over_h, self._over_id = over_h[by], over_id[by]
+
+
+def unknown_names(col: pl.Series, h: np.ndarray, ids: np.ndarray, rows: np.ndarray | None = None) -> list[str]:
+    """The distinct names without an id (``ids`` -1; ``h``: the names' hashes) in order of first
+    sight; ``h`` and ``ids`` are of the rows ``rows`` of ``col`` (default: every row)."""
+    unknown = np.flatnonzero(ids < 0)
+    first = unknown[np.sort(pl.Series(h[unknown]).arg_unique().to_numpy())]
+    return col.gather(first if rows is None else rows[first]).to_list()
 
 
 class _KeyIndex:
@@ -153,9 +181,13 @@ class _KeyIndex:
     def field_names(self) -> list[str]:
         return self.field_names_.names
 
-    def lookup(self, series: pl.Series, field: pl.Series) -> np.ndarray:
-        sid = self.series_names.ids(series)
-        fid = self.field_names_.ids(field)
+    def ids(self, series: pl.Series, field: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+        """Series ids and field ids of every row (names not seen yet are added)."""
+        return self.series_names.ids(series), self.field_names_.ids(field)
+
+    def keys(self, sid: np.ndarray, fid: np.ndarray, first: np.ndarray | None = None) -> np.ndarray:
+        """Key ids of distinct (series id, field id) pairs. New pairs get ids in the order of
+        ``first`` (where each pair is first seen), or as given."""
         ns, nf = len(self.series_names.names), len(self.field_names_.names)
         if self.table.shape[0] < ns or self.table.shape[1] < nf:
             grown = np.full((max(ns, 2 * self.table.shape[0], 64), max(nf, self.table.shape[1] + 8)), -1, dtype=np.int32)
@@ -164,20 +196,18 @@ class _KeyIndex:
         kid = self.table[sid, fid]
         new = np.flatnonzero(kid < 0)
         if len(new):
-            pair = sid[new].astype(np.int64) * nf + fid[new]
-            _, first = np.unique(pair, return_index=True)
-            first = np.sort(first)  # new keys in order of first sight
-            ps, pf = sid[new[first]], fid[new[first]]
+            if first is not None:
+                new = new[np.argsort(first[new], kind="stable")]  # in order of first sight
+            ps, pf = sid[new], fid[new]
             start = len(self.key_sid)
-            self.table[ps, pf] = np.arange(start, start + len(first), dtype=np.int32)
+            kid[new] = self.table[ps, pf] = np.arange(start, start + len(new), dtype=np.int32)
             self.key_sid = np.concatenate([self.key_sid, ps])
             self.field_id = np.concatenate([self.field_id, pf])
-            kid = self.table[sid, fid]
         return kid
 
     def add(self, series: list[str], fields: list[str]) -> None:
         """Add keys in this order (restoring a state)."""
-        self.lookup(pl.Series(series, dtype=pl.Utf8), pl.Series(fields, dtype=pl.Utf8))
+        self.keys(*self.ids(pl.Series(series, dtype=pl.Utf8), pl.Series(fields, dtype=pl.Utf8)))
 
 
 def stable_argsort(keys: np.ndarray) -> np.ndarray:
@@ -215,33 +245,55 @@ def _seqsum(a: np.ndarray) -> np.ndarray:
     return acc
 
 
-def _window_stats(win: np.ndarray, m: np.ndarray, out: np.ndarray) -> None:
-    """avg, std, min, max, trend of windows ``win`` [N, rows] (the last ``m`` rows present).
+def _window_stats(win: np.ndarray, m: np.ndarray, out: np.ndarray, which: tuple[int, ...] = (0, 1, 2, 3, 4)) -> None:
+    """Statistics ``which`` (indices into :data:`STATS`: avg, std, min, max, trend) of windows
+    ``win`` [N, rows] (the last ``m`` rows present), into ``out[j]`` for ``which[j]``.
 
     Every reduction runs over axis 0 one window row at a time, so each result is bit-for-bit the
-    same whatever the other columns (how the log was cut into batches) — no einsum or BLAS."""
+    same whatever the other columns (how the log was cut into batches) and whichever other
+    statistics are computed — no einsum or BLAS."""
     w = win.shape[0]
     x = np.arange(w, dtype=np.float64)[:, None]
+    at = {s: j for j, s in enumerate(which)}
+    spread = 1 in at or 4 in at  # std and trend need the deviations from the mean
     if (m == w).all():  # steady state: every window full, no masks
-        mean = _seqsum(win) / w
-        dev = win - mean
-        out[0] = mean
-        out[1] = np.sqrt(_seqsum(dev * dev) / (w - 1))
-        out[2] = win.min(axis=0)
-        out[3] = win.max(axis=0)
-        out[4] = _seqsum((x - (w - 1) / 2.0) * dev) / (w * (w * w - 1) / 12.0)
+        if 0 in at or spread:
+            mean = _seqsum(win) / w
+        if spread:
+            dev = win - mean
+        if 0 in at:
+            out[at[0]] = mean
+        if 1 in at:
+            out[at[1]] = np.sqrt(_seqsum(dev * dev) / (w - 1))
+        if 2 in at:
+            out[at[2]] = win.min(axis=0)
+        if 3 in at:
+            out[at[3]] = win.max(axis=0)
+        if 4 in at:
+            out[at[4]] = _seqsum((x - (w - 1) / 2.0) * dev) / (w * (w * w - 1) / 12.0)
         return
     present = (w - 1 - x) < m[None, :]
-    mean = _seqsum(np.where(present, win, 0.0)) / m
-    dev = np.where(present, win - mean, 0.0)
+    if 0 in at or spread:
+        mean = _seqsum(np.where(present, win, 0.0)) / m
+    if spread:
+        dev = np.where(present, win - mean, 0.0)
     two = m >= 2
-    out[0] = mean
-    out[1] = np.where(two, np.sqrt(_seqsum(dev * dev) / np.where(two, m - 1, 1)), np.nan)
-    out[2] = np.where(present, win, np.inf).min(axis=0)
-    out[3] = np.where(present, win, -np.inf).max(axis=0)
-    xbar = (w - 1) - (m - 1) / 2.0
-    sxx = np.where(two, m * (m * m - 1) / 12.0, 1.0)
-    out[4] = np.where(two, _seqsum((x - xbar) * dev) / sxx, np.nan)
+    if 0 in at:
+        out[at[0]] = mean
+    if 1 in at:
+        out[at[1]] = np.where(two, np.sqrt(_seqsum(dev * dev) / np.where(two, m - 1, 1)), np.nan)
+    if 2 in at:
+        out[at[2]] = np.where(present, win, np.inf).min(axis=0)
+    if 3 in at:
+        out[at[3]] = np.where(present, win, -np.inf).max(axis=0)
+    if 4 in at:
+        xbar = (w - 1) - (m - 1) / 2.0
+        sxx = np.where(two, m * (m * m - 1) / 12.0, 1.0)
+        out[at[4]] = np.where(two, _seqsum((x - xbar) * dev) / sxx, np.nan)
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
 
 
 class RollingStats:
@@ -259,11 +311,19 @@ class RollingStats:
         self._buf = np.full((0, self.n), np.nan)
         self._count = np.zeros(0, dtype=np.int64)
         self._latest_t = np.zeros(0, dtype=np.int64)
+        # which statistics of each field `only` asks for: (only, number of fields, bits by field id)
+        self._wanted_cache: tuple[tuple[str, ...] | None, int, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ processing
 
-    def process(self, values: pl.DataFrame) -> pl.DataFrame:
-        """Derived values of a values frame (arrival order); ``arrival`` is kept if present."""
+    def process(self, values: pl.DataFrame, only: Iterable[str] | None = None) -> pl.DataFrame:
+        """Derived values of a values frame (arrival order); ``arrival`` is kept if present.
+
+        ``only`` names the derived fields wanted (``"temperature:std_10"``; glob patterns such as
+        ``"*:std_10"`` allowed), e.g. :meth:`RuleEngine.wanted_derived()
+        <sensorium.rules.engine.RuleEngine.wanted_derived>`; None: every statistic of every field.
+        Only wanted values are computed, but every series and field's window is updated, so
+        :meth:`latest` and later batches do not depend on ``only``."""
         if values.height == 0:
             return self._empty(values)
         v_all = values.get_column("value").cast(pl.Float64).to_numpy()
@@ -273,80 +333,157 @@ class RollingStats:
             v_all = v_all[finite]
             if values.height == 0:
                 return self._empty(values)
-        kid = self._key_ids(values)
-        order = stable_argsort(kid)
-        stats_sorted, two_sorted, ends = self._compute(kid[order], v_all[order])
-        inv = np.empty_like(order)  # back to arrival order
-        inv[order] = np.arange(len(order))
-        stats = np.take(stats_sorted, inv, axis=1)
-        two = two_sorted[inv]
-        end_rows = order[ends]
-        k_end = kid[end_rows]
-        self._latest_t[k_end] = values.get_column("time").to_numpy()[end_rows]
-        return self._frame(values, kid, stats, two)
-
-    def _key_ids(self, values: pl.DataFrame) -> np.ndarray:
-        kid = self._keys.lookup(values.get_column("series"), values.get_column("field"))
+        # group the rows by (series, field), stable: arrival order within a key
+        sid, fid = self._keys.ids(values.get_column("series"), values.get_column("field"))
+        code = sid.astype(np.int64) * len(self._keys.field_names) + fid
+        order = stable_argsort(code)
+        code = code[order]
+        n = len(order)
+        gs = np.empty(n, dtype=bool)
+        gs[0] = True
+        np.not_equal(code[1:], code[:-1], out=gs[1:])
+        starts = np.flatnonzero(gs)
+        ends = np.empty_like(starts)
+        ends[:-1] = starts[1:] - 1
+        ends[-1] = n - 1
+        first = order[starts]  # each key's first row
+        gk = self._keys.keys(sid[first], fid[first], first)
         self._grow(len(self._keys))
-        return kid
+        vs = v_all[order]
+        bits = self._wanted(None if only is None else tuple(only))[fid[first]]
+        out = self._derive(values, fid, order, vs, gk, starts, ends, bits) if bits.any() else self._empty(values)
+        self._update(gk, vs, starts, ends)
+        self._latest_t[gk] = values.get_column("time").to_numpy()[order[ends]]
+        return out
+
+    def _wanted(self, only: tuple[str, ...] | None) -> np.ndarray:
+        """Per field id, a bit per statistic (bit i: ``STATS[i]``) that ``only`` asks for."""
+        names = self._keys.field_names
+        cached = self._wanted_cache
+        if cached is not None and cached[0] == only and cached[1] == len(names):
+            return cached[2]
+        bits = np.zeros(len(names), dtype=np.int64)
+        for f, name in enumerate(names):
+            for i, s in enumerate(STATS):
+                derived = f"{name}:{self.names[s]}"
+                if only is None or any(
+                    fnmatchcase(derived, p) if _is_glob(p) else derived == p for p in only
+                ):
+                    bits[f] |= 1 << i
+        self._wanted_cache = (only, len(names), bits)
+        return bits
 
     def _grow(self, k: int) -> None:
         self._buf = _grow(self._buf, k, np.nan)
         self._count = _grow(self._count, k, 0)
         self._latest_t = _grow(self._latest_t, k, 0)
 
-    def _compute(self, kid: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Stats [5, rows] of key-sorted rows, whether std/trend exist, and each key's last row.
+    def _update(self, gk: np.ndarray, vs: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
+        """Carry the last N values of every key into the next batch (``gk``: the keys of the
+        groups ``starts..ends`` of the key-sorted values ``vs``)."""
+        w = self.n
+        back = np.arange(w - 1, -1, -1)  # column c of a key's window is back[c] points back
+        idx = ends[:, None] - back[None, :]  # rows of the batch ...
+        lo = starts[:, None]
+        mine = idx >= lo
+        # ... or, before the key's first row of the batch, its carried values (oldest first)
+        carried = self._buf[gk[:, None], np.minimum(w + idx - lo, w - 1)]
+        self._buf[gk] = np.where(mine, vs[np.maximum(idx, 0)], carried)
+        self._count[gk] = np.minimum(w, ends - starts + 1 + self._count[gk])
+
+    def _derive(
+        self,
+        values: pl.DataFrame,
+        fid: np.ndarray,
+        order: np.ndarray,
+        vs: np.ndarray,
+        gk: np.ndarray,
+        starts: np.ndarray,
+        ends: np.ndarray,
+        bits: np.ndarray,
+    ) -> pl.DataFrame:
+        """The wanted derived rows. ``order`` sorts the rows (field ids ``fid``) by key into
+        groups ``starts..ends`` (keys ``gk``, values ``vs``); ``bits``: statistics wanted per
+        group."""
+        n = len(order)
+        lengths = ends - starts + 1
+        val: dict[int, np.ndarray] = {}  # by statistic, in arrival order (set where wanted)
+        has: dict[int, np.ndarray] = {}
+        for b in np.unique(bits[bits != 0]).tolist():
+            which = tuple(i for i in range(len(STATS)) if b >> i & 1)
+            pick = bits == b
+            if pick.all():
+                rows, sub_starts = np.arange(n), starts
+            else:
+                rows = np.flatnonzero(np.repeat(pick, lengths))
+                sub_lengths = lengths[pick]
+                sub_starts = np.zeros(len(sub_lengths), dtype=np.intp)
+                np.cumsum(sub_lengths[:-1], out=sub_starts[1:])
+            stats, m = self._compute(gk[pick], vs[rows], sub_starts, which)
+            at = order[rows]
+            for j, i in enumerate(which):
+                if i not in val:
+                    val[i] = np.empty(n)
+                    has[i] = np.zeros(n, dtype=bool)
+                val[i][at] = stats[j]
+                has[i][at] = m >= 2 if STATS[i] in ("std", "trend") else True
+        return self._frame(values, fid, val, has)
+
+    def _compute(
+        self, gk: np.ndarray, v: np.ndarray, starts: np.ndarray, which: tuple[int, ...]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Statistics ``which`` [len(which), rows] of key-sorted rows (the groups from ``starts``
+        are every row of the batch of the keys ``gk``) and the number of points in each row's
+        window.
 
         The rows of each key are laid out after its N-1 carried values in one array ``ext`` (a
         slot never filled holds NaN); the window of a row is ``ext[p - N + 1 .. p]``, gathered
         as an ``[N, rows]`` matrix in cache-sized chunks (reductions run over axis 0)."""
-        n, w = len(kid), self.n
-        gs = np.ones(n, dtype=bool)
-        gs[1:] = kid[1:] != kid[:-1]
-        ge = np.ones(n, dtype=bool)
-        ge[:-1] = gs[1:]
-        starts = np.flatnonzero(gs)
-        group = np.cumsum(gs) - 1
+        n, w = len(v), self.n
+        gs = np.zeros(n, dtype=np.intp)
+        gs[starts[1:]] = 1
+        group = np.cumsum(gs)
         p = np.arange(n) + (group + 1) * (w - 1)  # position of each row in ext
         ext = np.empty(n + len(starts) * (w - 1))
         ext[p] = v
         slots = (starts + np.arange(len(starts)) * (w - 1))[:, None] + np.arange(w - 1)[None, :]
-        ext[slots] = self._buf[kid[starts], 1:]
+        ext[slots] = self._buf[gk, 1:]
         pos = np.arange(n) - starts[group]
-        m = np.minimum(w, pos + 1 + self._count[kid])  # points in each row's window
+        m = np.minimum(w, pos + 1 + self._count[gk][group])  # points in each row's window
         back = np.arange(w)[::-1, None]  # row c of a window is back[c] points back
-        stats = np.empty((len(STATS), n))
-        end = np.flatnonzero(ge)
-        tails = np.empty((len(end), w))
+        stats = np.empty((len(which), n))
         for lo in range(0, n, _CHUNK):
             hi = min(n, lo + _CHUNK)
-            win = ext[p[None, lo:hi] - back]
-            _window_stats(win, m[lo:hi], stats[:, lo:hi])
-            e0, e1 = np.searchsorted(end, [lo, hi])
-            tails[e0:e1] = win[:, end[e0:e1] - lo].T
-        self._buf[kid[end]] = tails
-        self._count[kid[end]] = m[end]
-        return stats, m >= 2, end
+            _window_stats(ext[p[None, lo:hi] - back], m[lo:hi], stats[:, lo:hi], which)
+        return stats, m
 
     def _frame(
-        self, values: pl.DataFrame, kid: np.ndarray, stats: np.ndarray, two: np.ndarray
+        self, values: pl.DataFrame, fid: np.ndarray, val: dict[int, np.ndarray], has: dict[int, np.ndarray]
     ) -> pl.DataFrame:
-        """One block of rows per statistic (avg, std, min, max, trend), each in arrival order."""
-        extra = ["arrival"] if "arrival" in values.columns else []
-        base = values.select("series", "time", *extra)
-        fid = pl.Series(self._keys.field_id[kid], dtype=pl.UInt32)
-        keep = pl.Series(two)
-        parts = []
-        for i, s in enumerate(STATS):
-            names = pl.Series([f"{f}:{self.names[s]}" for f in self._keys.field_names], dtype=pl.Utf8)
-            part = base.with_columns(
-                names.gather(fid).alias("field"), pl.Series("value", stats[i], dtype=pl.Float64)
+        """One block of rows per statistic (``has``: its rows), each in arrival order. Built column
+        by column: numbers by numpy indexing, series keys by a filter of the input's (much
+        cheaper than a gather of strings)."""
+        stats = sorted(has)
+        rows = [np.flatnonzero(has[i]) for i in stats]
+        idx = np.concatenate(rows)
+        field_names = self._keys.field_names
+        names = pl.Series([f"{f}:{self.names[s]}" for s in STATS for f in field_names], dtype=pl.Utf8)
+        code = np.repeat(np.array(stats, dtype=np.int64) * len(field_names), [len(r) for r in rows]) + fid[idx]
+        series = values.get_column("series")
+        cols = {
+            "series": pl.concat([series.filter(pl.Series(has[i])) for i in stats], rechunk=False),
+            "field": names.gather(pl.Series(code, dtype=pl.UInt32)),
+            "time": pl.Series(values.get_column("time").to_numpy()[idx], dtype=pl.Int64),
+            "value": pl.Series(np.concatenate([val[i][r] for i, r in zip(stats, rows, strict=True)]), dtype=pl.Float64),
+        }
+        if "arrival" in values.columns:
+            arrival = values.get_column("arrival")
+            cols["arrival"] = (
+                pl.Series(arrival.to_numpy()[idx], dtype=pl.Int64)
+                if not arrival.null_count()
+                else pl.concat([arrival.filter(pl.Series(has[i])) for i in stats], rechunk=False)
             )
-            if s in ("std", "trend"):
-                part = part.filter(keep)
-            parts.append(part.select([*VALUES_SCHEMA, *extra]))
-        return pl.concat(parts, how="vertical", rechunk=False)
+        return pl.DataFrame([c.alias(k) for k, c in cols.items()])
 
     def _empty(self, values: pl.DataFrame) -> pl.DataFrame:
         out = empty_values()

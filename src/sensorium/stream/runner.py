@@ -217,7 +217,11 @@ class StreamRunner:
         timed = self._timed
         with self._step_lock, self.derived.lock:
             self.series.add(series)
-            derived = timed("rolling", self.rolling.process, values) if values.height else empty_values()
+            derived = (
+                timed("rolling", self.rolling.process, values, self.rules.wanted_derived())
+                if values.height
+                else empty_values()
+            )
             if self.rollups is not None and values.height:
                 self._rollup_output(timed("rollups", self.rollups.process, values))
             for p in self.pipelines:
