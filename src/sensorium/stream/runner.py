@@ -227,12 +227,15 @@ class StreamRunner:
             for p in self.pipelines:
                 self._pipeline_output(p.step_id, timed(p.step_id, p.process, values, self.series.frame))
             if values.height:
-                rule_input = values if not derived.height else pl.concat(
-                    [values, derived.with_columns(pl.lit(None, pl.Int64).alias("arrival"))]
-                    if "arrival" not in derived.columns
-                    else [values, derived],
-                    how="diagonal_relaxed",
-                )
+                rule_input = values
+                if derived.height:
+                    if "arrival" not in derived.columns:
+                        derived = derived.with_columns(pl.lit(None, pl.Int64).alias("arrival"))
+                    same = derived.schema == values.schema or set(derived.columns) == set(values.columns)
+                    rule_input = pl.concat(
+                        [values, derived.select(values.columns).cast(values.schema) if same else derived],
+                        how="vertical" if same else "diagonal_relaxed",
+                    )
                 transitions = timed("rules", self.rules.process, rule_input, self.series.frame)
             self.offset = max(self.offset, batches[-1].offset)
         self.stats["rows"] += sum(b.table.num_rows for b in batches)
