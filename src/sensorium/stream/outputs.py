@@ -53,6 +53,9 @@ class DerivedTables:
         self._lock = self.lock
         self._outbox: dict[Key, list[pa.Table]] = {}
         self._versions: dict[Key, int] = {}
+        # tables in the lake: read from disk once, then kept as deliveries create them (no
+        # directory walk per query)
+        self._stored: set[Key] = set(self.lake.tables())
         # (bucket, table) -> provider of provisional rows (open windows), in storage batch form
         self.open_rows: Callable[[str, str], pa.Table | None] = lambda b, t: None
         self.open_names: Callable[[str], list[str]] = lambda b: []
@@ -87,14 +90,15 @@ class DerivedTables:
                 if not self._outbox[key]:
                     del self._outbox[key]
                 self._versions[key] = version
+                if version >= 0:
+                    self._stored.add(key)
         return rows
 
     # -- reading -------------------------------------------------------------------------------
     def names(self, bucket: str) -> list[str]:
         with self._lock:
-            pending = {t for b, t in self._outbox if b == bucket}
-        stored = {t for b, t in self.lake.tables() if b == bucket}
-        return sorted(pending | stored | set(self.open_names(bucket)))
+            known = {t for b, t in (*self._outbox, *self._stored) if b == bucket}
+        return sorted(known | set(self.open_names(bucket)))
 
     def view(self, bucket: str, table: str) -> tuple[pa.Table | None, int]:
         """(rows not in the lake yet: outbox + open windows, lake version they go with)."""

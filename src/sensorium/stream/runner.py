@@ -310,8 +310,9 @@ class StreamRunner:
 
     # -- views for queries ---------------------------------------------------------------------
     def _open_names(self, bucket: str) -> list[str]:
-        names = [f"{m}_{iv}" for m in self.series.measurements(bucket) for iv in self.intervals]
-        if self.series.measurements(bucket):
+        measurements = self.series.measurements(bucket)
+        names = [f"{m}_{iv}" for m in measurements for iv in self.intervals]
+        if measurements:
             names += [ROLLING_TABLE, LATE_TABLE]
         return names
 

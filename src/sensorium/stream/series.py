@@ -12,6 +12,7 @@ BASE = ("series", "bucket", "measurement")
 class SeriesIndex:
     def __init__(self) -> None:
         self.frame = empty_series()
+        self._measurements: dict[str, set[str]] = {}  # bucket -> measurements, kept with frame
 
     def add(self, series: pl.DataFrame) -> int:
         """Remember new series (vectorised anti-join); returns how many were new."""
@@ -20,7 +21,12 @@ class SeriesIndex:
         new = series.join(self.frame.select("series"), on="series", how="anti")
         if new.height:
             self.frame = pl.concat([self.frame, new], how="diagonal_relaxed")
+            self._remember(new)
         return new.height
+
+    def _remember(self, frame: pl.DataFrame) -> None:
+        for b, m in frame.select("bucket", "measurement").unique().iter_rows():
+            self._measurements.setdefault(b, set()).add(m)
 
     def __len__(self) -> int:
         return self.frame.height
@@ -44,8 +50,7 @@ class SeriesIndex:
         return out
 
     def measurements(self, bucket: str) -> list[str]:
-        f = self.frame.filter(pl.col("bucket") == bucket)
-        return sorted(f.get_column("measurement").unique().to_list())
+        return sorted(self._measurements.get(bucket, ()))
 
     def of(self, bucket: str, measurement: str) -> pl.Series:
         return self.frame.filter(
@@ -57,3 +62,5 @@ class SeriesIndex:
 
     def restore(self, frame: pl.DataFrame) -> None:
         self.frame = frame
+        self._measurements = {}
+        self._remember(frame)
