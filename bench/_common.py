@@ -428,3 +428,87 @@ def client_ceiling(bodies: Sequence[bytes], connections: int) -> dict[str, Any]:
     finally:
         p.terminate()
         p.wait(5)
+
+
+# -- paced line-protocol writers (latency benchmarks) -----------------------------------------
+def make_batches(devices: int, batch: int, device_prefix: str = "lat") -> list[list[bytes]]:
+    """Line prefixes (everything but the timestamp), ``batch`` per request, cycling over devices.
+    Values stay inside every built-in alert rule's limits (and constant per device)."""
+    prefixes = [
+        f"climate,device_id={device_prefix}-{i:05d},location=home-{i % 97},room=kitchen,sensor_type=climate "
+        f"temperature={18 + (i % 70) / 10:.1f},humidity={40 + i % 20}.5,pressure=1013.2,battery=0.{500 + i % 400},"
+        f"rssi=-{50 + i % 40}i ".encode()
+        for i in range(devices)
+    ]
+    groups = max(1, devices // batch)
+    return [prefixes[g * batch : (g + 1) * batch] for g in range(groups)]
+
+
+class PacedWriters:
+    """``writers`` connections that together post ``rate`` points/s to ``path``, ``batch`` points
+    per request; each point's timestamp is its slot in the schedule (~ now). ``stats`` is filled
+    when the writers stop (``stop`` set, then :meth:`join`)."""
+
+    def __init__(self, port: int, path: str, groups: list[list[bytes]], *, rate: float, writers: int,
+                 batch: int, stop: threading.Event) -> None:
+        self.port, self.path, self.groups = port, path, groups
+        self.rate, self.writers, self.batch, self.stop = rate, writers, batch, stop
+        self.stats: dict[str, Any] = {"points": 0, "requests": 0, "errors": 0, "behind_max_s": 0.0, "first_errors": []}
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self.t_start = 0.0
+        self.ts0 = 0
+
+    def start(self) -> None:
+        self.t_start = time.perf_counter()
+        self.ts0 = time.time_ns()
+        self._threads = [threading.Thread(target=self._run, args=(w,), daemon=True) for w in range(self.writers)]
+        for t in self._threads:
+            t.start()
+
+    def join(self, timeout: float) -> None:
+        for t in self._threads:
+            t.join(timeout=timeout)
+
+    def _run(self, w: int) -> None:
+        interval = self.batch * self.writers / self.rate  # seconds between one writer's posts
+        conn = http.client.HTTPConnection(HOST, self.port, timeout=60)
+        k = pts = reqs = errs = 0
+        behind = 0.0
+        errors: list[str] = []
+        while not self.stop.is_set():
+            due = self.t_start + k * interval
+            now = time.perf_counter()
+            if due > now:
+                time.sleep(due - now)
+            else:
+                behind = max(behind, now - due)
+            seq = k * self.writers + w
+            prefixes = self.groups[seq % len(self.groups)]
+            ts = b"%d\n" % (self.ts0 + int(seq * self.batch / self.rate * 1e9))
+            body = ts.join(prefixes) + ts
+            try:
+                conn.request("POST", self.path, body=body)
+                r = conn.getresponse()
+                data = r.read()
+                if r.status in (200, 204):
+                    pts += len(prefixes)
+                else:
+                    errs += 1
+                    if len(errors) < 3:
+                        errors.append(f"{r.status}: {data[:200]!r}")
+            except (OSError, http.client.HTTPException) as exc:
+                errs += 1
+                if len(errors) < 3:
+                    errors.append(repr(exc))
+                conn.close()
+                conn = http.client.HTTPConnection(HOST, self.port, timeout=60)
+            reqs += 1
+            k += 1
+        conn.close()
+        with self._lock:
+            self.stats["points"] += pts
+            self.stats["requests"] += reqs
+            self.stats["errors"] += errs
+            self.stats["behind_max_s"] = max(self.stats["behind_max_s"], behind)
+            self.stats["first_errors"].extend(errors)

@@ -38,10 +38,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     HOST,
+    PacedWriters,
     emit,
     http_request,
     log,
     machine_info,
+    make_batches,
     percentile,
     proc_cpu_s,
     proc_rss_kb,
@@ -51,19 +53,6 @@ from sensorium_server import SensoriumServer  # noqa: E402
 
 TARGET_P99_MS = 500.0
 PROBE_RULE = "temperature-range"
-
-
-def make_batches(devices: int, batch: int) -> list[list[bytes]]:
-    """Line prefixes (everything but the timestamp), ``batch`` per request, cycling over devices.
-    Values stay inside every built-in rule's limits (and constant per device: no rate alerts)."""
-    prefixes = [
-        f"climate,device_id=alat-{i:05d},location=home-{i % 97},room=kitchen,sensor_type=climate "
-        f"temperature={18 + (i % 70) / 10:.1f},humidity={40 + i % 20}.5,pressure=1013.2,battery=0.{500 + i % 400},"
-        f"rssi=-{50 + i % 40}i ".encode()
-        for i in range(devices)
-    ]
-    groups = max(1, devices // batch)
-    return [prefixes[g * batch : (g + 1) * batch] for g in range(groups)]
 
 
 class SSEListener(threading.Thread):
@@ -157,54 +146,10 @@ def run(srv: SensoriumServer, args: argparse.Namespace) -> dict[str, Any]:
         raise RuntimeError(f"could not subscribe to /api/v1/alerts/stream: {listener.error or 'no answer in 15 s'}")
 
     stop = threading.Event()
-    per_writer_interval = args.batch * args.writers / args.rate
-    groups = make_batches(args.devices, args.batch)
-    wstats: dict[str, Any] = {"points": 0, "requests": 0, "errors": 0, "behind_max_s": 0.0, "first_errors": []}
-    wlock = threading.Lock()
-    t_start = time.perf_counter()
-    ts0 = time.time_ns()
-
-    def writer(w: int) -> None:
-        conn = http.client.HTTPConnection(HOST, port, timeout=60)
-        k = pts = reqs = errs = 0
-        behind = 0.0
-        errors: list[str] = []
-        while not stop.is_set():
-            due = t_start + k * per_writer_interval
-            now = time.perf_counter()
-            if due > now:
-                time.sleep(due - now)
-            else:
-                behind = max(behind, now - due)
-            seq = k * args.writers + w
-            prefixes = groups[seq % len(groups)]
-            ts = b"%d\n" % (ts0 + int(seq * args.batch / args.rate * 1e9))  # the slot's time, ~ now
-            body = ts.join(prefixes) + ts
-            try:
-                conn.request("POST", write_path, body=body)
-                r = conn.getresponse()
-                data = r.read()
-                if r.status in (200, 204):
-                    pts += len(prefixes)
-                else:
-                    errs += 1
-                    if len(errors) < 3:
-                        errors.append(f"{r.status}: {data[:200]!r}")
-            except (OSError, http.client.HTTPException) as exc:
-                errs += 1
-                if len(errors) < 3:
-                    errors.append(repr(exc))
-                conn.close()
-                conn = http.client.HTTPConnection(HOST, port, timeout=60)
-            reqs += 1
-            k += 1
-        conn.close()
-        with wlock:
-            wstats["points"] += pts
-            wstats["requests"] += reqs
-            wstats["errors"] += errs
-            wstats["behind_max_s"] = max(wstats["behind_max_s"], behind)
-            wstats["first_errors"].extend(errors)
+    groups = make_batches(args.devices, args.batch, "alat")
+    writers = PacedWriters(port, write_path, groups, rate=args.rate, writers=args.writers,
+                           batch=args.batch, stop=stop)
+    wstats = writers.stats
 
     sent: dict[str, float] = {}
     acked: dict[str, float] = {}
@@ -259,10 +204,9 @@ def run(srv: SensoriumServer, args: argparse.Namespace) -> dict[str, Any]:
         return done, timed_out
 
     cpu0 = proc_cpu_s(srv.pid) if srv.pid else None
-    threads = [threading.Thread(target=writer, args=(w,), daemon=True) for w in range(args.writers)]
+    writers.start()
+    t_start = writers.t_start
     pthread = threading.Thread(target=prober, daemon=True)
-    for t in threads:
-        t.start()
     pthread.start()
     deadline = t_start + max(args.max_duration, args.duration)
     while True:
@@ -287,8 +231,7 @@ def run(srv: SensoriumServer, args: argparse.Namespace) -> dict[str, Any]:
             break
         time.sleep(0.05)
     stop.set()
-    for t in threads:
-        t.join(timeout=65)
+    writers.join(timeout=65)
     elapsed = time.perf_counter() - t_start
     cpu1 = proc_cpu_s(srv.pid) if srv.pid else None
     _rss, hwm = proc_rss_kb(srv.pid) if srv.pid else (None, None)

@@ -32,7 +32,17 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import HOST, emit, log, machine_info, percentile, proc_cpu_s, r3  # noqa: E402
+from _common import (  # noqa: E402
+    HOST,
+    PacedWriters,
+    emit,
+    log,
+    machine_info,
+    make_batches,
+    percentile,
+    proc_cpu_s,
+    r3,
+)
 from influx import InfluxDB  # noqa: E402
 from sensorium_server import SensoriumServer  # noqa: E402
 
@@ -71,70 +81,12 @@ class Target:
         return False
 
 
-def make_batches(devices: int, batch: int) -> list[list[bytes]]:
-    """Line prefixes (everything but the timestamp), ``batch`` per request, cycling over devices."""
-    prefixes = [
-        f"climate,device_id=lat-{i:05d},location=home-{i % 97},room=kitchen,sensor_type=climate "
-        f"temperature={18 + (i % 70) / 10:.1f},humidity={40 + i % 20}.5,pressure=1013.2,battery=0.{500 + i % 400},"
-        f"rssi=-{50 + i % 40}i ".encode()
-        for i in range(devices)
-    ]
-    groups = max(1, devices // batch)
-    return [prefixes[g * batch : (g + 1) * batch] for g in range(groups)]
-
-
 def run(target: Target, args: argparse.Namespace) -> dict[str, Any]:
     stop = threading.Event()
-    per_writer_interval = args.batch * args.writers / args.rate  # seconds between one writer's posts
     groups = make_batches(args.devices, args.batch)
-    wstats = {"points": 0, "requests": 0, "errors": 0, "behind_max_s": 0.0, "first_errors": []}
-    wlock = threading.Lock()
-    t_start = time.perf_counter()
-    ts0 = time.time_ns()
-
-    def writer(w: int) -> None:
-        conn = http.client.HTTPConnection(HOST, target.port, timeout=60)
-        k = 0
-        pts = reqs = errs = 0
-        behind = 0.0
-        errors: list[str] = []
-        while not stop.is_set():
-            due = t_start + k * per_writer_interval
-            now = time.perf_counter()
-            if due > now:
-                time.sleep(due - now)
-            else:
-                behind = max(behind, now - due)
-            seq = k * args.writers + w
-            prefixes = groups[seq % len(groups)]
-            # each point's timestamp: the run's start + its slot (unique per series), ~ now
-            ts = b"%d\n" % (ts0 + int(seq * args.batch / args.rate * 1e9))
-            body = ts.join(prefixes) + ts
-            try:
-                conn.request("POST", target.write_path, body=body)
-                r = conn.getresponse()
-                data = r.read()
-                if r.status in (200, 204):
-                    pts += len(prefixes)
-                else:
-                    errs += 1
-                    if len(errors) < 3:
-                        errors.append(f"{r.status}: {data[:200]!r}")
-            except (OSError, http.client.HTTPException) as exc:
-                errs += 1
-                if len(errors) < 3:
-                    errors.append(repr(exc))
-                conn.close()
-                conn = http.client.HTTPConnection(HOST, target.port, timeout=60)
-            reqs += 1
-            k += 1
-        conn.close()
-        with wlock:
-            wstats["points"] += pts
-            wstats["requests"] += reqs
-            wstats["errors"] += errs
-            wstats["behind_max_s"] = max(wstats["behind_max_s"], behind)
-            wstats["first_errors"].extend(errors)
+    writers = PacedWriters(target.port, target.write_path, groups, rate=args.rate, writers=args.writers,
+                           batch=args.batch, stop=stop)
+    wstats = writers.stats
 
     lat: list[float] = []
     acks: list[float] = []
@@ -209,8 +161,9 @@ def run(target: Target, args: argparse.Namespace) -> dict[str, Any]:
         qc.close()
 
     cpu0 = proc_cpu_s(target.server.pid) if target.server.pid else None
-    threads = [threading.Thread(target=writer, args=(w,), daemon=True) for w in range(args.writers)]
-    threads.append(threading.Thread(target=prober, daemon=True))
+    writers.start()
+    t_start = writers.t_start
+    threads = [threading.Thread(target=prober, daemon=True)]
     for t in threads:
         t.start()
     deadline = t_start + max(args.max_duration, args.duration)
@@ -223,6 +176,7 @@ def run(target: Target, args: argparse.Namespace) -> dict[str, Any]:
             log(f"{target.name}: stopping at {el:.0f}s with {len(lat)} probes")
             break
     stop.set()
+    writers.join(timeout=args.probe_timeout + 60)
     for t in threads:
         t.join(timeout=args.probe_timeout + 60)
     elapsed = time.perf_counter() - t_start
