@@ -1,0 +1,257 @@
+"""The default detector: prediction misses → anomaly likelihood, with a range-excess score.
+
+Tuned on NAB (docs/detection.md; ``python bench/nab.py``). For every point of a series:
+
+1. **Prediction misses.** A point *misses* when it is more than ``k`` sigmas from the EWMA level
+   of the previous points (``a_level``; sigma: EWMA of squared residuals, ``a_scale``), or — once
+   a season is known — more than ``k_seas`` sigmas from the value one season earlier. The season
+   ``P`` is the strongest autocorrelation peak between lags ``pmin`` and ``pmax`` after the first
+   zero crossing, found once from the series' first ``learn`` points (none if no peak exceeds
+   ``acf_thr``).
+2. **Anomaly likelihood** (as in Numenta's HTM detector, Ahmad et al. 2017): the share of misses
+   among the last ``avg`` points is compared with its long-run mean and variance (EWMAs,
+   ``a_long``, floored); the two-sided Gaussian tail ``q`` of the current share gives
+   ``log(q) / log(1e-10)`` (1 at q = 1e-10). A second *red* (q <= ``red``) within ``refractory``
+   points of a previous one counts as ``yellow``, so one incident reports once.
+3. **Range excess**: how far the value lies beyond the running min/max of all earlier points,
+   relative to that range (``e / (e + spatial_c)``): a value never seen before.
+
+The score is the larger of 2 and 3. Cold start: the likelihood is 0 for the first ``warm``
+points; the seasonal test starts after ``learn`` points. State per series: a dozen numbers, the
+last ``avg`` misses and ``refractory`` red flags, the first ``learn`` values while learning, and
+the last ``P`` values of a seasonal series.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bottleneck as bn
+import numpy as np
+import polars as pl
+from scipy.signal import lfilter
+from scipy.special import erfc
+
+from sensorium.detect.base import Detector, Layout, register
+
+DEFAULTS: dict[str, float | int] = dict(
+    a_level=0.3, a_scale=0.001, k=3.0, k_seas=3.0, learn=600, pmin=4, pmax=300, acf_thr=0.3,
+    avg=10, a_long=0.002, warm=300, mean_floor=0.03, var_floor=0.0003,
+    red=1e-5, yellow=1e-3, refractory=50, spatial_c=0.005,
+)
+
+
+def _ewm(m: np.ndarray, a: float, y0: np.ndarray) -> np.ndarray:
+    """EWMA along axis 1 from the previous value ``y0`` (one per row)."""
+    if m.shape[1] == 0:
+        return m.copy()
+    y, _ = lfilter([a], [1.0, -(1.0 - a)], m, axis=1, zi=((1.0 - a) * y0)[:, None])
+    return np.asarray(y)
+
+
+def _lag(m: np.ndarray, first: np.ndarray) -> np.ndarray:
+    return np.concatenate([first[:, None], m[:, :-1]], axis=1)
+
+
+def seasonal_periods(v: np.ndarray, pmin: int, pmax: int, thr: float) -> np.ndarray:
+    """Season length (0: none) of each row of ``v`` (``[series, L]``): the highest
+    autocorrelation peak at lags ``pmin..pmax`` after the first negative autocorrelation."""
+    m, L = v.shape
+    x = v - v.mean(axis=1, keepdims=True)
+    f = np.fft.rfft(x, 2 * L, axis=1)
+    ac = np.fft.irfft(f * np.conj(f), axis=1)[:, :L]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ac = ac / ac[:, :1] * (L / (L - np.arange(L)))
+    pmax = min(pmax, L // 2)
+    ac = np.nan_to_num(ac[:, : pmax + 1], nan=0.0)
+    lags = np.arange(pmax + 1)
+    neg = ac < 0
+    first_neg = np.where(neg.any(axis=1), neg.argmax(axis=1), pmax + 1)
+    start = np.maximum(first_neg, pmin)
+    masked = np.where(lags[None, :] >= start[:, None], ac, -np.inf)
+    k = masked.argmax(axis=1)
+    ok = (first_neg <= pmax) & (masked[np.arange(m), k] > thr)
+    return np.where(ok, k, 0).astype(np.int64)
+
+
+@register("likelihood")
+class LikelihoodDetector(Detector):
+    """Prediction misses (EWMA + seasonal) → anomaly likelihood, max with range excess (module
+    docstring). The registry's ``"default"``."""
+
+    def __init__(self, **params: Any) -> None:
+        unknown = set(params) - set(DEFAULTS)
+        if unknown:
+            raise ValueError(f"unknown parameters {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+        self.p: dict[str, Any] = {**DEFAULTS, **params}
+        self.min_points = int(self.p["warm"])
+        self.learning: dict[str, np.ndarray] = {}  # series key -> first values (until `learn`)
+        self.lagbuf: dict[str, np.ndarray] = {}  # series key -> last P values (seasonal series)
+        super().__init__()
+
+    def params(self) -> dict[str, Any]:
+        return {k: v for k, v in self.p.items() if DEFAULTS[k] != v}
+
+    def state_spec(self) -> dict[str, tuple[tuple[int, ...], float]]:
+        p = self.p
+        return {
+            "n": ((), 0.0), "lvl": ((), 0.0), "s2": ((), 0.0), "mu": ((), 0.0), "var": ((), 0.0),
+            "mx": ((), 0.0), "mn": ((), 0.0), "P": ((), 0.0), "ss": ((), 0.0),
+            "hits": ((int(p["avg"]) - 1,), np.nan), "reds": ((int(p["refractory"]),), 0.0),
+        }
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"learning": self.learning, "lagbuf": self.lagbuf}
+
+    def _restore_extra(self, extra: dict[str, Any]) -> None:
+        self.learning = {k: np.asarray(v, np.float64) for k, v in extra.get("learning", {}).items()}
+        self.lagbuf = {k: np.asarray(v, np.float64) for k, v in extra.get("lagbuf", {}).items()}
+
+    # -- seasonal misses -----------------------------------------------------------------------
+    def _seasonal(self, lay: Layout, ids: np.ndarray, x: np.ndarray, n0: np.ndarray) -> np.ndarray:
+        """Seasonal misses ``[segments, width]`` (False before a season is known)."""
+        p, st = self.p, self.table
+        L = int(p["learn"])
+        miss = np.zeros(x.shape, dtype=bool)
+        # 1. series still learning: collect their first L values; find the season when complete
+        learning = np.flatnonzero(n0 < L)
+        done_keys: list[str] = []
+        for s in learning.tolist():
+            key = lay.keys[s]
+            take = min(L - int(n0[s]), int(lay.lengths[s]))
+            buf = np.concatenate([self.learning.get(key, np.zeros(0)), x[s, :take]])
+            if len(buf) >= L:
+                self.learning.pop(key, None)
+                done_keys.append(key)
+                self.learning[key] = buf  # briefly, for the vectorised season search below
+            else:
+                self.learning[key] = buf
+        if done_keys:
+            first = np.vstack([self.learning.pop(k) for k in done_keys])
+            periods = seasonal_periods(first, int(p["pmin"]), int(p["pmax"]), float(p["acf_thr"]))
+            rows = self.table.ids(done_keys)
+            st["P"][rows] = periods
+            for i, (key, per) in enumerate(zip(done_keys, periods.tolist(), strict=True)):
+                if per <= 0:
+                    continue
+                v = first[i]
+                es = v - np.r_[np.full(per, v[0]), v[:-per]]
+                init = es[per:L].var() + 1e-12
+                ss = _ewm((es * es)[None, :], float(p["a_scale"]), np.array([init]))
+                st["ss"][rows[i]] = ss[0, -1]
+                self.lagbuf[key] = v[-per:].copy()
+        # 2. points after the learning period of seasonal series
+        P = st["P"][ids]
+        cnt = n0[:, None] + np.arange(x.shape[1])[None, :]
+        active = (cnt >= L) & (P[:, None] > 0) & ~np.isnan(x)
+        for per in np.unique(P[P > 0]).astype(int).tolist():
+            segs = np.flatnonzero((P == per) & active.any(axis=1))
+            if not len(segs):
+                continue
+            lead = np.vstack([self.lagbuf[lay.keys[s]] for s in segs.tolist()])
+            sub_active = active[segs]
+            # each row's post-learning values, left-aligned
+            start = np.argmax(sub_active, axis=1)
+            width = sub_active.sum(axis=1)
+            w = int(width.max())
+            cols = start[:, None] + np.arange(w)[None, :]
+            valid = np.arange(w)[None, :] < width[:, None]
+            vals = np.where(valid, x[segs[:, None], np.minimum(cols, x.shape[1] - 1)], np.nan)
+            full = np.concatenate([lead, vals], axis=1)
+            prev = full[:, :-per][:, -w:] if w else full[:, :0]
+            es = np.where(valid, vals - prev, 0.0)
+            ss0 = st["ss"][ids[segs]]
+            ss = _ewm(es * es, float(p["a_scale"]), ss0)
+            prev_ss = _lag(ss, ss0)
+            scs = np.maximum(np.sqrt(prev_ss), 1e-9 + 1e-6 * np.abs(np.nan_to_num(prev)))
+            z = np.abs(es) / scs
+            m = valid & (z > float(p["k_seas"]))
+            rows_i = np.broadcast_to(segs[:, None], cols.shape)
+            miss[rows_i[valid], cols[valid]] = m[valid]
+            last = width - 1
+            st["ss"][ids[segs]] = ss[np.arange(len(segs)), last]
+            # keep the last `per` values
+            tail_cols = (per + width)[:, None] - per + np.arange(per)[None, :]
+            new_lead = np.take_along_axis(full, tail_cols, axis=1)
+            for j, s in enumerate(segs.tolist()):
+                self.lagbuf[lay.keys[s]] = new_lead[j].copy()
+        return miss
+
+    # -- the whole score -----------------------------------------------------------------------
+    def _run(self, lay: Layout, ids: np.ndarray, time: np.ndarray, value: np.ndarray) -> np.ndarray:
+        p, st = self.p, self.table
+        n0 = st["n"][ids].copy()
+        new = n0 == 0
+        x = lay.pad(value, np.nan)
+        xf = np.where(np.isnan(x), 0.0, x)
+        v0 = x[:, 0]
+        real = ~np.isnan(x)
+        cnt = n0[:, None] + np.arange(x.shape[1])[None, :]
+        # 1. EWMA misses
+        lvl0 = np.where(new, v0, st["lvl"][ids])
+        level = _ewm(xf, float(p["a_level"]), lvl0)
+        pred = _lag(level, lvl0)
+        e = np.where(real, x - pred, 0.0)
+        s2_0 = st["s2"][ids]
+        s2 = _ewm(e * e, float(p["a_scale"]), s2_0)
+        prev_s2 = _lag(s2, np.where(new, 1e-12, s2_0))
+        sc = np.maximum(np.sqrt(prev_s2), 1e-9 + 1e-6 * np.abs(pred))
+        hit = real & (np.abs(e) / sc > float(p["k"]))
+        hit |= self._seasonal(lay, ids, x, n0)
+        # 2. likelihood of the recent miss rate
+        avg = int(p["avg"])
+        r = lay.pad(lay.unpad(hit.astype(np.float64)), np.nan, lead=st["hits"][ids])
+        mm = bn.move_mean(r, avg, min_count=1, axis=1)[:, avg - 1 :]
+        mm = np.where(real, mm, 0.0)
+        a_long = float(p["a_long"])
+        mu0 = np.where(new, mm[:, 0], st["mu"][ids])
+        mu = _ewm(mm, a_long, mu0)
+        var0 = st["var"][ids]
+        var = _ewm(np.where(real, (mm - mu) ** 2, 0.0), a_long, var0)
+        mu_prev = np.maximum(_lag(mu, mu0), float(p["mean_floor"]))
+        sd = np.sqrt(np.maximum(_lag(var, var0), float(p["var_floor"])))
+        q = 0.5 * erfc(np.abs(mm - mu_prev) / sd / np.sqrt(2.0))
+        q = np.where(cnt < int(p["warm"]), 0.5, q)
+        red = real & (q <= float(p["red"]))
+        R = int(p["refractory"])
+        reds = lay.pad(lay.unpad(red.astype(np.float64)), 0.0, lead=st["reds"][ids])
+        prev_red = bn.move_max(reds, R, min_count=1, axis=1)[:, R - 1 : -1] > 0
+        q = np.where(red & prev_red, float(p["yellow"]), q)
+        lik = np.log(1.0000000001 - (1.0 - q)) / np.log(1.0 - 0.9999999999)
+        # 3. range excess over all earlier values
+        mx0 = np.where(new, v0, st["mx"][ids])
+        mn0 = np.where(new, v0, st["mn"][ids])
+        mx = np.fmax.accumulate(np.concatenate([mx0[:, None], x], axis=1), axis=1)
+        mn = np.fmin.accumulate(np.concatenate([mn0[:, None], x], axis=1), axis=1)
+        mx_prev, mn_prev = mx[:, :-1], mn[:, :-1]
+        rg = mx_prev - mn_prev
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ex = np.where(rg > 0, np.maximum(x - mx_prev, mn_prev - x) / rg, 0.0)
+        ex = np.maximum(np.nan_to_num(ex), 0.0)
+        sp = ex / (ex + float(p["spatial_c"]))
+        out = np.clip(np.maximum(lik, sp), 0.0, 1.0)
+        # state
+        st["n"][ids] = n0 + lay.lengths
+        st["lvl"][ids] = lay.last(level)
+        st["s2"][ids] = lay.last(s2)
+        st["mu"][ids] = lay.last(mu)
+        st["var"][ids] = lay.last(var)
+        st["mx"][ids] = lay.last(mx, lead=1)
+        st["mn"][ids] = lay.last(mn, lead=1)
+        st["hits"][ids] = lay.tail(r, avg - 1, lead=avg - 1)
+        st["reds"][ids] = np.nan_to_num(lay.tail(reds, R, lead=R))
+        return lay.unpad(out)
+
+
+def _default(**params: Any) -> Detector:
+    return LikelihoodDetector(**params)
+
+
+def _register_default() -> None:
+    from sensorium.detect.base import register_factory
+
+    register_factory("default", _default)
+
+
+_register_default()
+_ = pl  # polars is the frame type callers pass (see base.score_many)
