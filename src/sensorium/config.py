@@ -108,6 +108,25 @@ class StreamSettings(_Frozen):
     )
 
 
+class DetectorSettings(_Frozen):
+    measurement: str = Field("*", description="Measurement name or glob pattern.")
+    field: str = Field("*", description="Field name or glob pattern.")
+    detector: str = Field(
+        "default",
+        description="Detector from the registry: default, ewma, holt, robust_z, seasonal, "
+        "isolation_forest, hst, ensemble, refractory.",
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="Detector parameters (see docs/detection.md).")
+
+
+class DetectSettings(_Frozen):
+    enabled: bool = Field(True, description="Run the stream's `detect` stage (anomaly scores).")
+    detectors: tuple[DetectorSettings, ...] = Field(
+        (DetectorSettings(),),
+        description="Which fields get anomaly scores and from which detector; the first matching entry wins.",
+    )
+
+
 class WebhookSinkSettings(_Frozen):
     url: str = Field(description="Receives each alert change as an HTTP POST (JSON, Idempotency-Key header).")
     timeout_s: float = Field(5.0, gt=0, description="Per-attempt timeout.")
@@ -175,6 +194,7 @@ class Settings(BaseSettings):
     simulator: SimulatorSettings = SimulatorSettings()
     stream: StreamSettings = StreamSettings()
     alerts: AlertSettings = AlertSettings()
+    detect: DetectSettings = DetectSettings()
 
     @classmethod
     def settings_customise_sources(

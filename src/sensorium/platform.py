@@ -121,61 +121,68 @@ class Sensorium:
         if not read_only:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._take_lock()
-        # read-only (CLI queries beside a running server): load, never write, the registry
-        self.registry = SchemaRegistry(self.dir / "schema.json", persist=not read_only)
-        self.lake = Lake(self.dir / "lake", self.settings.store)
-        self.hot = HotBuffer()
-        # NORMAL: commits survive a process crash; the WAL is the source of truth until a
-        # checkpoint (see flush) makes them durable against power loss too.
-        self._dl_store = DeadLetterStore(self.dir / "deadletters.sqlite", synchronous="NORMAL")
-        # dead-letter/stats records wait here (durable in the WAL) for the background applier
-        self._dl_pending: list[WALRecord] = []
-        self._dl_lock = threading.Lock()
-        self.validator = Validator(self.settings.quality, now=self.clock)
-        self.stream: StreamRunner | None = None
-        self.alerts: AlertStore | None = None
-        self.dispatcher: Dispatcher | None = None
-        derived: Any = None
-        if self.settings.stream.enabled and not read_only:
-            self.alerts = AlertStore(self.dir / "alerts.sqlite", clock=self.clock)
-            self.dispatcher = Dispatcher(self.dir / "alert-deliveries.sqlite", self.settings.alerts, clock=self.clock)
-            self.stream = StreamRunner(
-                self.dir / "stream",
-                self.settings,
-                clock=self.clock,
-                rules=rules,
-                pipelines=pipelines,
-                on_transitions=self._on_transitions,
-                metrics=self.metrics,
+        try:
+            # read-only (CLI queries beside a running server): load, never write, the registry
+            self.registry = SchemaRegistry(self.dir / "schema.json", persist=not read_only)
+            self.lake = Lake(self.dir / "lake", self.settings.store)
+            self.hot = HotBuffer()
+            # NORMAL: commits survive a process crash; the WAL is the source of truth until a
+            # checkpoint (see flush) makes them durable against power loss too.
+            self._dl_store = DeadLetterStore(self.dir / "deadletters.sqlite", synchronous="NORMAL")
+            # dead-letter/stats records wait here (durable in the WAL) for the background applier
+            self._dl_pending: list[WALRecord] = []
+            self._dl_lock = threading.Lock()
+            self.validator = Validator(self.settings.quality, now=self.clock)
+            self.stream: StreamRunner | None = None
+            self.alerts: AlertStore | None = None
+            self.dispatcher: Dispatcher | None = None
+            derived: Any = None
+            if self.settings.stream.enabled and not read_only:
+                self.alerts = AlertStore(self.dir / "alerts.sqlite", clock=self.clock)
+                self.dispatcher = Dispatcher(self.dir / "alert-deliveries.sqlite", self.settings.alerts, clock=self.clock)
+                self.stream = StreamRunner(
+                    self.dir / "stream",
+                    self.settings,
+                    clock=self.clock,
+                    rules=rules,
+                    pipelines=pipelines,
+                    on_transitions=self._on_transitions,
+                    metrics=self.metrics,
+                )
+                derived = self.stream.derived
+            elif (self.dir / "stream" / "lake").is_dir():  # read-only: what the stream has stored
+                derived = DerivedTables(self.dir / "stream" / "lake", self.settings.store)
+            self.engine = QueryEngine(
+                self.lake,
+                self.hot,
+                self.measurements,
+                timeout_s=self.settings.query_timeout_s,
+                max_rows=self.settings.query_max_rows,
+                derived=derived,
             )
-            derived = self.stream.derived
-        elif (self.dir / "stream" / "lake").is_dir():  # read-only: what the stream has stored
-            derived = DerivedTables(self.dir / "stream" / "lake", self.settings.store)
-        self.engine = QueryEngine(
-            self.lake,
-            self.hot,
-            self.measurements,
-            timeout_s=self.settings.query_timeout_s,
-            max_rows=self.settings.query_max_rows,
-            derived=derived,
-        )
-        self.latest_cache = LastValueCache(self._seed_latest, self._tags_of)
-        self._schema_lock = threading.Lock()
-        self._direct_seq = 0
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self.wal = WAL(
-            self.dir / "wal",
-            self.settings.wal,
-            on_fsync=self.metrics.wal_fsync.observe,
-            read_only=read_only,
-        )
-        self.replayed = self._replay()
-        self._pool: Any = None
-        if background and not read_only:
-            self._start_threads()
-            if self.parse_workers > 0:
-                self._pool = self._make_pool(self.parse_workers)
+            self.latest_cache = LastValueCache(self._seed_latest, self._tags_of)
+            self._schema_lock = threading.Lock()
+            self._direct_seq = 0
+            self._stop = threading.Event()
+            self._threads: list[threading.Thread] = []
+            self.wal = WAL(
+                self.dir / "wal",
+                self.settings.wal,
+                on_fsync=self.metrics.wal_fsync.observe,
+                read_only=read_only,
+            )
+            self.replayed = self._replay()
+            self._pool: Any = None
+            if background and not read_only:
+                self._start_threads()
+                if self.parse_workers > 0:
+                    self._pool = self._make_pool(self.parse_workers)
+        except BaseException:
+            # a failed start (bad configuration, corrupt log) must not keep the data directory locked
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+            raise
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _take_lock(self) -> None:

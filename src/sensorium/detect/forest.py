@@ -42,7 +42,7 @@ class IsolationForestDetector(Detector):
     Cold start: 0 until the first fit, after ``min_points`` records of the device.
     """
 
-    def __init__(self, n_estimators: int = 50, buffer: int = 512, refit_every: int = 256, min_points: int = 64,
+    def __init__(self, n_estimators: int = 30, buffer: int = 1024, refit_every: int = 1000, min_points: int = 64,
                  seed: int = 42) -> None:
         self.n_estimators, self.buffer, self.refit_every = n_estimators, buffer, refit_every
         self.min_points, self.seed = min_points, seed

@@ -211,7 +211,7 @@ class LikelihoodDetector(Detector):
         mu_prev = np.maximum(_lag(mu, mu0), float(p["mean_floor"]))
         sd = np.sqrt(np.maximum(_lag(var, var0), float(p["var_floor"])))
         q = 0.5 * erfc(np.abs(mm - mu_prev) / sd / np.sqrt(2.0))
-        q = np.where(cnt < int(p["warm"]), 0.5, q)
+        q = np.where(cnt < int(p["warm"]), 1.0, q)  # cold start: no likelihood yet (score 0)
         red = real & (q <= float(p["red"]))
         R = int(p["refractory"])
         reds = lay.pad(lay.unpad(red.astype(np.float64)), 0.0, lead=st["reds"][ids])

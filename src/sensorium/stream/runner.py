@@ -4,6 +4,7 @@ Stages (each with a ``step_id`` that keys its state in the checkpoint):
 
 ``rolling``   last-N statistics per series and field (derived values ``<field>:avg_10`` ...)
 ``rollups``   continuous aggregates ``<measurement>_1m`` / ``_1h`` / ``_1d`` (+ late data)
+``detect``    anomaly scores per point (``<field>:anomaly_score`` for rules, ``anomaly_scores`` table)
 ``rules``     thresholds, durations, rates, absence, CEP → alert transitions
 user stages   :class:`~sensorium.stream.pipeline.Pipeline` objects given to the platform
 
@@ -35,8 +36,10 @@ import polars as pl
 import pyarrow as pa
 
 from sensorium.config import Settings
+from sensorium.errors import ConfigError
 from sensorium.rules.types import Transition
 from sensorium.stream.checkpoint import CheckpointStore
+from sensorium.stream.detect_stage import SCORES_TABLE, DetectStage, specs_from_settings
 from sensorium.stream.frame import Batch, empty_values, frames_of_batches
 from sensorium.stream.outputs import LATE_TABLE, DerivedTables, to_arrow
 from sensorium.stream.series import SeriesIndex
@@ -47,6 +50,10 @@ ROLLING_TABLE = "rolling_stats"
 LATE_SCHEMA = pa.schema(
     [("time", pa.int64()), ("measurement", pa.string()), ("field", pa.string()), ("value", pa.float64()),
      ("watermark", pa.int64()), ("reason", pa.string())]
+)
+SCORES_SCHEMA = pa.schema(
+    [("time", pa.int64()), ("measurement", pa.string()), ("field", pa.string()), ("value", pa.float64()),
+     ("score", pa.float64())]
 )
 
 
@@ -106,6 +113,7 @@ class StreamRunner:
             if self.intervals
             else None
         )
+        self.detect = self._detect_stage(settings)
         self.ruleset = rules if rules is not None else load_rules(st.rules_file)
         self.rules = RuleEngine(
             self.ruleset,
@@ -114,8 +122,8 @@ class StreamRunner:
         )
         self.pipelines = list(pipelines)
         ids = [p.step_id for p in self.pipelines]
-        if len(set(ids)) != len(ids) or {"rolling", "rollups", "rules"} & set(ids):
-            raise ValueError(f"pipeline step ids must be unique and not rolling/rollups/rules: {ids}")
+        if len(set(ids)) != len(ids) or {"rolling", "rollups", "rules", "detect"} & set(ids):
+            raise ValueError(f"pipeline step ids must be unique and not rolling/rollups/detect/rules: {ids}")
         self.on_transitions = on_transitions
         self._inbox: deque[Batch] = deque()
         self._inbox_rows = 0
@@ -134,9 +142,21 @@ class StreamRunner:
         self.metrics = metrics
         self._restore()
 
+    @staticmethod
+    def _detect_stage(settings: Settings) -> DetectStage | None:
+        if not settings.detect.enabled:
+            return None
+        try:
+            return DetectStage(specs_from_settings(settings.detect.detectors))
+        except (KeyError, ValueError, TypeError) as exc:
+            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            raise ConfigError(f"[detect] detectors: {msg}") from None
+
     # -- state ---------------------------------------------------------------------------------
     def _stages(self) -> dict[str, Any]:
         stages: dict[str, Any] = {"rolling": self.rolling, "rules": self.rules}
+        if self.detect is not None:
+            stages["detect"] = self.detect
         if self.rollups is not None:
             stages["rollups"] = self.rollups
         for p in self.pipelines:
@@ -226,16 +246,18 @@ class StreamRunner:
                 self._rollup_output(timed("rollups", self.rollups.process, values))
             for p in self.pipelines:
                 self._pipeline_output(p.step_id, timed(p.step_id, p.process, values, self.series.frame))
+            scores = empty_values()
+            if self.detect is not None and values.height:
+                scores, score_rows = timed("detect", self.detect.process, values, self.series.frame)
+                self._scores_output(score_rows)
             if values.height:
-                rule_input = values
-                if derived.height:
-                    if "arrival" not in derived.columns:
-                        derived = derived.with_columns(pl.lit(None, pl.Int64).alias("arrival"))
-                    same = derived.schema == values.schema or set(derived.columns) == set(values.columns)
-                    rule_input = pl.concat(
-                        [values, derived.select(values.columns).cast(values.schema) if same else derived],
-                        how="vertical" if same else "diagonal_relaxed",
-                    )
+                parts = [values]
+                for extra in (derived, scores):
+                    if extra.height:
+                        if "arrival" not in extra.columns:
+                            extra = extra.with_columns(pl.lit(None, pl.Int64).alias("arrival"))
+                        parts.append(extra.select(values.columns).cast(values.schema))
+                rule_input = pl.concat(parts, how="vertical") if len(parts) > 1 else values
                 transitions = timed("rules", self.rules.process, rule_input, self.series.frame)
             self.offset = max(self.offset, batches[-1].offset)
         self.stats["rows"] += sum(b.table.num_rows for b in batches)
@@ -298,6 +320,13 @@ class StreamRunner:
             frame = frame.with_columns(pl.lit(m).alias("measurement"))
             self.derived.add((bucket, LATE_TABLE), to_arrow(frame, [*tags, "field", "measurement"]))
 
+    def _scores_output(self, rows: pl.DataFrame) -> None:
+        if not rows.height:
+            return
+        for (bucket, m), (frame, tags) in self.series.attach(rows).items():
+            frame = frame.with_columns(pl.lit(m).alias("measurement"))
+            self.derived.add((bucket, SCORES_TABLE), to_arrow(frame, [*tags, "field", "measurement"]))
+
     def _pipeline_output(self, step_id: str, outputs: dict[str, pl.DataFrame]) -> None:
         for name, rows in outputs.items():
             if name == "late":
@@ -314,6 +343,8 @@ class StreamRunner:
         names = [f"{m}_{iv}" for m in measurements for iv in self.intervals]
         if measurements:
             names += [ROLLING_TABLE, LATE_TABLE]
+            if self.detect is not None:
+                names.append(SCORES_TABLE)
         return names
 
     def _open_rows(self, bucket: str, table: str) -> pa.Table | None:
@@ -321,6 +352,8 @@ class StreamRunner:
             return self._rolling_rows(bucket)
         if table == LATE_TABLE:
             return LATE_SCHEMA.empty_table()  # late rows are only ever finished rows
+        if table == SCORES_TABLE:
+            return self._scores_schema_rows()
         if self.rollups is None:
             return None
         for iv in self.intervals:
@@ -333,6 +366,9 @@ class StreamRunner:
                 part = self.series.attach(rows).get((bucket, m))
                 return None if part is None else to_arrow(part[0], [*part[1], "field"])
         return None
+
+    def _scores_schema_rows(self) -> pa.Table:
+        return SCORES_SCHEMA.empty_table()  # scores are only ever finished rows
 
     def _rolling_rows(self, bucket: str) -> pa.Table | None:
         rows = self.rolling.latest()

@@ -1,0 +1,115 @@
+"""The ``detect`` stage: an anomaly score for every point of the fields it watches.
+
+Configured by ``[[detect.detectors]]`` entries (measurement and field globs, a detector from the
+registry and its parameters; the first matching entry wins). Every matching value gets a score
+in [0, 1] from its own series' state (key ``"<series>|<field>"``), which becomes
+
+* a derived value ``"<field>:anomaly_score"`` in the rules' input (a rule with
+  ``stat = "anomaly_score"`` fires on it), and
+* a row of the ``anomaly_scores`` table (tags, ``measurement``, ``field``, ``time``, ``value``,
+  ``score``), stored with the stream's other outputs, exactly once.
+
+The detectors' state goes into the stream's checkpoint, so scores and models survive restarts
+and a replay after a crash re-derives the same scores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Any
+
+import polars as pl
+
+from sensorium.detect import Detector, make
+from sensorium.stream.frame import empty_values
+
+SCORE_STAT = "anomaly_score"
+SCORES_TABLE = "anomaly_scores"
+
+
+@dataclass
+class DetectSpec:
+    measurement: str = "*"
+    field: str = "*"
+    detector: str = "default"
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def matches(self, measurement: str, field_name: str) -> bool:
+        return fnmatchcase(measurement, self.measurement) and fnmatchcase(field_name, self.field)
+
+
+class DetectStage:
+    step_id = "detect"
+
+    def __init__(self, specs: list[DetectSpec]) -> None:
+        self.specs = specs
+        self.detectors: list[Detector] = [make(s.detector, **s.params) for s in specs]
+        self._route: dict[tuple[str, str], int] = {}  # (measurement, field) -> spec index (-1: none)
+        self._measurement: dict[str, str] = {}
+
+    def _spec_of(self, measurement: str, field_name: str) -> int:
+        key = (measurement, field_name)
+        hit = self._route.get(key)
+        if hit is None:
+            hit = next((i for i, s in enumerate(self.specs) if s.matches(measurement, field_name)), -1)
+            self._route[key] = hit
+        return hit
+
+    def process(self, values: pl.DataFrame, series: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Scores of the watched values: (derived rows for the rules, a values frame with
+        ``field = "<field>:anomaly_score"``; rows of the ``anomaly_scores`` table:
+        ``series, field, time, value, score``)."""
+        none = (empty_values(), pl.DataFrame())
+        if not self.specs or values.height == 0:
+            return none
+        known = self._measurement
+        new = series.filter(~pl.col("series").is_in(list(known))) if known else series
+        for s, m in new.select("series", "measurement").iter_rows():
+            known[s] = m
+        pairs = values.select("series", "field").unique()
+        route_rows = []
+        for s, f in pairs.iter_rows():
+            if ":" in f:
+                continue  # derived values are not scored
+            i = self._spec_of(known.get(s, s.split(",", 1)[0].split(":", 1)[-1]), f)
+            if i >= 0:
+                route_rows.append((s, f, i))
+        if not route_rows:
+            return none
+        routes = pl.DataFrame(route_rows, schema={"series": pl.Utf8, "field": pl.Utf8, "_spec": pl.Int32}, orient="row")
+        watched = values.join(routes, on=["series", "field"], how="inner", maintain_order="left")
+        out, table = [], []
+        for (i,), part in watched.group_by("_spec", maintain_order=True):
+            frame = part.select(
+                pl.concat_str([pl.col("series"), pl.col("field")], separator="|").alias("series"),
+                "time", "value",
+            )
+            scores = pl.Series("score", self.detectors[int(i)].score_many(frame), dtype=pl.Float64)
+            table.append(part.select("series", "field", "time", "value").with_columns(scores))
+            out.append(
+                part.select(
+                    "series",
+                    (pl.col("field") + f":{SCORE_STAT}").alias("field"),
+                    "time",
+                    scores.alias("value"),
+                    "arrival",
+                )
+            )
+        return pl.concat(out), pl.concat(table)
+
+    def state(self) -> dict[str, Any]:
+        return {"detectors": [d.state() for d in self.detectors]}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        saved = state.get("detectors", [])
+        for det, st in zip(self.detectors, saved, strict=False):
+            try:
+                det.restore(st)
+            except ValueError:
+                pass  # the configuration changed this entry's detector: it starts fresh
+
+
+def specs_from_settings(entries: Any) -> list[DetectSpec]:
+    return [DetectSpec(e.measurement, e.field, e.detector, dict(e.params)) for e in entries]
