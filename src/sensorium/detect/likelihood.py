@@ -37,7 +37,7 @@ from sensorium.detect.base import Detector, Layout, register
 DEFAULTS: dict[str, float | int] = dict(
     a_level=0.3, a_scale=0.001, k=3.0, k_seas=3.0, learn=600, pmin=4, pmax=300, acf_thr=0.3,
     avg=10, a_long=0.002, warm=300, mean_floor=0.03, var_floor=0.0003,
-    red=1e-5, yellow=1e-3, refractory=50, spatial_c=0.005,
+    red=1e-5, yellow=1e-3, refractory=50, spatial_c=0.005, z_half=40.0, z_window=64, z_warm=40, gate_excess=0.0,
 )
 
 
@@ -98,6 +98,7 @@ class LikelihoodDetector(Detector):
             "n": ((), 0.0), "lvl": ((), 0.0), "s2": ((), 0.0), "mu": ((), 0.0), "var": ((), 0.0),
             "mx": ((), 0.0), "mn": ((), 0.0), "P": ((), 0.0), "ss": ((), 0.0),
             "hits": ((int(p["avg"]) - 1,), np.nan), "reds": ((int(p["refractory"]),), 0.0),
+            "absres": ((int(p["z_window"]),), np.nan), "mono": ((), 1.0), "last": ((), np.nan),
         }
 
     def _extra_state(self) -> dict[str, Any]:
@@ -196,7 +197,8 @@ class LikelihoodDetector(Detector):
         s2 = _ewm(e * e, float(p["a_scale"]), s2_0)
         prev_s2 = _lag(s2, np.where(new, 1e-12, s2_0))
         sc = np.maximum(np.sqrt(prev_s2), 1e-9 + 1e-6 * np.abs(pred))
-        hit = real & (np.abs(e) / sc > float(p["k"]))
+        z = np.abs(e) / sc
+        hit = real & (z > float(p["k"]))
         hit |= self._seasonal(lay, ids, x, n0)
         # 2. likelihood of the recent miss rate
         avg = int(p["avg"])
@@ -229,7 +231,30 @@ class LikelihoodDetector(Detector):
             ex = np.where(rg > 0, np.maximum(x - mx_prev, mn_prev - x) / rg, 0.0)
         ex = np.maximum(np.nan_to_num(ex), 0.0)
         sp = ex / (ex + float(p["spatial_c"]))
-        out = np.clip(np.maximum(lik, sp), 0.0, 1.0)
+        # a counter (never decreasing so far) sets a new maximum at every point: no excess
+        last0 = np.where(new, v0, st["last"][ids])
+        prev_x = np.concatenate([last0[:, None], x[:, :-1]], axis=1)
+        step_ok = ~real | (x >= prev_x)
+        mono = np.logical_and.accumulate(np.concatenate([(st["mono"][ids] > 0)[:, None], step_ok], axis=1), axis=1)
+        sp = np.where(mono[:, 1:], 0.0, sp)
+        if p["gate_excess"] > 0:
+            # beyond the range by more than `gate_excess` residual sigmas: a counter rising by its
+            # usual step sets a new maximum every point, but by less than its residual scale
+            beyond = np.maximum(x - mx_prev, mn_prev - x)
+            sp = np.where(np.nan_to_num(beyond) > float(p["gate_excess"]) * sc, sp, 0.0)
+        out = np.maximum(lik, sp)
+        W = int(p["z_window"])
+        absres = lay.pad(lay.unpad(np.abs(e)), np.nan, lead=st["absres"][ids])
+        if p["z_half"] > 0:
+            # a single large miss scores on its own: |residual| in units of the median absolute
+            # residual of the previous `z_window` points (robust: frequent faults don't inflate it)
+            med = bn.move_median(absres, W, min_count=W // 2, axis=1)[:, W - 1 : -1]
+            # floored by a quarter of the EWMA sigma: quantised or flat series have a median of 0
+            scale = np.maximum(1.4826 * np.nan_to_num(med, nan=np.inf), 0.25 * sc)
+            zr = np.abs(e) / scale
+            zh = float(p["z_half"])
+            out = np.maximum(out, np.where(real & (cnt >= int(p["z_warm"])), zr / (zr + zh), 0.0))
+        out = np.clip(out, 0.0, 1.0)
         # state
         st["n"][ids] = n0 + lay.lengths
         st["lvl"][ids] = lay.last(level)
@@ -240,6 +265,9 @@ class LikelihoodDetector(Detector):
         st["mn"][ids] = lay.last(mn, lead=1)
         st["hits"][ids] = lay.tail(r, avg - 1, lead=avg - 1)
         st["reds"][ids] = np.nan_to_num(lay.tail(reds, R, lead=R))
+        st["absres"][ids] = lay.tail(absres, W, lead=W)
+        st["mono"][ids] = lay.last(mono, lead=1)
+        st["last"][ids] = lay.last(x)
         return lay.unpad(out)
 
 
