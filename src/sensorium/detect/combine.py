@@ -12,12 +12,13 @@ from sensorium.detect.base import Detector, Layout, make, register
 
 @register("ensemble")
 class Ensemble(Detector):
-    """Combines member detectors (registry names, default parameters unless ``params`` names them)
+    """Combines member detectors (registry names, default parameters unless ``params`` names them;
+    default: the default detector and Half-Space Trees, averaged)
     scoring the same rows: ``combine="max"`` (any member alarmed) or ``"mean"``. Each member keeps
     its own state; cold start is that of the members."""
 
-    def __init__(self, members: tuple[str, ...] | list[str] = ("ewma", "seasonal", "robust_z"),
-                 combine: str = "max", params: dict[str, dict[str, Any]] | None = None) -> None:
+    def __init__(self, members: tuple[str, ...] | list[str] = ("default", "hst"),
+                 combine: str = "mean", params: dict[str, dict[str, Any]] | None = None) -> None:
         if combine not in ("max", "mean"):
             raise ValueError(f"combine must be 'max' or 'mean', got {combine!r}")
         if not members:

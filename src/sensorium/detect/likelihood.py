@@ -53,6 +53,33 @@ def _lag(m: np.ndarray, first: np.ndarray) -> np.ndarray:
     return np.concatenate([first[:, None], m[:, :-1]], axis=1)
 
 
+class Pool:
+    """Rows of a 2-D buffer handed out to series and recycled (a free list)."""
+
+    def __init__(self, width: int, dtype: Any) -> None:
+        self.data = np.zeros((0, width), dtype=dtype)
+        self.free_rows = np.zeros(0, dtype=np.int64)
+
+    def alloc(self, n: int) -> np.ndarray:
+        if len(self.free_rows) < n:
+            have = self.data.shape[0]
+            grow = max(n - len(self.free_rows), have // 4, 64)
+            self.data = np.concatenate([self.data, np.zeros((grow, self.data.shape[1]), self.data.dtype)])
+            self.free_rows = np.concatenate([self.free_rows, np.arange(have, have + grow)])
+        rows, self.free_rows = self.free_rows[:n], self.free_rows[n:]
+        return rows
+
+    def free(self, rows: np.ndarray) -> None:
+        self.free_rows = np.concatenate([self.free_rows, np.asarray(rows, np.int64)])
+
+    def state(self) -> dict[str, Any]:
+        return {"data": self.data, "free": self.free_rows}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.data = np.array(state["data"], dtype=self.data.dtype)
+        self.free_rows = np.array(state["free"], dtype=np.int64)
+
+
 def seasonal_periods(v: np.ndarray, pmin: int, pmax: int, thr: float) -> np.ndarray:
     """Season length (0: none) of each row of ``v`` (``[series, L]``): the highest
     autocorrelation peak at lags ``pmin..pmax`` after the first negative autocorrelation."""
@@ -85,8 +112,9 @@ class LikelihoodDetector(Detector):
             raise ValueError(f"unknown parameters {sorted(unknown)}; known: {sorted(DEFAULTS)}")
         self.p: dict[str, Any] = {**DEFAULTS, **params}
         self.min_points = int(self.p["warm"])
-        self.learning: dict[str, np.ndarray] = {}  # series key -> first values (until `learn`)
-        self.lagbuf: dict[str, np.ndarray] = {}  # series key -> last P values (seasonal series)
+        # pooled buffers, one row per series that needs one (rows recycled): the first `learn`
+        # values of series still learning (float32: only for finding the season), the last P values of seasonal series
+        self.pools = {"first": Pool(int(self.p["learn"]), np.float32), "lag": Pool(int(self.p["pmax"]), np.float64)}
         super().__init__()
 
     def params(self) -> dict[str, Any]:
@@ -97,59 +125,66 @@ class LikelihoodDetector(Detector):
         return {
             "n": ((), 0.0), "lvl": ((), 0.0), "s2": ((), 0.0), "mu": ((), 0.0), "var": ((), 0.0),
             "mx": ((), 0.0), "mn": ((), 0.0), "P": ((), 0.0), "ss": ((), 0.0),
-            "hits": ((int(p["avg"]) - 1,), np.nan), "reds": ((int(p["refractory"]),), 0.0),
+            "hits": ((int(p["avg"]) - 1,), np.nan), "since_red": ((), 1e9),
             "absres": ((int(p["z_window"]),), np.nan), "mono": ((), 1.0), "last": ((), np.nan),
+            "first_row": ((), -1.0), "lag_row": ((), -1.0),
         }
 
     def _extra_state(self) -> dict[str, Any]:
-        return {"learning": self.learning, "lagbuf": self.lagbuf}
+        return {"pools": {k: v.state() for k, v in self.pools.items()}}
 
     def _restore_extra(self, extra: dict[str, Any]) -> None:
-        self.learning = {k: np.asarray(v, np.float64) for k, v in extra.get("learning", {}).items()}
-        self.lagbuf = {k: np.asarray(v, np.float64) for k, v in extra.get("lagbuf", {}).items()}
+        for k, v in extra.get("pools", {}).items():
+            self.pools[k].restore(v)
 
     # -- seasonal misses -----------------------------------------------------------------------
     def _seasonal(self, lay: Layout, ids: np.ndarray, x: np.ndarray, n0: np.ndarray) -> np.ndarray:
         """Seasonal misses ``[segments, width]`` (False before a season is known)."""
         p, st = self.p, self.table
         L = int(p["learn"])
+        a = float(p["a_scale"])
         miss = np.zeros(x.shape, dtype=bool)
-        # 1. series still learning: collect their first L values; find the season when complete
+        cnt = n0.astype(np.int64)[:, None] + np.arange(x.shape[1])[None, :]
+        # 1. series still learning: their first L values go to a pooled buffer (one row each)
         learning = np.flatnonzero(n0 < L)
-        done_keys: list[str] = []
-        for s in learning.tolist():
-            key = lay.keys[s]
-            take = min(L - int(n0[s]), int(lay.lengths[s]))
-            buf = np.concatenate([self.learning.get(key, np.zeros(0)), x[s, :take]])
-            if len(buf) >= L:
-                self.learning.pop(key, None)
-                done_keys.append(key)
-                self.learning[key] = buf  # briefly, for the vectorised season search below
-            else:
-                self.learning[key] = buf
-        if done_keys:
-            first = np.vstack([self.learning.pop(k) for k in done_keys])
-            periods = seasonal_periods(first, int(p["pmin"]), int(p["pmax"]), float(p["acf_thr"]))
-            rows = self.table.ids(done_keys)
-            st["P"][rows] = periods
-            for i, (key, per) in enumerate(zip(done_keys, periods.tolist(), strict=True)):
-                if per <= 0:
-                    continue
-                v = first[i]
-                es = v - np.r_[np.full(per, v[0]), v[:-per]]
-                init = es[per:L].var() + 1e-12
-                ss = _ewm((es * es)[None, :], float(p["a_scale"]), np.array([init]))
-                st["ss"][rows[i]] = ss[0, -1]
-                self.lagbuf[key] = v[-per:].copy()
-        # 2. points after the learning period of seasonal series
+        if len(learning):
+            first_pool = self.pools["first"]
+            rows = st["first_row"][ids[learning]].astype(np.int64)
+            fresh = rows < 0
+            if fresh.any():
+                rows[fresh] = first_pool.alloc(int(fresh.sum()))
+                st["first_row"][ids[learning[fresh]]] = rows[fresh]
+            take = (cnt[learning] < L) & ~np.isnan(x[learning])
+            r_i, c_i = np.nonzero(take)
+            first_pool.data[rows[r_i], cnt[learning][r_i, c_i]] = x[learning][r_i, c_i]
+            done = n0[learning] + lay.lengths[learning] >= L
+            if done.any():
+                segs, drows = learning[done], rows[done]
+                first = first_pool.data[drows].astype(np.float64)
+                first_pool.free(drows)
+                st["first_row"][ids[segs]] = -1
+                periods = seasonal_periods(first, int(p["pmin"]), int(p["pmax"]), float(p["acf_thr"]))
+                st["P"][ids[segs]] = periods
+                for per in np.unique(periods[periods > 0]).tolist():
+                    k = np.flatnonzero(periods == per)
+                    v = first[k]
+                    es = v - np.concatenate([np.repeat(v[:, :1], per, axis=1), v[:, :-per]], axis=1)
+                    init = es[:, per:L].var(axis=1) + 1e-12
+                    ss = _ewm(es * es, a, init)
+                    st["ss"][ids[segs[k]]] = ss[:, -1]
+                    lrows = self.pools["lag"].alloc(len(k))
+                    st["lag_row"][ids[segs[k]]] = lrows
+                    self.pools["lag"].data[lrows, :per] = v[:, -per:]
+        # 2. points after the learning period of seasonal series (grouped by season length)
         P = st["P"][ids]
-        cnt = n0[:, None] + np.arange(x.shape[1])[None, :]
         active = (cnt >= L) & (P[:, None] > 0) & ~np.isnan(x)
+        lag_pool = self.pools["lag"]
         for per in np.unique(P[P > 0]).astype(int).tolist():
             segs = np.flatnonzero((P == per) & active.any(axis=1))
             if not len(segs):
                 continue
-            lead = np.vstack([self.lagbuf[lay.keys[s]] for s in segs.tolist()])
+            lrows = st["lag_row"][ids[segs]].astype(np.int64)
+            lead = lag_pool.data[lrows, :per]
             sub_active = active[segs]
             # each row's post-learning values, left-aligned
             start = np.argmax(sub_active, axis=1)
@@ -159,23 +194,20 @@ class LikelihoodDetector(Detector):
             valid = np.arange(w)[None, :] < width[:, None]
             vals = np.where(valid, x[segs[:, None], np.minimum(cols, x.shape[1] - 1)], np.nan)
             full = np.concatenate([lead, vals], axis=1)
-            prev = full[:, :-per][:, -w:] if w else full[:, :0]
+            prev = full[:, :w]  # the value one season before each
             es = np.where(valid, vals - prev, 0.0)
             ss0 = st["ss"][ids[segs]]
-            ss = _ewm(es * es, float(p["a_scale"]), ss0)
+            ss = _ewm(es * es, a, ss0)
             prev_ss = _lag(ss, ss0)
             scs = np.maximum(np.sqrt(prev_ss), 1e-9 + 1e-6 * np.abs(np.nan_to_num(prev)))
             z = np.abs(es) / scs
             m = valid & (z > float(p["k_seas"]))
             rows_i = np.broadcast_to(segs[:, None], cols.shape)
             miss[rows_i[valid], cols[valid]] = m[valid]
-            last = width - 1
-            st["ss"][ids[segs]] = ss[np.arange(len(segs)), last]
+            st["ss"][ids[segs]] = ss[np.arange(len(segs)), width - 1]
             # keep the last `per` values
-            tail_cols = (per + width)[:, None] - per + np.arange(per)[None, :]
-            new_lead = np.take_along_axis(full, tail_cols, axis=1)
-            for j, s in enumerate(segs.tolist()):
-                self.lagbuf[lay.keys[s]] = new_lead[j].copy()
+            tail_cols = width[:, None] + np.arange(per)[None, :]
+            lag_pool.data[lrows, :per] = np.take_along_axis(full, tail_cols, axis=1)
         return miss
 
     # -- the whole score -----------------------------------------------------------------------
@@ -216,8 +248,13 @@ class LikelihoodDetector(Detector):
         q = np.where(cnt < int(p["warm"]), 1.0, q)  # cold start: no likelihood yet (score 0)
         red = real & (q <= float(p["red"]))
         R = int(p["refractory"])
-        reds = lay.pad(lay.unpad(red.astype(np.float64)), 0.0, lead=st["reds"][ids])
-        prev_red = bn.move_max(reds, R, min_count=1, axis=1)[:, R - 1 : -1] > 0
+        # column of the last red before each point (relative to the batch; the state keeps how
+        # many points ago the last red was)
+        col = np.arange(x.shape[1], dtype=np.float64)[None, :]
+        last_red = np.fmax.accumulate(
+            np.concatenate([-st["since_red"][ids][:, None], np.where(red, col, -np.inf)], axis=1), axis=1
+        )
+        prev_red = (col - last_red[:, :-1]) <= R
         q = np.where(red & prev_red, float(p["yellow"]), q)
         lik = np.log(1.0000000001 - (1.0 - q)) / np.log(1.0 - 0.9999999999)
         # 3. range excess over all earlier values
@@ -264,7 +301,7 @@ class LikelihoodDetector(Detector):
         st["mx"][ids] = lay.last(mx, lead=1)
         st["mn"][ids] = lay.last(mn, lead=1)
         st["hits"][ids] = lay.tail(r, avg - 1, lead=avg - 1)
-        st["reds"][ids] = np.nan_to_num(lay.tail(reds, R, lead=R))
+        st["since_red"][ids] = np.minimum(lay.lengths - lay.last(last_red, lead=1), 1e9)
         st["absres"][ids] = lay.tail(absres, W, lead=W)
         st["mono"][ids] = lay.last(mono, lead=1)
         st["last"][ids] = lay.last(x)
