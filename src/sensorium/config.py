@@ -119,12 +119,26 @@ class DetectorSettings(_Frozen):
     params: dict[str, Any] = Field(default_factory=dict, description="Detector parameters (see docs/detection.md).")
 
 
+class QualityCheckSettings(_Frozen):
+    enabled: bool = Field(
+        True, description="Run the stream's `quality` stage: stuck values, spikes, dropouts, drift against peers."
+    )
+    peer_tags: tuple[str, ...] = Field(
+        ("location",),
+        description="Tags that make sensors of the same field peers (for drift); a series lacking one has no peers.",
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Check parameters (see docs/data-quality-detectors.md)."
+    )
+
+
 class DetectSettings(_Frozen):
     enabled: bool = Field(True, description="Run the stream's `detect` stage (anomaly scores).")
     detectors: tuple[DetectorSettings, ...] = Field(
         (DetectorSettings(),),
         description="Which fields get anomaly scores and from which detector; the first matching entry wins.",
     )
+    quality: QualityCheckSettings = QualityCheckSettings()
 
 
 class WebhookSinkSettings(_Frozen):

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sensorium.config import Settings, load_settings
-from sensorium.errors import BadRequest, DataDirLocked, NotFound, PartialWriteError
+from sensorium.errors import BadRequest, DataDirLocked, NotFound, PartialWriteError, SensoriumError
 from sensorium.log.wal import KIND_DATA, KIND_DEAD_LETTERS, WAL, WALRecord, encode_payload
 from sensorium.obs.metrics import Metrics
 from sensorium.quality.deadletters import DeadLetter, DeadLetterStore
@@ -743,6 +743,17 @@ class Sensorium:
                 self.metrics.flush_errors.inc()
 
     # -- reading -------------------------------------------------------------------------------
+    def quality_findings(self, bucket: str | None = None) -> pa.Table | None:
+        """The stream's data-quality findings (``quality_findings``), or None when there are none."""
+        bucket = bucket or self.settings.default_bucket
+        derived = self.engine.derived
+        if derived is None or "quality_findings" not in derived.names(bucket):
+            return None
+        try:
+            return self.query("SELECT * FROM quality_findings", bucket=bucket)
+        except SensoriumError:
+            return None
+
     def query(self, sql: str, bucket: str | None = None) -> pa.Table:
         t0 = time.perf_counter()
         try:

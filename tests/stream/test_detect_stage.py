@@ -70,16 +70,16 @@ def test_detector_state_survives_a_restart(data_dir: Path) -> None:
     values = _signal(400, 300)
     # uninterrupted run
     ref_dir = data_dir.parent / "ref"
-    p = Sensorium(make_settings(ref_dir, detect=DETECT), clock=FakeClock(T0), background=False)
+    p = Sensorium(make_settings(ref_dir, detect=DETECT), clock=FakeClock(T0 + 3600 * NS), background=False)
     _write(p, values)
     p.stream.checkpoint()  # type: ignore[union-attr]
     want = np.array(p.query("SELECT score FROM anomaly_scores ORDER BY time").column("score").to_pylist())
     p.close()
     # the same data with a restart in the middle
-    p = Sensorium(settings, clock=FakeClock(T0), background=False)
+    p = Sensorium(settings, clock=FakeClock(T0 + 3600 * NS), background=False)
     _write(p, values[:200])
     p.close()
-    p = Sensorium(settings, clock=FakeClock(T0), background=False)
+    p = Sensorium(settings, clock=FakeClock(T0 + 3600 * NS), background=False)
     assert p.stream is not None and p.stream.detect is not None
     assert p.stream.detect.detectors[0].table["n"].sum() == 200  # the model came back
     _write(p, values[200:], start=200)
@@ -92,17 +92,45 @@ def test_detector_state_survives_a_restart(data_dir: Path) -> None:
 def test_unknown_detector_is_a_configuration_error(data_dir: Path) -> None:
     bad = {"detectors": [{"detector": "magic"}]}
     with pytest.raises(ConfigError, match="unknown detector 'magic'"):
-        Sensorium(make_settings(data_dir, detect=bad), clock=FakeClock(T0), background=False)
+        Sensorium(make_settings(data_dir, detect=bad), clock=FakeClock(T0 + 3600 * NS), background=False)
     bad_params = {"detectors": [{"detector": "ewma", "params": {"nope": 1}}]}
     with pytest.raises(ConfigError, match="nope"):
-        Sensorium(make_settings(data_dir, detect=bad_params), clock=FakeClock(T0), background=False)
+        Sensorium(make_settings(data_dir, detect=bad_params), clock=FakeClock(T0 + 3600 * NS), background=False)
 
 
 def test_detect_off(data_dir: Path) -> None:
-    p = Sensorium(make_settings(data_dir, detect={"enabled": False}), clock=FakeClock(T0), background=False)
+    p = Sensorium(make_settings(data_dir, detect={"enabled": False}), clock=FakeClock(T0 + 3600 * NS), background=False)
     try:
         assert p.stream is not None and p.stream.detect is None
         _write(p, _signal(20, 5))
         assert "anomaly_scores" not in p.stream.derived.names("default")
     finally:
         p.close()
+
+
+def test_quality_stage_is_on_by_default_and_feeds_the_report(data_dir: Path) -> None:
+    p = Sensorium(make_settings(data_dir), clock=FakeClock(T0 + 3600 * NS), background=False)
+    try:
+        assert p.stream is not None
+        assert "quality" in [s.step_id for s in p.stream.pipelines]
+        # a stuck sensor: varying values, then the same value for a long run
+        rng = np.random.default_rng(3)
+        values = np.r_[21 + rng.normal(0, 0.3, 300), np.full(120, 21.5), 21 + rng.normal(0, 0.3, 20)]
+        _write(p, values)
+        p.stream.checkpoint()
+        found = p.quality_findings()
+        assert found is not None
+        kinds = {(r["device_id"], r["field"], r["check"]) for r in found.to_pylist()}
+        assert ("a", "temperature", "stuck") in kinds
+        from sensorium.quality.report import quality_report
+
+        rep = quality_report(p.deadletters, findings=found)
+        assert rep["findings"]["by_check"]["stuck"]["count"] >= 1
+    finally:
+        p.close()
+
+
+def test_bad_quality_params_are_a_configuration_error(data_dir: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[detect.quality\]"):
+        Sensorium(make_settings(data_dir, detect={"quality": {"params": {"nope": 1}}}), clock=FakeClock(T0),
+                  background=False)

@@ -5,6 +5,7 @@ Stages (each with a ``step_id`` that keys its state in the checkpoint):
 ``rolling``   last-N statistics per series and field (derived values ``<field>:avg_10`` ...)
 ``rollups``   continuous aggregates ``<measurement>_1m`` / ``_1h`` / ``_1d`` (+ late data)
 ``detect``    anomaly scores per point (``<field>:anomaly_score`` for rules, ``anomaly_scores`` table)
+``quality``   data-quality checks (stuck, spikes, dropouts, drift) → ``quality_findings`` table
 ``rules``     thresholds, durations, rates, absence, CEP → alert transitions
 user stages   :class:`~sensorium.stream.pipeline.Pipeline` objects given to the platform
 
@@ -51,6 +52,8 @@ LATE_SCHEMA = pa.schema(
     [("time", pa.int64()), ("measurement", pa.string()), ("field", pa.string()), ("value", pa.float64()),
      ("watermark", pa.int64()), ("reason", pa.string())]
 )
+FINDINGS_TABLE = "quality_findings"
+SHARED_TABLES = frozenset({FINDINGS_TABLE})  # pipeline outputs spanning measurements
 SCORES_SCHEMA = pa.schema(
     [("time", pa.int64()), ("measurement", pa.string()), ("field", pa.string()), ("value", pa.float64()),
      ("score", pa.float64())]
@@ -121,6 +124,8 @@ class StreamRunner:
             flap_max_changes=settings.alerts.flap_max_changes,
         )
         self.pipelines = list(pipelines)
+        if settings.detect.quality.enabled:
+            self.pipelines.append(self._quality_stage(settings))
         ids = [p.step_id for p in self.pipelines]
         if len(set(ids)) != len(ids) or {"rolling", "rollups", "rules", "detect"} & set(ids):
             raise ValueError(f"pipeline step ids must be unique and not rolling/rollups/detect/rules: {ids}")
@@ -151,6 +156,16 @@ class StreamRunner:
         except (KeyError, ValueError, TypeError) as exc:
             msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
             raise ConfigError(f"[detect] detectors: {msg}") from None
+
+    @staticmethod
+    def _quality_stage(settings: Settings) -> UserStage:
+        from sensorium.detect.quality import QualityStage
+
+        q = settings.detect.quality
+        try:
+            return QualityStage(**{"peer_tags": tuple(q.peer_tags), **q.params})
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"[detect.quality] params: {exc}") from None
 
     # -- state ---------------------------------------------------------------------------------
     def _stages(self) -> dict[str, Any]:
@@ -249,7 +264,7 @@ class StreamRunner:
             scores = empty_values()
             if self.detect is not None and values.height:
                 scores, score_rows = timed("detect", self.detect.process, values, self.series.frame)
-                self._scores_output(score_rows)
+                self._shared_output(SCORES_TABLE, score_rows)
             if values.height:
                 parts = [values]
                 for extra in (derived, scores):
@@ -316,21 +331,24 @@ class StreamRunner:
         self.stats["late"] += late.height
         if self.metrics is not None:
             self.metrics.stream_late.inc(late.height)
-        for (bucket, m), (frame, tags) in self.series.attach(late).items():
-            frame = frame.with_columns(pl.lit(m).alias("measurement"))
-            self.derived.add((bucket, LATE_TABLE), to_arrow(frame, [*tags, "field", "measurement"]))
+        self._shared_output(LATE_TABLE, late)
 
-    def _scores_output(self, rows: pl.DataFrame) -> None:
+    def _shared_output(self, table: str, rows: pl.DataFrame) -> None:
+        """Rows of a table shared by all measurements of a bucket (late data, anomaly scores,
+        quality findings): tags attached, plus a ``measurement`` column."""
         if not rows.height:
             return
         for (bucket, m), (frame, tags) in self.series.attach(rows).items():
             frame = frame.with_columns(pl.lit(m).alias("measurement"))
-            self.derived.add((bucket, SCORES_TABLE), to_arrow(frame, [*tags, "field", "measurement"]))
+            self.derived.add((bucket, table), to_arrow(frame, [*tags, "field", "measurement"]))
 
     def _pipeline_output(self, step_id: str, outputs: dict[str, pl.DataFrame]) -> None:
         for name, rows in outputs.items():
             if name == "late":
                 self._late_output(rows)
+                continue
+            if name in SHARED_TABLES:
+                self._shared_output(name, rows)
                 continue
             if not rows.height:
                 continue
@@ -345,6 +363,8 @@ class StreamRunner:
             names += [ROLLING_TABLE, LATE_TABLE]
             if self.detect is not None:
                 names.append(SCORES_TABLE)
+            if any(p.step_id == "quality" for p in self.pipelines):
+                names.append(FINDINGS_TABLE)
         return names
 
     def _open_rows(self, bucket: str, table: str) -> pa.Table | None:
@@ -354,6 +374,11 @@ class StreamRunner:
             return LATE_SCHEMA.empty_table()  # late rows are only ever finished rows
         if table == SCORES_TABLE:
             return self._scores_schema_rows()
+        if table == FINDINGS_TABLE:
+            from sensorium.detect.quality import FINDINGS_SCHEMA
+
+            empty = pl.DataFrame(schema=FINDINGS_SCHEMA).drop("series").with_columns(pl.lit(None, pl.Utf8).alias("measurement"))
+            return to_arrow(empty.clear(), ["field", "measurement"])
         if self.rollups is None:
             return None
         for iv in self.intervals:
