@@ -9,6 +9,9 @@ from pydantic import BaseModel
 
 from sensorium.config import (
     AlertSettings,
+    DetectorSettings,
+    DetectSettings,
+    QualityCheckSettings,
     MqttSinkSettings,
     QualitySettings,
     RuleSettings,
@@ -62,6 +65,14 @@ rules_file = "rules.toml"         # `sensorium rules check rules.toml` validates
 
 [[alerts.webhooks]]
 url = "http://127.0.0.1:9000/hooks/sensorium"
+
+[[detect.detectors]]              # anomaly scores (table anomaly_scores, rules: stat = "anomaly_score")
+measurement = "*"
+field = "*"
+detector = "default"
+
+[detect.quality]                  # stuck values, spikes, dropouts, drift → table quality_findings
+peer_tags = ["location"]
 ```
 """
 
@@ -94,9 +105,11 @@ def render() -> str:
         ("simulator", SimulatorSettings),
         ("stream", StreamSettings),
         ("alerts", AlertSettings),
+        ("detect", DetectSettings),
+        ("detect.quality", QualityCheckSettings),
     ):
         lines += ["", f"## `[{sec}]`", ""]
-        lines += _table(model, f"{sec}.", f"SENSORIUM_{sec.upper()}__")
+        lines += _table(model, f"{sec}.", f"SENSORIUM_{sec.upper().replace('.', '__')}__")
     lines += [
         "",
         "## Quality rules (`[quality.rules.<field>]`)",
@@ -120,6 +133,16 @@ def render() -> str:
     lines += _table(WebhookSinkSettings, "webhooks[].", None)
     lines += ["", "### `[alerts.mqtt]`", ""]
     lines += _table(MqttSinkSettings, "mqtt.", None)
+    lines += [
+        "",
+        "## Anomaly detectors (`[[detect.detectors]]`)",
+        "",
+        "Each entry picks the fields (measurement and field globs) scored by one detector; the first",
+        "matching entry wins; the default is one entry scoring every numeric field with the `default`",
+        "detector. See [detection.md](detection.md).",
+        "",
+    ]
+    lines += _table(DetectorSettings, "detectors[].", None)
     lines.append(FOOTER)
     return "\n".join(lines)
 
