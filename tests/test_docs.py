@@ -40,10 +40,18 @@ def test_http_api_page_lists_every_route() -> None:
     from sensorium.api.app import create_app
 
     page = (ROOT / "docs/http-api.md").read_text()
+    import importlib
     import inspect
+    import pkgutil
 
-    from sensorium.api import stream_routes
+    import sensorium.api
 
-    src = inspect.getsource(create_app) + inspect.getsource(stream_routes)
+    routes = [  # every routes module (stream_routes, device_config_routes, ...)
+        importlib.import_module(f"sensorium.api.{m.name}")
+        for m in pkgutil.iter_modules(sensorium.api.__path__)
+        if m.name.endswith("_routes")
+    ]
+    assert any(r.__name__.endswith("stream_routes") for r in routes)
+    src = inspect.getsource(create_app) + "".join(inspect.getsource(r) for r in routes)
     for path in re.findall(r'@app\.(?:get|post|head)\("([^"]+)"', src):
         assert path in page, path

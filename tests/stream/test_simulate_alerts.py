@@ -1,5 +1,5 @@
 """`sensorium up --simulate` runs the built-in rules: the simulator's injected faults show up in
-GET /api/v1/alerts within a minute, and rollups fill in."""
+GET /api/v1/alerts within a minute, rollups fill in, and anomaly scores show the faults."""
 
 from __future__ import annotations
 
@@ -27,5 +27,14 @@ def test_up_simulate_raises_alerts_within_a_minute(tmp_path: Path) -> None:
         # the 1-minute rollup answers for the simulated fleet (provisional windows included)
         rows = srv.query("SELECT count(*) AS n FROM climate_1m")["rows"]
         assert rows[0][0] > 0
+        # anomaly scores for every watched point; the injected faults score high
+        deadline = time.monotonic() + 45
+        high = 0
+        while time.monotonic() < deadline and not high:
+            time.sleep(2.0)
+            n, high = srv.query("SELECT count(*), count(*) FILTER (WHERE score >= 0.6) FROM anomaly_scores")["rows"][0]
+            assert n > 0
+        assert high > 0, "no anomaly score >= 0.6 from the simulator's faults"
+        srv.query('SELECT "check", count(*) FROM quality_findings GROUP BY ALL')  # the table exists
     finally:
         srv.stop()

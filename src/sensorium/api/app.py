@@ -269,7 +269,11 @@ def create_app(platform: Sensorium) -> FastAPI:
         check_auth(request)
         from sensorium.quality.report import quality_report
 
-        return _json(await asyncio.to_thread(quality_report, platform.deadletters, top=top))
+        def report() -> dict[str, Any]:
+            platform.process_pending()
+            return quality_report(platform.deadletters, top=top, findings=platform.quality_findings())
+
+        return _json(await asyncio.to_thread(report))
 
     @app.get("/api/v1/dead-letters", tags=["quality"])
     async def dead_letters(
@@ -326,4 +330,7 @@ def create_app(platform: Sensorium) -> FastAPI:
     from sensorium.api import stream_routes
 
     stream_routes.register(app, platform, check_auth, table_to_json)
+    from sensorium.api import device_config_routes
+
+    device_config_routes.register(app, platform, check_auth, table_to_json)
     return app

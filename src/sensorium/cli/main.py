@@ -36,6 +36,7 @@ from sensorium.cli.common import (
 )
 from sensorium.cli.common import http as _http
 from sensorium.cli.common import settings as _settings
+from sensorium.cli.detect import detect_app
 from sensorium.errors import SensoriumError
 
 app = typer.Typer(
@@ -51,6 +52,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(dl_app, name="dead-letters")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(rules_app, name="rules")
+app.add_typer(detect_app, name="detect")
 
 
 
@@ -369,20 +371,21 @@ def quality(
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
     top: Annotated[int, typer.Option(help="How many top issues / devices to show.")] = 10,
 ) -> None:
-    """Data-quality report: totals, valid rate, top issues, per-device rates."""
+    """Data-quality report: totals, valid rate, top issues, per-device rates, and the stream's
+    findings (stuck values, spikes, dropouts, drift)."""
     from sensorium.quality.report import quality_report, render_report
 
     if url:
         rep = _http(url, "GET", "/api/v1/quality", params={"top": top}).json()
     else:
-        from sensorium.quality.deadletters import DeadLetterStore
+        from sensorium.platform import Sensorium
 
         s = _settings(config, data_dir=data_dir)
-        store = DeadLetterStore(Path(s.data_dir) / "deadletters.sqlite")
+        platform = Sensorium(s, read_only=True, background=False)
         try:
-            rep = quality_report(store, top=top)
+            rep = quality_report(platform.deadletters, top=top, findings=platform.quality_findings())
         finally:
-            store.close()
+            platform.close()
     if fmt == "json":
         sys.stdout.write(json.dumps(rep, default=str) + "\n")
         return
