@@ -66,3 +66,12 @@ def test_quiet_partitions_are_compacted_even_with_few_files(tmp_path: Path) -> N
     later = int(time.time() * 1000) + 7200 * 1000
     assert lake.compact("b", "m", ["device_id"], min_files=8, settled_s=3600, now_ms=later) == 2
     assert lake.stats("b", "m").rows == 6  # merged
+
+
+def test_prepare_accepts_a_tag_column_that_is_all_null() -> None:
+    # e.g. quality findings of dropouts: `field` is null for the whole batch
+    field = pa.array([None, None, None], pa.string()).dictionary_encode()
+    t = pa.table({"time": pa.array([3, 1, 2], pa.int64()), "field": field, "v": [1.0, 2.0, 3.0]})
+    out = Lake.prepare(t)
+    assert out["time"].to_pylist() == [1, 2, 3]
+    assert out["field"].null_count == 3

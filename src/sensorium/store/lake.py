@@ -156,6 +156,9 @@ class Lake:
                 arr = arr.dictionary_encode()
             rank = pc.rank(arr.dictionary, sort_keys="ascending", tiebreaker="dense").to_numpy()
             codes = pc.fill_null(arr.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+            if not len(rank):  # every value null (an empty dictionary)
+                keys.append(np.zeros(len(codes), dtype=np.int64))
+                continue
             keys.append(np.where(codes < 0, 0, rank[np.maximum(codes, 0)]))
         keys.append(day)
         order = np.lexsort(keys)
