@@ -61,7 +61,8 @@ def test_fuse_stores_a_fused_measurement(data_dir: Path) -> None:
     n = out["summary"]["rows"]
     assert out["summary"]["stored"] == n and n in (60, 61)  # 1-minute buckets over an hour
     (g,) = out["groups"]
-    assert g["room"] == "kitchen" and g["mean_sensors"] == 3
+    # every bucket has the 3 sensors, except perhaps the first and last (cut by the time range)
+    assert g["room"] == "kitchen" and 3 - 2 / n <= g["mean_sensors"] <= 3
     p = Sensorium(make_settings(data_dir), read_only=True, background=False)
     try:
         assert p.query("SELECT count(*) AS n FROM climate_fused").to_pylist() == [{"n": n}]
