@@ -138,6 +138,10 @@ class DetectSettings(_Frozen):
         (DetectorSettings(),),
         description="Which fields get anomaly scores and from which detector; the first matching entry wins.",
     )
+    exclude_measurements: tuple[str, ...] = Field(
+        ("*_forecast",),
+        description="Measurements (globs) never scored: forecasts written back by `sensorium forecast --store`.",
+    )
     quality: QualityCheckSettings = QualityCheckSettings()
 
 

@@ -98,6 +98,20 @@ def test_unknown_detector_is_a_configuration_error(data_dir: Path) -> None:
         Sensorium(make_settings(data_dir, detect=bad_params), clock=FakeClock(T0 + 3600 * NS), background=False)
 
 
+def test_forecast_measurements_are_not_scored(data_dir: Path) -> None:
+    p = Sensorium(make_settings(data_dir), clock=FakeClock(T0 + 3600 * NS), background=False)
+    try:
+        lines = [f"climate_forecast,device_id=a temperature={20 + i % 7} {T0 + i * NS}" for i in range(60)]
+        lines += [f"climate,device_id=a temperature={20 + i % 7} {T0 + i * NS}" for i in range(60)]
+        p.write("\n".join(lines))
+        p.process_stream()
+        p.stream.checkpoint()  # type: ignore[union-attr]
+        got = p.query("SELECT DISTINCT measurement FROM anomaly_scores").column(0).to_pylist()
+        assert got == ["climate"]
+    finally:
+        p.close()
+
+
 def test_detect_off(data_dir: Path) -> None:
     p = Sensorium(make_settings(data_dir, detect={"enabled": False}), clock=FakeClock(T0 + 3600 * NS), background=False)
     try:

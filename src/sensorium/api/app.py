@@ -330,6 +330,9 @@ def create_app(platform: Sensorium) -> FastAPI:
     from sensorium.api import stream_routes
 
     stream_routes.register(app, platform, check_auth, table_to_json)
+    from sensorium.api import forecast_routes
+
+    forecast_routes.register(app, platform, check_auth, table_to_json)
     from sensorium.api import device_config_routes
 
     device_config_routes.register(app, platform, check_auth, table_to_json)

@@ -37,6 +37,7 @@ from sensorium.cli.common import (
 from sensorium.cli.common import http as _http
 from sensorium.cli.common import settings as _settings
 from sensorium.cli.detect import detect_app
+from sensorium.cli.forecast import forecast as forecast_command
 from sensorium.errors import SensoriumError
 
 app = typer.Typer(
@@ -52,6 +53,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(dl_app, name="dead-letters")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(rules_app, name="rules")
+app.command("forecast")(forecast_command)
 app.add_typer(detect_app, name="detect")
 
 

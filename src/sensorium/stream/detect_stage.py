@@ -43,8 +43,9 @@ class DetectSpec:
 class DetectStage:
     step_id = "detect"
 
-    def __init__(self, specs: list[DetectSpec]) -> None:
+    def __init__(self, specs: list[DetectSpec], exclude: tuple[str, ...] = ()) -> None:
         self.specs = specs
+        self.exclude = tuple(exclude)
         self.detectors: list[Detector] = [make(s.detector, **s.params) for s in specs]
         self._route: dict[tuple[str, str], int] = {}  # (measurement, field) -> spec index (-1: none)
         self._measurement: dict[str, str] = {}
@@ -53,7 +54,10 @@ class DetectStage:
         key = (measurement, field_name)
         hit = self._route.get(key)
         if hit is None:
-            hit = next((i for i, s in enumerate(self.specs) if s.matches(measurement, field_name)), -1)
+            if any(fnmatchcase(measurement, pat) for pat in self.exclude):
+                hit = -1
+            else:
+                hit = next((i for i, s in enumerate(self.specs) if s.matches(measurement, field_name)), -1)
             self._route[key] = hit
         return hit
 

@@ -152,7 +152,7 @@ class StreamRunner:
         if not settings.detect.enabled:
             return None
         try:
-            return DetectStage(specs_from_settings(settings.detect.detectors))
+            return DetectStage(specs_from_settings(settings.detect.detectors), settings.detect.exclude_measurements)
         except (KeyError, ValueError, TypeError) as exc:
             msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
             raise ConfigError(f"[detect] detectors: {msg}") from None
