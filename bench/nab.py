@@ -8,7 +8,7 @@ low-FN 47.4 on the NAB scoreboard) with our scorer (``sensorium.detect.evaluate`
 every registered detector causally over every file of the corpus (one fresh detector per file,
 the whole file as one stream) and reports, per profile, the normalised score with its tuned
 threshold and the detected windows / false-positive rows / missed windows. Data:
-``../shared/data/nab`` (or ``--data``).
+``../shared/data/nab`` (or ``$NAB_DATA``, or ``--data``).
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
 from sensorium.detect import make, names, score_frame  # noqa: E402
-from sensorium.detect.evaluate import PROFILES, load_corpus, score_corpus  # noqa: E402
+from sensorium.detect.evaluate import PROFILES, find_corpus, load_corpus, score_corpus  # noqa: E402
 
 PUBLISHED = {
     "windowed_gaussian": {"standard": 39.6, "reward_low_FP_rate": 20.9, "reward_low_FN_rate": 47.4},
     "numenta_htm": {"standard": 70.5, "reward_low_FP_rate": 62.6, "reward_low_FN_rate": 75.2},
 }
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "nab"
+DEFAULT_DATA = find_corpus(REPO) or REPO.parent / "shared" / "data" / "nab"
 
 
 def windowed_gaussian(v: np.ndarray, window: int = 6400, step: int = 100) -> np.ndarray:

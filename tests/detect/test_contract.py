@@ -155,3 +155,50 @@ def test_unknown_detector_is_a_clear_error() -> None:
 def test_score_frame_helper() -> None:
     f = score_frame("x", [1, 2], [0.5, 1.5])
     assert f.columns == ["series", "time", "value"] and f.height == 2
+
+
+@pytest.mark.parametrize("name", ["default", "robust_z", "ewma", "hst", "isolation_forest"])
+def test_one_long_series_among_many_short_ones(name: str) -> None:
+    # a device uploading a backlog beside live devices: the same scores as each series alone,
+    # without padding every short series to the long one's length
+    rng = np.random.default_rng(5)
+    long = pl.DataFrame({"series": ["long|x"] * 3000, "time": np.arange(3000, dtype=np.int64),
+                         "value": rng.normal(0, 1, 3000)})
+    short = pl.DataFrame({"series": [f"s{i}|x" for i in range(400)], "time": np.zeros(400, dtype=np.int64),
+                          "value": rng.normal(0, 1, 400)})
+    both = pl.concat([short[:200], long, short[200:]])
+    got = fresh(name).score_many(both)
+    want_long = fresh(name).score_many(long)
+    np.testing.assert_allclose(got[200:3200], want_long, atol=1e-9)
+    from sensorium.detect.base import Layout
+
+    groups = Layout.of(both.get_column("series")).length_groups()
+    assert groups is not None and len(groups) == 2
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_state_of_other_parameters_is_refused(name: str, data: pl.DataFrame) -> None:
+    det = fresh(name)
+    det.score_many(data[:100])
+    other = make(name, **{**FAST.get(name, {}), **OTHER.get(name, {})})
+    with pytest.raises(ValueError, match="parameters"):
+        other.restore(det.state())
+
+
+OTHER: dict[str, dict] = {
+    "default": {"avg": 5}, "likelihood": {"z_window": 32}, "ewma": {"alpha": 0.2}, "holt": {"beta": 0.1},
+    "robust_z": {"window": 16}, "seasonal": {"period": "week"}, "isolation_forest": {"seed": 1},
+    "hst": {"height": 4}, "ensemble": {"combine": "max"}, "refractory": {"points": 20},
+}
+
+
+@pytest.mark.parametrize("name", ["default", "ewma", "holt", "robust_z"])
+def test_a_huge_reading_does_not_blind_the_series(name: str) -> None:
+    n = 600
+    rng = np.random.default_rng(8)
+    v = rng.normal(0, 1, n)
+    v[300] = 1e300
+    v[500] += 40.0
+    s = fresh(name).score_many(score_frame("a|x", np.arange(n), v))
+    assert s[300] == 0.0  # beyond 1e150: treated as not a number
+    assert s[500] > np.quantile(s[320:495], 0.95)

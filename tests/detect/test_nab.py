@@ -11,10 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sensorium.detect.evaluate import NabFile, probation_rows, score_at_threshold, score_corpus
+from sensorium.detect.evaluate import (
+    NabFile,
+    find_corpus,
+    probation_rows,
+    score_at_threshold,
+    score_corpus,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
-NAB = ROOT.parent / "shared" / "data" / "nab"
+NAB = find_corpus(ROOT)
 
 
 def _file(n: int = 2000, windows: list[tuple[int, int]] | None = None) -> NabFile:
@@ -65,8 +71,8 @@ def test_threshold_sweep_picks_the_best_threshold() -> None:
 
 @pytest.mark.slow
 def test_bench_nab_reproduces_the_reference_and_the_default_meets_its_target() -> None:
-    if not NAB.is_dir():
-        pytest.fail(f"NAB corpus missing at {NAB}")
+    if NAB is None:
+        pytest.fail("NAB corpus not found (../shared/data/nab, /work/shared/data/nab or $NAB_DATA)")
     out = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "nab.py"), "--json", "--detectors", "default,ewma"],
         capture_output=True, text=True, timeout=600, check=True,

@@ -148,3 +148,19 @@ def test_bad_quality_params_are_a_configuration_error(data_dir: Path) -> None:
     with pytest.raises(ConfigError, match=r"\[detect.quality\]"):
         Sensorium(make_settings(data_dir, detect={"quality": {"params": {"nope": 1}}}), clock=FakeClock(T0),
                   background=False)
+
+
+def test_changed_detector_settings_start_that_detector_fresh(data_dir: Path) -> None:
+    p = Sensorium(make_settings(data_dir, detect=DETECT), clock=FakeClock(T0 + 3600 * NS), background=False)
+    _write(p, _signal(200, 150))
+    p.close()
+    changed = {"detectors": [{"measurement": "climate", "field": "temperature", "detector": "default",
+                              "params": {"warm": 50, "learn": 100, "avg": 5}}]}
+    p = Sensorium(make_settings(data_dir, detect=changed), clock=FakeClock(T0 + 3600 * NS), background=False)
+    try:
+        assert p.stream is not None and p.stream.detect is not None
+        assert p.stream.detect.detectors[0].table["n"].sum() == 0  # fresh, not a mismatched state
+        _write(p, _signal(100, 50), start=200)
+        assert p.stream.error is None
+    finally:
+        p.close()

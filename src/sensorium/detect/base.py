@@ -38,6 +38,7 @@ import numpy as np
 import polars as pl
 
 SCORE_SCHEMA = {"series": pl.Utf8, "time": pl.Int64, "value": pl.Float64}
+MAX_ABS = 1e150  # larger magnitudes are treated as non-finite (their squares overflow)
 
 
 def score_frame(series: Any, time: Any, value: Any) -> pl.DataFrame:
@@ -109,6 +110,24 @@ class Layout:
         out[ok] = m[rows[ok], cols[ok]]
         return out
 
+    def length_groups(self, slack: int = 2) -> list[np.ndarray] | None:
+        """Segments grouped by length class (powers of two) when padding everything to the
+        longest would cost more than ``slack`` x the real cells; None when it would not."""
+        n = len(self.lengths)
+        if n <= 1 or n * self.width <= slack * max(len(self.order), 1024):
+            return None
+        cls = np.ceil(np.log2(np.maximum(self.lengths, 1))).astype(np.int64)
+        return [np.flatnonzero(cls == c) for c in np.unique(cls)]
+
+    def subset(self, segs: np.ndarray) -> tuple[Layout, np.ndarray]:
+        """(layout of these segments only, their rows' positions in this layout's order)."""
+        starts = np.r_[0, np.cumsum(self.lengths)[:-1]]
+        lens = self.lengths[segs]
+        rows = np.concatenate([np.arange(s, s + n) for s, n in zip(starts[segs], lens, strict=True)]) if len(segs) else np.zeros(0, np.int64)
+        seg = np.repeat(np.arange(len(segs)), lens)
+        sub = Layout(self.order[rows], seg, self.pos[rows], lens.copy(), [self.keys[i] for i in segs.tolist()])
+        return sub, rows
+
     def scatter(self, sorted_values: np.ndarray) -> np.ndarray:
         """Values given in ``order`` back in the batch's row order."""
         out = np.empty(len(self.order), dtype=np.asarray(sorted_values).dtype)
@@ -166,6 +185,9 @@ class Detector(ABC):
     name: ClassVar[str] = ""
     #: points of a series before it scores anything but 0
     min_points: int = 1
+    #: whether a batch may be scored in groups of series of similar length (False for detectors
+    #: whose state spans series, such as a device's fields)
+    split_by_length: bool = True
 
     def __init__(self) -> None:
         self.table = StateTable(self.state_spec())
@@ -190,7 +212,8 @@ class Detector(ABC):
         if frame.height == 0:
             return np.zeros(0)
         value = frame.get_column("value").cast(pl.Float64).to_numpy()
-        finite = np.isfinite(value)
+        # beyond 1e150 a squared residual overflows: treated as not a number (scored 0, not learned)
+        finite = np.isfinite(value) & (np.abs(value) <= MAX_ABS)
         scores = np.zeros(frame.height)
         if not finite.all():
             idx = np.flatnonzero(finite)
@@ -202,7 +225,17 @@ class Detector(ABC):
         lay = Layout.of(frame.get_column("series"))
         ids = self.table.ids(lay.keys)
         t = frame.get_column("time").cast(pl.Int64).to_numpy()[lay.order]
-        s = self._run(lay, ids, t, value[lay.order])
+        v = value[lay.order]
+        groups = lay.length_groups() if self.split_by_length else None
+        if groups is None:
+            s = self._run(lay, ids, t, v)
+        else:
+            # series of very different lengths: one padded matrix per length class, so one long
+            # backlog among many short series does not pad them all to its length
+            s = np.empty(len(v))
+            for segs in groups:
+                part, rows = lay.subset(segs)
+                s[rows] = self._run(part, ids[segs], t[rows], v[rows])
         return np.clip(np.nan_to_num(lay.scatter(s), nan=0.0), 0.0, 1.0)
 
     def learn_many(self, frame: pl.DataFrame) -> None:
@@ -219,8 +252,12 @@ class Detector(ABC):
         return {"name": self.name, "params": self.params(), "table": self.table.state(), "extra": self._extra_state()}
 
     def restore(self, state: dict[str, Any]) -> None:
+        """Continue from ``state``; a state of another detector or of other parameters is a
+        ValueError (the stream then starts that detector fresh)."""
         if state.get("name") != self.name:
             raise ValueError(f"state of detector {state.get('name')!r} given to {self.name!r}")
+        if state.get("params") != self.params():
+            raise ValueError(f"state of {self.name} with parameters {state.get('params')} given to {self.params()}")
         self.table.restore(state["table"])
         self._restore_extra(state.get("extra") or {})
 

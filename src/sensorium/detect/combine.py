@@ -28,6 +28,7 @@ class Ensemble(Detector):
         self.member_params = dict(params or {})
         self.members = [make(m, **self.member_params.get(m, {})) for m in self.members_names]
         self.min_points = min(m.min_points for m in self.members)
+        self.split_by_length = all(m.split_by_length for m in self.members)
         super().__init__()
 
     def params(self) -> dict[str, Any]:
@@ -62,6 +63,7 @@ class Refractory(Detector):
         self.inner_params = dict(inner_params or {})
         self.inner = make(inner, **self.inner_params)
         self.min_points = self.inner.min_points
+        self.split_by_length = self.inner.split_by_length
         super().__init__()
 
     def params(self) -> dict[str, Any]:

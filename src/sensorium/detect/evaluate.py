@@ -41,6 +41,21 @@ PROFILES: dict[str, dict[str, float]] = {
 PROBATION_PERCENT = 0.15
 
 
+def find_corpus(start: Path | str | None = None) -> Path | None:
+    """Where the NAB corpus is: ``$NAB_DATA``, else ``shared/data/nab`` beside a parent folder of
+    ``start`` (this checkout), else ``/work/shared/data/nab``; None when none holds it."""
+    import os
+
+    here = Path(start or __file__).resolve()
+    candidates = [Path(os.environ["NAB_DATA"])] if os.environ.get("NAB_DATA") else []
+    candidates += [p / "shared" / "data" / "nab" for p in here.parents]
+    candidates.append(Path("/work/shared/data/nab"))
+    for c in candidates:
+        if (c / "labels" / "combined_windows.json").is_file():
+            return c
+    return None
+
+
 def probation_rows(n: int) -> int:
     """Rows of a file's probationary period: 15 % of it, at most 750 (NAB's rule)."""
     return int(min(math.floor(PROBATION_PERCENT * n), PROBATION_PERCENT * 5000))
@@ -129,6 +144,8 @@ def _prepare(files: list[NabFile], scores: list[np.ndarray]) -> tuple[_Prepared,
             prev_right[right + 1 :] = right
             prev_width[right + 1 :] = width
         after = (win < 0) & (prev_right >= 0)
+        # distance in units of (width - 1), as NAB's own sweeper.py computes it (the published
+        # scores come from that code)
         denom = np.maximum(prev_width[after] - 1, 1)
         fp[after] = scaled_sigmoid(np.abs(prev_right[after] - idx[after]) / denom)
         fp[win >= 0] = 0.0

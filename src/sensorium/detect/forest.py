@@ -8,6 +8,7 @@ over records: the records between two boundaries are scored in one vectorised ca
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,8 @@ class IsolationForestDetector(Detector):
     Cold start: 0 until the first fit, after ``min_points`` records of the device.
     """
 
+    split_by_length = False  # a device's fields are several series: keep the batch whole
+
     def __init__(self, n_estimators: int = 30, buffer: int = 1024, refit_every: int = 1000, min_points: int = 64,
                  seed: int = 42) -> None:
         self.n_estimators, self.buffer, self.refit_every = n_estimators, buffer, refit_every
@@ -57,10 +60,10 @@ class IsolationForestDetector(Detector):
         return {}
 
     def _extra_state(self) -> dict[str, Any]:
-        return {"devices": self.devices}
+        return {"devices": copy.deepcopy(self.devices)}
 
     def _restore_extra(self, extra: dict[str, Any]) -> None:
-        self.devices = extra.get("devices", {})
+        self.devices = copy.deepcopy(extra.get("devices", {}))
 
     def _fit(self, dev: dict[str, Any]) -> None:
         from sklearn.ensemble import IsolationForest

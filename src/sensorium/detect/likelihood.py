@@ -73,7 +73,7 @@ class Pool:
         self.free_rows = np.concatenate([self.free_rows, np.asarray(rows, np.int64)])
 
     def state(self) -> dict[str, Any]:
-        return {"data": self.data, "free": self.free_rows}
+        return {"data": self.data.copy(), "free": self.free_rows.copy()}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.data = np.array(state["data"], dtype=self.data.dtype)
@@ -113,8 +113,8 @@ class LikelihoodDetector(Detector):
         self.p: dict[str, Any] = {**DEFAULTS, **params}
         self.min_points = int(self.p["warm"])
         # pooled buffers, one row per series that needs one (rows recycled): the first `learn`
-        # values of series still learning (float32: only for finding the season), the last P values of seasonal series
-        self.pools = {"first": Pool(int(self.p["learn"]), np.float32), "lag": Pool(int(self.p["pmax"]), np.float64)}
+        # values of series still learning (float64: they seed the lag buffer), the last P values of seasonal series
+        self.pools = {"first": Pool(int(self.p["learn"]), np.float64), "lag": Pool(int(self.p["pmax"]), np.float64)}
         super().__init__()
 
     def params(self) -> dict[str, Any]:
