@@ -132,6 +132,16 @@ class QualityCheckSettings(_Frozen):
     )
 
 
+class CompressionSettings(_Frozen):
+    enabled: bool = Field(False, description="Run the stream's `compress` stage: kept points → table `historian`.")
+    method: Literal["sdt", "deadband"] = Field("sdt", description="Swinging-door trending or deadband.")
+    error: float = Field(0.0, ge=0, description="Error bound for fields not in `errors` (0: those are not compressed).")
+    errors: dict[str, float] = Field(
+        default_factory=dict, description="Error bound per field name, in the field's unit (e.g. temperature = 0.1)."
+    )
+    max_gap_s: float = Field(3600.0, ge=0, description="Heartbeat: kept points at most this far apart (0: none).")
+
+
 class DetectSettings(_Frozen):
     enabled: bool = Field(True, description="Run the stream's `detect` stage (anomaly scores).")
     detectors: tuple[DetectorSettings, ...] = Field(
@@ -143,6 +153,7 @@ class DetectSettings(_Frozen):
         description="Measurements (globs) never scored: forecasts written back by `sensorium forecast --store`.",
     )
     quality: QualityCheckSettings = QualityCheckSettings()
+    compression: CompressionSettings = CompressionSettings()
 
 
 class WebhookSinkSettings(_Frozen):

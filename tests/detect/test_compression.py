@@ -183,3 +183,37 @@ def test_bad_input_is_refused() -> None:
         compress(t, np.array([0, 1, np.nan, 2, 3.0]), 1.0)
     assert compress(t[:0], x[:0], 1.0).kept == 0
     assert decompress([10], [2.5], [0, 10, 20]).tolist() == [2.5, 2.5, 2.5]
+
+
+def test_stream_stage_stores_what_whole_series_compression_keeps(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from sensorium.platform import Sensorium
+    from tests.conftest import T0, FakeClock, make_settings
+
+    ns = 1_000_000_000
+    rng = np.random.default_rng(4)
+    n = 1500
+    x = 20 + np.cumsum(rng.normal(0, 0.05, n))
+    settings = make_settings(tmp_path / "data", detect={"compression": {"enabled": True, "errors": {"temperature": 0.2}}})
+    p = Sensorium(settings, clock=FakeClock(T0 + 3600 * ns), background=False)
+    try:
+        lines = [f"climate,device_id=a temperature={float(v)!r},humidity=40 {T0 + i * ns}" for i, v in enumerate(x)]
+        for i in range(0, n, 97):  # many micro-batches
+            p.write("\n".join(lines[i : i + 97]))
+            p.process_stream()
+        assert p.stream is not None
+        p.stream.checkpoint()
+        got = p.query("SELECT epoch_ns(time) AS t, value, field, measurement, device_id FROM historian ORDER BY t")
+    finally:
+        p.close()
+    t = T0 + np.arange(n, dtype=np.int64) * ns
+    whole = compress(t, x, 0.2, method="sdt", max_gap=3600 * ns)
+    kept_t = np.asarray(got.column("t").to_pylist())
+    assert set(got.column("field").to_pylist()) == {"temperature"}  # humidity has no bound: not compressed
+    assert got.column("device_id").to_pylist()[0] == "a" and got.column("measurement").to_pylist()[0] == "climate"
+    # every decided point, in order; only the still-open tail is missing
+    assert np.array_equal(kept_t, t[whole.keep][: len(kept_t)]) and len(kept_t) >= whole.kept - 3
+    # the stored points reconstruct the series within the bound up to the last stored point
+    upto = t <= kept_t[-1]
+    rec = decompress(kept_t, np.asarray(got.column("value").to_pylist()), t[upto], method="sdt")
+    assert np.max(np.abs(rec - x[upto])) <= 0.2 + 1e-9
+    assert len(kept_t) < n / 3

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from sensorium.config import (
     AlertSettings,
+    CompressionSettings,
     DetectorSettings,
     DetectSettings,
     MqttSinkSettings,
@@ -107,6 +108,7 @@ def render() -> str:
         ("alerts", AlertSettings),
         ("detect", DetectSettings),
         ("detect.quality", QualityCheckSettings),
+        ("detect.compression", CompressionSettings),
     ):
         lines += ["", f"## `[{sec}]`", ""]
         lines += _table(model, f"{sec}.", f"SENSORIUM_{sec.upper().replace('.', '__')}__")

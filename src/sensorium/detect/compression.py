@@ -52,7 +52,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -544,3 +544,86 @@ __all__ = [
     "series_order",
     "swinging_door",
 ]
+
+
+class CompressionStage:
+    """Stream stage (``step_id = "compress"``): historian compression of every watched field as
+    points arrive, writing the kept points to the ``historian`` table (tags, ``measurement``,
+    ``field``, ``time``, ``value``).
+
+    Swinging door and deadband are greedy from the last kept point, so the stage keeps, per series
+    and field, that point (the *anchor*) and the points after it that are not decided yet; each
+    batch compresses anchor + pending + new points, emits the kept points before the last one
+    (decided: the door closed after them) and keeps the rest pending. The stored points are
+    therefore exactly those :func:`compress` keeps over the whole series, minus the still-open
+    tail; the reconstruction error of every decided point is within its field's bound. Points not
+    newer than their series' anchor (late, out of order) are not compressed (the raw table keeps
+    them). ``max_gap_s`` (heartbeat) bounds the pending tail in event time.
+
+    ``errors``: bound per field name (absolute, in the field's unit); fields without one use
+    ``error``; a field whose bound is 0 is not compressed.
+    """
+
+    step_id = "compress"
+    table = "historian"
+
+    def __init__(self, method: Method = "sdt", error: float = 0.0, errors: dict[str, float] | None = None,
+                 max_gap_s: float = 3600.0) -> None:
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+        if error < 0 or any(v < 0 for v in (errors or {}).values()):
+            raise ValueError("error bounds must be >= 0")
+        self.method: Method = method
+        self.error = float(error)
+        self.errors = {k: float(v) for k, v in (errors or {}).items()}
+        self.max_gap = int(max_gap_s * 1e9) if max_gap_s > 0 else None
+        self.pending = self._empty()
+
+    @staticmethod
+    def _empty() -> pl.DataFrame:
+        return pl.DataFrame(schema={"series": pl.Utf8, "field": pl.Utf8, "time": pl.Int64, "value": pl.Float64,
+                                    "anchor": pl.Boolean})
+
+    def _bounds(self, fields: pl.Series) -> pl.Series:
+        return fields.replace_strict(self.errors, default=self.error, return_dtype=pl.Float64)
+
+    def process(self, values: pl.DataFrame, series: pl.DataFrame) -> dict[str, pl.DataFrame]:
+        new = values.filter(~pl.col("field").str.contains(":", literal=True) & pl.col("value").is_finite())
+        new = new.select("series", "field", "time", pl.col("value").cast(pl.Float64))
+        new = new.filter(self._bounds(new.get_column("field")) > 0)
+        if not new.height:
+            return {}
+        anchors = self.pending.filter(pl.col("anchor")).select("series", "field", pl.col("time").alias("_at"))
+        new = new.join(anchors, on=["series", "field"], how="left").filter(
+            pl.col("_at").is_null() | (pl.col("time") > pl.col("_at"))
+        ).drop("_at").unique(subset=["series", "field", "time"], keep="last", maintain_order=True)
+        todo = pl.concat([self.pending, new.with_columns(pl.lit(False).alias("anchor"))]).unique(
+            subset=["series", "field", "time"], keep="first", maintain_order=True
+        )
+        touched = new.select("series", "field").unique()
+        work = todo.join(touched, on=["series", "field"], how="semi")
+        rest = todo.join(touched, on=["series", "field"], how="anti")
+        work = work.with_columns(self._bounds(work.get_column("field")).alias("_err"))
+        f, _ = compress_frame(work, by=["series", "field"], method=self.method, error_col="_err",
+                              max_gap=self.max_gap)
+        f = f.with_columns(pl.col("time").max().over("series", "field").alias("_last"))
+        decided = pl.col("kept") & (pl.col("time") < pl.col("_last"))
+        out = f.filter(decided & ~pl.col("anchor")).select("series", "field", "time", "value")
+        f = f.with_columns(pl.col("time").filter(decided).max().over("series", "field").alias("_anchor"))
+        # pending: the new anchor (last decided kept point) and everything after it; a new series
+        # with nothing decided yet keeps all its points, none of them an anchor
+        keep = f.filter(pl.col("time") >= pl.col("_anchor").fill_null(pl.col("time").min().over("series", "field"))).select(
+            "series", "field", "time", "value", (pl.col("time") == pl.col("_anchor")).fill_null(False).alias("anchor")
+        )
+        self.pending = pl.concat([rest, keep])
+        return {self.table: out} if out.height else {}
+
+    def tick(self, now_ns: int) -> dict[str, pl.DataFrame]:
+        return {}
+
+    def state(self) -> dict[str, Any]:
+        return {"method": self.method, "pending": self.pending}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        if state.get("method") == self.method:
+            self.pending = state["pending"]

@@ -6,6 +6,7 @@ Stages (each with a ``step_id`` that keys its state in the checkpoint):
 ``rollups``   continuous aggregates ``<measurement>_1m`` / ``_1h`` / ``_1d`` (+ late data)
 ``detect``    anomaly scores per point (``<field>:anomaly_score`` for rules, ``anomaly_scores`` table)
 ``quality``   data-quality checks (stuck, spikes, dropouts, drift) → ``quality_findings`` table
+``compress``  optional historian compression (swinging door / deadband) → ``historian`` table
 ``rules``     thresholds, durations, rates, absence, CEP → alert transitions
 user stages   :class:`~sensorium.stream.pipeline.Pipeline` objects given to the platform
 
@@ -53,7 +54,11 @@ LATE_SCHEMA = pa.schema(
      ("watermark", pa.int64()), ("reason", pa.string())]
 )
 FINDINGS_TABLE = "quality_findings"
-SHARED_TABLES = frozenset({FINDINGS_TABLE})  # pipeline outputs spanning measurements
+HISTORIAN_TABLE = "historian"
+HISTORIAN_SCHEMA = pa.schema(
+    [("time", pa.int64()), ("measurement", pa.string()), ("field", pa.string()), ("value", pa.float64())]
+)
+SHARED_TABLES = frozenset({FINDINGS_TABLE, HISTORIAN_TABLE})  # pipeline outputs spanning measurements
 SCORES_SCHEMA = pa.schema(
     [("time", pa.int64()), ("measurement", pa.string()), ("field", pa.string()), ("value", pa.float64()),
      ("score", pa.float64())]
@@ -126,6 +131,11 @@ class StreamRunner:
         self.pipelines = list(pipelines)
         if settings.detect.quality.enabled:
             self.pipelines.append(self._quality_stage(settings))
+        if settings.detect.compression.enabled:
+            from sensorium.detect.compression import CompressionStage
+
+            c = settings.detect.compression
+            self.pipelines.append(CompressionStage(c.method, c.error, dict(c.errors), c.max_gap_s))
         ids = [p.step_id for p in self.pipelines]
         if len(set(ids)) != len(ids) or {"rolling", "rollups", "rules", "detect"} & set(ids):
             raise ValueError(f"pipeline step ids must be unique and not rolling/rollups/detect/rules: {ids}")
@@ -365,6 +375,8 @@ class StreamRunner:
                 names.append(SCORES_TABLE)
             if any(p.step_id == "quality" for p in self.pipelines):
                 names.append(FINDINGS_TABLE)
+            if any(p.step_id == "compress" for p in self.pipelines):
+                names.append(HISTORIAN_TABLE)
         return names
 
     def _open_rows(self, bucket: str, table: str) -> pa.Table | None:
@@ -374,6 +386,8 @@ class StreamRunner:
             return LATE_SCHEMA.empty_table()  # late rows are only ever finished rows
         if table == SCORES_TABLE:
             return self._scores_schema_rows()
+        if table == HISTORIAN_TABLE:
+            return HISTORIAN_SCHEMA.empty_table()
         if table == FINDINGS_TABLE:
             from sensorium.detect.quality import FINDINGS_SCHEMA
 
