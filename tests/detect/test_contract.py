@@ -152,6 +152,10 @@ def test_unknown_detector_is_a_clear_error() -> None:
         make("nope")
 
 
+def test_arrow_batches_score_like_polars(data: pl.DataFrame) -> None:
+    np.testing.assert_array_equal(fresh("default").score_many(data.to_arrow()), fresh("default").score_many(data))
+
+
 def test_score_frame_helper() -> None:
     f = score_frame("x", [1, 2], [0.5, 1.5])
     assert f.columns == ["series", "time", "value"] and f.height == 2

@@ -36,6 +36,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 SCORE_SCHEMA = {"series": pl.Utf8, "time": pl.Int64, "value": pl.Float64}
 MAX_ABS = 1e150  # larger magnitudes are treated as non-finite (their squares overflow)
@@ -207,8 +208,12 @@ class Detector(ABC):
         return {}
 
     # -- public API ----------------------------------------------------------------------------
-    def score_many(self, frame: pl.DataFrame) -> np.ndarray:
-        """Prequential scores of every row (row order of ``frame``), learning each row."""
+    def score_many(self, frame: pl.DataFrame | pa.Table) -> np.ndarray:
+        """Prequential scores of every row (row order of ``frame``: a Polars frame or an Arrow
+        table with ``series``, ``time``, ``value``), learning each row."""
+        if isinstance(frame, pa.Table):
+            frame = pl.from_arrow(frame)  # type: ignore[assignment]
+            assert isinstance(frame, pl.DataFrame)
         if frame.height == 0:
             return np.zeros(0)
         value = frame.get_column("value").cast(pl.Float64).to_numpy()
@@ -238,7 +243,7 @@ class Detector(ABC):
                 s[rows] = self._run(part, ids[segs], t[rows], v[rows])
         return np.clip(np.nan_to_num(lay.scatter(s), nan=0.0), 0.0, 1.0)
 
-    def learn_many(self, frame: pl.DataFrame) -> None:
+    def learn_many(self, frame: pl.DataFrame | pa.Table) -> None:
         self.score_many(frame)
 
     def score_one(self, series: str, time: int, value: float) -> float:
