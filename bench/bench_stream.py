@@ -53,7 +53,7 @@ from _common import dir_bytes, emit, log, machine_info, r3  # noqa: E402
 TARGET_POINTS_PER_S = 1_000_000
 TARGET_RSS_BYTES = 1e9
 NS = 1_000_000_000
-STAGES = ("frame", "rolling", "rollups", "detect", "rules")
+STAGES = ("frame", "rolling", "rollups", "detect", "quality", "rules")
 
 # Extra rules on simulator fields the built-in set does not watch (or watches differently). Levels
 # sit in the tails of the simulator's values, so its faults make some of them fire.

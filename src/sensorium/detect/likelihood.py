@@ -37,7 +37,7 @@ from sensorium.detect.base import Detector, Layout, register
 DEFAULTS: dict[str, float | int] = dict(
     a_level=0.3, a_scale=0.001, k=3.0, k_seas=3.0, learn=600, pmin=4, pmax=300, acf_thr=0.3,
     avg=10, a_long=0.002, warm=300, mean_floor=0.03, var_floor=0.0003,
-    red=1e-5, yellow=1e-3, refractory=50, spatial_c=0.005, z_half=40.0, z_window=64, z_warm=40, gate_excess=0.0,
+    red=1e-5, yellow=1e-3, refractory=50, spatial_c=0.005, z_half=40.0, z_window=64, z_warm=40, gate_excess=0.0, spatial_warm=100,
 )
 
 
@@ -268,6 +268,7 @@ class LikelihoodDetector(Detector):
             ex = np.where(rg > 0, np.maximum(x - mx_prev, mn_prev - x) / rg, 0.0)
         ex = np.maximum(np.nan_to_num(ex), 0.0)
         sp = ex / (ex + float(p["spatial_c"]))
+        sp = np.where(cnt >= int(p["spatial_warm"]), sp, 0.0)  # a young series' range means little
         # a counter (never decreasing so far) sets a new maximum at every point: no excess
         last0 = np.where(new, v0, st["last"][ids])
         prev_x = np.concatenate([last0[:, None], x[:, :-1]], axis=1)
