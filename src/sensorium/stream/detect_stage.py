@@ -48,7 +48,29 @@ class DetectStage:
         self.exclude = tuple(exclude)
         self.detectors: list[Detector] = [make(s.detector, **s.params) for s in specs]
         self._route: dict[tuple[str, str], int] = {}  # (measurement, field) -> spec index (-1: none)
-        self._measurement: dict[str, str] = {}
+        # (series, field) -> spec index, for every pair seen: a batch routes by one join, and only
+        # pairs never seen before go through the glob matching (once per measurement and field)
+        self._routes = pl.DataFrame(schema={"series": pl.Utf8, "field": pl.Utf8, "_spec": pl.Int32})
+
+    def _routes_for(self, values: pl.DataFrame, series: pl.DataFrame) -> pl.DataFrame:
+        pairs = values.select("series", "field").unique()
+        new = pairs.join(self._routes, on=["series", "field"], how="anti")
+        if new.height:
+            new = new.join(series.select("series", "measurement").unique("series"), on="series", how="left")
+            combos = new.select("measurement", "field").unique()
+            spec = {
+                (m, f): (-1 if m is None or ":" in f else self._spec_of(m, f))  # derived values: not scored
+                for m, f in combos.iter_rows()
+            }
+            mapping = pl.DataFrame(
+                [(m, f, i) for (m, f), i in spec.items()],
+                schema={"measurement": pl.Utf8, "field": pl.Utf8, "_spec": pl.Int32}, orient="row",
+            )
+            new = new.join(mapping, on=["measurement", "field"], how="left", nulls_equal=True).select(
+                "series", "field", pl.col("_spec").fill_null(-1)
+            )
+            self._routes = pl.concat([self._routes, new])
+        return pairs.join(self._routes, on=["series", "field"], how="inner")
 
     def _spec_of(self, measurement: str, field_name: str) -> int:
         key = (measurement, field_name)
@@ -68,22 +90,11 @@ class DetectStage:
         none = (empty_values(), pl.DataFrame())
         if not self.specs or values.height == 0:
             return none
-        known = self._measurement
-        new = series.filter(~pl.col("series").is_in(list(known))) if known else series
-        for s, m in new.select("series", "measurement").iter_rows():
-            known[s] = m
-        pairs = values.select("series", "field").unique()
-        route_rows = []
-        for s, f in pairs.iter_rows():
-            if ":" in f:
-                continue  # derived values are not scored
-            i = self._spec_of(known.get(s, s.split(",", 1)[0].split(":", 1)[-1]), f)
-            if i >= 0:
-                route_rows.append((s, f, i))
-        if not route_rows:
+        routes = self._routes_for(values, series)
+        if routes.height == 0 or (routes.get_column("_spec") < 0).all():
             return none
-        routes = pl.DataFrame(route_rows, schema={"series": pl.Utf8, "field": pl.Utf8, "_spec": pl.Int32}, orient="row")
-        watched = values.join(routes, on=["series", "field"], how="inner", maintain_order="left")
+        watched = values.join(routes.filter(pl.col("_spec") >= 0), on=["series", "field"], how="inner",
+                              maintain_order="left")
         out, table = [], []
         for (i,), part in watched.group_by("_spec", maintain_order=True):
             frame = part.select(
