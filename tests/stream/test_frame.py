@@ -51,3 +51,11 @@ def test_micro_batch_keeps_order_within_a_measurement_and_carries_arrival() -> N
     assert temp.filter(temp["series"] == "home:climate,device_id=a")["arrival"].to_list() == [100, 100, 300]
     assert temp.filter(temp["series"] == "home:energy,device_id=m")["arrival"].to_list() == [200]
     assert sorted(series["series"].to_list()) == ["home:climate,device_id=a", "home:energy,device_id=m"]
+
+
+def test_a_bool_field_missing_on_some_rows() -> None:
+    # regression: filling the gaps of a bool column with 0 raised ArrowInvalid and stopped the stream
+    t = _table([1, 2], ["a", "a"], [1.0, 2.0], [True, False]).set_column(4, "ok", pa.array([True, None]))
+    values, _ = to_frames(Batch(1, "default", "motion", t, ("device_id",), 5))
+    ok = values.filter(values["field"] == "ok")
+    assert ok["time"].to_list() == [1] and ok["value"].to_list() == [1.0]

@@ -110,13 +110,13 @@ def frames_of(
     vals = np.empty((n, k), dtype=np.float64)
     present = np.empty((n, k), dtype=bool)
     for j, f in enumerate(numeric):
-        col = table[f]
+        col = table[f].cast(pa.float64())  # before filling: a bool column takes no 0
         if col.null_count:
             present[:, j] = col.is_valid().to_numpy(zero_copy_only=False)
-            col = pc.fill_null(col, 0)
+            col = pc.fill_null(col, 0.0)
         else:
             present[:, j] = True
-        vals[:, j] = col.cast(pa.float64()).to_numpy()
+        vals[:, j] = col.to_numpy()
     mask = present.ravel()
     rows = np.repeat(np.arange(n, dtype=np.int64), k)
     cols = np.tile(np.arange(k, dtype=np.int64), n)
