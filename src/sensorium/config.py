@@ -187,6 +187,71 @@ class AlertSettings(_Frozen):
     mqtt: MqttSinkSettings | None = None
 
 
+class MqttTopicSettings(_Frozen):
+    """One subscription of an MQTT source (see docs/mqtt.md)."""
+
+    topic: str = Field(
+        description="Topic template: `{name}` levels become tags (`{measurement}` and `{field}` name "
+        "the measurement and field instead), `+`/`#` match without a tag; the subscription filter "
+        "is derived (`{name}` → `+`).",
+    )
+    format: Literal["json", "lp", "value"] = Field(
+        "json", description="Payload: JSON readings, line protocol, or a bare number."
+    )
+    measurement: str | None = Field(
+        None, description="Measurement (a `{measurement}` level wins); needed for `value` payloads."
+    )
+    field: str | None = Field(
+        None, description="Field name for `value` payloads (a `{field}` level wins; default `value`)."
+    )
+    qos: int = Field(1, ge=0, le=2, description="Subscription QoS; QoS 1/2 are acknowledged after the WAL append.")
+    bucket: str | None = Field(None, description="Bucket (default: `default_bucket`).")
+    precision: Literal["ns", "us", "ms", "s"] = Field("ns", description="Timestamp unit of line-protocol payloads.")
+
+
+class MqttSourceSettings(_Frozen):
+    """An MQTT source: one broker connection and its subscriptions (`[[mqtt_sources]]`)."""
+
+    name: str = Field("mqtt", description="Source name: the `source` label of its metrics and dead letters.")
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    client_id: str | None = Field(
+        None, description="MQTT client id (default `sensorium-<name>`); the persistent session is keyed by it."
+    )
+    protocol: Literal["5", "3.1.1"] = Field(
+        "5", description="MQTT version; 5 lets the source raise the broker's in-flight window (receive_maximum)."
+    )
+    session_expiry_s: int = Field(
+        3600, ge=0, description="Persistent session: the broker keeps unacknowledged and new QoS 1 messages "
+        "this long while the source is down (0: a clean session each connect).",
+    )
+    receive_maximum: int = Field(
+        10000, ge=1, le=65535, description="MQTT 5: QoS 1/2 messages the broker may have in flight to the source."
+    )
+    keepalive_s: int = Field(30, ge=5, description="MQTT keep-alive.")
+    batch_max_messages: int = Field(1000, ge=1, description="Messages per platform write (one WAL append).")
+    batch_max_ms: float = Field(50.0, gt=0, description="... or fewer, once the oldest has waited this long.")
+    backoff_initial_s: float = Field(0.5, gt=0, description="First reconnect delay; doubles per failure.")
+    backoff_max_s: float = Field(30.0, gt=0, description="Longest reconnect delay.")
+    topics: tuple[MqttTopicSettings, ...] = Field(description="Subscriptions; the first whose template matches a topic wins.")
+
+
+class CommandSettings(_Frozen):
+    """Device commands over MQTT (`POST /api/v1/devices/{id}/commands`, `sensorium command`)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    topic: str = Field(
+        "sensorium/devices/{device_id}/commands", description="Topic template ({device_id}, {command})."
+    )
+    qos: int = Field(1, ge=0, le=2)
+    timeout_s: float = Field(5.0, gt=0, description="Connect + publish acknowledgement timeout.")
+
+
 class Settings(BaseSettings):
     """The effective configuration. Build it with :func:`load_settings`."""
 
@@ -217,6 +282,20 @@ class Settings(BaseSettings):
     )
     query_timeout_s: float = Field(30.0, gt=0, description="Queries running longer are interrupted.")
     query_max_rows: int = Field(1_000_000, ge=1, description="Largest result a query may return.")
+    cache: Literal["memory", "redis"] = Field(
+        "memory",
+        description="Latest-value cache (`/api/v1/latest`): in process memory, or in Redis "
+        "(shared by processes, needs `pip install 'sensorium[redis]'`; see docs/cache.md).",
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for cache = \"redis\".")
+    cache_ttl_s: float = Field(
+        86400.0, gt=0, description="A series not updated this long drops out of the latest-value cache."
+    )
+    cache_instance: str | None = Field(
+        None,
+        description="Redis key namespace (`sensorium:<cache_instance>:...`) so instances can share "
+        "a Redis. Unset: derived from data_dir.",
+    )
     wal: WALSettings = WALSettings()
     store: StoreSettings = StoreSettings()
     quality: QualitySettings = QualitySettings()
@@ -224,6 +303,10 @@ class Settings(BaseSettings):
     stream: StreamSettings = StreamSettings()
     alerts: AlertSettings = AlertSettings()
     detect: DetectSettings = DetectSettings()
+    mqtt_sources: tuple[MqttSourceSettings, ...] = Field(
+        (), description="MQTT sources (`[[mqtt_sources]]`, see docs/mqtt.md), started by `sensorium up`."
+    )
+    commands: CommandSettings = CommandSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -88,3 +88,10 @@ class DataDirLocked(SensoriumError):
 
 class WALCorruption(SensoriumError):
     code = "wal_corruption"
+
+
+class CacheUnavailable(SensoriumError):
+    """The latest-value cache's server (Redis) cannot be reached."""
+
+    status = 503
+    code = "cache_unavailable"

@@ -35,8 +35,8 @@ from sensorium.log.wal import KIND_DATA, KIND_DEAD_LETTERS, WAL, WALRecord, enco
 from sensorium.obs.metrics import Metrics
 from sensorium.quality.deadletters import DeadLetter, DeadLetterStore
 from sensorium.quality.validate import Validator
+from sensorium.query.cache import LatestCache, make_cache
 from sensorium.query.engine import QueryEngine
-from sensorium.query.latest import LastValueCache
 from sensorium.rules.alerts import AlertStore
 from sensorium.rules.sinks import Dispatcher
 from sensorium.rules.types import Transition
@@ -160,7 +160,9 @@ class Sensorium:
                 max_rows=self.settings.query_max_rows,
                 derived=derived,
             )
-            self.latest_cache = LastValueCache(self._seed_latest, self._tags_of)
+            self.latest_cache: LatestCache = make_cache(
+                self.settings, self._seed_latest, self._tags_of, clock=self.clock
+            )
             self._schema_lock = threading.Lock()
             self._direct_seq = 0
             self._stop = threading.Event()
@@ -325,6 +327,7 @@ class Sensorium:
                 self.wal.reset()
             self.wal.close()
         self._dl_store.close()
+        self.latest_cache.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None

@@ -336,4 +336,7 @@ def create_app(platform: Sensorium) -> FastAPI:
     from sensorium.api import device_config_routes
 
     device_config_routes.register(app, platform, check_auth, table_to_json)
+    from sensorium.api import command_routes
+
+    command_routes.register(app, platform, check_auth, table_to_json)
     return app

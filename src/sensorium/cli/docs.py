@@ -9,10 +9,13 @@ from pydantic import BaseModel
 
 from sensorium.config import (
     AlertSettings,
+    CommandSettings,
     CompressionSettings,
     DetectorSettings,
     DetectSettings,
     MqttSinkSettings,
+    MqttSourceSettings,
+    MqttTopicSettings,
     QualityCheckSettings,
     QualitySettings,
     RuleSettings,
@@ -145,6 +148,19 @@ def render() -> str:
         "",
     ]
     lines += _table(DetectorSettings, "detectors[].", None)
+    lines += [
+        "",
+        "## MQTT sources (`[[mqtt_sources]]`)",
+        "",
+        "Each `[[mqtt_sources]]` table is one broker connection, started by `sensorium up`; its",
+        "`[[mqtt_sources.topics]]` are the subscriptions. See [mqtt.md](mqtt.md).",
+        "",
+    ]
+    lines += _table(MqttSourceSettings, "mqtt_sources[].", None)
+    lines += ["", "### `[[mqtt_sources.topics]]`", ""]
+    lines += _table(MqttTopicSettings, "topics[].", None)
+    lines += ["", "## Device commands (`[commands]`)", ""]
+    lines += _table(CommandSettings, "commands.", "SENSORIUM_COMMANDS__")
     lines.append(FOOTER)
     return "\n".join(lines)
 

@@ -25,6 +25,7 @@ from rich.progress import (
 from rich.table import Table
 
 from sensorium.cli.alerts import alerts_app, rules_app
+from sensorium.cli.command import command as device_command
 from sensorium.cli.common import (
     BucketOpt,
     ConfigOpt,
@@ -54,6 +55,7 @@ app.add_typer(dl_app, name="dead-letters")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(rules_app, name="rules")
 app.command("forecast")(forecast_command)
+app.command("command")(device_command)
 app.add_typer(detect_app, name="detect")
 
 
@@ -142,6 +144,12 @@ def up(
                 stop.set()
                 server.should_exit = True
         threads.append(threading.Thread(target=stopper, daemon=True))
+    from sensorium.ingest.mqtt import start_sources
+
+    mqtt_sources = start_sources(platform)  # [[mqtt_sources]]: each in its own thread and loop
+    for src in mqtt_sources:
+        console.print(f"MQTT source {src.name}: {src.settings.host}:{src.settings.port} "
+                      f"{', '.join(t.filter for _, t in src.subs)}")
     for t in threads:
         t.start()
     import signal
@@ -153,6 +161,8 @@ def up(
         server.run()
     finally:
         stop.set()
+        for src in mqtt_sources:  # write and acknowledge what they hold, before the platform closes
+            src.stop()
         console.print("shutting down: flushing the hot buffer to the lake…")
         platform.close()
         console.print("[green]stopped cleanly[/]")

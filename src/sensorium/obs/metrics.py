@@ -57,5 +57,12 @@ class Metrics:
         self.stream_backlog = Gauge("sensorium_stream_backlog_rows", "Log rows waiting for the stream", registry=r)
         self.stream_late = Counter("sensorium_stream_late_total", "Values later than the allowed lateness", registry=r)
 
+        # MQTT sources (ingest/mqtt.py), by source name
+        self.mqtt_messages = Counter("sensorium_mqtt_messages_total", "MQTT messages received and stored (acknowledged)", ["source"], registry=r)
+        self.mqtt_points = Counter("sensorium_mqtt_points_total", "Points accepted from MQTT messages", ["source"], registry=r)
+        self.mqtt_rejects = Counter("sensorium_mqtt_rejects_total", "Readings or lines of MQTT messages sent to dead letters", ["source"], registry=r)
+        self.mqtt_reconnects = Counter("sensorium_mqtt_reconnects_total", "Lost or failed MQTT connections (then retried with backoff)", ["source"], registry=r)
+        self.mqtt_connected = Gauge("sensorium_mqtt_connected", "1 while the MQTT source is connected and subscribed", ["source"], registry=r)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

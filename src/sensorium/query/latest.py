@@ -1,12 +1,15 @@
 """Last-value cache: per series, the newest value of each field and its time.
 
 Writes only append to a pending list (cheap on the ingest path); reads fold pending batches in
-with one vectorised group-by. A table's cache is seeded from the lake on first read.
+with one vectorised group-by. A table's cache is seeded from the lake on first read. A series not
+updated for ``ttl_s`` (by the injected clock) is forgotten. The in-memory adapter of
+:class:`sensorium.query.cache.LatestCache`.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,53 +19,95 @@ import pyarrow as pa
 from sensorium.schema import RESERVED, TIME, for_storage
 
 Key = tuple[str, str]
+_TOUCHED = "\x00touched"  # clock of the last update of a series (never a column name from input)
 
 
 class LastValueCache:
-    def __init__(self, seed: Callable[[Key], pa.Table | None], tags_of: Callable[[Key], list[str]]):
+    def __init__(
+        self,
+        seed: Callable[[Key], pa.Table | None],
+        tags_of: Callable[[Key], list[str]],
+        *,
+        ttl_s: float | None = None,
+        clock: Callable[[], int] = time.time_ns,
+    ):
         self._seed = seed
         self._tags_of = tags_of
+        self._ttl_ns = int(ttl_s * 1e9) if ttl_s else None
+        self._clock = clock
         self._lock = threading.Lock()
         self._state: dict[Key, pl.DataFrame] = {}
-        self._pending: dict[Key, list[pa.Table]] = {}
+        self._pending: dict[Key, list[tuple[int, pa.Table]]] = {}
+        self._fold_locks: dict[Key, threading.Lock] = {}
 
     def update(self, key: Key, batch: pa.Table) -> None:
         with self._lock:
-            self._pending.setdefault(key, []).append(batch)
+            self._pending.setdefault(key, []).append((self._clock(), batch))
+
+    def clear(self, key: Key | None = None) -> None:
+        with self._lock:
+            if key is None:
+                self._state.clear()
+                self._pending.clear()
+            else:
+                self._state.pop(key, None)
+                self._pending.pop(key, None)
+
+    def close(self) -> None:
+        pass
+
+    @staticmethod
+    def _frame(table: pa.Table, touched: int) -> pl.DataFrame:
+        df: pl.DataFrame = pl.from_arrow(for_storage(table))  # type: ignore[assignment]
+        return df.with_columns(pl.lit(touched, pl.Int64).alias(_TOUCHED))
 
     def _fold(self, key: Key) -> pl.DataFrame | None:
+        # one fold per table at a time: two interleaved folds would each write back a state
+        # missing the other's pending batches
+        with self._lock:
+            fold_lock = self._fold_locks.setdefault(key, threading.Lock())
+        with fold_lock:
+            return self._fold_locked(key)
+
+    def _fold_locked(self, key: Key) -> pl.DataFrame | None:
         with self._lock:
             pending = self._pending.pop(key, [])
             state = self._state.get(key)
+        now = self._clock()
         if state is None:
             seeded = self._seed(key)
             if seeded is not None and seeded.num_rows:
-                state = pl.from_arrow(for_storage(seeded))  # type: ignore[assignment]
+                state = self._frame(seeded, now)
         frames = [state] if state is not None else []
-        frames += [pl.from_arrow(for_storage(t)) for t in pending]  # type: ignore[misc]
+        frames += [self._frame(t, at) for at, t in pending]
         if not frames:
             return None
         df = pl.concat(frames, how="diagonal_relaxed")
         tags = [t for t in self._tags_of(key) if t in df.columns]
-        fields = [c for c in df.columns if c not in RESERVED and c not in tags]
-        df = df.sort(TIME)
-        if tags:
-            aggs = [pl.col(TIME).max()] + [pl.col(f).drop_nulls().last() for f in fields]
-            df = df.group_by(tags, maintain_order=True).agg(aggs)
-        else:
-            df = df.select([pl.col(TIME).max()] + [pl.col(f).drop_nulls().last() for f in fields])
+        fields = [c for c in df.columns if c not in RESERVED and c not in tags and c != _TOUCHED]
+        df = df.sort(TIME, maintain_order=True)  # equal times: the later update wins
+        aggs = [pl.col(TIME).max(), pl.col(_TOUCHED).max()]
+        aggs += [pl.col(f).drop_nulls().last() for f in fields]
+        df = df.group_by(tags, maintain_order=True).agg(aggs) if tags else df.select(aggs)
+        if self._ttl_ns is not None:
+            df = df.filter(pl.col(_TOUCHED) > now - self._ttl_ns)
         with self._lock:
             self._state[key] = df
         return df
 
     def get(
-        self, keys: list[Key], tag_filter: dict[str, str], tags_of: Callable[[Key], list[str]]
+        self,
+        keys: list[Key],
+        tag_filter: dict[str, str],
+        tags_of: Callable[[Key], list[str]] | None = None,
     ) -> list[dict[str, Any]]:
+        tags_of = tags_of or self._tags_of
         out: list[dict[str, Any]] = []
         for key in keys:
             df = self._fold(key)
             if df is None:
                 continue
+            df = df.drop(_TOUCHED)
             tags = [t for t in tags_of(key) if t in df.columns]
             ok = True
             for k, v in tag_filter.items():

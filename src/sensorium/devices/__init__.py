@@ -1,0 +1,1 @@
+"""Devices: commands sent to them over MQTT (commands.py)."""
