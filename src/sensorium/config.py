@@ -296,6 +296,27 @@ class Settings(BaseSettings):
         description="Redis key namespace (`sensorium:<cache_instance>:...`) so instances can share "
         "a Redis. Unset: derived from data_dir.",
     )
+    log_backend: Literal["wal", "nats"] = Field(
+        "wal",
+        description="The durable log: the embedded write-ahead log (`wal`, files under data_dir) "
+        "or a NATS JetStream stream (`nats`, needs `pip install 'sensorium[nats]'`; see docs/nats.md).",
+    )
+    nats_url: str = Field("nats://127.0.0.1:4222", description="NATS server for log_backend = \"nats\".")
+    nats_stream: str = Field(
+        "sensorium", description="JetStream stream of the log (subjects `<nats_stream>.log.<partition>`)."
+    )
+    nats_partitions: int = Field(
+        1, ge=1, le=1024, description="Partitions (subjects) of the log stream; records go by measurement."
+    )
+    store_backend: Literal["delta", "postgres"] = Field(
+        "delta",
+        description="Where flushed data is stored: the embedded Delta lake (`delta`, under data_dir). "
+        "`postgres` is reserved: the PostgreSQL store is a library for now and the platform refuses "
+        "to start with it (docs/postgres.md).",
+    )
+    postgres_dsn: str = Field(
+        "postgresql://127.0.0.1:5432/test", description="PostgreSQL for store_backend = \"postgres\"."
+    )
     wal: WALSettings = WALSettings()
     store: StoreSettings = StoreSettings()
     quality: QualitySettings = QualitySettings()

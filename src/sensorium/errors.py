@@ -95,3 +95,17 @@ class CacheUnavailable(SensoriumError):
 
     status = 503
     code = "cache_unavailable"
+
+
+class LogUnavailable(SensoriumError):
+    """The log's server (NATS JetStream, ``log_backend = "nats"``) cannot be reached."""
+
+    status = 503
+    code = "log_unavailable"
+
+
+class StoreUnavailable(SensoriumError):
+    """The table store's server (PostgreSQL) cannot be reached."""
+
+    status = 503
+    code = "store_unavailable"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from deltalake import (
 from deltalake.transaction import Transaction
 
 from sensorium.config import StoreSettings
+from sensorium.errors import TypeConflictError
 from sensorium.schema import TIME, TIME_TYPE, for_storage, is_tag
 
 APP_ID = "sensorium-wal"
@@ -180,6 +182,7 @@ class Lake:
         self, bucket: str, measurement: str, table: pa.Table, offset: int | None, app_id: str = APP_ID
     ) -> int:
         """Commit ``table`` (batch form); record ``offset`` of ``app_id`` atomically when given.
+        A batch whose ``offset`` is at or below the one already recorded is skipped (stored once).
         Returns the new version."""
         data = self.prepare(table)
         path = self.path(bucket, measurement)
@@ -189,15 +192,28 @@ class Lake:
         )
         with self.lock(bucket, measurement):
             dt = self._table(bucket, measurement)
-            write_deltalake(
-                dt if dt is not None else str(path),
-                data,
-                mode="append",
-                partition_by=[DAY],
-                schema_mode="merge",
-                writer_properties=self._writer_properties(data),
-                commit_properties=commit,
-            )
+            if offset is not None and dt is not None:  # already stored (a replay): store once
+                done = dt.transaction_version(app_id)
+                if done is not None and offset <= int(done):
+                    return int(dt.version())
+            try:
+                write_deltalake(
+                    dt if dt is not None else str(path),
+                    data,
+                    mode="append",
+                    partition_by=[DAY],
+                    schema_mode="merge",
+                    writer_properties=self._writer_properties(data),
+                    commit_properties=commit,
+                )
+            except Exception as exc:  # delta-rs raises a generic error for a column type clash
+                if "Cast error" in str(exc) or "Schema error" in str(exc):
+                    raise TypeConflictError(
+                        f"{bucket}/{measurement}: a column's type conflicts with the stored one: {exc}",
+                        bucket=bucket,
+                        measurement=measurement,
+                    ) from exc
+                raise
             self._tables.pop((bucket, measurement), None)
             return self.version(bucket, measurement)
 
@@ -213,6 +229,44 @@ class Lake:
     def schema(self, bucket: str, measurement: str) -> pa.Schema | None:
         ds = self.dataset(bucket, measurement)
         return None if ds is None else ds.schema
+
+    def read(
+        self,
+        bucket: str,
+        measurement: str,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> pa.Table:
+        """Rows with ``start_ns <= time < end_ns`` in read form (see :mod:`sensorium.store.base`):
+        ``time`` as ``timestamp[ns, UTC]``, no ``day`` column. Day partitions outside the range
+        are pruned by the filter."""
+        ds = self.dataset(bucket, measurement)
+        if ds is None:
+            return pa.table({TIME: pa.array([], TIME_TYPE)})
+        flt = None
+        if start_ns is not None:
+            flt = pads.field(TIME) >= start_ns
+        if end_ns is not None:
+            f2 = pads.field(TIME) < end_ns
+            flt = f2 if flt is None else flt & f2
+        names = [n for n in ds.schema.names if n != DAY]
+        if columns is not None:
+            names = [n for n in names if n in set(columns) or n == TIME]
+        t = ds.to_table(columns=names, filter=flt)
+        return t.set_column(t.schema.get_field_index(TIME), TIME, t[TIME].cast(TIME_TYPE))
+
+    def drop_before(self, bucket: str, measurement: str, cutoff_ns: int) -> int:
+        """Retention: delete rows with ``time < cutoff_ns`` (whole old day files are removed,
+        the boundary day rewritten; :meth:`vacuum` frees the space). Returns rows removed."""
+        dt = self._table(bucket, measurement)
+        if dt is None:
+            return 0
+        with self.lock(bucket, measurement):
+            dt.update_incremental()
+            metrics = dt.delete(f"{TIME} < {int(cutoff_ns)}")
+            self._tables.pop((bucket, measurement), None)
+        return int(metrics.get("num_deleted_rows", 0) or 0)
 
     # -- maintenance ---------------------------------------------------------------------------
     def stats(self, bucket: str, measurement: str) -> TableStats:
