@@ -310,9 +310,10 @@ class Settings(BaseSettings):
     )
     store_backend: Literal["delta", "postgres"] = Field(
         "delta",
-        description="Where flushed data is stored: the embedded Delta lake (`delta`, under data_dir). "
-        "`postgres` is reserved: the PostgreSQL store is a library for now and the platform refuses "
-        "to start with it (docs/postgres.md).",
+        description="Where flushed data is stored: the embedded Delta lake (`delta`, under data_dir) "
+        "or PostgreSQL (`postgres`, at `postgres_dsn`; needs `pip install 'sensorium[postgres]'`; "
+        "queries load each measurement they name into DuckDB; see docs/postgres.md). The WAL, "
+        "schema registry and dead letters stay under data_dir either way.",
     )
     postgres_dsn: str = Field(
         "postgresql://127.0.0.1:5432/test", description="PostgreSQL for store_backend = \"postgres\"."

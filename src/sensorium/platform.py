@@ -9,8 +9,9 @@
 Write path (one request): parse (vectorised) → schema check (type conflicts) → validate (units,
 ranges, time, duplicates) → ONE WAL append of the valid batches plus a dead-letter/stats record →
 fsync → acknowledge. Records are applied to the hot buffer in log order while the append lock is
-held, so they are queryable at once. A background flusher moves hot data into Delta Lake; each
-commit carries its highest WAL offset, which is how replay after a crash skips what is stored.
+held, so they are queryable at once. A background flusher moves hot data into the table store
+(``store_backend``: Delta Lake, or PostgreSQL); each commit carries its highest WAL offset, which is
+how replay after a crash skips what is stored.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ import pyarrow.compute as pc
 from sensorium.config import Settings, load_settings
 from sensorium.errors import (
     BadRequest,
-    ConfigError,
     DataDirLocked,
     NotFound,
     PartialWriteError,
@@ -58,7 +58,7 @@ from sensorium.schema import (
     unify,
 )
 from sensorium.store.hot import HotBuffer
-from sensorium.store.lake import Lake, dedup_sorted
+from sensorium.store.lake import NS_PER_DAY, Lake, dedup_sorted
 from sensorium.stream.frame import Batch
 from sensorium.stream.outputs import DerivedTables
 from sensorium.stream.runner import StreamRunner
@@ -75,6 +75,7 @@ from sensorium.workers import (
 Key = tuple[str, str]
 if TYPE_CHECKING:
     from sensorium.log.nats import JetStreamLog
+    from sensorium.store.postgres import PostgresStore
 
 log = logging.getLogger("sensorium")
 INT64_MAX = 2**63 - 1
@@ -129,21 +130,14 @@ class Sensorium:
         self.metrics = Metrics()
         self.dir = Path(self.settings.data_dir)
         self._lock_fd: int | None = None
-        if self.settings.store_backend != "delta":
-            # the PostgreSQL store exists as a library (store/postgres.py, contract-tested) but the
-            # flush, replay, maintenance and query paths still use the Delta lake: say so, rather
-            # than silently storing somewhere else than configured
-            raise ConfigError(
-                f"store_backend = {self.settings.store_backend!r} is not wired into the platform yet "
-                "(docs/postgres.md); use the default 'delta'"
-            )
         if not read_only:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._take_lock()
         try:
             # read-only (CLI queries beside a running server): load, never write, the registry
             self.registry = SchemaRegistry(self.dir / "schema.json", persist=not read_only)
-            self.lake = Lake(self.dir / "lake", self.settings.store)
+            # the table store (``store_backend``): the embedded Delta lake, or PostgreSQL
+            self.lake: Lake | PostgresStore = self._open_store()
             self.hot = HotBuffer()
             # NORMAL: commits survive a process crash; the WAL is the source of truth until a
             # checkpoint (see flush) makes them durable against power loss too.
@@ -200,12 +194,22 @@ class Sensorium:
                     self._pool = self._make_pool(self.parse_workers)
         except BaseException:
             # a failed start (bad configuration, corrupt log) must not keep the data directory locked
+            store = getattr(self, "lake", None)
+            if store is not None and not isinstance(store, Lake):
+                store.close()
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
                 self._lock_fd = None
             raise
 
     # -- lifecycle -----------------------------------------------------------------------------
+    def _open_store(self) -> Lake | PostgresStore:
+        if self.settings.store_backend == "postgres":
+            from sensorium.store.postgres import PostgresStore
+
+            return PostgresStore(self.settings.postgres_dsn)
+        return Lake(self.dir / "lake", self.settings.store)
+
     def _take_lock(self) -> None:
         path = self.dir / "LOCK"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -347,6 +351,8 @@ class Sensorium:
         self.wal.close()  # read-only: a no-op for the WAL, closes a JetStream connection
         self._dl_store.close()
         self.latest_cache.close()
+        if not isinstance(self.lake, Lake):
+            self.lake.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -754,7 +760,24 @@ class Sensorium:
             done += n
             self.lake.vacuum(b, m, retention_hours=vacuum_hours)
         self.metrics.compactions.inc(done)
+        self._apply_retention()
         return done
+
+    def _apply_retention(self) -> int:
+        """PostgreSQL store: drop rows older than ``quality.retention_days`` (whole day partitions,
+        then the boundary day's older rows). Returns rows removed. (The Delta lake keeps them; the
+        validator already refuses new points older than the retention.)"""
+        days = self.settings.quality.retention_days
+        if isinstance(self.lake, Lake) or days <= 0 or self.read_only:
+            return 0
+        cutoff = self.clock() - int(days * NS_PER_DAY)
+        removed = 0
+        for b, m in self.lake.tables():
+            with self.lake.lock(b, m):
+                n = self.lake.drop_before(b, m, cutoff)
+                self.hot.set_lake_version((b, m), self.lake.version(b, m))
+            removed += n
+        return removed
 
     def _maintenance_loop(self) -> None:
         while not self._stop.wait(self.settings.store.maintenance_interval_s):
@@ -799,14 +822,22 @@ class Sensorium:
         return self.latest_cache.get(keys, wanted, self._tags_of)
 
     def _seed_latest(self, key: Key) -> pa.Table | None:
-        ds = self.lake.dataset(*key)
-        if ds is None:
-            return None
         import polars as pl
 
-        tags = [t for t in self._tags_of(key) if t in ds.schema.names]
-        fields = [c for c in ds.schema.names if c not in (*tags, "time", "day", "quality", "quality_flags")]
-        df = pl.scan_pyarrow_dataset(ds).sort("time")
+        if isinstance(self.lake, Lake):
+            ds = self.lake.dataset(*key)
+            if ds is None:
+                return None
+            names = list(ds.schema.names)
+            df = pl.scan_pyarrow_dataset(ds).sort("time")
+        else:  # PostgreSQL: the stored rows, read once (the cache is seeded once per table)
+            if self.lake.version(*key) < 0:
+                return None
+            stored = self.lake.read(*key)
+            names = list(stored.column_names)
+            df = pl.from_arrow(stored).lazy().sort("time")  # type: ignore[union-attr]
+        tags = [t for t in self._tags_of(key) if t in names]
+        fields = [c for c in names if c not in (*tags, "time", "day", "quality", "quality_flags")]
         aggs = [pl.col("time").max()] + [pl.col(f).drop_nulls().last() for f in fields]
         out = (df.group_by(tags).agg(aggs) if tags else df.select(aggs)).collect()
         t = out.to_arrow()
@@ -909,7 +940,9 @@ class Sensorium:
             st = self.lake.stats(b, m)
             fields = [c for c, r in self.registry.columns(b, m).items() if r != "tag"]
             values = 0
-            if fields:
+            if fields and not isinstance(self.lake, Lake):
+                values = self.lake.count_values(b, m, fields)
+            elif fields and isinstance(self.lake, Lake):
                 ds = self.lake.dataset(b, m)
                 if ds is not None:
                     sel = ", ".join(f'count("{f}")' for f in fields)

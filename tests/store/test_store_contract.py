@@ -270,10 +270,91 @@ def test_postgres_refuses_unusable_names() -> None:
             check_names(b, m)
 
 
-def test_the_platform_refuses_a_store_backend_it_does_not_use_yet(tmp_path: Path) -> None:
-    from sensorium.errors import ConfigError
-    from sensorium.platform import Sensorium
-    from tests.conftest import make_settings
+def test_the_platform_stores_in_postgres_end_to_end(tmp_path: Path) -> None:
+    """store_backend = "postgres": write, flush, query hot + stored rows together, crash (one batch
+    committed to PostgreSQL but not released from memory, one only in the WAL), restart: every point
+    once, with the values and tags written."""
+    import os as _os
 
-    with pytest.raises(ConfigError, match="not wired into the platform yet"):
-        Sensorium(make_settings(tmp_path / "data", store_backend="postgres"), background=False)
+    from sensorium.platform import Sensorium
+    from tests.conftest import FakeClock, make_settings
+
+    pg = require_postgres()
+    bucket = f"t_{uuid.uuid4().hex[:12]}"
+    clock = FakeClock(T0 + 3_600_000_000_000)
+    settings = make_settings(tmp_path / "data", store_backend="postgres", postgres_dsn=PG_DSN)
+
+    def lines(lo: int, hi: int) -> str:
+        return "\n".join(
+            f"climate,device_id=d{i % 3},room=r\\ {i % 2} temperature={i * 0.5},n={i}i,status=\"s{i}\" "
+            f"{T0 + i * 1_000_000_001}"
+            for i in range(lo, hi)
+        )
+
+    def expected(n: int) -> list[dict[str, Any]]:
+        return [
+            {"device_id": f"d{i % 3}", "room": f"r {i % 2}", "temperature": i * 0.5, "n": i,
+             "status": f"s{i}", "ns": T0 + i * 1_000_000_001}
+            for i in range(n)
+        ]
+
+    def rows(p: Sensorium) -> list[dict[str, Any]]:
+        return p.query(
+            "SELECT device_id, room, temperature, n, status, epoch_ns(time) AS ns FROM climate ORDER BY ns",
+            bucket=bucket,
+        ).to_pylist()
+
+    try:
+        p = Sensorium(settings, clock=clock, background=False)
+        assert p.write(lines(0, 10), bucket=bucket).accepted_rows == 10
+        assert p.flush(force=True) == 10
+        assert pg.stats(bucket, "climate").rows == 10 and pg.applied_offset(bucket, "climate") >= 0
+        assert p.write(lines(10, 15), bucket=bucket).accepted_rows == 5  # hot only
+        assert p.hot.rows((bucket, "climate")) == 5
+        assert rows(p) == expected(15)  # stored + hot, none twice
+        # crash 1: the hot rows are committed to PostgreSQL with their offset, but the process dies
+        # before the hot buffer (and the WAL) let them go
+        key = (bucket, "climate")
+        tables, max_off, _ = p.hot.take(key)
+        p.lake.append(bucket, "climate", pa.concat_tables(tables), offset=max_off)
+        # crash 2: a write acknowledged (in the WAL) and never flushed
+        assert p.write(lines(15, 20), bucket=bucket).accepted_rows == 5
+        _os.close(p._lock_fd)  # type: ignore[arg-type]
+        p.wal.close()
+        p.lake.close()  # type: ignore[union-attr]
+
+        p2 = Sensorium(settings, clock=clock, background=False)
+        try:
+            assert p2.replayed >= 1
+            assert p2.hot.rows(key) == 5  # the committed batch was not replayed into memory
+            assert rows(p2) == expected(20)
+            assert p2.flush(force=True) == 5
+            assert rows(p2) == expected(20)
+            assert pg.stats(bucket, "climate").rows == 20
+        finally:
+            p2.close()
+        p3 = Sensorium(settings, clock=clock, background=False)
+        try:
+            assert rows(p3) == expected(20)
+            st = [t for t in p3.storage_stats()["tables"] if t["bucket"] == bucket]
+            assert st and st[0]["rows"] == 20 and st[0]["values"] == 60
+            # latest values seeded from PostgreSQL (nothing in memory after a clean restart)
+            last = p3.latest(bucket=bucket, measurement="climate", device_id="d1", room="r 1")
+            assert len(last) == 1 and last[0]["fields"]["temperature"] == 19 * 0.5
+            assert len(p3.latest(bucket=bucket, measurement="climate")) == 6  # 3 devices x 2 rooms
+        finally:
+            p3.close()
+        # retention (quality.retention_days) in maintenance: rows older than a day before "now"
+        later = FakeClock(T0 + DAY + 10_000_000_000)  # cutoff T0 + 10 s: points 0..9 go
+        kept = make_settings(
+            tmp_path / "data", store_backend="postgres", postgres_dsn=PG_DSN, quality={"retention_days": 1}
+        )
+        p4 = Sensorium(kept, clock=later, background=False)
+        try:
+            p4.maintain()
+            assert rows(p4) == expected(20)[10:]
+        finally:
+            p4.close()
+    finally:
+        pg.drop_bucket(bucket)
+        pg.close()

@@ -8,6 +8,12 @@ moves it from memory to the lake. ``time`` is exposed as ``TIMESTAMP_NS`` (UTC).
 Helpers available in every query: DuckDB's ``time_bucket(INTERVAL '1 hour', time)`` and
 ``date_trunc('hour', time)``, plus ``date_bin(INTERVAL '5 minutes', time)`` (InfluxDB 3 / PostgreSQL
 spelling) and ``bucket(time, '15 minutes')``.
+
+With the PostgreSQL store (``store_backend = "postgres"``) a measurement's view is the table read
+from PostgreSQL (:meth:`PostgresStore.read`, an Arrow table loaded into DuckDB; cached per store
+version) UNION ALL BY NAME the hot buffer. Both are taken under the table's store lock, which the
+flush holds from its COPY until the hot buffer lets the flushed chunks go: a flushed row is in
+exactly one of the two.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
@@ -24,6 +30,9 @@ from sensorium.errors import QueryError
 from sensorium.query.sandbox import analyse
 from sensorium.store.hot import HotBuffer
 from sensorium.store.lake import DAY, Lake
+
+if TYPE_CHECKING:
+    from sensorium.store.postgres import PostgresStore
 
 MACROS = (
     "CREATE MACRO date_bin(stride, t) AS time_bucket(stride, t)",
@@ -38,7 +47,7 @@ def _q(name: str) -> str:
 class QueryEngine:
     def __init__(
         self,
-        lake: Lake,
+        lake: Lake | PostgresStore,
         hot: HotBuffer,
         tables: Callable[[str], list[str]],
         *,
@@ -58,13 +67,38 @@ class QueryEngine:
         self.max_rows = max_rows
         self.threads = threads
         self._ds_cache: dict[tuple[str, str, int, int], Any] = {}
+        self._pg_cache: dict[tuple[str, str], tuple[int, pa.Table]] = {}
         self._cache_lock = threading.Lock()
         self._db: duckdb.DuckDBPyConnection | None = None
 
+    def _store_view(self, bucket: str, measurement: str) -> tuple[pa.Table | None, pa.Table | None]:
+        """PostgreSQL store: (hot snapshot, stored rows with ``time`` as int64 ns), consistent.
+
+        The flush holds ``store.lock`` from its COPY until the hot buffer has released the chunks
+        it stored, so taking the hot view and reading the table under that lock sees every row in
+        exactly one of them. The read is cached per store version (bumped by every append and
+        retention run), so repeated queries between flushes do not re-read the table."""
+        store = self.lake
+        with store.lock(bucket, measurement):
+            hot, _ = self.hot.view((bucket, measurement))
+            version = store.version(bucket, measurement)
+            if version < 0:
+                return hot, None
+            with self._cache_lock:
+                cached = self._pg_cache.get((bucket, measurement))
+            if cached is not None and cached[0] == version:
+                return hot, cached[1]
+            table = store.read(bucket, measurement)
+            i = table.schema.get_field_index("time")
+            table = table.set_column(i, "time", table["time"].cast(pa.int64()))
+            with self._cache_lock:
+                self._pg_cache[(bucket, measurement)] = (version, table)
+        return hot, table
+
     def _dataset(self, bucket: str, measurement: str, version: int, lake: Lake | None = None) -> Any:
-        if version < 0:
+        lake = lake if lake is not None else self.lake if isinstance(self.lake, Lake) else None
+        if version < 0 or lake is None:
             return None
-        lake = lake or self.lake
         key = (bucket, measurement, version, id(lake))
         with self._cache_lock:
             ds = self._ds_cache.get(key)
@@ -107,9 +141,13 @@ class QueryEngine:
         con = self._base().cursor()
         derived = derived or set()
         for i, name in enumerate(sorted(names)):
+            stored = None
             if name in derived:
                 hot, version = self.derived.view(bucket, name)
                 ds = self._dataset(bucket, name, version, self.derived.lake)
+            elif not isinstance(self.lake, Lake):
+                ds = None
+                hot, stored = self._store_view(bucket, name)
             else:
                 hot, version = self.hot.view((bucket, name))
                 if version < 0:
@@ -119,11 +157,18 @@ class QueryEngine:
             if ds is not None:
                 con.register(f"__lake_{i}", ds)
                 parts.append(f"SELECT * EXCLUDE ({DAY}) FROM __lake_{i}")
+            if stored is not None and stored.num_rows:
+                con.register(f"__store_{i}", stored)
+                parts.append(f"SELECT * FROM __store_{i}")
             if hot is not None and hot.num_rows:
                 con.register(f"__hot_{i}", hot)
                 parts.append(f"SELECT * FROM __hot_{i}")
             if not parts:  # nothing stored yet: an empty table (with its columns when known)
-                empty = hot if hot is not None else pa.table({"time": pa.array([], pa.int64())})
+                empty = (
+                    hot if hot is not None
+                    else stored if stored is not None
+                    else pa.table({"time": pa.array([], pa.int64())})
+                )
                 con.register(f"__empty_{i}", empty)
                 parts.append(f"SELECT * FROM __empty_{i}")
             body = " UNION ALL BY NAME ".join(parts)

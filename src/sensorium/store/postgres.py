@@ -495,6 +495,22 @@ class PostgresStore:
             version = self._version(cur, bucket, measurement)
         return TableStats(bucket, measurement, len(parts), size, rows, version)
 
+    def count_values(self, bucket: str, measurement: str, columns: Sequence[str]) -> int:
+        """The non-NULL values of ``columns`` (those the table has), counted by PostgreSQL."""
+        with self._tx() as cur:
+            stored = self._columns(cur, bucket, measurement)
+            names = [c for c in columns if stored is not None and c in stored]
+            if not names:
+                return 0
+            cur.execute(
+                sql.SQL("SELECT {} FROM {}").format(
+                    sql.SQL(", ").join(sql.SQL("count({})").format(sql.Identifier(c)) for c in names),
+                    sql.Identifier(bucket, measurement),
+                )
+            )
+            row = cur.fetchone()
+        return int(sum(row or ()))
+
     def compact(self, bucket: str, measurement: str, tags: list[str], **_: Any) -> int:
         """Nothing to compact: PostgreSQL's autovacuum maintains the heap. Returns 0."""
         return 0
