@@ -112,6 +112,17 @@ def test_stored_forecast_is_a_measurement_and_scores_actuals(
     score = cmp["score"].to_numpy()
     assert int(np.argmax(score)) == 24 and score[24] > 0.999
     assert np.median(score) < 0.8 and np.all((score >= 0) & (score <= 1))
+    # the same over HTTP
+    r = loaded.get("/api/v1/forecast/compare", params={"measurement": "climate", "field": "temperature",
+                                                       "tag": "device_id=d1", "model": "ets"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["rows"]) == 96 and body["columns"][:2] == ["time", "actual"]
+    i = body["columns"].index("score")
+    assert max(range(96), key=lambda k: body["rows"][k][i]) == 24
+    assert loaded.get("/api/v1/forecast/compare", params={"measurement": "climate", "field": "temperature",
+                                                          "tag": "device_id"}).status_code == 400
+    assert loaded.get("/api/v1/forecast/compare", params={"measurement": "nope", "field": "x"}).status_code == 404
 
 
 def test_forecast_series_in_process(platform: Sensorium) -> None:

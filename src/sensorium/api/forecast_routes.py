@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
@@ -74,3 +74,31 @@ def register(app: FastAPI, platform: Sensorium, check_auth: Callable[[Request], 
         out = to_json(table)
         out.update(forecast_meta(table))
         return _json(out)
+
+    @app.get("/api/v1/forecast/compare", tags=["query"])
+    async def compare(
+        request: Request,
+        measurement: str = Query(..., min_length=1),
+        field: str = Query(..., min_length=1),
+        tag: list[str] = Query([], description="Series filter key=value (repeatable)."),
+        model: str | None = Query(None),
+        start: str | None = Query(None),
+        end: str | None = Query(None),
+        bucket: str | None = Query(None),
+    ) -> Response:
+        """A stored forecast next to the actuals: ``time, actual, forecast, lower, upper, error,
+        z, score`` (forecast-error anomalies: ``score`` in [0, 1])."""
+        check_auth(request)
+        tags: dict[str, str] = {}
+        for t in tag:
+            k, sep, v = t.partition("=")
+            if not sep or not k:
+                raise BadRequest(f"tag must be key=value; got {t!r}")
+            tags[k] = v
+        from sensorium.detect.forecast import compare_forecast
+
+        table = await asyncio.to_thread(
+            compare_forecast, platform, measurement, field, tags=tags, model=model, start=start, end=end,
+            bucket=bucket,
+        )
+        return _json(to_json(table))
