@@ -175,6 +175,17 @@ class MqttSinkSettings(_Frozen):
     max_attempts: int = Field(8, ge=1, description="Attempts before the delivery becomes a dead letter.")
 
 
+class CommandSinkSettings(_Frozen):
+    """An alert sink that sends a device command (over MQTT, see `[commands]`) when a rule fires."""
+
+    rule: str = Field("*", description="Rules (name or glob) whose alerts send the command.")
+    on: Literal["firing", "resolved"] = Field("firing", description="The alert change that sends it.")
+    device_tag: str = Field("device_id", description="The alert's tag naming the device commanded.")
+    command: str = Field(description="The command, e.g. `set` or `off`.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Command parameters.")
+    max_attempts: int = Field(8, ge=1, description="Attempts before the delivery becomes a dead letter.")
+
+
 class AlertSettings(_Frozen):
     flap_window_s: float = Field(
         300.0, ge=0, description="A rule re-firing this soon after resolving reopens the same alert."
@@ -185,6 +196,9 @@ class AlertSettings(_Frozen):
     log: bool = Field(True, description="Write every alert change to the log (logger `sensorium.alerts`).")
     webhooks: tuple[WebhookSinkSettings, ...] = ()
     mqtt: MqttSinkSettings | None = None
+    commands: tuple[CommandSinkSettings, ...] = Field(
+        (), description="Device commands sent when alerts fire (or resolve); see `[[alerts.commands]]`."
+    )
 
 
 class MqttTopicSettings(_Frozen):

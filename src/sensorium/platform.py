@@ -46,7 +46,7 @@ from sensorium.quality.validate import Validator
 from sensorium.query.cache import LatestCache, make_cache
 from sensorium.query.engine import QueryEngine
 from sensorium.rules.alerts import AlertStore
-from sensorium.rules.sinks import Dispatcher
+from sensorium.rules.sinks import Dispatcher, build_sinks
 from sensorium.rules.types import Transition
 from sensorium.schema import (
     LINE,
@@ -152,7 +152,11 @@ class Sensorium:
             derived: Any = None
             if self.settings.stream.enabled and not read_only:
                 self.alerts = AlertStore(self.dir / "alerts.sqlite", clock=self.clock)
-                self.dispatcher = Dispatcher(self.dir / "alert-deliveries.sqlite", self.settings.alerts, clock=self.clock)
+                self.dispatcher = Dispatcher(
+                    self.dir / "alert-deliveries.sqlite", self.settings.alerts, clock=self.clock,
+                    sinks=build_sinks(self.settings.alerts, commands=self.settings.commands,
+                                      data_dir=self.dir, clock=self.clock),
+                )
                 self.stream = StreamRunner(
                     self.dir / "stream",
                     self.settings,

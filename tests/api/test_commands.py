@@ -144,3 +144,35 @@ def test_the_cli_sends_a_command_and_reports_a_missing_broker(tmp_path: Path) ->
         sub.close()
     assert orjson.loads(payload)["params"] == {"interval_s": 30}
     assert orjson.loads(r.output)["status"] == "published"
+
+
+def test_an_alert_commands_its_device(tmp_path: Path) -> None:
+    """`[[alerts.commands]]`: a rule firing sends a command to the device named by the alert."""
+    require_mosquitto()
+    from sensorium.rules.loader import parse_rules
+    from tests.conftest import T0
+
+    device = f"dev-{uuid.uuid4().hex[:8]}"
+    rules = parse_rules('[[rules]]\nname = "hot"\nkind = "threshold"\nmeasurement = "climate"\n'
+                        'field = "temperature"\nabove = { critical = 50 }\ndeadband = 2\n')
+    settings = make_settings(
+        tmp_path / "d", parse_workers=0, detect={"enabled": False},
+        alerts={"log": False, "commands": [{"rule": "hot*", "command": "off", "params": {"relay": 1}}]},
+    )
+    sub = Subscriber(f"sensorium/devices/{device}/commands")
+    p = Sensorium(settings, clock=FakeClock(T0 + 3600 * 10**9), background=False, rules=rules)
+    try:
+        p.write("\n".join(f"climate,device_id={device} temperature={v} {T0 + i * 10**9}"
+                          for i, v in enumerate([20.0, 21.0, 55.0, 56.0])))
+        p.process_stream()
+        assert p.dispatcher is not None
+        assert p.dispatcher.deliver_due() == 1
+        topic, payload, qos = sub.got.get(timeout=10)
+    finally:
+        sub.close()
+        p.close()
+    msg = orjson.loads(payload)
+    assert topic == f"sensorium/devices/{device}/commands" and qos == 1
+    assert msg["device_id"] == device and msg["command"] == "off"
+    assert msg["params"]["relay"] == 1 and msg["params"]["rule"] == "hot"
+    assert msg["params"]["idempotency_key"].endswith(":1")

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from sensorium.config import (
     AlertSettings,
     CommandSettings,
+    CommandSinkSettings,
     CompressionSettings,
     DetectorSettings,
     DetectSettings,
@@ -138,6 +139,8 @@ def render() -> str:
     lines += _table(WebhookSinkSettings, "webhooks[].", None)
     lines += ["", "### `[alerts.mqtt]`", ""]
     lines += _table(MqttSinkSettings, "mqtt.", None)
+    lines += ["", "### `[[alerts.commands]]` (a device command when a rule fires; broker: `[commands]`)", ""]
+    lines += _table(CommandSinkSettings, "commands[].", None)
     lines += [
         "",
         "## Anomaly detectors (`[[detect.detectors]]`)",

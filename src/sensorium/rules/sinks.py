@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 import orjson
 
-from sensorium.config import AlertSettings
+from sensorium.config import AlertSettings, CommandSettings
 from sensorium.rules._mqtt import MqttSink, format_topic
 from sensorium.rules._sink import DeliveryError, LogSink, Sink, backoff_s
 from sensorium.rules._webhook import WebhookSink
@@ -87,14 +87,28 @@ _COLUMNS = (
 )
 
 
-def build_sinks(settings: AlertSettings) -> builtins.list[Sink]:
-    """The sinks ``settings`` configures: log (if ``log``), each webhook, MQTT (if ``mqtt``)."""
+def build_sinks(
+    settings: AlertSettings,
+    *,
+    commands: CommandSettings | None = None,
+    data_dir: Path | None = None,
+    clock: Callable[[], int] | None = None,
+) -> builtins.list[Sink]:
+    """The sinks ``settings`` configures: log (if ``log``), each webhook, MQTT (if ``mqtt``), and
+    each device command (``commands``; needs the ``[commands]`` broker settings and the data dir,
+    where the commands are recorded)."""
     sinks: builtins.list[Sink] = []
     if settings.log:
         sinks.append(LogSink())
     sinks.extend(WebhookSink(w) for w in settings.webhooks)
     if settings.mqtt is not None:
         sinks.append(MqttSink(settings.mqtt))
+    if settings.commands:
+        if commands is None or data_dir is None or clock is None:
+            raise ValueError("command sinks need the [commands] settings, the data dir and a clock")
+        from sensorium.rules._command import CommandSink
+
+        sinks.extend(CommandSink(c, commands, Path(data_dir), clock) for c in settings.commands)
     return sinks
 
 
