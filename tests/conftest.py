@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import pytest
@@ -65,6 +65,25 @@ def client(platform: Sensorium) -> Iterator[Any]:
 
     with TestClient(create_app(platform), raise_server_exceptions=False) as c:
         yield c
+
+
+MQTT_HOST, MQTT_PORT = "127.0.0.1", 1883
+
+
+def service_missing(reason: str) -> NoReturn:
+    """A real service a test needs is absent: skip with the reason locally, fail under CI (where
+    every service must run)."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def require_mosquitto() -> None:
+    """Skip without Mosquitto on 127.0.0.1:1883 -- but fail under CI, where it must run."""
+    try:
+        socket.create_connection((MQTT_HOST, MQTT_PORT), timeout=2).close()
+    except OSError as exc:
+        service_missing(f"Mosquitto (MQTT) not reachable at {MQTT_HOST}:{MQTT_PORT}: {exc}")
 
 
 def free_port() -> int:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import queue
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,20 +12,14 @@ import orjson
 import pytest
 
 from sensorium.platform import Sensorium
-from tests.conftest import FakeClock, free_port, make_settings
-
-MQTT_HOST, MQTT_PORT = "127.0.0.1", 1883
-
-
-def require_mosquitto() -> None:
-    """Skip without Mosquitto on 127.0.0.1:1883 -- but fail under CI, where it must run."""
-    try:
-        socket.create_connection((MQTT_HOST, MQTT_PORT), timeout=2).close()
-    except OSError as exc:
-        reason = f"Mosquitto (MQTT) not reachable at {MQTT_HOST}:{MQTT_PORT}: {exc}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+from tests.conftest import (
+    MQTT_HOST,
+    MQTT_PORT,
+    FakeClock,
+    free_port,
+    make_settings,
+    require_mosquitto,
+)
 
 
 def _client(tmp_path: Path, **commands: Any) -> Iterator[Any]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,21 +15,19 @@ import pytest
 from sensorium.detect.sampling import advise, config_payload, parse_tolerance
 from sensorium.errors import BadRequest
 from sensorium.platform import Sensorium
-from tests.conftest import T0, FakeClock, free_port, make_settings
+from tests.conftest import (
+    MQTT_HOST,
+    MQTT_PORT,
+    T0,
+    FakeClock,
+    free_port,
+    make_settings,
+    require_mosquitto,
+)
 
 NS = 1_000_000_000
-MQTT_HOST, MQTT_PORT = "127.0.0.1", 1883
 
 
-def require_mosquitto() -> None:
-    """Skip without Mosquitto on 127.0.0.1:1883 -- but fail under CI, where it must run."""
-    try:
-        socket.create_connection((MQTT_HOST, MQTT_PORT), timeout=2).close()
-    except OSError as exc:
-        reason = f"Mosquitto (MQTT) not reachable at {MQTT_HOST}:{MQTT_PORT}: {exc}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
 
 
 def _series(device: str, field: str, t_s: np.ndarray, v: np.ndarray) -> pl.DataFrame:

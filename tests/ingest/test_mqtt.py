@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,20 +14,7 @@ from sensorium.config import MqttSourceSettings, MqttTopicSettings
 from sensorium.errors import ConfigError
 from sensorium.ingest.mqtt import MqttSource, TopicTemplate
 from sensorium.platform import Sensorium
-from tests.conftest import make_settings
-
-MQTT_HOST, MQTT_PORT = "127.0.0.1", 1883
-
-
-def require_mosquitto() -> None:
-    """Skip without Mosquitto on 127.0.0.1:1883 -- but fail under CI, where it must run."""
-    try:
-        socket.create_connection((MQTT_HOST, MQTT_PORT), timeout=2).close()
-    except OSError as exc:
-        reason = f"Mosquitto (MQTT) not reachable at {MQTT_HOST}:{MQTT_PORT}: {exc}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+from tests.conftest import MQTT_HOST, MQTT_PORT, make_settings, require_mosquitto
 
 
 class Publisher:

@@ -17,6 +17,7 @@ import pytest
 
 from sensorium.log.base import Log
 from sensorium.log.wal import KIND_DATA, KIND_DEAD_LETTERS, WAL, encode_payload
+from tests.conftest import service_missing
 
 NATS_URL = os.environ.get("SENSORIUM_TEST_NATS_URL", "nats://127.0.0.1:4222")
 
@@ -41,9 +42,7 @@ def require_nats() -> None:
             probe.delete_stream()
             probe.close()
             return
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
+    service_missing(reason)
 
 
 def _payload(i: int, measurement: str = "climate") -> bytes:

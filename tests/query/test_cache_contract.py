@@ -17,6 +17,7 @@ import pytest
 
 from sensorium.query.cache import Key, LatestCache
 from sensorium.query.latest import LastValueCache
+from tests.conftest import service_missing
 
 REDIS_URL = os.environ.get("SENSORIUM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 T0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z in ns
@@ -38,9 +39,7 @@ def require_redis() -> Any:
         except redis.RedisError as exc:
             client.close()
             reason = f"Redis not reachable at {REDIS_URL}: {exc}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
+    service_missing(reason)
 
 
 def batch(rows: list[dict[str, Any]], tags: tuple[str, ...] = ("device_id",)) -> pa.Table:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import socket
 import threading
 import time
 import uuid
@@ -31,11 +29,8 @@ from sensorium.rules.sinks import (
     build_sinks,
     format_topic,
 )
-from tests.conftest import FakeClock
+from tests.conftest import MQTT_HOST, MQTT_PORT, FakeClock, free_port, require_mosquitto
 from tests.rules.test_alerts import tr
-
-MQTT_HOST, MQTT_PORT = "127.0.0.1", 1883
-
 
 # -- real parts --------------------------------------------------------------------------------------
 
@@ -98,21 +93,8 @@ def receiver() -> Iterator[Receiver]:
     r.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
-def require_mosquitto() -> None:
-    """Skip without Mosquitto on 127.0.0.1:1883 -- but fail under CI, where it must run."""
-    try:
-        socket.create_connection((MQTT_HOST, MQTT_PORT), timeout=2).close()
-    except OSError as exc:
-        reason = f"Mosquitto (MQTT) not reachable at {MQTT_HOST}:{MQTT_PORT}: {exc}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
 
 
 def hook(url: str, **kw: Any) -> WebhookSinkSettings:

@@ -20,6 +20,7 @@ from sensorium.errors import TypeConflictError
 from sensorium.schema import TAG_TYPE, TIME_TYPE
 from sensorium.store.base import Store
 from sensorium.store.lake import Lake
+from tests.conftest import service_missing
 
 PG_DSN = os.environ.get("SENSORIUM_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 T0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z in ns
@@ -43,9 +44,7 @@ def require_postgres() -> Any:
         except StoreUnavailable as exc:
             store.close()
             reason = f"PostgreSQL not reachable at {PG_DSN}: {exc}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
+    service_missing(reason)
 
 
 @pytest.fixture(params=["delta", "postgres"])
