@@ -18,6 +18,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sensorium import __version__
+from sensorium.api.body import json_response as _json
 from sensorium.api.body import read_body
 from sensorium.errors import BadRequest, SensoriumError, Unauthorized
 from sensorium.platform import Sensorium, WriteResult
@@ -27,8 +28,6 @@ log = logging.getLogger("sensorium.api")
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
 
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status, media_type="application/json")
 
 
 def rfc3339(col: Any) -> Any:

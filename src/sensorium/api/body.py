@@ -1,10 +1,14 @@
-"""Reading request bodies within limits (size, gzip) — 413 past the limit, never a 500."""
+"""Reading request bodies within limits (size, gzip) — 413 past the limit, never a 500 — and
+writing JSON responses."""
 
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
+import orjson
 from starlette.requests import Request
+from starlette.responses import Response
 
 from sensorium.errors import ParseError, PayloadTooLarge, UnsupportedMediaType
 
@@ -65,3 +69,9 @@ def inflate(body: bytes, enc: str, max_inflated: int) -> bytes:
             if data:
                 raise ParseError(f"{len(data)} unexpected bytes after the end of the {enc} stream")
             return b"".join(parts)
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    """A JSON response (orjson; NumPy scalars and arrays serialise as numbers and lists)."""
+    return Response(orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status,
+                    media_type="application/json")

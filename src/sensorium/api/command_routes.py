@@ -10,14 +10,13 @@ import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response
 
+from sensorium.api.body import json_response as _json
 from sensorium.errors import BadRequest
 from sensorium.platform import Sensorium
 
 MAX_BODY = 128 * 1024
 
 
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
 
 def register(

@@ -7,20 +7,12 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response
 
+from sensorium.api.body import json_response as _json
 from sensorium.errors import BadRequest
 from sensorium.platform import Sensorium
-
-
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(
-        orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY),
-        status_code=status,
-        media_type="application/json",
-    )
 
 
 def register(

@@ -12,6 +12,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
+from sensorium.api.body import json_response as _json
 from sensorium.errors import BadRequest
 from sensorium.platform import Sensorium
 
@@ -36,8 +37,6 @@ class ForecastRequest(BaseModel):
     store: bool = Field(False, description="Also store the forecast as <measurement>_forecast.")
 
 
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status, media_type="application/json")
 
 
 def parse_request(body: bytes) -> ForecastRequest:

@@ -10,14 +10,13 @@ import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
+from sensorium.api.body import json_response as _json
 from sensorium.errors import BadRequest, NotFound
 from sensorium.platform import Sensorium
 
 ALERT_STATES = ("firing", "resolved", "acknowledged", "unacknowledged")
 
 
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status, media_type="application/json")
 
 
 def register(app: FastAPI, platform: Sensorium, check_auth: Callable[[Request], None], to_json: Callable[[Any], Any]) -> None:
