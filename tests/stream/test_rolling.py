@@ -13,8 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sensorium.keyindex import NameIndex, stable_argsort
 from sensorium.stream.frame import VALUES_SCHEMA
-from sensorium.stream.rolling import NameIndex, RollingStats, stable_argsort
+from sensorium.stream.rolling import RollingStats
 
 T0 = 1_767_225_600_000_000_000
 KEYS = [("climate,device_id=a", "temperature"), ("climate,device_id=a", "humidity"), ("climate,device_id=b", "temperature")]

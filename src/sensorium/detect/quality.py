@@ -70,7 +70,9 @@ import numpy as np
 import polars as pl
 from numpy.lib.stride_tricks import sliding_window_view
 
-from sensorium.stream.rolling import NameIndex, _KeyIndex, stable_argsort
+from sensorium.keyindex import KeyIndex as _KeyIndex
+from sensorium.keyindex import NameIndex, stable_argsort
+from sensorium.keyindex import grow as _grow
 
 NS = 1_000_000_000
 CHECKS: tuple[str, ...] = ("stuck", "spike", "dropout", "drift")
@@ -176,13 +178,6 @@ def _score(ratio: np.ndarray) -> np.ndarray:
 def _matches(name: str, patterns: Sequence[str]) -> bool:
     return any(fnmatchcase(name, p) for p in patterns)
 
-
-def _grow(a: np.ndarray, n: int, fill: Any) -> np.ndarray:
-    if a.shape[0] >= n:
-        return a
-    out = np.full((max(n, 2 * a.shape[0], 64), *a.shape[1:]), fill, dtype=a.dtype)
-    out[: a.shape[0]] = a
-    return out
 
 
 def _group_bounds(code: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from sensorium.keyindex import NameIndex
 from sensorium.rules.model import is_glob
-from sensorium.stream.rolling import NameIndex
 
 
 def parse_series_key(key: str) -> tuple[str, str, dict[str, str]]:

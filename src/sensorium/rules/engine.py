@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from sensorium.keyindex import NameIndex, stable_argsort, unknown_names
 from sensorium.rules._absence import Absence, arrival_of, per_series
 from sensorium.rules._book import Book, Record, Subject
 from sensorium.rules._changes import apply_changes
@@ -51,7 +52,6 @@ from sensorium.rules._messages import Describe, describer
 from sensorium.rules._registry import KeyTable, SeriesTable, grow, series_mask
 from sensorium.rules.model import SEVERITIES, AbsenceRule, RuleSet
 from sensorium.rules.types import Transition
-from sensorium.stream.rolling import NameIndex, stable_argsort, unknown_names
 
 DEFAULT_FLAP_WINDOW_NS = 300 * 1_000_000_000
 DEFAULT_FLAP_MAX_CHANGES = 6

@@ -1,0 +1,211 @@
+"""Dense ids for names and (series, field) keys, looked up a whole column at a time, and the
+array helpers the stateful stages share (stream rolling statistics, rules, quality checks).
+
+Below every stage in the import order: it needs only NumPy and Polars.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+_SEED = 0x5E751
+
+
+class NameIndex:
+    """name → dense id (in order of first sight), looked up a whole column at a time.
+
+    Names are hashed to 64 bits (polars' string hash, seeded). Each name sits in its home slot
+    (low bits of the hash) of a table of numpy arrays at most a quarter full, or, when another
+    name holds that slot, in a small sorted overflow array; a lookup is a few vectorised gathers
+    and compares, plus a binary search for the rows of overflow names (no string join, no
+    per-call table build). A 64-bit collision between two names is detected when the second is
+    added and resolved by rehashing everything with another seed.
+    """
+
+    def __init__(self, seed: int = _SEED) -> None:
+        self.names: list[str] = []
+        self.seed = seed
+        self._hashes = np.zeros(0, dtype=np.uint64)
+        self._slot_id = np.full(1024, -1, dtype=np.int32)
+        self._slot_h = np.zeros(1024, dtype=np.uint64)
+        self._over_h = np.zeros(0, dtype=np.uint64)  # names not in their home slot, by hash
+        self._over_id = np.zeros(0, dtype=np.int32)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def hash(self, col: pl.Series) -> np.ndarray:
+        return col.hash(seed=self.seed).to_numpy()
+
+    def ids_of_hashes(self, h: np.ndarray) -> np.ndarray:
+        """Ids of hashed names (-1: unknown)."""
+        if not self.names or not len(h):
+            return np.full(len(h), -1, dtype=np.int32)
+        h = np.ascontiguousarray(h, dtype=np.uint64)
+        slot = h.view(np.int64) & (len(self._slot_id) - 1)
+        ids = self._slot_id[slot]
+        # same hash in the home slot: that name, or -1 for an empty slot (a slot never empties,
+        # so a name whose home slot is empty is unknown, not in the overflow)
+        hit = self._slot_h[slot] == h
+        if hit.all():
+            return ids
+        miss = np.flatnonzero(~hit)
+        ids[miss] = -1
+        if len(self._over_h):
+            hm = h[miss]
+            at = np.minimum(np.searchsorted(self._over_h, hm), len(self._over_h) - 1)
+            found = self._over_h[at] == hm
+            ids[miss[found]] = self._over_id[at[found]]
+        return ids
+
+    def lookup(self, col: pl.Series) -> np.ndarray:
+        """Ids of a column's names (-1: unknown)."""
+        return self.ids_of_hashes(self.hash(col))
+
+    def ids(self, col: pl.Series) -> np.ndarray:
+        """Ids of a column's names, adding the names not seen yet."""
+        h = self.hash(col)
+        ids = self.ids_of_hashes(h)
+        missing = ids < 0
+        if missing.any():
+            seed = self.seed
+            self.add(unknown_names(col, h, ids))
+            ids = self.ids_of_hashes(h) if self.seed == seed else self.lookup(col)
+        return ids
+
+    def add(self, names: list[str]) -> np.ndarray:
+        """Add names not yet known (distinct), in order; their ids."""
+        start = len(self.names)
+        new = self.hash(pl.Series(names, dtype=pl.Utf8))
+        clash = np.unique(new).size != new.size or bool((self.ids_of_hashes(new) >= 0).any())
+        self.names += names
+        self._hashes = np.concatenate([self._hashes, new])
+        if clash:
+            while True:  # a 64-bit collision: rehash everything with another seed
+                self.seed += 1
+                self._hashes = self.hash(pl.Series(self.names, dtype=pl.Utf8))
+                if np.unique(self._hashes).size == self._hashes.size:
+                    break
+            self._build(0)
+        elif 4 * len(self.names) > len(self._slot_id):
+            self._build(0)
+        else:
+            self._build(start)
+        return np.arange(start, len(self.names), dtype=np.int32)
+
+    def _build(self, start: int) -> None:
+        """Insert names from ``start`` on (from 0: a fresh table, at most a quarter full)."""
+        if start == 0:
+            size = 1024
+            while size < 4 * len(self.names):
+                size *= 2
+            self._slot_id = np.full(size, -1, dtype=np.int32)
+            self._slot_h = np.zeros(size, dtype=np.uint64)
+            self._over_h = np.zeros(0, dtype=np.uint64)
+            self._over_id = np.zeros(0, dtype=np.int32)
+        hs = self._hashes[start:]
+        ids = np.arange(start, len(self.names), dtype=np.int32)
+        slot = hs.view(np.int64) & (len(self._slot_id) - 1)
+        home = np.zeros(len(hs), dtype=bool)  # the first new name of each free home slot
+        home[np.unique(slot, return_index=True)[1]] = True
+        home &= self._slot_id[slot] < 0
+        self._slot_id[slot[home]] = ids[home]
+        self._slot_h[slot[home]] = hs[home]
+        if not home.all():
+            over_h = np.concatenate([self._over_h, hs[~home]])
+            over_id = np.concatenate([self._over_id, ids[~home]])
+            by = np.argsort(over_h)
+            self._over_h, self._over_id = over_h[by], over_id[by]
+
+
+def unknown_names(col: pl.Series, h: np.ndarray, ids: np.ndarray, rows: np.ndarray | None = None) -> list[str]:
+    """The distinct names without an id (``ids`` -1; ``h``: the names' hashes) in order of first
+    sight; ``h`` and ``ids`` are of the rows ``rows`` of ``col`` (default: every row)."""
+    unknown = np.flatnonzero(ids < 0)
+    first = unknown[np.sort(pl.Series(h[unknown]).arg_unique().to_numpy())]
+    return col.gather(first if rows is None else rows[first]).to_list()
+
+
+class KeyIndex:
+    """(series, field) → dense key id: series id and field id, then a [series, field] table."""
+
+    def __init__(self) -> None:
+        self.series_names = NameIndex(_SEED)
+        self.field_names_ = NameIndex(_SEED + 7)
+        self.table = np.full((0, 0), -1, dtype=np.int32)
+        self.key_sid = np.zeros(0, dtype=np.int32)
+        self.field_id = np.zeros(0, dtype=np.int32)  # per key: field id
+
+    def __len__(self) -> int:
+        return len(self.key_sid)
+
+    @property
+    def series(self) -> list[str]:
+        names = self.series_names.names
+        return [names[i] for i in self.key_sid]
+
+    @property
+    def fields(self) -> list[str]:
+        names = self.field_names_.names
+        return [names[i] for i in self.field_id]
+
+    @property
+    def field_names(self) -> list[str]:
+        return self.field_names_.names
+
+    def ids(self, series: pl.Series, field: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+        """Series ids and field ids of every row (names not seen yet are added)."""
+        return self.series_names.ids(series), self.field_names_.ids(field)
+
+    def keys(self, sid: np.ndarray, fid: np.ndarray, first: np.ndarray | None = None) -> np.ndarray:
+        """Key ids of distinct (series id, field id) pairs. New pairs get ids in the order of
+        ``first`` (where each pair is first seen), or as given."""
+        ns, nf = len(self.series_names.names), len(self.field_names_.names)
+        if self.table.shape[0] < ns or self.table.shape[1] < nf:
+            grown = np.full((max(ns, 2 * self.table.shape[0], 64), max(nf, self.table.shape[1] + 8)), -1, dtype=np.int32)
+            grown[: self.table.shape[0], : self.table.shape[1]] = self.table
+            self.table = grown
+        kid = self.table[sid, fid]
+        new = np.flatnonzero(kid < 0)
+        if len(new):
+            if first is not None:
+                new = new[np.argsort(first[new], kind="stable")]  # in order of first sight
+            ps, pf = sid[new], fid[new]
+            start = len(self.key_sid)
+            kid[new] = self.table[ps, pf] = np.arange(start, start + len(new), dtype=np.int32)
+            self.key_sid = np.concatenate([self.key_sid, ps])
+            self.field_id = np.concatenate([self.field_id, pf])
+        return kid
+
+    def add(self, series: list[str], fields: list[str]) -> None:
+        """Add keys in this order (restoring a state)."""
+        self.keys(*self.ids(pl.Series(series, dtype=pl.Utf8), pl.Series(fields, dtype=pl.Utf8)))
+
+
+def stable_argsort(keys: np.ndarray) -> np.ndarray:
+    """Stable argsort of non-negative integer keys: LSD radix passes over 16-bit digits (numpy
+    sorts 16-bit keys with a radix sort), much faster than a comparison sort."""
+    if len(keys) == 0:
+        return np.zeros(0, dtype=np.intp)
+    top = int(keys.max())
+    if top < (1 << 16):
+        return np.argsort(keys.astype(np.uint16), kind="stable")
+    order = np.argsort((keys & 0xFFFF).astype(np.uint16), kind="stable")
+    shift = 16
+    while top >> shift:
+        digit = ((keys[order] >> shift) & 0xFFFF).astype(np.uint16)
+        order = order[np.argsort(digit, kind="stable")]
+        shift += 16
+    return order
+
+
+def grow(a: np.ndarray, n: int, fill: Any) -> np.ndarray:
+    """``a`` with at least ``n`` rows (new rows ``fill``), doubling, so appends are amortised."""
+    if a.shape[0] >= n:
+        return a
+    out = np.full((max(n, 2 * a.shape[0], 64), *a.shape[1:]), fill, dtype=a.dtype)
+    out[: a.shape[0]] = a
+    return out
