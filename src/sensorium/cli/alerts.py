@@ -11,7 +11,16 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from sensorium.cli.common import ConfigOpt, DataDirOpt, UrlOpt, console, err, http, settings
+from sensorium.cli.common import (
+    ConfigOpt,
+    DataDirOpt,
+    FormatOpt,
+    UrlOpt,
+    console,
+    err,
+    http,
+    settings,
+)
 
 alerts_app = typer.Typer(
     help="List alerts (firing, resolved, acknowledged) and acknowledge them.",
@@ -47,7 +56,7 @@ def alerts_list(
     rule: Annotated[str | None, typer.Option(help="Only this rule.")] = None,
     severity: Annotated[str | None, typer.Option(help="Only this severity (warning, critical, ...).")] = None,
     limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+    fmt: FormatOpt = "table",
     url: UrlOpt = None,
     data_dir: DataDirOpt = None,
     config: ConfigOpt = None,

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from sensorium.cli.common import ConfigOpt, DataDirOpt, UrlOpt, console, http, settings
+from sensorium.cli.common import ConfigOpt, DataDirOpt, FormatOpt, UrlOpt, console, http, settings
 from sensorium.errors import BadRequest
 
 
@@ -33,7 +33,7 @@ def command(
     device: Annotated[str, typer.Argument(help="Device id, e.g. dev-00042.")],
     name: Annotated[str, typer.Argument(metavar="COMMAND", help="Command, e.g. set, reboot.")],
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Parameter key=value (JSON values allowed; repeatable).")] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+    fmt: FormatOpt = "table",
     url: UrlOpt = None,
     data_dir: DataDirOpt = None,
     config: ConfigOpt = None,

@@ -18,6 +18,7 @@ err = Console(stderr=True)
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML configuration file.")]
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", "-d", help="Data directory (default ./sensorium-data).")]
 UrlOpt = Annotated[str | None, typer.Option("--url", help="Talk to a running server instead of the data directory, e.g. http://127.0.0.1:7400")]
+FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table or json.")]
 BucketOpt = Annotated[str | None, typer.Option("--bucket", "-b", help="Bucket (default: `default`).")]
 
 

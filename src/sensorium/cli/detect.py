@@ -14,6 +14,7 @@ from sensorium.cli.common import (
     BucketOpt,
     ConfigOpt,
     DataDirOpt,
+    FormatOpt,
     UrlOpt,
     console,
     err,
@@ -25,7 +26,6 @@ detect_app = typer.Typer(
     help="Sampling-rate advice, sensor fusion and historian compression.", no_args_is_help=True
 )
 
-FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table or json.")]
 NS = 1_000_000_000
 
 

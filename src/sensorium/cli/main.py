@@ -30,6 +30,7 @@ from sensorium.cli.common import (
     BucketOpt,
     ConfigOpt,
     DataDirOpt,
+    FormatOpt,
     UrlOpt,
     console,
     err,
@@ -323,7 +324,7 @@ def dl_list(
     rule: Annotated[str | None, typer.Option(help="Only this rule (e.g. parse, range, unit).")] = None,
     device_id: Annotated[str | None, typer.Option(help="Only this device.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+    fmt: FormatOpt = "table",
     url: UrlOpt = None,
     data_dir: DataDirOpt = None,
     config: ConfigOpt = None,
@@ -380,7 +381,7 @@ def quality(
     url: UrlOpt = None,
     data_dir: DataDirOpt = None,
     config: ConfigOpt = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+    fmt: FormatOpt = "table",
     top: Annotated[int, typer.Option(help="How many top issues / devices to show.")] = 10,
 ) -> None:
     """Data-quality report: totals, valid rate, top issues, per-device rates, and the stream's
