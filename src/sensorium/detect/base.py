@@ -124,8 +124,10 @@ class Layout:
         """(layout of these segments only, their rows' positions in this layout's order)."""
         starts = np.r_[0, np.cumsum(self.lengths)[:-1]]
         lens = self.lengths[segs]
-        rows = np.concatenate([np.arange(s, s + n) for s, n in zip(starts[segs], lens, strict=True)]) if len(segs) else np.zeros(0, np.int64)
         seg = np.repeat(np.arange(len(segs)), lens)
+        # row i of segment j: starts[segs[j]] + (i - first row of j in the subset)
+        first = np.r_[0, np.cumsum(lens)[:-1]].astype(np.int64)
+        rows = np.repeat(starts[segs] - first, lens) + np.arange(int(lens.sum()), dtype=np.int64)
         sub = Layout(self.order[rows], seg, self.pos[rows], lens.copy(), [self.keys[i] for i in segs.tolist()])
         return sub, rows
 

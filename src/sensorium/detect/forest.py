@@ -106,7 +106,8 @@ class IsolationForestDetector(Detector):
         col = {f: i for i, f in enumerate(dev["fields"])}
         k = len(values)
         vec = np.full((k, len(dev["fields"])), np.nan)
-        vec[np.arange(k), np.array([col[f] for f in fields.tolist()])] = values
+        names, inv = np.unique(fields, return_inverse=True)  # one lookup per field, not per record
+        vec[np.arange(k), np.array([col[f] for f in names.tolist()], dtype=np.int64)[inv]] = values
         # forward fill each field, seeded by the device's last values
         seeded = np.vstack([np.asarray(dev["last"], dtype=np.float64)[None, :], vec])
         idx = np.where(~np.isnan(seeded), np.arange(k + 1)[:, None], 0)
