@@ -38,6 +38,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from sensorium.keyindex import grow
+
 SCORE_SCHEMA = {"series": pl.Utf8, "time": pl.Int64, "value": pl.Float64}
 MAX_ABS = 1e150  # larger magnitudes are treated as non-finite (their squares overflow)
 
@@ -156,14 +158,8 @@ class StateTable:
         """Rows of the keys, adding unknown ones with initial state."""
         index = self.index
         ids = np.fromiter((index.setdefault(k, len(index)) for k in keys), dtype=np.int64, count=len(keys))
-        n = len(index)
-        have = next(iter(self.arrays.values())).shape[0] if self.arrays else n
-        if n > have:
-            grow = max(n, 2 * have, 64)
-            for name, (shape, init) in self.spec.items():
-                a = np.full((grow, *shape), init, dtype=np.float64)
-                a[:have] = self.arrays[name][:have]
-                self.arrays[name] = a
+        for name, (_shape, init) in self.spec.items():
+            self.arrays[name] = grow(self.arrays[name], len(index), init)
         return ids
 
     def __getitem__(self, name: str) -> np.ndarray:
