@@ -30,6 +30,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -111,6 +112,16 @@ def format_duration(ns: int) -> str:
 #: A duration: accepts ``"5m"``-style strings, seconds or timedeltas; holds nanoseconds;
 #: serialises back to the short string form.
 Duration = Annotated[int, BeforeValidator(parse_duration), PlainSerializer(format_duration)]
+
+
+def _longer_than_zero(v: int, info: ValidationInfo) -> int:
+    if v <= 0:
+        raise ValueError(f"'{info.field_name}' must be longer than 0s")
+    return v
+
+
+#: a duration that must be longer than 0 (absence ``after``, sequence and count ``within``)
+PositiveDuration = Annotated[Duration, AfterValidator(_longer_than_zero)]
 
 
 def suggest(word: str, choices: Any) -> str:
@@ -319,17 +330,10 @@ class AbsenceRule(_EventRule):
     limits what counts as data."""
 
     kind: Literal["absence"] = "absence"
-    after: Duration = Field(description="Silence (processing time) before the alert fires.")
+    after: PositiveDuration = Field(description="Silence (processing time) before the alert fires.")
     group_by: tuple[str, ...] = Field(
         (), description="Tag names: one alert per group of series (e.g. device_id); empty: per series."
     )
-
-    @field_validator("after")
-    @classmethod
-    def _positive(cls, v: int) -> int:
-        if v <= 0:
-            raise ValueError("'after' must be longer than 0s")
-        return v
 
 
 class SequenceRule(_EventRule):
@@ -340,14 +344,7 @@ class SequenceRule(_EventRule):
     field: str = Field(description="The field watched (glob allowed).")  # type: ignore[assignment]
     first: Condition
     then: Condition
-    within: Duration
-
-    @field_validator("within")
-    @classmethod
-    def _positive(cls, v: int) -> int:
-        if v <= 0:
-            raise ValueError("'within' must be longer than 0s")
-        return v
+    within: PositiveDuration
 
 
 class CountRule(_EventRule):
@@ -358,14 +355,7 @@ class CountRule(_EventRule):
     field: str = Field(description="The field watched (glob allowed).")  # type: ignore[assignment]
     condition: Condition
     count: int = Field(ge=1, le=10_000)
-    within: Duration
-
-    @field_validator("within")
-    @classmethod
-    def _positive(cls, v: int) -> int:
-        if v <= 0:
-            raise ValueError("'within' must be longer than 0s")
-        return v
+    within: PositiveDuration
 
 
 Rule = Annotated[
