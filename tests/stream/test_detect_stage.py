@@ -164,3 +164,19 @@ def test_changed_detector_settings_start_that_detector_fresh(data_dir: Path) -> 
         assert p.stream.error is None
     finally:
         p.close()
+
+
+def test_cli_quality_reports_stored_findings_without_the_server(data_dir: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from sensorium.cli.main import app
+
+    p = Sensorium(make_settings(data_dir), clock=FakeClock(T0 + 3600 * NS), background=False)
+    rng = np.random.default_rng(3)
+    _write(p, np.r_[21 + rng.normal(0, 0.3, 300), np.full(120, 21.5), 21 + rng.normal(0, 0.3, 20)])
+    p.close()  # final checkpoint: the findings are in the stream's lake
+    r = CliRunner().invoke(app, ["quality", "-f", "json", "--data-dir", str(data_dir)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["findings"]["by_check"]["stuck"]["count"] == 1

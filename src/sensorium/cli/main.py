@@ -391,14 +391,22 @@ def quality(
     if url:
         rep = _http(url, "GET", "/api/v1/quality", params={"top": top}).json()
     else:
-        from sensorium.platform import Sensorium
+        from sensorium.quality.deadletters import DeadLetterStore
+        from sensorium.store.lake import Lake
 
         s = _settings(config, data_dir=data_dir)
-        platform = Sensorium(s, read_only=True, background=False)
+        # the dead-letter store and the stream's stored findings: no log replay needed
+        stream_lake = Path(s.data_dir) / "stream" / "lake"
+        findings = None
+        if stream_lake.is_dir():
+            lake = Lake(stream_lake, s.store)
+            if (s.default_bucket, "quality_findings") in lake.tables():
+                findings = lake.read(s.default_bucket, "quality_findings")
+        store = DeadLetterStore(Path(s.data_dir) / "deadletters.sqlite")
         try:
-            rep = quality_report(platform.deadletters, top=top, findings=platform.quality_findings())
+            rep = quality_report(store, top=top, findings=findings)
         finally:
-            platform.close()
+            store.close()
     if fmt == "json":
         sys.stdout.write(json.dumps(rep, default=str) + "\n")
         return
