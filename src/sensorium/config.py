@@ -266,6 +266,26 @@ class CommandSettings(_Frozen):
     timeout_s: float = Field(5.0, gt=0, description="Connect + publish acknowledgement timeout.")
 
 
+class ClusterSettings(_Frozen):
+    """Scale-out on the NATS log: `sensorium ingest`, `sensorium worker`, `sensorium api` (see
+    docs/deployment.md)."""
+
+    device_tag: str = Field(
+        "device_id", description="Tag whose value picks a series' log partition (so one device stays on one worker)."
+    )
+    lease_s: float = Field(
+        10.0, gt=0, description="A worker that stops heartbeating loses its membership and partitions after this long."
+    )
+    heartbeat_s: float = Field(2.0, gt=0, description="Workers renew membership and partition leases this often.")
+    ack_wait_s: float = Field(
+        60.0, gt=0, description="A record delivered to a worker and not acknowledged this long is delivered again."
+    )
+    fetch_batch: int = Field(256, ge=1, description="Log records a worker fetches per partition at a time.")
+    flush_interval_s: float = Field(
+        1.0, gt=0, description="A worker stores, checkpoints and acknowledges its partitions' records this often."
+    )
+
+
 class Settings(BaseSettings):
     """The effective configuration. Build it with :func:`load_settings`."""
 
@@ -320,7 +340,11 @@ class Settings(BaseSettings):
         "sensorium", description="JetStream stream of the log (subjects `<nats_stream>.log.<partition>`)."
     )
     nats_partitions: int = Field(
-        1, ge=1, le=1024, description="Partitions (subjects) of the log stream; records go by measurement."
+        1,
+        ge=1,
+        le=1024,
+        description="Partitions (subjects) of the log stream; records go by device (`cluster.device_tag`), "
+        "so each device's series are processed by one worker.",
     )
     store_backend: Literal["delta", "postgres"] = Field(
         "delta",
@@ -343,6 +367,7 @@ class Settings(BaseSettings):
         (), description="MQTT sources (`[[mqtt_sources]]`, see docs/mqtt.md), started by `sensorium up`."
     )
     commands: CommandSettings = CommandSettings()
+    cluster: ClusterSettings = ClusterSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -19,12 +19,13 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -33,6 +34,7 @@ import pyarrow.compute as pc
 from sensorium.config import Settings, load_settings
 from sensorium.errors import (
     BadRequest,
+    ConfigError,
     DataDirLocked,
     NotFound,
     PartialWriteError,
@@ -48,6 +50,7 @@ from sensorium.query.engine import QueryEngine
 from sensorium.rules.alerts import AlertStore
 from sensorium.rules.sinks import Dispatcher, build_sinks
 from sensorium.rules.types import Transition
+from sensorium.scale.partition import split_by_partition
 from sensorium.schema import (
     LINE,
     ParseResult,
@@ -73,6 +76,7 @@ from sensorium.workers import (
 )
 
 Key = tuple[str, str]
+Role = Literal["all", "ingest", "api"]
 if TYPE_CHECKING:
     from sensorium.log.nats import JetStreamLog
     from sensorium.store.postgres import PostgresStore
@@ -109,6 +113,12 @@ class WriteResult:
         }
 
 
+def node_name(unique: bool = False) -> str:
+    """This process's default name in a deployment: the host name (``unique``: plus the pid)."""
+    host = socket.gethostname() or "node"
+    return f"{host}-{os.getpid()}" if unique else host
+
+
 class Sensorium:
     """One platform instance over one data directory."""
 
@@ -121,21 +131,40 @@ class Sensorium:
         background: bool = True,
         rules: Any = None,
         pipelines: Sequence[Any] = (),
+        role: Role = "all",
+        node_id: str | None = None,
     ) -> None:
         """``rules``: a :class:`~sensorium.rules.model.RuleSet` overriding ``stream.rules_file``;
-        ``pipelines``: user stages (:class:`~sensorium.stream.pipeline.Pipeline`) for the stream."""
+        ``pipelines``: user stages (:class:`~sensorium.stream.pipeline.Pipeline`) for the stream.
+
+        ``role`` (see docs/deployment.md): ``"all"`` — one process does everything (``sensorium
+        up``); ``"ingest"`` — validate and append to the NATS log only, workers store and process
+        (``sensorium ingest``); ``"api"`` — queries, alerts and the dashboard over what workers
+        stored (``sensorium api``; read-only apart from acknowledging alerts)."""
         self.settings = settings or load_settings()
+        if role not in ("all", "ingest", "api"):
+            raise ValueError(f"unknown role {role!r}")
+        if role == "ingest" and self.settings.log_backend != "nats":
+            raise ConfigError(
+                "an ingest node hands batches to workers through the NATS log: set "
+                'log_backend = "nats" (see docs/deployment.md)'
+            )
+        self.role: Role = role
+        self.node_id = node_id or node_name()
+        read_only = read_only or role == "api"
         self.read_only = read_only
         self.clock = clock
         self.metrics = Metrics()
         self.dir = Path(self.settings.data_dir)
+        # the ingest node's own files (lock, schema registry): several may share the data dir
+        home = self.dir / "nodes" / self.node_id if role == "ingest" else self.dir
         self._lock_fd: int | None = None
         if not read_only:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            self._take_lock()
+            home.mkdir(parents=True, exist_ok=True)
+            self._take_lock(home)
         try:
             # read-only (CLI queries beside a running server): load, never write, the registry
-            self.registry = SchemaRegistry(self.dir / "schema.json", persist=not read_only)
+            self.registry = SchemaRegistry(home / "schema.json", persist=not read_only)
             # the table store (``store_backend``): the embedded Delta lake, or PostgreSQL
             self.lake: Lake | PostgresStore = self._open_store()
             self.hot = HotBuffer()
@@ -150,7 +179,7 @@ class Sensorium:
             self.alerts: AlertStore | None = None
             self.dispatcher: Dispatcher | None = None
             derived: Any = None
-            if self.settings.stream.enabled and not read_only:
+            if self.settings.stream.enabled and not read_only and role == "all":
                 self.alerts = AlertStore(self.dir / "alerts.sqlite", clock=self.clock)
                 self.dispatcher = Dispatcher(
                     self.dir / "alert-deliveries.sqlite", self.settings.alerts, clock=self.clock,
@@ -167,8 +196,11 @@ class Sensorium:
                     metrics=self.metrics,
                 )
                 derived = self.stream.derived
-            elif (self.dir / "stream" / "lake").is_dir():  # read-only: what the stream has stored
-                derived = DerivedTables(self.dir / "stream" / "lake", self.settings.store)
+            if role == "api":  # workers store alerts in the shared alert store; acks go there
+                self.alerts = AlertStore(self.dir / "alerts.sqlite", clock=self.clock)
+            if self.stream is None and (self.dir / "stream" / "lake").is_dir():
+                # read-only or api: what the stream (this data dir's, or workers') has stored
+                derived = DerivedTables(self.dir / "stream" / "lake", self.settings.store, follow=True)
             self.engine = QueryEngine(
                 self.lake,
                 self.hot,
@@ -190,10 +222,11 @@ class Sensorium:
                 on_fsync=self.metrics.wal_fsync.observe,
                 read_only=read_only,
             )
-            self.replayed = self._replay()
+            self.replayed = self._replay() if role == "all" else self._register_lake_tables()
             self._pool: Any = None
             if background and not read_only:
-                self._start_threads()
+                if role == "all":
+                    self._start_threads()
                 if self.parse_workers > 0:
                     self._pool = self._make_pool(self.parse_workers)
         except BaseException:
@@ -214,8 +247,8 @@ class Sensorium:
             return PostgresStore(self.settings.postgres_dsn)
         return Lake(self.dir / "lake", self.settings.store)
 
-    def _take_lock(self) -> None:
-        path = self.dir / "LOCK"
+    def _take_lock(self, home: Path) -> None:
+        path = home / "LOCK"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -223,7 +256,7 @@ class Sensorium:
             os.close(fd)
             holder = path.read_text().strip() or "another process"
             raise DataDirLocked(
-                f"data directory {self.dir} is in use by {holder}; stop it, or query it through "
+                f"data directory {home} is in use by {holder}; stop it, or query it through "
                 "its HTTP API (--url)"
             ) from None
         os.ftruncate(fd, 0)
@@ -254,12 +287,18 @@ class Sensorium:
             elif rec.kind == KIND_DEAD_LETTERS and not self.read_only:
                 if self._apply_dead_letters(rec):
                     n += 1
+        self._register_lake_tables()
+        return n
+
+    def _register_lake_tables(self) -> int:
+        """Register stored tables the registry does not know yet (written before it existed, or
+        by workers). Returns 0 (no log records applied)."""
         for b, m in self.lake.tables():
             if not self.registry.columns(b, m):
                 sch = self.lake.schema(b, m)
                 if sch is not None:
                     self._register_from_lake(b, m, sch)
-        return n
+        return 0
 
     def _register_from_lake(self, bucket: str, measurement: str, schema: pa.Schema) -> None:
         cols = {}
@@ -344,7 +383,7 @@ class Sensorium:
             self.dispatcher.close()
         if self.alerts is not None:
             self.alerts.close()
-        if not self.read_only:
+        if not self.read_only and self.role == "all":
             self.flush(force=True)
             if self.hot.min_offset() is None and (
                 # the stream processed and checkpointed everything (close() did both)
@@ -370,10 +409,15 @@ class Sensorium:
     # -- catalogue -----------------------------------------------------------------------------
     def measurements(self, bucket: str) -> list[str]:
         """Measurements of a bucket, from the registry (which holds every lake table: they are
-        registered on write, on replay, and from the lake's schemas at start-up)."""
+        registered on write, on replay, and from the lake's schemas at start-up; an api node
+        beside workers looks for new tables each time)."""
+        if self.role == "api":
+            self._register_lake_tables()
         return sorted(m for b, m in self.registry.tables() if b == bucket)
 
     def buckets(self) -> list[str]:
+        if self.role == "api":
+            self._register_lake_tables()
         return sorted({b for b, _ in self.registry.tables()})
 
     def _tags_of(self, key: Key) -> list[str]:
@@ -562,31 +606,50 @@ class Sensorium:
     def _append(
         self, bucket: str, source: str, valid: dict[str, pa.Table], dl_header: dict[str, Any], res: WriteResult
     ) -> None:
-        items = list(valid.items())
         received = self.clock()
+        # one record per (measurement, partition): a device's series stay in one partition of
+        # the NATS log, so on one worker (a single partition, and the WAL: one per measurement)
+        n_parts = self.settings.nats_partitions if self.settings.log_backend == "nats" else 1
+        items: list[tuple[str, pa.Table, int, list[str]]] = []
+        for m, t in valid.items():
+            tags = self._tags_of((bucket, m))
+            for q, part in split_by_partition(t, self.settings.cluster.device_tag, n_parts):
+                items.append((m, part, q, tags))
         payloads = [
             encode_payload(
-                KIND_DATA, {"bucket": bucket, "measurement": m, "source": source, "received_ns": received}, t
+                KIND_DATA,
+                {"bucket": bucket, "measurement": m, "source": source, "received_ns": received, "tags": tags},
+                t,
             )
-            for m, t in items
+            for m, t, _, tags in items
         ]
         payloads.append(encode_payload(KIND_DEAD_LETTERS, dl_header, None))
+        ingest_only = self.role == "ingest"
 
         def apply(offsets: list[int]) -> None:
-            for (m, t), off in zip(items, offsets, strict=False):
-                self.hot.append((bucket, m), off, t)
+            for (m, t, _, tags), off in zip(items, offsets, strict=False):
                 self.latest_cache.update((bucket, m), t)
+                if ingest_only:
+                    continue  # workers store and process it
+                self.hot.append((bucket, m), off, t)
                 if self.stream is not None:
-                    self.stream.submit(Batch(off, bucket, m, t, tuple(self._tags_of((bucket, m))), received))
-            self.hot.hold(offsets[-1])
+                    self.stream.submit(Batch(off, bucket, m, t, tuple(tags), received))
+            if not ingest_only:
+                self.hot.hold(offsets[-1])
 
-        offsets = self.wal.append(payloads, under_lock=apply)
+        if n_parts > 1:  # JetStream: each record to its partition's subject (dead letters: 0)
+            offsets = self.wal.append(
+                payloads, under_lock=apply, partitions=[q for _, _, q, _ in items] + [0]  # type: ignore[call-arg]
+            )
+        else:
+            offsets = self.wal.append(payloads, under_lock=apply)
         res.offsets = offsets
         self.metrics.wal_bytes.inc(sum(len(p) for p in payloads))
-        with self._dl_lock:
-            self._dl_pending.append(WALRecord(offsets[-1], KIND_DEAD_LETTERS, dl_header, None))
-        if not self._threads:  # no background applier (tests, CLI): apply now
-            self.drain_dead_letters()
+        if not ingest_only:  # an ingest node's dead letters are stored by the worker of partition 0
+            with self._dl_lock:
+                self._dl_pending.append(WALRecord(offsets[-1], KIND_DEAD_LETTERS, dl_header, None))
+            if not self._threads:  # no background applier (tests, CLI): apply now
+                self.drain_dead_letters()
         self.metrics.points_accepted.labels(bucket).inc(res.accepted_rows)
         self.metrics.values_accepted.labels(bucket).inc(res.accepted_values)
         self.metrics.duplicates.inc(res.duplicates)
@@ -595,30 +658,7 @@ class Sensorium:
         self.metrics.hot_rows.set(self.hot.rows())
 
     def _apply_dead_letters(self, rec: WALRecord) -> bool:
-        h = rec.header
-        letters = [
-            DeadLetter(
-                bucket=h["bucket"],
-                measurement=d.get("measurement"),
-                line=d["line"],
-                raw=d["raw"],
-                reason=d["reason"],
-                rule=d.get("rule", "parse"),
-                source=h.get("source", ""),
-                device_id=d.get("device_id"),
-                received_ns=h.get("received_ns", 0),
-            )
-            for d in h.get("letters", [])
-        ]
-        return self._dl_store.add(
-            rec.offset,
-            letters,
-            duplicates=h.get("duplicates", 0),
-            accepted_rows=h.get("accepted_rows", 0),
-            accepted_by_device=h.get("accepted_by_device") or {},
-            rule_counts=h.get("rule_counts") or {},
-            flagged_rows=h.get("flagged_rows", 0),
-        )
+        return store_dead_letters(self._dl_store, rec)
 
     def _on_transitions(self, transitions: list[Transition]) -> None:
         """Alert changes from the stream: store (idempotently), then notify what is new."""
@@ -972,6 +1012,34 @@ class Sensorium:
             "wal_bytes": self.wal.disk_bytes(),
             "hot_rows": self.hot.rows(),
         }
+
+
+def store_dead_letters(store: DeadLetterStore, rec: WALRecord) -> bool:
+    """Apply one logged dead-letter/stats record to the store (once per offset)."""
+    h = rec.header
+    letters = [
+        DeadLetter(
+            bucket=h["bucket"],
+            measurement=d.get("measurement"),
+            line=d["line"],
+            raw=d["raw"],
+            reason=d["reason"],
+            rule=d.get("rule", "parse"),
+            source=h.get("source", ""),
+            device_id=d.get("device_id"),
+            received_ns=h.get("received_ns", 0),
+        )
+        for d in h.get("letters", [])
+    ]
+    return store.add(
+        rec.offset,
+        letters,
+        duplicates=h.get("duplicates", 0),
+        accepted_rows=h.get("accepted_rows", 0),
+        accepted_by_device=h.get("accepted_by_device") or {},
+        rule_counts=h.get("rule_counts") or {},
+        flagged_rows=h.get("flagged_rows", 0),
+    )
 
 
 def _split_oversize_unsigned(

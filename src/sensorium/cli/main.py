@@ -24,6 +24,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from sensorium.cli import cluster as cluster_cli
 from sensorium.cli.alerts import alerts_app, rules_app
 from sensorium.cli.command import command as device_command
 from sensorium.cli.common import (
@@ -58,6 +59,9 @@ app.add_typer(rules_app, name="rules")
 app.command("forecast")(forecast_command)
 app.command("command")(device_command)
 app.add_typer(detect_app, name="detect")
+app.command("ingest")(cluster_cli.ingest)
+app.command("worker")(cluster_cli.worker)
+app.command("api")(cluster_cli.api)
 
 
 

@@ -59,6 +59,11 @@ _ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def _timed_out(exc: LogUnavailable) -> bool:
+    """A fetch that found nothing in time (the client's or asyncio's timeout), not a failure."""
+    return isinstance(exc.__cause__, (nats.errors.TimeoutError, asyncio.TimeoutError))
+
+
 def measurement_key(payload: bytes) -> str:
     """The default partition key: the record header's ``measurement`` ("" when it has none)."""
     _, hlen = KIND.unpack_from(payload, 0)
@@ -202,25 +207,34 @@ class JetStreamLog:
         *,
         under_lock: Callable[[list[int]], None] | None = None,
         msg_ids: list[str] | None = None,
+        partitions: list[int] | None = None,
     ) -> list[int]:
         """Publish payloads (in order), return their stream sequences once the server acked all.
 
-        ``msg_ids`` overrides the generated message ids (a caller retrying its own batch)."""
+        ``msg_ids`` overrides the generated message ids (a caller retrying its own batch);
+        ``partitions`` names each payload's partition (default: by ``partition_key``)."""
         if self._closed:
             raise LogUnavailable("the NATS JetStream log is closed", stream=self.stream)
         if msg_ids is not None and len(msg_ids) != len(payloads):
             raise ValueError("one message id per payload")
+        if partitions is not None:
+            if len(partitions) != len(payloads):
+                raise ValueError("one partition per payload")
+            if any(not 0 <= q < self.partitions for q in partitions):
+                raise ValueError(f"partitions must be in [0, {self.partitions})")
+            subjects = [f"{self.subject_prefix}.{q}" for q in partitions]
+        else:
+            subjects = [self.subject(p) for p in payloads]
         if under_lock is None:
             ids = msg_ids or self.message_ids(len(payloads))
-            return self._call(self._publish(payloads, ids))
+            return self._call(self._publish(subjects, payloads, ids))
         with self._order_lock:
             ids = msg_ids or self.message_ids(len(payloads))
-            offsets = self._call(self._publish(payloads, ids))
+            offsets = self._call(self._publish(subjects, payloads, ids))
             under_lock(offsets)
             return offsets
 
-    async def _publish(self, payloads: list[bytes], ids: list[str]) -> list[int]:
-        subjects = [self.subject(p) for p in payloads]
+    async def _publish(self, subjects: list[str], payloads: list[bytes], ids: list[str]) -> list[int]:
         futs: list[asyncio.Future[api.PubAck]] = []
         for subj, p, mid in zip(subjects, payloads, ids, strict=True):
             futs.append(await self.js.publish_async(subj, p, headers={MSG_ID: mid}))
@@ -286,7 +300,7 @@ class JetStreamLog:
                 try:
                     msgs = self._call(sub.fetch(REPLAY_BATCH, timeout=self.timeout_s / 4))
                 except LogUnavailable as exc:
-                    if isinstance(exc.__cause__, nats.errors.TimeoutError):
+                    if _timed_out(exc):
                         return  # nothing more (records below ``last`` were purged meanwhile)
                     raise
                 for m in msgs:
@@ -369,6 +383,87 @@ class JetStreamLog:
         self._consumers.append(c)
         return c
 
+    def partition_consumer(
+        self, partition: int, *, ack_wait_s: float = 60.0, max_ack_pending: int = 100_000
+    ) -> JetStreamConsumer:
+        """The durable consumer of one partition (``<stream>-p<partition>``), taken over by a new
+        owner: re-created to deliver, in order, every record after its acknowledgement floor.
+
+        Redeliveries of a consumer whose previous owner died come after ``ack_wait`` and behind
+        newer records; a worker needs the unacknowledged tail first and in order (its stores
+        skip by offset), so the new owner starts a fresh consumer at the floor instead."""
+        if not 0 <= partition < self.partitions:
+            raise ValueError(f"partition must be in [0, {self.partitions})")
+        durable = f"{self.stream}-p{partition}"
+        subject = f"{self.subject_prefix}.{partition}"
+
+        async def _floor() -> int:
+            try:
+                info = await self.js.consumer_info(self.stream, durable)
+            except nats.js.errors.NotFoundError:
+                return 0
+            floor = int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
+            await self.js.delete_consumer(self.stream, durable)
+            return floor
+
+        floor = self._call(_floor())
+        cfg = api.ConsumerConfig(
+            durable_name=durable,
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE if floor else api.DeliverPolicy.ALL,
+            opt_start_seq=floor + 1 if floor else None,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=ack_wait_s,
+            max_ack_pending=max_ack_pending,
+            filter_subject=subject,
+        )
+        sub = self._call(
+            self.js.pull_subscribe(subject, durable=durable, stream=self.stream, config=cfg)
+        )
+        c = JetStreamConsumer(self, durable, sub)
+        self._consumers.append(c)
+        return c
+
+    def pending(self, partition: int) -> tuple[int, int]:
+        """(records not yet delivered, delivered but unacknowledged) of a partition's consumer;
+        (records in the partition, 0) when it has none yet."""
+        durable = f"{self.stream}-p{partition}"
+
+        async def _pending() -> tuple[int, int]:
+            try:
+                info = await self.js.consumer_info(self.stream, durable)
+                return int(info.num_pending or 0), int(info.num_ack_pending or 0)
+            except nats.js.errors.NotFoundError:
+                subject = f"{self.subject_prefix}.{partition}"
+                si = await self.js.stream_info(self.stream, subjects_filter=subject)
+                return int((si.state.subjects or {}).get(subject, 0)), 0
+
+        return self._call(_pending())
+
+    def purge_partition(self, partition: int, before: int) -> None:
+        """Retention for one partition: drop its records with sequences ``< before``."""
+        if before > 1:
+            subject = f"{self.subject_prefix}.{partition}"
+            self._call(self.js.purge_stream(self.stream, seq=before, subject=subject))
+
+    def key_value(self, bucket: str, ttl_s: float) -> Any:
+        """A JetStream key-value bucket (created if missing; entries expire ``ttl_s`` after their
+        last write) — the worker group's membership and partition leases."""
+
+        async def _kv() -> Any:
+            try:
+                return await self.js.key_value(bucket)
+            except (nats.js.errors.BucketNotFoundError, nats.js.errors.NotFoundError):
+                return await self.js.create_key_value(
+                    api.KeyValueConfig(bucket=bucket, history=1, ttl=ttl_s, storage=api.StorageType.FILE)
+                )
+
+        return self._call(_kv())
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run a client coroutine (e.g. on a :meth:`key_value` bucket) on the log's event loop;
+        errors become :class:`~sensorium.errors.LogUnavailable`."""
+        return self._call(coro, timeout)
+
     def delete_consumer(self, durable: str) -> None:
         self._call(self.js.delete_consumer(self.stream, durable))
 
@@ -410,7 +505,7 @@ class JetStreamConsumer:
         try:
             msgs = self.log._call(self._sub.fetch(batch, timeout=timeout), timeout + self.log.timeout_s)
         except LogUnavailable as exc:
-            if isinstance(exc.__cause__, nats.errors.TimeoutError):
+            if _timed_out(exc):
                 return []
             raise
         out = []

@@ -27,6 +27,7 @@ from deltalake import (
     WriterProperties,
     write_deltalake,
 )
+from deltalake.exceptions import CommitFailedError
 from deltalake.transaction import Transaction
 
 from sensorium.config import StoreSettings
@@ -69,6 +70,17 @@ class TableStats:
     bytes: int
     rows: int
     version: int
+
+
+COMMIT_ATTEMPTS = 8
+
+
+def _concurrent_commit(exc: Exception) -> bool:
+    """A commit that lost a race with another writer (worth retrying on a fresh snapshot)."""
+    msg = str(exc).lower()
+    return isinstance(exc, CommitFailedError) or any(
+        s in msg for s in ("already exists", "version", "concurrent", "conflict")
+    )
 
 
 class Lake:
@@ -191,29 +203,38 @@ class Lake:
             app_transactions=[Transaction(app_id=app_id, version=offset)] if offset is not None else None
         )
         with self.lock(bucket, measurement):
-            dt = self._table(bucket, measurement)
-            if offset is not None and dt is not None:  # already stored (a replay): store once
-                done = dt.transaction_version(app_id)
-                if done is not None and offset <= int(done):
-                    return int(dt.version())
-            try:
-                write_deltalake(
-                    dt if dt is not None else str(path),
-                    data,
-                    mode="append",
-                    partition_by=[DAY],
-                    schema_mode="merge",
-                    writer_properties=self._writer_properties(data),
-                    commit_properties=commit,
-                )
-            except Exception as exc:  # delta-rs raises a generic error for a column type clash
-                if "Cast error" in str(exc) or "Schema error" in str(exc):
-                    raise TypeConflictError(
-                        f"{bucket}/{measurement}: a column's type conflicts with the stored one: {exc}",
-                        bucket=bucket,
-                        measurement=measurement,
-                    ) from exc
-                raise
+            for attempt in range(COMMIT_ATTEMPTS):
+                dt = self._table(bucket, measurement)
+                if dt is not None:
+                    dt.update_incremental()  # other processes may write this table (workers)
+                if offset is not None and dt is not None:  # already stored (a replay): store once
+                    done = dt.transaction_version(app_id)
+                    if done is not None and offset <= int(done):
+                        return int(dt.version())
+                try:
+                    write_deltalake(
+                        dt if dt is not None else str(path),
+                        data,
+                        mode="append",
+                        partition_by=[DAY],
+                        schema_mode="merge",
+                        writer_properties=self._writer_properties(data),
+                        commit_properties=commit,
+                    )
+                    break
+                except Exception as exc:  # delta-rs raises a generic error for a column type clash
+                    if "Cast error" in str(exc) or "Schema error" in str(exc):
+                        raise TypeConflictError(
+                            f"{bucket}/{measurement}: a column's type conflicts with the stored one: {exc}",
+                            bucket=bucket,
+                            measurement=measurement,
+                        ) from exc
+                    if attempt + 1 < COMMIT_ATTEMPTS and _concurrent_commit(exc):
+                        # another process committed (or created the table) first: look again
+                        self._tables.pop((bucket, measurement), None)
+                        time.sleep(0.01 * (attempt + 1))
+                        continue
+                    raise
             self._tables.pop((bucket, measurement), None)
             return self.version(bucket, measurement)
 

@@ -45,8 +45,20 @@ def to_arrow(df: pl.DataFrame, tags: list[str]) -> pa.Table:
 class DerivedTables:
     """The lake of stream outputs (its own root) plus the rows not in it yet."""
 
-    def __init__(self, root: Path, lake_settings: object | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        lake_settings: object | None = None,
+        *,
+        app_id: str = APP_ID,
+        follow: bool = False,
+    ) -> None:
+        """``app_id``: the transaction id of this writer's commits (one per stream partition when
+        several workers share the lake, see docs/deployment.md). ``follow``: other processes
+        write the lake (a reader beside workers): every read looks at its newest version."""
         self.lake = Lake(root, lake_settings)  # type: ignore[arg-type]
+        self.app_id = app_id
+        self.follow = follow
         # held by the runner while it changes stage state and fills the outbox, and by views
         # while they read both: a row is in exactly one of lake, outbox and open windows
         self.lock = threading.RLock()
@@ -79,9 +91,9 @@ class DerivedTables:
         rows = 0
         for key, tables in self.outbox().items():
             n = len(tables)
-            if self.lake.applied_offset(*key, app_id=APP_ID) < seq:
+            if self.lake.applied_offset(*key, app_id=self.app_id) < seq:
                 data = pa.concat_tables(tables, promote_options="permissive")
-                version = self.lake.append(key[0], key[1], data, offset=seq, app_id=APP_ID)
+                version = self.lake.append(key[0], key[1], data, offset=seq, app_id=self.app_id)
                 rows += data.num_rows
             else:
                 version = self.lake.version(*key)
@@ -96,6 +108,10 @@ class DerivedTables:
 
     # -- reading -------------------------------------------------------------------------------
     def names(self, bucket: str) -> list[str]:
+        if self.follow:
+            stored = set(self.lake.tables())
+            with self._lock:
+                self._stored = stored
         with self._lock:
             known = {t for b, t in (*self._outbox, *self._stored) if b == bucket}
         return sorted(known | set(self.open_names(bucket)))
@@ -105,7 +121,7 @@ class DerivedTables:
         key = (bucket, table)
         with self._lock:
             parts = list(self._outbox.get(key, []))
-            version = self._versions.get(key)
+            version = None if self.follow else self._versions.get(key)
             opened = self.open_rows(bucket, table)
         if version is None:
             version = self.lake.version(bucket, table)

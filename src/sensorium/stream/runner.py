@@ -43,6 +43,7 @@ from sensorium.rules.types import Transition
 from sensorium.stream.checkpoint import CheckpointStore
 from sensorium.stream.detect_stage import SCORES_TABLE, DetectStage, specs_from_settings
 from sensorium.stream.frame import Batch, empty_values, frames_of_batches
+from sensorium.stream.outputs import APP_ID as DERIVED_APP_ID
 from sensorium.stream.outputs import LATE_TABLE, DerivedTables, to_arrow
 from sensorium.stream.series import SeriesIndex
 
@@ -90,7 +91,12 @@ class StreamRunner:
         pipelines: Sequence[UserStage] = (),
         on_transitions: Callable[[list[Transition]], None] | None = None,
         metrics: Any = None,
+        derived_root: Path | None = None,
+        app_id: str = DERIVED_APP_ID,
     ) -> None:
+        """``derived_root``/``app_id``: where stream outputs are committed and under which
+        transaction id (default ``root/lake``; a worker's partition runner shares one lake with
+        the other partitions, each with its own id)."""
         from sensorium.rules.engine import RuleEngine
         from sensorium.rules.loader import load_rules
         from sensorium.stream.rolling import RollingStats
@@ -102,7 +108,7 @@ class StreamRunner:
         self.root = Path(root)
         self.default_bucket = settings.default_bucket
         self.checkpoints = CheckpointStore(self.root)
-        self.derived = DerivedTables(self.root / "lake", settings.store)
+        self.derived = DerivedTables(derived_root or self.root / "lake", settings.store, app_id=app_id)
         self.derived.open_rows = self._open_rows
         self.derived.open_names = self._open_names
         self.series = SeriesIndex()

@@ -1,0 +1,143 @@
+"""Worker group membership and partition leases in a NATS JetStream key-value bucket.
+
+Bucket ``<nats_stream>-cluster`` (history 1, entries expire ``lease_s`` after their last write):
+
+``member.<node>``   written every heartbeat by each live worker; a worker that stops writing
+                    (SIGKILL, lost network) drops out after ``lease_s``.
+``lease.<p>``       the owner of partition ``p``: created only if absent (compare-and-set on the
+                    key's revision), renewed every heartbeat with the revision it holds, deleted
+                    on hand-over. A renewal that fails means the lease was lost: the worker drops
+                    the partition without committing anything more for it.
+
+Assignment is a pure function of the live members: sorted member names, partition ``p`` goes to
+``members[p % len(members)]``. Every worker computes it; a worker that is assigned a partition
+another worker still holds waits until that worker hands it over (a join) or its lease expires (a
+death). Each owner re-reads its partition's state from the shared stores (stream checkpoint,
+per-partition applied offsets) and the log from the consumer's acknowledgement floor, so the
+hand-over loses nothing and applies nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats.js.errors
+
+from sensorium.errors import LogUnavailable
+from sensorium.log.nats import JetStreamLog
+
+log = logging.getLogger("sensorium.scale")
+
+
+def assignment(members: list[str], partitions: int) -> dict[int, str]:
+    """Partition → owning member (round robin over sorted member names)."""
+    ms = sorted(set(members))
+    if not ms:
+        return {}
+    return {p: ms[p % len(ms)] for p in range(partitions)}
+
+
+@dataclass
+class Membership:
+    log: JetStreamLog
+    node: str
+    lease_s: float = 10.0
+    _kv: Any = None
+    _revisions: dict[int, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._kv = self.log.key_value(f"{self.log.stream}-cluster", self.lease_s)
+
+    # -- members -------------------------------------------------------------------------------
+    def heartbeat(self) -> None:
+        self.log.call(self._kv.put(f"member.{self.node}", b"1"))
+
+    def members(self) -> list[str]:
+        async def _keys() -> list[str]:
+            try:
+                keys = await self._kv.keys()
+            except nats.js.errors.NoKeysError:
+                return []
+            return [k[len("member.") :] for k in keys if k.startswith("member.")]
+
+        return sorted(self.log.call(_keys()))
+
+    def leave(self) -> None:
+        try:
+            self.log.call(self._kv.delete(f"member.{self.node}"))
+        except LogUnavailable:
+            pass
+
+    # -- leases --------------------------------------------------------------------------------
+    def owner(self, partition: int) -> str | None:
+        async def _get() -> str | None:
+            try:
+                e = await self._kv.get(f"lease.{partition}")
+            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+                return None
+            return e.value.decode() if e.value else None
+
+        return self.log.call(_get())
+
+    def acquire(self, partition: int) -> bool:
+        """Take a free partition (atomic: only one of several contenders gets it)."""
+
+        async def _create() -> int | None:
+            try:
+                return int(await self._kv.create(f"lease.{partition}", self.node.encode()))
+            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
+                return None
+            except nats.js.errors.APIError as exc:  # "wrong last sequence" on older servers
+                if "wrong last sequence" in str(exc).lower():
+                    return None
+                raise
+
+        rev = self.log.call(_create())
+        if rev is None:
+            return False
+        self._revisions[partition] = rev
+        return True
+
+    def renew(self, partition: int) -> bool:
+        """Extend a held lease. False: it was lost (expired and taken, or deleted)."""
+        rev = self._revisions.get(partition)
+        if rev is None:
+            return False
+
+        async def _update() -> int | None:
+            try:
+                return int(await self._kv.update(f"lease.{partition}", self.node.encode(), last=rev))
+            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
+                return None
+            except nats.js.errors.APIError as exc:
+                if "wrong last sequence" in str(exc).lower():
+                    return None
+                raise
+
+        new = self.log.call(_update())
+        if new is None:
+            self._revisions.pop(partition, None)
+            return False
+        self._revisions[partition] = new
+        return True
+
+    def release(self, partition: int) -> None:
+        rev = self._revisions.pop(partition, None)
+        if rev is None:
+            return
+
+        async def _delete() -> None:
+            try:
+                await self._kv.delete(f"lease.{partition}", last=rev)
+            except nats.js.errors.Error:
+                pass  # lost meanwhile: nothing of ours to delete
+
+        try:
+            self.log.call(_delete())
+        except LogUnavailable:
+            pass
+
+    def held(self) -> list[int]:
+        return sorted(self._revisions)

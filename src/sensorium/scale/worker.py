@@ -1,0 +1,330 @@
+"""A stream worker (``sensorium worker``): stores and processes the log partitions it owns.
+
+Several workers share one NATS JetStream log and one store (docs/deployment.md). Each owns some
+partitions (:mod:`sensorium.scale.membership`); for each one it runs a :class:`PartitionTask`:
+
+1. fetch records from the partition's durable consumer (in offset order, from its ack floor);
+2. apply them: data to a hot buffer (skipped when the store already holds that offset for this
+   partition), to the partition's :class:`~sensorium.stream.runner.StreamRunner`; dead letters
+   to the shared dead-letter store (once per offset);
+3. every ``cluster.flush_interval_s``: store the hot data (Delta/PostgreSQL commit carrying the
+   highest offset under the partition's own transaction id ``sensorium-p<N>``), run the stream,
+   checkpoint it when due, then **acknowledge** every record below the lowest offset still only in
+   memory, and purge the partition's log below it.
+
+A worker that dies leaves its records unacknowledged; the next owner starts from the ack floor,
+skips what the store and the stream checkpoint already hold (by offset) and re-derives the rest:
+every acknowledged point is stored once, and every alert (deterministic ids) fires once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from sensorium.config import Settings
+from sensorium.errors import LogUnavailable
+from sensorium.log.nats import JetStreamConsumer, JetStreamLog
+from sensorium.log.wal import KIND_DATA, KIND_DEAD_LETTERS, WALRecord
+from sensorium.obs.metrics import Metrics
+from sensorium.platform import node_name, store_dead_letters
+from sensorium.quality.deadletters import DeadLetterStore
+from sensorium.rules.alerts import AlertStore
+from sensorium.rules.sinks import Dispatcher, build_sinks
+from sensorium.rules.types import Transition
+from sensorium.scale.membership import Membership, assignment
+from sensorium.schema import unify
+from sensorium.store.hot import HotBuffer
+from sensorium.store.lake import Lake
+from sensorium.stream.frame import Batch
+from sensorium.stream.runner import StreamRunner
+
+log = logging.getLogger("sensorium.worker")
+Key = tuple[str, str]
+
+
+def _tags(rec: WALRecord) -> tuple[str, ...]:
+    tags = rec.header.get("tags")
+    if isinstance(tags, list):
+        return tuple(str(t) for t in tags)
+    assert rec.table is not None  # records from before tags were logged: tags are dictionaries
+    return tuple(f.name for f in rec.table.schema if pa.types.is_dictionary(f.type))
+
+
+class PartitionTask:
+    """One owned partition: its consumer, hot buffer, stream runner and alert delivery."""
+
+    def __init__(self, worker: Worker, partition: int) -> None:
+        self.worker = worker
+        self.partition = partition
+        self.app_id = f"sensorium-p{partition}"
+        s = worker.settings
+        root = worker.dir / "partitions" / str(partition)
+        root.mkdir(parents=True, exist_ok=True)
+        self.hot = HotBuffer()
+        self.applied: dict[Key, int] = {}
+        self.seen = -1  # highest offset applied in memory
+        self.unacked: deque[WALRecord] = deque()
+        self.caught_up = False
+        self.rows = 0
+        self._next_tick = 0.0
+        self._last_checkpoint = time.monotonic()
+        self.runner: StreamRunner | None = None
+        self.dispatcher: Dispatcher | None = None
+        if s.stream.enabled:
+            self.dispatcher = Dispatcher(
+                root / "alert-deliveries.sqlite",
+                s.alerts,
+                clock=worker.clock,
+                sinks=build_sinks(s.alerts, commands=s.commands, data_dir=worker.dir, clock=worker.clock),
+            )
+            self.runner = StreamRunner(
+                root / "stream",
+                s,
+                clock=worker.clock,
+                rules=worker.rules,
+                on_transitions=self._on_transitions,
+                metrics=worker.metrics,
+                derived_root=worker.dir / "stream" / "lake",
+                app_id=f"sensorium-stream-p{partition}",
+            )
+            self.runner.caught_up = False
+            self.dispatcher.start()
+        # last: from here on records of this partition come to us, from the ack floor
+        self.consumer: JetStreamConsumer = worker.log.partition_consumer(
+            partition, ack_wait_s=s.cluster.ack_wait_s
+        )
+
+    # -- input ---------------------------------------------------------------------------------
+    def poll(self, timeout: float) -> int:
+        recs = self.consumer.fetch(self.worker.settings.cluster.fetch_batch, timeout=timeout)
+        if not recs:
+            self.caught_up = True
+            if self.runner is not None:
+                self.runner.caught_up = True
+            return 0
+        self.apply(recs)
+        return len(recs)
+
+    def apply(self, recs: list[WALRecord]) -> None:
+        for rec in sorted(recs, key=lambda r: r.offset):
+            if rec.offset <= self.seen:
+                continue  # redelivered after ack_wait: applied already, acknowledged with the rest
+            self.seen = rec.offset
+            self.unacked.append(rec)
+            if rec.kind == KIND_DATA and rec.table is not None:
+                key = (rec.header["bucket"], rec.header["measurement"])
+                if key not in self.applied:
+                    self.applied[key] = self.worker.store.applied_offset(*key, app_id=self.app_id)
+                if rec.offset > self.applied[key]:
+                    self.hot.append(key, rec.offset, rec.table)
+                    self.rows += rec.table.num_rows
+                if self.runner is not None:  # skips what its checkpoint covers
+                    self.runner.submit(
+                        Batch(rec.offset, key[0], key[1], rec.table, _tags(rec),
+                              int(rec.header.get("received_ns", self.worker.clock())))
+                    )
+            elif rec.kind == KIND_DEAD_LETTERS:
+                store_dead_letters(self.worker.dl_store, rec)
+
+    def _on_transitions(self, transitions: list[Transition]) -> None:
+        self.worker.alerts.apply(transitions)  # ids are deterministic: a replay adds nothing
+        if self.dispatcher is not None:
+            self.dispatcher.enqueue(transitions)
+
+    # -- output --------------------------------------------------------------------------------
+    def commit(self, force: bool = False) -> int:
+        """Store what is due, run the stream, checkpoint when due, acknowledge what is safe.
+        Returns rows stored."""
+        s = self.worker.settings
+        keys = self.hot.keys() if force else self.hot.due(s.store.flush_rows, s.cluster.flush_interval_s)
+        stored = 0
+        for key in keys:
+            tables, max_off, n = self.hot.take(key)
+            if not tables:
+                continue
+            data = unify(tables)
+            with self.worker.store.lock(*key):
+                version = self.worker.store.append(key[0], key[1], data, offset=max_off, app_id=self.app_id)
+            self.hot.release(key, n, version)
+            self.applied[key] = max(self.applied.get(key, -1), max_off)
+            stored += data.num_rows
+        now = time.monotonic()
+        if self.runner is not None:
+            self.runner.drain()
+            if self.caught_up and now >= self._next_tick:
+                self.runner.tick()
+                self._next_tick = now + s.stream.tick_interval_s
+            if force or now - self._last_checkpoint >= s.stream.checkpoint_interval_s:
+                if self.runner.offset > self.runner.checkpoint_offset:
+                    self.runner.checkpoint()
+                self._last_checkpoint = now
+        self._ack()
+        return stored
+
+    def low(self) -> int:
+        """Lowest offset of this partition still needed after a crash."""
+        low = self.hot.min_offset()
+        low = self.seen + 1 if low is None else low
+        r = self.runner
+        if r is not None and (r.backlog or r.offset > r.checkpoint_offset):
+            low = min(low, r.retain_from)  # records the stream has not checkpointed yet
+        return low
+
+    def _ack(self) -> None:
+        low = self.low()
+        done: list[WALRecord] = []
+        while self.unacked and self.unacked[0].offset < low:
+            done.append(self.unacked.popleft())
+        if done:
+            self.consumer.ack(done)
+            self.worker.log.purge_partition(self.partition, done[-1].offset + 1)
+
+    def close(self) -> None:
+        """Hand over cleanly: everything stored, checkpointed and acknowledged."""
+        self.commit(force=True)
+        self._stop()
+
+    def abandon(self) -> None:
+        """The lease was lost: stop without storing or acknowledging anything more (the new
+        owner re-delivers from the ack floor)."""
+        self._stop()
+
+    def _stop(self) -> None:
+        self.consumer.close()
+        if self.dispatcher is not None:
+            self.dispatcher.close()
+
+
+class Worker:
+    """One ``sensorium worker`` process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        node_id: str | None = None,
+        clock: Any = time.time_ns,
+        rules: Any = None,
+    ) -> None:
+        if settings.log_backend != "nats":
+            from sensorium.errors import ConfigError
+
+            raise ConfigError(
+                'workers share the NATS log: set log_backend = "nats" (see docs/deployment.md)'
+            )
+        self.settings = settings
+        self.node = node_id or node_name(unique=True)
+        self.clock = clock
+        self.rules = rules
+        self.dir = Path(settings.data_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.metrics = Metrics()
+        self.log = JetStreamLog(settings.nats_url, settings.nats_stream, partitions=settings.nats_partitions)
+        try:
+            self.store: Any = self._open_store()
+            self.dl_store = DeadLetterStore(self.dir / "deadletters.sqlite", synchronous="NORMAL")
+            self.alerts = AlertStore(self.dir / "alerts.sqlite", clock=clock)
+            self.membership = Membership(self.log, self.node, settings.cluster.lease_s)
+        except BaseException:
+            self.log.close()
+            raise
+        self.tasks: dict[int, PartitionTask] = {}
+        self.stats = {"records": 0, "rows_stored": 0, "handovers": 0, "lost": 0}
+        self._stop = threading.Event()
+
+    def _open_store(self) -> Any:
+        if self.settings.store_backend == "postgres":
+            from sensorium.store.postgres import PostgresStore
+
+            return PostgresStore(self.settings.postgres_dsn)
+        return Lake(self.dir / "lake", self.settings.store)
+
+    # -- membership ----------------------------------------------------------------------------
+    def rebalance(self) -> None:
+        """Heartbeat, renew leases, hand over what is no longer ours, take what is."""
+        self.membership.heartbeat()
+        members = self.membership.members()
+        if self.node not in members:
+            members.append(self.node)
+        want = {p for p, o in assignment(members, self.settings.nats_partitions).items() if o == self.node}
+        for p in sorted(self.tasks):
+            if not self.membership.renew(p):
+                log.warning("lost the lease of partition %d: dropping it", p)
+                self.tasks.pop(p).abandon()
+                self.stats["lost"] += 1
+            elif p not in want:
+                log.info("handing partition %d over", p)
+                self.tasks.pop(p).close()
+                self.membership.release(p)
+                self.stats["handovers"] += 1
+        for p in sorted(want - set(self.tasks)):
+            if self.membership.acquire(p):
+                log.info("took partition %d", p)
+                try:
+                    self.tasks[p] = PartitionTask(self, p)
+                except BaseException:
+                    self.membership.release(p)
+                    raise
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run_once(self, timeout: float = 0.2) -> int:
+        """Poll every owned partition once and commit what is due. Returns records fetched."""
+        n = 0
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            n += task.poll(timeout / max(1, len(tasks)))
+            self.stats["rows_stored"] += task.commit()
+        self.stats["records"] += n
+        return n
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Until ``stop`` is set (or :meth:`stop`): rebalance every ``heartbeat_s``, process."""
+        stop = stop or self._stop
+        every = self.settings.cluster.heartbeat_s
+        next_beat = 0.0
+        while not stop.is_set() and not self._stop.is_set():
+            if time.monotonic() >= next_beat:
+                try:
+                    self.rebalance()
+                except LogUnavailable:
+                    log.exception("cannot reach NATS; retrying")
+                    stop.wait(min(every, 1.0))
+                    continue
+                next_beat = time.monotonic() + every
+            if not self.tasks:
+                stop.wait(min(every, 0.2))
+                continue
+            self.run_once()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        """Graceful: store, checkpoint and acknowledge every owned partition, release them."""
+        self._stop.set()
+        try:
+            for p in sorted(self.tasks):
+                self.tasks.pop(p).close()
+                self.membership.release(p)
+            self.membership.leave()
+        finally:
+            self.alerts.close()
+            self.dl_store.close()
+            if not isinstance(self.store, Lake):
+                self.store.close()
+            self.log.close()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "partitions": sorted(self.tasks),
+            "rows_in_memory": sum(t.hot.rows() for t in self.tasks.values()),
+            **self.stats,
+        }
