@@ -346,6 +346,13 @@ class Settings(BaseSettings):
         description="Partitions (subjects) of the log stream; records go by device (`cluster.device_tag`), "
         "so each device's series are processed by one worker.",
     )
+    nats_replicas: int = Field(
+        1,
+        ge=1,
+        le=5,
+        description="Replicas of the log stream (and the workers' key-value bucket) when they are "
+        "created: 3 on a NATS cluster, so an acknowledged record survives the loss of a server.",
+    )
     store_backend: Literal["delta", "postgres"] = Field(
         "delta",
         description="Where flushed data is stored: the embedded Delta lake (`delta`, under data_dir) "

@@ -63,7 +63,7 @@ from sensorium.schema import (
 from sensorium.store.hot import HotBuffer
 from sensorium.store.lake import NS_PER_DAY, Lake, dedup_sorted
 from sensorium.stream.frame import Batch
-from sensorium.stream.outputs import DerivedTables
+from sensorium.stream.outputs import DerivedTables, stream_store
 from sensorium.stream.runner import StreamRunner
 from sensorium.workers import (
     PARALLEL_PARSE_MIN_BYTES,
@@ -198,9 +198,14 @@ class Sensorium:
                 derived = self.stream.derived
             if role == "api":  # workers store alerts in the shared alert store; acks go there
                 self.alerts = AlertStore(self.dir / "alerts.sqlite", clock=self.clock)
-            if self.stream is None and (self.dir / "stream" / "lake").is_dir():
+            if self.stream is None and (
+                (self.dir / "stream" / "lake").is_dir() or self.settings.store_backend == "postgres"
+            ):
                 # read-only or api: what the stream (this data dir's, or workers') has stored
-                derived = DerivedTables(self.dir / "stream" / "lake", self.settings.store, follow=True)
+                derived = DerivedTables(
+                    self.dir / "stream" / "lake", self.settings.store, follow=True,
+                    store=stream_store(self.settings),
+                )
             self.engine = QueryEngine(
                 self.lake,
                 self.hot,
@@ -396,6 +401,9 @@ class Sensorium:
         self.latest_cache.close()
         if not isinstance(self.lake, Lake):
             self.lake.close()
+        derived = self.engine.derived
+        if self.stream is None and derived is not None and hasattr(derived.lake, "close"):
+            derived.lake.close()  # stream outputs read from PostgreSQL
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None

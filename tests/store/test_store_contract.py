@@ -321,6 +321,7 @@ def test_the_platform_stores_in_postgres_end_to_end(tmp_path: Path) -> None:
         _os.close(p._lock_fd)  # type: ignore[arg-type]
         p.wal.close()
         p.lake.close()  # type: ignore[union-attr]
+        p.stream.derived.lake.close()  # type: ignore[union-attr]  # its own connection
 
         p2 = Sensorium(settings, clock=clock, background=False)
         try:
@@ -356,4 +357,65 @@ def test_the_platform_stores_in_postgres_end_to_end(tmp_path: Path) -> None:
             p4.close()
     finally:
         pg.drop_bucket(bucket)
+        pg.drop_bucket(bucket + "__stream")
+        pg.close()
+
+
+def test_stream_outputs_are_stored_in_postgres_beside_the_raw_data(tmp_path: Path) -> None:
+    """store_backend = "postgres": rollups (and the stream's other tables) go to schema
+    ``<bucket>__stream``, are queried by name like raw tables, equal recomputation from the raw
+    rows, and survive a restart without being stored twice."""
+    from sensorium.platform import Sensorium
+    from tests.conftest import FakeClock, make_settings
+
+    pg = require_postgres()
+    bucket = f"t_{uuid.uuid4().hex[:12]}"
+    clock = FakeClock(T0 + 3_600_000_000_000)
+    settings = make_settings(
+        tmp_path / "data", store_backend="postgres", postgres_dsn=PG_DSN,
+        stream={"rollups": ["1m"], "lateness_s": 0},
+    )
+    body = "\n".join(
+        f"climate,device_id=d{d} temperature={20 + (s % 13) * 0.5} {T0 + s * 1_000_000_000}"
+        for s in range(600) for d in range(3)
+    )
+    recompute = (
+        "SELECT time_bucket(INTERVAL '1 minute', time) AS t, device_id, count(*) AS n, "
+        "round(sum(temperature), 6) AS s FROM climate WHERE time < TIMESTAMP '{end}' GROUP BY 1, 2 ORDER BY 1, 2"
+    )
+    rolled = (
+        "SELECT time AS t, device_id, count AS n, round(sum, 6) AS s FROM climate_1m "
+        "WHERE field = 'temperature' AND time < TIMESTAMP '{end}' ORDER BY 1, 2"
+    )
+    end = "2026-01-01 00:09:00"  # the last minute is still open (its watermark has not passed)
+    try:
+        p = Sensorium(settings, clock=clock, background=False)
+        try:
+            assert p.write(body, bucket=bucket).accepted_rows == 1800
+            p.process_stream()
+            p.stream.checkpoint()  # type: ignore[union-attr]  # commits finished rollups
+            assert (bucket + "__stream", "climate_1m") in pg.tables(stream_outputs=True)
+            assert all(b == bucket for b, _ in pg.tables() if b.startswith(bucket))  # raw tables only
+            want = p.query(recompute.format(end=end), bucket=bucket).to_pylist()
+            assert len(want) == 3 * 9
+            assert p.query(rolled.format(end=end), bucket=bucket).to_pylist() == want
+        finally:
+            p.close()
+        stored = pg.stats(bucket + "__stream", "climate_1m").rows
+        p = Sensorium(settings, clock=clock, background=False)
+        try:
+            p.process_stream()
+            p.stream.checkpoint()  # type: ignore[union-attr]
+            assert pg.stats(bucket + "__stream", "climate_1m").rows == stored  # nothing twice
+            assert p.query(rolled.format(end=end), bucket=bucket).to_pylist() == want
+        finally:
+            p.close()
+        api = Sensorium(settings, role="api")  # a reader beside workers reads them too
+        try:
+            assert api.query(rolled.format(end=end), bucket=bucket).to_pylist() == want
+        finally:
+            api.close()
+    finally:
+        pg.drop_bucket(bucket)
+        pg.drop_bucket(bucket + "__stream")
         pg.close()

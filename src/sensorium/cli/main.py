@@ -397,15 +397,18 @@ def quality(
     else:
         from sensorium.quality.deadletters import DeadLetterStore
         from sensorium.store.lake import Lake
+        from sensorium.stream.outputs import stream_store
 
         s = _settings(config, data_dir=data_dir)
         # the dead-letter store and the stream's stored findings: no log replay needed
         stream_lake = Path(s.data_dir) / "stream" / "lake"
         findings = None
-        if stream_lake.is_dir():
-            lake = Lake(stream_lake, s.store)
-            if (s.default_bucket, "quality_findings") in lake.tables():
-                findings = lake.read(s.default_bucket, "quality_findings")
+        outputs: Any = stream_store(s) or (Lake(stream_lake, s.store) if stream_lake.is_dir() else None)
+        if outputs is not None:
+            if (s.default_bucket, "quality_findings") in outputs.tables():
+                findings = outputs.read(s.default_bucket, "quality_findings")
+            if not isinstance(outputs, Lake):
+                outputs.close()
         store = DeadLetterStore(Path(s.data_dir) / "deadletters.sqlite")
         try:
             rep = quality_report(store, top=top, findings=findings)

@@ -117,6 +117,7 @@ class JetStreamLog:
         stream: str = "sensorium",
         *,
         partitions: int = 1,
+        replicas: int = 1,
         subject_prefix: str | None = None,
         writer_id: str | None = None,
         partition_key: Callable[[bytes], str] | None = None,
@@ -130,6 +131,7 @@ class JetStreamLog:
         self.url = url
         self.stream = stream
         self.partitions = partitions
+        self.replicas = replicas
         self.subject_prefix = subject_prefix or f"{stream}.log"
         # a fresh writer id per instance: message ids never collide with an earlier run's
         self.writer_id = writer_id or uuid.uuid4().hex
@@ -186,6 +188,7 @@ class JetStreamLog:
                     storage=api.StorageType.FILE,
                     retention=api.RetentionPolicy.LIMITS,
                     duplicate_window=self.duplicate_window_s,
+                    num_replicas=self.replicas,
                 )
             )
 
@@ -454,7 +457,10 @@ class JetStreamLog:
                 return await self.js.key_value(bucket)
             except (nats.js.errors.BucketNotFoundError, nats.js.errors.NotFoundError):
                 return await self.js.create_key_value(
-                    api.KeyValueConfig(bucket=bucket, history=1, ttl=ttl_s, storage=api.StorageType.FILE)
+                    api.KeyValueConfig(
+                        bucket=bucket, history=1, ttl=ttl_s, storage=api.StorageType.FILE,
+                        replicas=self.replicas,
+                    )
                 )
 
         return self._call(_kv())

@@ -57,6 +57,7 @@ def open_log(
         from sensorium.log.nats import JetStreamLog
 
         return JetStreamLog(
-            settings.nats_url, settings.nats_stream, partitions=settings.nats_partitions
+            settings.nats_url, settings.nats_stream, partitions=settings.nats_partitions,
+            replicas=settings.nats_replicas,
         )
     return WAL(data_dir / "wal", settings.wal, on_fsync=on_fsync, read_only=read_only)

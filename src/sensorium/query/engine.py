@@ -81,19 +81,24 @@ class QueryEngine:
         store = self.lake
         with store.lock(bucket, measurement):
             hot, _ = self.hot.view((bucket, measurement))
-            version = store.version(bucket, measurement)
-            if version < 0:
-                return hot, None
-            with self._cache_lock:
-                cached = self._pg_cache.get((bucket, measurement))
-            if cached is not None and cached[0] == version:
-                return hot, cached[1]
-            table = store.read(bucket, measurement)
-            i = table.schema.get_field_index("time")
-            table = table.set_column(i, "time", table["time"].cast(pa.int64()))
-            with self._cache_lock:
-                self._pg_cache[(bucket, measurement)] = (version, table)
-        return hot, table
+            return hot, self._stored_rows(store, bucket, measurement, store.version(bucket, measurement))
+
+    def _stored_rows(self, store: Any, bucket: str, name: str, version: int) -> pa.Table | None:
+        """A non-lake store's rows of one table at ``version`` (``time`` as int64 ns), cached
+        per version. None when the table does not exist."""
+        if version < 0:
+            return None
+        key = (f"{id(store)}:{bucket}", name)
+        with self._cache_lock:
+            cached = self._pg_cache.get(key)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        table = store.read(bucket, name)
+        i = table.schema.get_field_index("time")
+        table = table.set_column(i, "time", table["time"].cast(pa.int64()))
+        with self._cache_lock:
+            self._pg_cache[key] = (version, table)
+        return table
 
     def _dataset(self, bucket: str, measurement: str, version: int, lake: Lake | None = None) -> Any:
         lake = lake if lake is not None else self.lake if isinstance(self.lake, Lake) else None
@@ -144,7 +149,11 @@ class QueryEngine:
             stored = None
             if name in derived:
                 hot, version = self.derived.view(bucket, name)
-                ds = self._dataset(bucket, name, version, self.derived.lake)
+                if isinstance(self.derived.lake, Lake):
+                    ds = self._dataset(bucket, name, version, self.derived.lake)
+                else:  # stream outputs in PostgreSQL (store_backend = "postgres")
+                    ds = None
+                    stored = self._stored_rows(self.derived.lake, bucket, name, version)
             elif not isinstance(self.lake, Lake):
                 ds = None
                 hot, stored = self._store_view(bucket, name)

@@ -108,6 +108,8 @@ class PartitionTask:
             self.caught_up = True
             if self.runner is not None:
                 self.runner.caught_up = True
+            if self.unacked:  # idle: store, checkpoint and acknowledge now, not at the interval
+                self.commit(force=True)
             return 0
         self.apply(recs)
         return len(recs)
@@ -161,9 +163,9 @@ class PartitionTask:
             if self.caught_up and now >= self._next_tick:
                 self.runner.tick()
                 self._next_tick = now + s.stream.tick_interval_s
-            if force or now - self._last_checkpoint >= s.stream.checkpoint_interval_s:
-                if self.runner.offset > self.runner.checkpoint_offset:
-                    self.runner.checkpoint()
+            due = now - self._last_checkpoint >= s.stream.checkpoint_interval_s
+            if due or (force and self.runner.offset > self.runner.checkpoint_offset):
+                self.runner.checkpoint()
                 self._last_checkpoint = now
         self._ack()
         return stored
@@ -200,6 +202,8 @@ class PartitionTask:
         self.consumer.close()
         if self.dispatcher is not None:
             self.dispatcher.close()
+        if self.runner is not None and hasattr(self.runner.derived.lake, "close"):
+            self.runner.derived.lake.close()  # its PostgreSQL connection
 
 
 class Worker:
@@ -226,7 +230,10 @@ class Worker:
         self.dir = Path(settings.data_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.metrics = Metrics()
-        self.log = JetStreamLog(settings.nats_url, settings.nats_stream, partitions=settings.nats_partitions)
+        self.log = JetStreamLog(
+            settings.nats_url, settings.nats_stream, partitions=settings.nats_partitions,
+            replicas=settings.nats_replicas,
+        )
         try:
             self.store: Any = self._open_store()
             self.dl_store = DeadLetterStore(self.dir / "deadletters.sqlite", synchronous="NORMAL")
@@ -284,9 +291,44 @@ class Worker:
         self.stats["records"] += n
         return n
 
+    # -- maintenance --------------------------------------------------------------------------
+    def maintain(self) -> int:
+        """Compact and vacuum the store's tables (and, on PostgreSQL, drop partitions past the
+        retention) — done by the owner of partition 0 only, so by one worker at a time.
+        Returns day partitions compacted (0 when this worker does not own partition 0)."""
+        if 0 not in self.tasks:
+            return 0
+        done = 0
+        for b, m in self.store.tables():
+            schema = self.store.schema(b, m)
+            tags = [
+                f.name for f in schema or []
+                if (pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+                    or pa.types.is_dictionary(f.type))
+                and f.name not in ("time", "day", "quality_flags")
+            ]
+            with self.store.lock(b, m):
+                done += self.store.compact(b, m, tags, settled_s=self.settings.store.settle_s)
+                days = self.settings.quality.retention_days
+                if not isinstance(self.store, Lake) and days > 0:
+                    self.store.drop_before(b, m, self.clock() - int(days * 86_400 * 1e9))
+            self.store.vacuum(b, m, retention_hours=1.0)
+        return done
+
+    def _maintenance_loop(self, stop: threading.Event) -> None:
+        while not stop.wait(self.settings.store.maintenance_interval_s) and not self._stop.is_set():
+            try:
+                self.maintain()
+            except Exception:  # an optimisation (a commit race with a writer, say): next time
+                log.exception("maintenance failed; will retry")
+
     def run(self, stop: threading.Event | None = None) -> None:
-        """Until ``stop`` is set (or :meth:`stop`): rebalance every ``heartbeat_s``, process."""
+        """Until ``stop`` is set (or :meth:`stop`): rebalance every ``heartbeat_s``, process;
+        store maintenance on a thread beside (owner of partition 0)."""
         stop = stop or self._stop
+        threading.Thread(
+            target=self._maintenance_loop, args=(stop,), name="sensorium-maintenance", daemon=True
+        ).start()
         every = self.settings.cluster.heartbeat_s
         next_beat = 0.0
         while not stop.is_set() and not self._stop.is_set():

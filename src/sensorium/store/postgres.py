@@ -45,6 +45,7 @@ from sensorium.store.base import APP_ID
 from sensorium.store.lake import DAY, NS_PER_DAY, Lake, TableStats
 
 META = "sensorium"
+STREAM_SUFFIX = "__stream"  # schema <bucket>__stream: the stream's outputs (rollups ...) of <bucket>
 DEVICE = "device_id"
 _MAX_IDENT = 63  # NAMEDATALEN - 1 bytes
 _MAX_MEASUREMENT = 48  # leaves room for "_pYYYYMMDD" and index suffixes
@@ -60,6 +61,7 @@ _TO_ARROW: dict[str, pa.DataType] = {
     "real": pa.float32(),
     "boolean": pa.bool_(),
     "text": pa.string(),
+    "bytea": pa.binary(),
 }
 _INTEGERS = ("bigint", "integer")
 _FLOATS = ("double precision", "real")
@@ -79,7 +81,54 @@ def pg_type(dtype: pa.DataType) -> str:
         return "boolean"
     if pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or pa.types.is_dictionary(dtype):
         return "text"
+    if pa.types.is_binary(dtype) or pa.types.is_large_binary(dtype):
+        return "bytea"  # e.g. the percentile sketches of rollups
     raise BadRequest(f"the PostgreSQL store cannot hold a column of type {dtype}")
+
+
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", np.uint8)
+_NIBBLE = np.zeros(256, np.uint8)
+_NIBBLE[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint8)
+_NIBBLE[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16, dtype=np.uint8)
+
+
+def _parts(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, Any]:
+    """(int64 offsets from 0, value bytes, validity buffer) of a binary/string array with offset 0."""
+    arr = pa.concat_arrays([arr])  # offset 0, one buffer set
+    bufs = arr.buffers()
+    width = np.int64 if pa.types.is_large_binary(arr.type) or pa.types.is_large_string(arr.type) else np.int32
+    offs = np.frombuffer(bufs[1], width)[: len(arr) + 1].astype(np.int64)
+    data = np.frombuffer(bufs[2], np.uint8) if bufs[2] is not None else np.empty(0, np.uint8)
+    return offs - offs[0], data[offs[0] : offs[-1]], bufs[0]
+
+
+def bytea_text(arr: pa.Array) -> pa.Array:
+    """Binary values as PostgreSQL's hex input form (``\\x0a1b…``), vectorised (COPY writes)."""
+    offs, body, validity = _parts(arr)
+    n = len(offs) - 1
+    new = np.zeros(n + 1, np.int64)
+    new[1:] = np.cumsum(2 * np.diff(offs) + 2)
+    out = np.empty(int(new[-1]), np.uint8)
+    keep = np.ones(len(out), bool)
+    keep[new[:-1]] = keep[new[:-1] + 1] = False
+    out[new[:-1]], out[new[:-1] + 1] = ord("\\"), ord("x")
+    hexed = np.empty(2 * len(body), np.uint8)
+    hexed[0::2], hexed[1::2] = _HEX_DIGITS[body >> 4], _HEX_DIGITS[body & 15]
+    out[keep] = hexed
+    return pa.Array.from_buffers(
+        pa.large_string(), n, [validity, pa.py_buffer(new), pa.py_buffer(out.tobytes())]
+    )
+
+
+def bytea_from_hex(arr: pa.Array) -> pa.Array:
+    """``encode(col, 'hex')`` text back to binary values, vectorised (reads)."""
+    offs, body, validity = _parts(arr.cast(pa.large_string()))
+    n = len(offs) - 1
+    nib = _NIBBLE[body]
+    raw = (nib[0::2] << 4) | nib[1::2]
+    return pa.Array.from_buffers(
+        pa.large_binary(), n, [validity, pa.py_buffer(offs // 2), pa.py_buffer(raw.tobytes())]
+    ).cast(pa.binary())
 
 
 def _compatible(stored: str, new: str) -> bool:
@@ -215,14 +264,15 @@ class PostgresStore:
                 out.append((name, int(m.group(1)), int(m.group(2))))
         return sorted(out, key=lambda p: p[1])
 
-    def tables(self) -> list[tuple[str, str]]:
+    def tables(self, *, stream_outputs: bool = False) -> list[tuple[str, str]]:
+        """The raw-data tables (``stream_outputs``: only the stream's, in ``<bucket>__stream``)."""
         with self._tx() as cur:
             cur.execute(
                 sql.SQL("SELECT bucket, measurement FROM {} ORDER BY 1, 2").format(
                     sql.Identifier(META, "sensorium_tables")
                 )
             )
-            return [(b, m) for b, m in cur.fetchall()]
+            return [(b, m) for b, m in cur.fetchall() if b.endswith(STREAM_SUFFIX) == stream_outputs]
 
     def version(self, bucket: str, measurement: str) -> int:
         with self._tx() as cur:
@@ -279,6 +329,10 @@ class PostgresStore:
             if not _ident_ok(name, _MAX_IDENT):
                 raise BadRequest(f"column name {name!r}: 1-{_MAX_IDENT} bytes, no NUL (PostgreSQL store)")
         types[TIME] = "bigint"
+        for name, typ in types.items():
+            if typ == "bytea":
+                i = data.schema.get_field_index(name)
+                data = data.set_column(i, name, bytea_text(data[name].combine_chunks()))
         ns = data[TIME].to_numpy() if data.num_rows else np.empty(0, np.int64)
         days = np.unique(ns // NS_PER_DAY)
         payload = self._csv(data) if data.num_rows else None
@@ -423,7 +477,12 @@ class PostgresStore:
             if end_ns is not None:
                 where.append(sql.SQL("{} < {}").format(sql.Identifier(TIME), sql.Literal(int(end_ns))))
             query = sql.SQL("SELECT {} FROM {}").format(
-                sql.SQL(", ").join(sql.Identifier(n) for n in names), sql.Identifier(bucket, measurement)
+                sql.SQL(", ").join(
+                    sql.SQL("encode({}, 'hex')").format(sql.Identifier(n)) if stored[n] == "bytea"
+                    else sql.Identifier(n)
+                    for n in names
+                ),
+                sql.Identifier(bucket, measurement),
             )
             if where:
                 query = sql.SQL("{} WHERE {}").format(query, sql.SQL(" AND ").join(where))
@@ -431,7 +490,9 @@ class PostgresStore:
             with cur.copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(query)) as cp:
                 for chunk in cp:
                     buf += chunk
-        schema = pa.schema([(n, _TO_ARROW.get(stored[n], pa.string())) for n in names])
+        schema = pa.schema(
+            [(n, pa.string() if stored[n] == "bytea" else _TO_ARROW.get(stored[n], pa.string())) for n in names]
+        )
         if not buf:
             t = schema.empty_table()
         else:
@@ -448,6 +509,10 @@ class PostgresStore:
                     false_values=["f"],
                 ),
             )
+        for n in names:
+            if stored[n] == "bytea":
+                i = t.schema.get_field_index(n)
+                t = t.set_column(i, n, bytea_from_hex(t[n].combine_chunks()))
         return t.set_column(t.schema.get_field_index(TIME), TIME, t[TIME].cast(TIME_TYPE))
 
     # -- maintenance ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -42,6 +43,56 @@ def to_arrow(df: pl.DataFrame, tags: list[str]) -> pa.Table:
     return pa.Table.from_arrays(cols, names=t.column_names)
 
 
+STREAM_SCHEMA_SUFFIX = "__stream"
+
+
+class StreamSchemas:
+    """The store port for stream outputs in PostgreSQL: the outputs of bucket ``b`` live in
+    schema ``b__stream`` (beside the raw tables of schema ``b``, never clashing with them)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    @staticmethod
+    def _b(bucket: str) -> str:
+        return bucket + STREAM_SCHEMA_SUFFIX
+
+    def tables(self) -> list[Key]:
+        n = len(STREAM_SCHEMA_SUFFIX)
+        return [(b[:-n], t) for b, t in self.store.tables(stream_outputs=True)]
+
+    def version(self, bucket: str, table: str) -> int:
+        return int(self.store.version(self._b(bucket), table))
+
+    def applied_offset(self, bucket: str, table: str, app_id: str) -> int:
+        return int(self.store.applied_offset(self._b(bucket), table, app_id=app_id))
+
+    def append(self, bucket: str, table: str, data: pa.Table, offset: int | None, app_id: str) -> int:
+        return int(self.store.append(self._b(bucket), table, data, offset=offset, app_id=app_id))
+
+    def read(self, bucket: str, table: str) -> pa.Table:
+        return self.store.read(self._b(bucket), table)  # type: ignore[no-any-return]
+
+    def schema(self, bucket: str, table: str) -> pa.Schema | None:
+        return self.store.schema(self._b(bucket), table)  # type: ignore[no-any-return]
+
+    def lock(self, bucket: str, table: str) -> threading.RLock:
+        return self.store.lock(self._b(bucket), table)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def stream_store(settings: Any) -> StreamSchemas | None:
+    """Where stream outputs go besides a local lake: PostgreSQL schemas with
+    ``store_backend = "postgres"`` (None: the Delta lake under ``data_dir/stream/lake``)."""
+    if settings.store_backend != "postgres":
+        return None
+    from sensorium.store.postgres import PostgresStore
+
+    return StreamSchemas(PostgresStore(settings.postgres_dsn))
+
+
 class DerivedTables:
     """The lake of stream outputs (its own root) plus the rows not in it yet."""
 
@@ -52,11 +103,13 @@ class DerivedTables:
         *,
         app_id: str = APP_ID,
         follow: bool = False,
+        store: Any = None,
     ) -> None:
         """``app_id``: the transaction id of this writer's commits (one per stream partition when
         several workers share the lake, see docs/deployment.md). ``follow``: other processes
         write the lake (a reader beside workers): every read looks at its newest version."""
-        self.lake = Lake(root, lake_settings)  # type: ignore[arg-type]
+        # ``store``: another store port for the outputs (:class:`StreamSchemas` in PostgreSQL)
+        self.lake: Any = store if store is not None else Lake(root, lake_settings)  # type: ignore[arg-type]
         self.app_id = app_id
         self.follow = follow
         # held by the runner while it changes stage state and fills the outbox, and by views

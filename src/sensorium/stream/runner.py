@@ -44,7 +44,7 @@ from sensorium.stream.checkpoint import CheckpointStore
 from sensorium.stream.detect_stage import SCORES_TABLE, DetectStage, specs_from_settings
 from sensorium.stream.frame import Batch, empty_values, frames_of_batches
 from sensorium.stream.outputs import APP_ID as DERIVED_APP_ID
-from sensorium.stream.outputs import LATE_TABLE, DerivedTables, to_arrow
+from sensorium.stream.outputs import LATE_TABLE, DerivedTables, stream_store, to_arrow
 from sensorium.stream.series import SeriesIndex
 
 log = logging.getLogger("sensorium.stream")
@@ -108,7 +108,9 @@ class StreamRunner:
         self.root = Path(root)
         self.default_bucket = settings.default_bucket
         self.checkpoints = CheckpointStore(self.root)
-        self.derived = DerivedTables(derived_root or self.root / "lake", settings.store, app_id=app_id)
+        self.derived = DerivedTables(
+            derived_root or self.root / "lake", settings.store, app_id=app_id, store=stream_store(settings)
+        )
         self.derived.open_rows = self._open_rows
         self.derived.open_names = self._open_names
         self.series = SeriesIndex()
@@ -467,3 +469,5 @@ class StreamRunner:
         if self.error is None:
             self.drain()
             self.checkpoint()
+        if hasattr(self.derived.lake, "close"):  # a store with a connection (PostgreSQL)
+            self.derived.lake.close()

@@ -1,0 +1,159 @@
+"""Partitioning by device, and worker membership on the real NATS JetStream, in one process:
+a joining worker gets half the partitions handed over; a worker that stops heartbeating loses
+its partitions to the others and, when it wakes, drops them without committing; every point
+written through an ingest node is stored exactly once throughout."""
+
+from __future__ import annotations
+
+import time
+import uuid
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from sensorium.scale.membership import assignment
+from sensorium.scale.partition import partition_of, row_partitions, split_by_partition
+from tests.conftest import T0, make_settings
+from tests.log.test_log_contract import NATS_URL, require_nats
+
+NS = 1_000_000_000
+PARTITIONS = 4
+DEVICES = 16
+
+
+# -- partitioning (no services) ----------------------------------------------------------------
+def test_rows_go_to_the_crc32_partition_of_their_device_keeping_row_order() -> None:
+    devices = ["a", "b", None, "c", "a", "dev-7", "b", None]
+    t = pa.table(
+        {"device_id": pa.array(devices).dictionary_encode(), "v": pa.array(range(len(devices)))}
+    )
+    parts = row_partitions(t, "device_id", 5)
+    want = [0 if d is None else zlib.crc32(d.encode()) % 5 for d in devices]
+    assert parts.tolist() == want
+    assert [partition_of(d, 5) for d in devices] == want
+    split = split_by_partition(t, "device_id", 5)
+    assert [q for q, _ in split] == sorted(set(want))
+    for q, sub in split:
+        assert sub["v"].to_pylist() == [i for i, w in enumerate(want) if w == q]  # order kept
+    assert sum(sub.num_rows for _, sub in split) == t.num_rows
+    # plain strings behave like dictionaries; no device column or one partition: one piece
+    plain = t.set_column(0, "device_id", pa.array(devices, pa.string()))
+    assert row_partitions(plain, "device_id", 5).tolist() == want
+    assert split_by_partition(t, "room", 5) == [(0, t)]
+    assert split_by_partition(t, "device_id", 1) == [(0, t)]
+
+
+def test_assignment_is_round_robin_over_sorted_members() -> None:
+    assert assignment(["w2", "w1"], 4) == {0: "w1", 1: "w2", 2: "w1", 3: "w2"}
+    assert assignment(["w1", "w1"], 2) == {0: "w1", 1: "w1"}
+    assert assignment([], 3) == {}
+    counts = np.bincount([int(o[1]) for o in assignment(["w0", "w1", "w2"], 12).values()])
+    assert counts.tolist() == [4, 4, 4]
+
+
+# -- membership and hand-over on NATS ------------------------------------------------------------
+@pytest.fixture
+def stream_name() -> Iterator[str]:
+    require_nats()
+    from sensorium.log.nats import JetStreamLog
+
+    name = f"rb_{uuid.uuid4().hex[:8]}"
+    yield name
+    log = JetStreamLog(NATS_URL, name, partitions=PARTITIONS)
+    try:
+        log.delete_stream()
+        log.call(log.js.delete_key_value(f"{name}-cluster"))
+    except Exception:  # cleanup only
+        pass
+    finally:
+        log.close()
+
+
+def _body(first_s: int, seconds: int) -> str:
+    return "\n".join(
+        f"env,device_id=d{d:02d} temperature={20 + d + s / 100} {T0 + s * NS}"
+        for s in range(first_s, first_s + seconds)
+        for d in range(DEVICES)
+    )
+
+
+def _drain(workers: list, log, rounds: int = 200) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(rounds):
+        for w in workers:
+            w.run_once(0.05)
+            for t in w.tasks.values():
+                t.commit(force=True)
+        if all(log.pending(p) == (0, 0) for p in range(PARTITIONS)):
+            return
+    raise AssertionError([log.pending(p) for p in range(PARTITIONS)])
+
+
+def test_join_hands_over_and_a_stalled_worker_loses_its_partitions(tmp_path: Path, stream_name: str) -> None:
+    from sensorium.log.nats import JetStreamLog
+    from sensorium.platform import Sensorium
+    from sensorium.scale.worker import Worker
+
+    settings = make_settings(
+        tmp_path / "data",
+        log_backend="nats",
+        nats_url=NATS_URL,
+        nats_stream=stream_name,
+        nats_partitions=PARTITIONS,
+        parse_workers=0,
+        cluster={"lease_s": 1.5, "heartbeat_s": 0.2, "flush_interval_s": 0.1},
+        stream={"checkpoint_interval_s": 0.1, "rollups": []},
+    )
+    ingest = Sensorium(settings, role="ingest", node_id="in1", background=False)
+    log = JetStreamLog(NATS_URL, stream_name, partitions=PARTITIONS)
+    a = Worker(settings, node_id="a")
+    b: Worker | None = None
+    try:
+        a.rebalance()
+        assert sorted(a.tasks) == list(range(PARTITIONS))
+        assert ingest.write(_body(0, 30)).accepted_rows == DEVICES * 30
+        _drain([a], log)
+
+        # b joins: a hands half over (after storing, checkpointing, acknowledging), b takes it
+        b = Worker(settings, node_id="b")
+        b.rebalance()
+        assert b.tasks == {}  # a still holds every lease
+        a.rebalance()
+        b.rebalance()
+        assert sorted(a.tasks) == [0, 2] and sorted(b.tasks) == [1, 3]
+        assert a.stats["handovers"] == 2
+        assert ingest.write(_body(30, 30)).accepted_rows == DEVICES * 30
+        _drain([a, b], log)
+
+        # a stalls (no heartbeat) past its lease with records fetched but not stored
+        assert ingest.write(_body(60, 30)).accepted_rows == DEVICES * 30
+        for t in a.tasks.values():
+            t.poll(0.2)
+        assert sum(t.hot.rows() for t in a.tasks.values()) > 0
+        deadline = time.monotonic() + 15
+        while sorted(b.tasks) != list(range(PARTITIONS)) and time.monotonic() < deadline:
+            b.rebalance()
+            time.sleep(0.2)
+        assert sorted(b.tasks) == list(range(PARTITIONS))
+        a.rebalance()  # wakes up: its renewals fail, it drops both partitions, storing nothing
+        assert a.tasks == {} and a.stats["lost"] == 2
+        _drain([b], log)
+
+        api = Sensorium(settings, role="api")
+        try:
+            n, distinct = api.query(
+                "SELECT count(*), count(DISTINCT (device_id, time)) FROM env"
+            ).to_pylist()[0].values()
+        finally:
+            api.close()
+        assert (n, distinct) == (DEVICES * 90, DEVICES * 90)
+        assert b.maintain() >= 0 and a.maintain() == 0  # only the owner of partition 0 maintains
+    finally:
+        ingest.close()
+        a.close()
+        if b is not None:
+            b.close()
+        log.close()
