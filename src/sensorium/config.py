@@ -266,6 +266,16 @@ class CommandSettings(_Frozen):
     timeout_s: float = Field(5.0, gt=0, description="Connect + publish acknowledgement timeout.")
 
 
+class AutomationSettings(_Frozen):
+    """Automations (`[automations]`, see docs/automations.md)."""
+
+    enabled: bool = Field(True, description="Evaluate automations in the stream (needs the stream).")
+    file: Path | None = Field(
+        None, description="Automations file (TOML or YAML, `[[automations]]`), loaded at start; "
+        "automations created over the API are kept beside them."
+    )
+
+
 class ClusterSettings(_Frozen):
     """Scale-out on the NATS log: `sensorium ingest`, `sensorium worker`, `sensorium api` (see
     docs/deployment.md)."""
@@ -375,6 +385,7 @@ class Settings(BaseSettings):
     )
     commands: CommandSettings = CommandSettings()
     cluster: ClusterSettings = ClusterSettings()
+    automations: AutomationSettings = AutomationSettings()
 
     @classmethod
     def settings_customise_sources(

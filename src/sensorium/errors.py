@@ -76,6 +76,20 @@ class NotFound(SensoriumError):
     code = "not_found"
 
 
+class Conflict(SensoriumError):
+    """The request clashes with what exists (a name taken, a definition owned by a file)."""
+
+    status = 409
+    code = "conflict"
+
+
+class WrongNode(SensoriumError):
+    """The request belongs on another kind of node (a write sent to an api node)."""
+
+    status = 421
+    code = "misdirected"
+
+
 class Unauthorized(SensoriumError):
     status = 401
     code = "unauthorized"

@@ -31,6 +31,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sensorium.automations.actions import automation_outbox
+from sensorium.automations.engine import AutomationStage
+from sensorium.automations.loader import load_file as load_automations
+from sensorium.automations.store import AutomationStore
 from sensorium.config import Settings, load_settings
 from sensorium.errors import (
     BadRequest,
@@ -39,6 +43,7 @@ from sensorium.errors import (
     NotFound,
     PartialWriteError,
     SensoriumError,
+    WrongNode,
 )
 from sensorium.log.open import open_log
 from sensorium.log.wal import KIND_DATA, KIND_DEAD_LETTERS, WAL, WALRecord, encode_payload
@@ -179,7 +184,24 @@ class Sensorium:
             self.alerts: AlertStore | None = None
             self.dispatcher: Dispatcher | None = None
             derived: Any = None
+            # automations: definitions + notifications (any role that serves or runs them)
+            self.automations: AutomationStore | None = None
+            self.automation_outbox: Dispatcher | None = None
+            self.automation_stage: AutomationStage | None = None
+            if self.settings.automations.enabled and role in ("all", "api") and not (
+                read_only and role != "api"
+            ):
+                self.automations = AutomationStore(self.dir / "automations.sqlite", clock=self.clock)
             if self.settings.stream.enabled and not read_only and role == "all":
+                if self.automations is not None:
+                    if self.settings.automations.file is not None:
+                        self.automations.load_file(load_automations(self.settings.automations.file))
+                    self.automation_outbox = automation_outbox(
+                        self.dir / "automation-deliveries.sqlite", self.settings, self.automations,
+                        self.dir, self.clock,
+                    )
+                    self.automation_stage = AutomationStage(self.automations, self.automation_outbox.enqueue)
+                    pipelines = [*pipelines, self.automation_stage]
                 self.alerts = AlertStore(self.dir / "alerts.sqlite", clock=self.clock)
                 self.dispatcher = Dispatcher(
                     self.dir / "alert-deliveries.sqlite", self.settings.alerts, clock=self.clock,
@@ -200,6 +222,7 @@ class Sensorium:
                 self.alerts = AlertStore(self.dir / "alerts.sqlite", clock=self.clock)
             if self.stream is None and (
                 (self.dir / "stream" / "lake").is_dir() or self.settings.store_backend == "postgres"
+                or role == "api"  # workers may create the stream's tables after this node started
             ):
                 # read-only or api: what the stream (this data dir's, or workers') has stored
                 derived = DerivedTables(
@@ -318,7 +341,7 @@ class Sensorium:
         """Worker processes for parsing (setting, or one per CPU when there are 2 or more)."""
         workers = self.settings.parse_workers
         if workers is None:
-            cpus = os.cpu_count() or 1
+            cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
             workers = min(cpus, 8) if cpus >= 2 else 0
         return workers
 
@@ -371,6 +394,8 @@ class Sensorium:
             self.stream.start()
         if self.dispatcher is not None:
             self.dispatcher.start()
+        if self.automation_outbox is not None:
+            self.automation_outbox.start()
 
     def close(self) -> None:
         """Graceful shutdown: stop background work, flush everything, close the log."""
@@ -386,6 +411,10 @@ class Sensorium:
             self.stream.close()  # processes what is queued, final checkpoint
         if self.dispatcher is not None:
             self.dispatcher.close()
+        if self.automation_outbox is not None:
+            self.automation_outbox.close()
+        if self.automations is not None:
+            self.automations.close()
         if self.alerts is not None:
             self.alerts.close()
         if not self.read_only and self.role == "all":
@@ -482,6 +511,11 @@ class Sensorium:
         dead-letter store (used when replaying dead letters, which are already there).
         ``direct=True`` writes straight to the lake, bypassing the WAL and hot buffer (bulk load:
         the file is the log; re-running a load is harmless since duplicates merge)."""
+        if self.role == "api":
+            raise WrongNode(
+                "this is an api node (sensorium api): it answers queries; send writes to an ingest "
+                "node (sensorium ingest)"
+            )
         t0 = time.perf_counter()
         bucket = bucket or self.settings.default_bucket
         res = WriteResult(lines=parsed.lines_total)
@@ -672,6 +706,8 @@ class Sensorium:
         """Alert changes from the stream: store (idempotently), then notify what is new."""
         assert self.alerts is not None and self.dispatcher is not None
         new = self.alerts.apply(transitions)
+        if self.automation_stage is not None:  # alert triggers (keys are deterministic too)
+            self.automation_stage.on_transitions(transitions)
         # all of them, not only the new: after a crash between the two commits, a replay
         # re-derives transitions the store has but the outbox lacks (the outbox ignores keys
         # it holds, so nothing is sent twice)
@@ -681,6 +717,17 @@ class Sensorium:
             counts[t.rule, t.state] = counts.get((t.rule, t.state), 0) + 1
         for (rule, state), n in counts.items():
             self.metrics.alerts.labels(rule, state).inc(n)
+
+    def automation_runs(self, automation: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Automation runs with their outcome, newest first (this process's outbox and, beside
+        scale-out workers, every partition's)."""
+        from sensorium.automations.actions import executions
+
+        paths = [self.dir / "automation-deliveries.sqlite",
+                 *sorted(self.dir.glob("partitions/*/automation-deliveries.sqlite"))]
+        runs = [r for p in paths for r in executions(p, automation=automation, limit=limit)]
+        runs.sort(key=lambda r: (r["created_ns"], r["key"]), reverse=True)
+        return runs[:limit]
 
     def process_stream(self, now_ns: int | None = None) -> int:
         """Run the stream over everything queued, then one processing-time tick (what the

@@ -4,6 +4,7 @@ turn :class:`SensoriumError` into a status code and a JSON body (one handler, be
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import logging
 from typing import Any
@@ -52,6 +53,9 @@ def table_to_json(table: pa.Table) -> dict[str, Any]:
             c = c.cast(pa.float64())
         elif pa.types.is_dictionary(f.type):
             c = c.cast(pa.string())
+        elif pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type):  # base64 (JSON has no bytes)
+            cols.append([None if v is None else base64.b64encode(v).decode() for v in c.to_pylist()])
+            continue
         cols.append(c.to_pylist())
     rows = [list(r) for r in zip(*cols, strict=True)] if cols else []
     return {"columns": table.column_names, "types": [str(f.type) for f in table.schema], "rows": rows}
@@ -313,9 +317,12 @@ def create_app(platform: Sensorium) -> FastAPI:
     @app.get("/health", tags=["ops"])
     async def health() -> Response:
         err = platform.stream.error if platform.stream is not None else None
-        return _json({"status": "fail" if err else "pass", "name": "sensorium", "version": __version__,
-                      "hot_rows": platform.hot.rows(), "wal_segments": platform.wal.segment_count,
-                      "stream_error": err}, 503 if err else 200)
+        log_ok = bool(getattr(platform.wal, "connected", True))  # NATS: the client is connected
+        bad = err is not None or not log_ok
+        return _json({"status": "fail" if bad else "pass", "name": "sensorium", "version": __version__,
+                      "role": platform.role, "hot_rows": platform.hot.rows(),
+                      "wal_segments": platform.wal.segment_count, "log_connected": log_ok,
+                      "stream_error": err}, 503 if bad else 200)
 
     @app.get("/ping", tags=["ops"])
     @app.head("/ping", tags=["ops"])
@@ -338,4 +345,7 @@ def create_app(platform: Sensorium) -> FastAPI:
     from sensorium.api import command_routes
 
     command_routes.register(app, platform, check_auth, table_to_json)
+    from sensorium.api import automation_routes
+
+    automation_routes.register(app, platform, check_auth, table_to_json)
     return app

@@ -50,7 +50,7 @@ def ingest(
     config: ConfigOpt = None,
     node_id: NodeOpt = None,
 ) -> None:
-    """An ingest node: HTTP writes (InfluxDB line protocol, JSON readings) and [[mqtt_sources]],
+    """An ingest node: HTTP writes (InfluxDB line protocol, JSON readings) and MQTT sources (mqtt_sources),
     validated and appended to the NATS log, acknowledged once JetStream has them; workers store
     and process them. Needs log_backend = "nats"."""
     from sensorium.ingest.mqtt import start_sources

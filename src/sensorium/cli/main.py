@@ -26,6 +26,7 @@ from rich.table import Table
 
 from sensorium.cli import cluster as cluster_cli
 from sensorium.cli.alerts import alerts_app, rules_app
+from sensorium.cli.automations import automations_app, notifications_app
 from sensorium.cli.command import command as device_command
 from sensorium.cli.common import (
     BucketOpt,
@@ -59,6 +60,8 @@ app.add_typer(rules_app, name="rules")
 app.command("forecast")(forecast_command)
 app.command("command")(device_command)
 app.add_typer(detect_app, name="detect")
+app.add_typer(automations_app, name="automations")
+app.add_typer(notifications_app, name="notifications")
 app.command("ingest")(cluster_cli.ingest)
 app.command("worker")(cluster_cli.worker)
 app.command("api")(cluster_cli.api)

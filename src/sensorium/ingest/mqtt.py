@@ -324,7 +324,9 @@ class MqttSource:
         self.platform = platform
         self.settings = settings
         self.name = settings.name
-        self.client_id = settings.client_id or f"sensorium-{settings.name}"
+        # one broker session per source and node (several ingest nodes must not share a client id)
+        node = getattr(platform, "node_id", None) if getattr(platform, "role", "all") == "ingest" else None
+        self.client_id = settings.client_id or f"sensorium-{settings.name}" + (f"-{node}" if node else "")
         self.subs: list[tuple[MqttTopicSettings, TopicTemplate]] = []
         for sub in settings.topics:
             tpl = TopicTemplate(sub.topic)

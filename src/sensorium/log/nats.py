@@ -118,6 +118,7 @@ class JetStreamLog:
         *,
         partitions: int = 1,
         replicas: int = 1,
+        layout: dict[str, Any] | None = None,
         subject_prefix: str | None = None,
         writer_id: str | None = None,
         partition_key: Callable[[bytes], str] | None = None,
@@ -132,6 +133,9 @@ class JetStreamLog:
         self.stream = stream
         self.partitions = partitions
         self.replicas = replicas
+        # how records are spread (partition count, device tag): recorded in the stream's
+        # description when it is created, and every later process must agree with it
+        self.layout = layout
         self.subject_prefix = subject_prefix or f"{stream}.log"
         # a fresh writer id per instance: message ids never collide with an earlier run's
         self.writer_id = writer_id or uuid.uuid4().hex
@@ -172,14 +176,15 @@ class JetStreamLog:
         await self.nc.connect(
             self.url,
             connect_timeout=max(1, round(connect_timeout_s)),
-            max_reconnect_attempts=3,
+            max_reconnect_attempts=-1,  # a NATS restart must not break the process for good
             reconnect_time_wait=1,
             error_cb=_quiet,
             name=f"sensorium-log-{self.writer_id[:8]}",
         )
         js = self.nc.jetstream()
         try:
-            await js.stream_info(self.stream)
+            info = await js.stream_info(self.stream)
+            self._check_layout(info.config.description)
         except nats.js.errors.NotFoundError:
             await js.add_stream(
                 api.StreamConfig(
@@ -189,7 +194,27 @@ class JetStreamLog:
                     retention=api.RetentionPolicy.LIMITS,
                     duplicate_window=self.duplicate_window_s,
                     num_replicas=self.replicas,
+                    description=orjson.dumps({"sensorium_layout": self.layout}).decode()
+                    if self.layout else None,
                 )
+            )
+
+    def _check_layout(self, description: str | None) -> None:
+        if not self.layout or not description:
+            return
+        try:
+            have = orjson.loads(description).get("sensorium_layout")
+        except (orjson.JSONDecodeError, AttributeError):
+            return  # a description someone else wrote: nothing to compare
+        if isinstance(have, dict) and have != self.layout:
+            from sensorium.errors import ConfigError
+
+            raise ConfigError(
+                f"NATS stream {self.stream} was created with {have}, this process is configured "
+                f"with {self.layout}: every ingest node and worker must use the same "
+                "nats_partitions and cluster.device_tag (changing them needs a new stream: drain the "
+                "old one first, see docs/deployment.md)",
+                stream=self.stream, have=have, want=self.layout,
             )
 
     def subject(self, payload: bytes) -> str:
@@ -353,6 +378,11 @@ class JetStreamLog:
     def disk_bytes(self) -> int:
         """Bytes the stream holds on the server."""
         return int(self._info().state.bytes)
+
+    @property
+    def connected(self) -> bool:
+        """Whether the client is connected to a server right now (health checks)."""
+        return bool(self.nc.is_connected)
 
     @property
     def segment_count(self) -> int:

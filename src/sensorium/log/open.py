@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 MARKER = "LOG_BACKEND"
 
 
+def nats_layout(settings: Settings) -> dict[str, object]:
+    """How the platform spreads records over the stream's partitions (checked by every process)."""
+    return {"partitions": settings.nats_partitions, "device_tag": settings.cluster.device_tag}
+
+
 def backend_id(settings: Settings) -> str:
     if settings.log_backend == "nats":
         return f"nats stream={settings.nats_stream}"
@@ -59,5 +64,6 @@ def open_log(
         return JetStreamLog(
             settings.nats_url, settings.nats_stream, partitions=settings.nats_partitions,
             replicas=settings.nats_replicas,
+            layout=nats_layout(settings),
         )
     return WAL(data_dir / "wal", settings.wal, on_fsync=on_fsync, read_only=read_only)

@@ -9,8 +9,8 @@ Bucket ``<nats_stream>-cluster`` (history 1, entries expire ``lease_s`` after th
                     on hand-over. A renewal that fails means the lease was lost: the worker drops
                     the partition without committing anything more for it.
 
-Assignment is a pure function of the live members: sorted member names, partition ``p`` goes to
-``members[p % len(members)]``. Every worker computes it; a worker that is assigned a partition
+Assignment is a pure function of the live members (:func:`assignment`: balanced shares, rendezvous
+hashing within them, so a join or a departure moves few partitions). Every worker computes it; a worker that is assigned a partition
 another worker still holds waits until that worker hands it over (a join) or its lease expires (a
 death). Each owner re-reads its partition's state from the shared stores (stream checkpoint,
 per-partition applied offsets) and the log from the consumer's acknowledgement floor, so the
@@ -20,6 +20,7 @@ hand-over loses nothing and applies nothing twice.
 from __future__ import annotations
 
 import logging
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,11 +33,23 @@ log = logging.getLogger("sensorium.scale")
 
 
 def assignment(members: list[str], partitions: int) -> dict[int, str]:
-    """Partition → owning member (round robin over sorted member names)."""
+    """Partition → owning member: balanced (every member owns ⌊P/n⌋ or ⌈P/n⌉ partitions, the
+    larger shares going to the first members by name) and stable (each partition goes to the
+    member ranking highest for it by rendezvous hash, ``crc32("<member>/<partition>")``, among
+    those with room left), so a member joining or leaving moves few partitions."""
     ms = sorted(set(members))
     if not ms:
         return {}
-    return {p: ms[p % len(ms)] for p in range(partitions)}
+    base, extra = divmod(partitions, len(ms))
+    room = {m: base + (1 if i < extra else 0) for i, m in enumerate(ms)}
+    out: dict[int, str] = {}
+    for p in range(partitions):
+        for m in sorted(ms, key=lambda m: (-zlib.crc32(f"{m}/{p}".encode()), m)):
+            if room[m]:
+                out[p] = m
+                room[m] -= 1
+                break
+    return out
 
 
 @dataclass

@@ -26,15 +26,21 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow as pa
 
+from sensorium.automations.actions import automation_outbox
+from sensorium.automations.engine import AutomationStage
+from sensorium.automations.loader import load_file as load_automations
+from sensorium.automations.store import AutomationStore
 from sensorium.config import Settings
 from sensorium.errors import LogUnavailable
 from sensorium.log.nats import JetStreamConsumer, JetStreamLog
+from sensorium.log.open import nats_layout
 from sensorium.log.wal import KIND_DATA, KIND_DEAD_LETTERS, WALRecord
 from sensorium.obs.metrics import Metrics
 from sensorium.platform import node_name, store_dead_letters
-from sensorium.quality.deadletters import DeadLetterStore
+from sensorium.quality.deadletters import DeadLetter, DeadLetterStore
 from sensorium.rules.alerts import AlertStore
 from sensorium.rules.sinks import Dispatcher, build_sinks
 from sensorium.rules.types import Transition
@@ -57,6 +63,44 @@ def _tags(rec: WALRecord) -> tuple[str, ...]:
     return tuple(f.name for f in rec.table.schema if pa.types.is_dictionary(f.type))
 
 
+class LeaseLost(Exception):
+    """This worker no longer holds the partition's lease: it must store nothing more for it."""
+
+
+_INTERNAL = frozenset({"time", "day", "quality", "quality_flags"})
+
+
+def _family(t: pa.DataType) -> str:
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_integer(t):
+        return "int"
+    if pa.types.is_floating(t):
+        return "float"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "str"
+    if pa.types.is_timestamp(t):
+        return "time"
+    return str(t)
+
+
+def type_conflicts(schema: pa.Schema, known: dict[str, str]) -> list[str]:
+    """Columns of ``schema`` whose type family clashes with ``known`` (column -> family; an
+    integer column may take integers only, a float column integers too)."""
+    out = []
+    for f in schema:
+        if f.name in _INTERNAL:
+            continue  # time, day partition, quality: stored in their own forms
+        have = known.get(f.name)
+        new = _family(f.type)
+        if have is None or have == new or (have == "float" and new == "int"):
+            continue
+        out.append(f"{f.name}: {new} values, but the stored column holds {have}")
+    return out
+
+
 class PartitionTask:
     """One owned partition: its consumer, hot buffer, stream runner and alert delivery."""
 
@@ -69,14 +113,31 @@ class PartitionTask:
         root.mkdir(parents=True, exist_ok=True)
         self.hot = HotBuffer()
         self.applied: dict[Key, int] = {}
+        # column -> type family per table: stored, plus what waits in the hot buffer (ingest nodes
+        # check types against their own registries; the store is the arbiter across nodes)
+        self.types: dict[Key, dict[str, str]] = {}
+        self.stored = 0  # rows this task stored
         self.seen = -1  # highest offset applied in memory
         self.unacked: deque[WALRecord] = deque()
         self.caught_up = False
+        self._dl_dirty = False  # dead letters committed but not yet checkpointed (fsynced)
         self.rows = 0
         self._next_tick = 0.0
         self._last_checkpoint = time.monotonic()
         self.runner: StreamRunner | None = None
         self.dispatcher: Dispatcher | None = None
+        self.automation_outbox: Any = None
+        self.automation_stage: AutomationStage | None = None
+        pipelines: list[Any] = []
+        if s.stream.enabled and worker.automations is not None:
+            self.automation_outbox = automation_outbox(
+                root / "automation-deliveries.sqlite", s, worker.automations, worker.dir, worker.clock
+            )
+            # schedules run once in the deployment: in the task of partition 0
+            self.automation_stage = AutomationStage(
+                worker.automations, self.automation_outbox.enqueue, schedules=partition == 0
+            )
+            pipelines.append(self.automation_stage)
         if s.stream.enabled:
             self.dispatcher = Dispatcher(
                 root / "alert-deliveries.sqlite",
@@ -89,6 +150,7 @@ class PartitionTask:
                 s,
                 clock=worker.clock,
                 rules=worker.rules,
+                pipelines=pipelines,
                 on_transitions=self._on_transitions,
                 metrics=worker.metrics,
                 derived_root=worker.dir / "stream" / "lake",
@@ -96,6 +158,8 @@ class PartitionTask:
             )
             self.runner.caught_up = False
             self.dispatcher.start()
+            if self.automation_outbox is not None:
+                self.automation_outbox.start()
         # last: from here on records of this partition come to us, from the ack floor
         self.consumer: JetStreamConsumer = worker.log.partition_consumer(
             partition, ack_wait_s=s.cluster.ack_wait_s
@@ -124,6 +188,14 @@ class PartitionTask:
                 key = (rec.header["bucket"], rec.header["measurement"])
                 if key not in self.applied:
                     self.applied[key] = self.worker.store.applied_offset(*key, app_id=self.app_id)
+                    schema = self.worker.store.schema(*key)
+                    self.types[key] = {f.name: _family(f.type) for f in schema or []}
+                clash = type_conflicts(rec.table.schema, self.types[key])
+                if clash:
+                    self._dead_letter_conflict(rec, key, clash)
+                    continue
+                self.types[key].update({f.name: _family(f.type) for f in rec.table.schema
+                                        if f.name not in self.types[key]})
                 if rec.offset > self.applied[key]:
                     self.hot.append(key, rec.offset, rec.table)
                     self.rows += rec.table.num_rows
@@ -134,9 +206,31 @@ class PartitionTask:
                     )
             elif rec.kind == KIND_DEAD_LETTERS:
                 store_dead_letters(self.worker.dl_store, rec)
+                self._dl_dirty = True
+
+    def _dead_letter_conflict(self, rec: WALRecord, key: Key, clash: list[str]) -> None:
+        """A batch whose types clash with the store (two ingest nodes disagreeing on a new
+        field): its rows become dead letters with the reason, the partition goes on."""
+        assert rec.table is not None
+        reason = f"type conflict with the stored table {key[1]!r}: " + "; ".join(clash)
+        rows = rec.table.to_pylist()  # an error path, bounded by one batch
+        letters = [
+            DeadLetter(
+                bucket=key[0], measurement=key[1], line=i + 1,
+                raw=orjson.dumps(r, default=str).decode(), reason=reason, rule="type_conflict",
+                source=str(rec.header.get("source", "")), device_id=r.get(self.worker.settings.cluster.device_tag),
+                received_ns=int(rec.header.get("received_ns", 0)),
+            )
+            for i, r in enumerate(rows)
+        ]
+        self.worker.dl_store.add(rec.offset, letters, rule_counts={"type_conflict": len(letters)})
+        self._dl_dirty = True
+        log.warning("partition %d: %d rows of %s to dead letters: %s", self.partition, len(rows), key, reason)
 
     def _on_transitions(self, transitions: list[Transition]) -> None:
         self.worker.alerts.apply(transitions)  # ids are deterministic: a replay adds nothing
+        if self.automation_stage is not None:
+            self.automation_stage.on_transitions(transitions)
         if self.dispatcher is not None:
             self.dispatcher.enqueue(transitions)
 
@@ -146,6 +240,8 @@ class PartitionTask:
         Returns rows stored."""
         s = self.worker.settings
         keys = self.hot.keys() if force else self.hot.due(s.store.flush_rows, s.cluster.flush_interval_s)
+        if keys and not self.worker.membership.renew(self.partition):
+            raise LeaseLost(self.partition)  # moved on while we were stalled: commit nothing
         stored = 0
         for key in keys:
             tables, max_off, n = self.hot.take(key)
@@ -157,6 +253,7 @@ class PartitionTask:
             self.hot.release(key, n, version)
             self.applied[key] = max(self.applied.get(key, -1), max_off)
             stored += data.num_rows
+        self.stored += stored
         now = time.monotonic()
         if self.runner is not None:
             self.runner.drain()
@@ -185,6 +282,9 @@ class PartitionTask:
         while self.unacked and self.unacked[0].offset < low:
             done.append(self.unacked.popleft())
         if done:
+            if self._dl_dirty:  # durable against power loss before the log lets them go
+                self.worker.dl_store.checkpoint()
+                self._dl_dirty = False
             self.consumer.ack(done)
             self.worker.log.purge_partition(self.partition, done[-1].offset + 1)
 
@@ -202,6 +302,8 @@ class PartitionTask:
         self.consumer.close()
         if self.dispatcher is not None:
             self.dispatcher.close()
+        if self.automation_outbox is not None:
+            self.automation_outbox.close()
         if self.runner is not None and hasattr(self.runner.derived.lake, "close"):
             self.runner.derived.lake.close()  # its PostgreSQL connection
 
@@ -233,16 +335,23 @@ class Worker:
         self.log = JetStreamLog(
             settings.nats_url, settings.nats_stream, partitions=settings.nats_partitions,
             replicas=settings.nats_replicas,
+            layout=nats_layout(settings),
         )
         try:
             self.store: Any = self._open_store()
             self.dl_store = DeadLetterStore(self.dir / "deadletters.sqlite", synchronous="NORMAL")
             self.alerts = AlertStore(self.dir / "alerts.sqlite", clock=clock)
+            self.automations: AutomationStore | None = None
+            if settings.automations.enabled and settings.stream.enabled:
+                self.automations = AutomationStore(self.dir / "automations.sqlite", clock=clock)
+                if settings.automations.file is not None and self.automations is not None:
+                    self.automations.load_file(load_automations(settings.automations.file))
             self.membership = Membership(self.log, self.node, settings.cluster.lease_s)
         except BaseException:
             self.log.close()
             raise
         self.tasks: dict[int, PartitionTask] = {}
+        self._stored_before = 0  # rows stored by tasks since handed over
         self.stats = {"records": 0, "rows_stored": 0, "handovers": 0, "lost": 0}
         self._stop = threading.Event()
 
@@ -264,11 +373,15 @@ class Worker:
         for p in sorted(self.tasks):
             if not self.membership.renew(p):
                 log.warning("lost the lease of partition %d: dropping it", p)
-                self.tasks.pop(p).abandon()
+                gone = self.tasks.pop(p)
+                self._stored_before += gone.stored
+                gone.abandon()
                 self.stats["lost"] += 1
             elif p not in want:
                 log.info("handing partition %d over", p)
-                self.tasks.pop(p).close()
+                gone = self.tasks.pop(p)
+                gone.close()
+                self._stored_before += gone.stored
                 self.membership.release(p)
                 self.stats["handovers"] += 1
         for p in sorted(want - set(self.tasks)):
@@ -286,8 +399,15 @@ class Worker:
         n = 0
         tasks = list(self.tasks.values())
         for task in tasks:
-            n += task.poll(timeout / max(1, len(tasks)))
-            self.stats["rows_stored"] += task.commit()
+            try:
+                n += task.poll(timeout / max(1, len(tasks)))
+                task.commit()
+            except LeaseLost:
+                log.warning("lost the lease of partition %d before a commit: dropping it", task.partition)
+                self.tasks.pop(task.partition, None)
+                self._stored_before += task.stored
+                task.abandon()
+                self.stats["lost"] += 1
         self.stats["records"] += n
         return n
 
@@ -358,12 +478,15 @@ class Worker:
             self.membership.leave()
         finally:
             self.alerts.close()
+            if self.automations is not None:
+                self.automations.close()
             self.dl_store.close()
             if not isinstance(self.store, Lake):
                 self.store.close()
             self.log.close()
 
     def status(self) -> dict[str, Any]:
+        self.stats["rows_stored"] = self._stored_before + sum(t.stored for t in self.tasks.values())
         return {
             "node": self.node,
             "partitions": sorted(self.tasks),
