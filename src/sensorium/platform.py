@@ -220,6 +220,8 @@ class Sensorium:
                 derived = self.stream.derived
             if role == "api":  # workers store alerts in the shared alert store; acks go there
                 self.alerts = AlertStore(self.dir / "alerts.sqlite", clock=self.clock)
+                if background:  # the live feed (SSE) relays what the workers store
+                    self.alerts.follow()
             if self.stream is None and (
                 (self.dir / "stream" / "lake").is_dir() or self.settings.store_backend == "postgres"
                 or role == "api"  # workers may create the stream's tables after this node started

@@ -506,3 +506,24 @@ def test_commits_are_checkpointed_in_the_background(
     assert thread is not None and not thread.is_alive()
     with AlertStore(tmp_path / "alerts.sqlite", clock=clock) as again:
         assert again.counts()["total"] > 0
+
+
+def test_follow_relays_what_another_process_stores(tmp_path: Path, clock: FakeClock) -> None:
+    """An api node's store follows the file the workers write: their transitions reach its live
+    feed (once each, in seq order); its own acknowledgements are not echoed twice."""
+    writer = AlertStore(tmp_path / "a.sqlite", clock=clock)
+    reader = AlertStore(tmp_path / "a.sqlite", clock=clock)
+    try:
+        writer.apply([tr(1)])  # before following: not relayed
+        reader.follow(interval_s=0.05)
+        sub = reader.subscribe()
+        writer.apply([tr(2, state="resolved", severity=""), tr(1, series="other", rule="r2")])
+        got = [sub.get(timeout=5), sub.get(timeout=5)]
+        assert sorted((e.data["rule"], e.data["seq"], e.data["state"]) for e in got if e is not None) == [
+            ("r2", 1, "firing"), ("too_hot", 2, "resolved")]
+        reader.ack(got[0].data["alert_id"], by="ops")  # type: ignore[union-attr]
+        assert sub.get(timeout=5).kind == "ack"  # type: ignore[union-attr]
+        assert sub.get(timeout=0.3) is None  # nothing relayed twice
+    finally:
+        reader.close()
+        writer.close()

@@ -356,6 +356,7 @@ class AlertStore:
         self._clock = clock
         self._lock = threading.RLock()
         self._subs: set[Subscription] = set()
+        self._followers: builtins.list[threading.Event] = []
         self._conn: sqlite3.Connection | None = sqlite3.connect(
             str(self.path), check_same_thread=False, isolation_level=None, timeout=30.0
         )
@@ -577,10 +578,46 @@ class AlertStore:
         for sub in list(self._subs):
             sub.put_many(events)
 
+    def follow(self, interval_s: float = 1.0) -> threading.Event:
+        """Publish to subscribers the transitions that *other processes* store (an api node beside
+        scale-out workers): every ``interval_s`` compare each alert's ``last_seq`` with what was
+        seen and read the new history entries. Returns the event that stops it (set on close)."""
+        stop = threading.Event()
+        with self._lock:
+            seen = dict(self._db().execute("SELECT alert_id, last_seq FROM alerts").fetchall())
+
+        def loop() -> None:
+            while not stop.wait(interval_s):
+                try:
+                    with self._lock:
+                        if self._conn is None:
+                            return
+                        c = self._conn
+                        now = dict(c.execute("SELECT alert_id, last_seq FROM alerts").fetchall())
+                        changed = [(a, seen.get(a, 0)) for a, q in now.items() if q > seen.get(a, 0)]
+                        events = []
+                        for aid, after in changed:
+                            for (body,) in c.execute(
+                                "SELECT transition FROM alert_events WHERE alert_id = ? AND seq > ? "
+                                "ORDER BY seq", (aid, after),
+                            ):
+                                events.append(AlertEvent("alert", orjson.loads(body)))
+                    seen.update(now)
+                    if events and self._subs:
+                        self._publish(events)
+                except sqlite3.Error:  # closed or busy: try again next time
+                    continue
+
+        threading.Thread(target=loop, name="sensorium-alerts-follow", daemon=True).start()
+        self._followers.append(stop)
+        return stop
+
     # -- lifecycle -----------------------------------------------------------------------------------
 
     def close(self) -> None:
         """Close the database and every subscription."""
+        for f in self._followers:
+            f.set()
         self._checkpointer.close()
         with self._lock:
             subs = list(self._subs)
