@@ -92,6 +92,7 @@ def _body(first_s: int, seconds: int) -> str:
 def _drain(workers: list, log, rounds: int = 200) -> None:  # type: ignore[no-untyped-def]
     for _ in range(rounds):
         for w in workers:
+            w.rebalance()  # heartbeats and lease renewals, as the worker's loop does
             w.run_once(0.05)
             for t in w.tasks.values():
                 t.commit(force=True)
