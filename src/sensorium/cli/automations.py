@@ -16,6 +16,7 @@ from sensorium.cli.common import (
     ConfigOpt,
     DataDirOpt,
     FormatOpt,
+    LimitOpt,
     UrlOpt,
     console,
     err,
@@ -86,7 +87,7 @@ def check(path: Annotated[Path, typer.Argument(help="Automations file (.toml, .y
 @automations_app.command("runs")
 def runs(
     automation: Annotated[str | None, typer.Option(help="Only this automation.")] = None,
-    limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
+    limit: LimitOpt = 50,
     fmt: FormatOpt = "table",
     url: UrlOpt = None,
     data_dir: DataDirOpt = None,
@@ -120,7 +121,7 @@ def notifications(
     ctx: typer.Context,
     user: Annotated[str | None, typer.Option(help="Only this user's (and those to everyone).")] = None,
     unread: Annotated[bool, typer.Option("--unread", help="Only unread ones.")] = False,
-    limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
+    limit: LimitOpt = 50,
     fmt: FormatOpt = "table",
     url: UrlOpt = None,
     data_dir: DataDirOpt = None,

@@ -20,6 +20,7 @@ DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", "-d", help="Data 
 UrlOpt = Annotated[str | None, typer.Option("--url", help="Talk to a running server instead of the data directory, e.g. http://127.0.0.1:7400")]
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table or json.")]
 BucketOpt = Annotated[str | None, typer.Option("--bucket", "-b", help="Bucket (default: `default`).")]
+LimitOpt = Annotated[int, typer.Option(help="At most this many.")]
 
 
 def settings(config: Path | None, **overrides: Any) -> Settings:

@@ -401,9 +401,17 @@ class JetStreamLog:
         """A durable pull consumer (created if missing, bound if it exists). Several consumers
         binding one durable share its records; each record goes to one of them."""
         subject = f"{self.subject_prefix}.{'*' if partition is None else partition}"
+        return self._bind(durable, subject, ack_wait_s, max_ack_pending)
+
+    def _bind(
+        self, durable: str, subject: str, ack_wait_s: float, max_ack_pending: int, after: int = 0
+    ) -> JetStreamConsumer:
+        """Create (or bind) a durable explicit-ack pull consumer on ``subject``, delivering from
+        the record after sequence ``after`` (0: from the start)."""
         cfg = api.ConsumerConfig(
             durable_name=durable,
-            deliver_policy=api.DeliverPolicy.ALL,
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE if after else api.DeliverPolicy.ALL,
+            opt_start_seq=after + 1 if after else None,
             ack_policy=api.AckPolicy.EXPLICIT,
             ack_wait=ack_wait_s,
             max_ack_pending=max_ack_pending,
@@ -439,22 +447,7 @@ class JetStreamLog:
             await self.js.delete_consumer(self.stream, durable)
             return floor
 
-        floor = self._call(_floor())
-        cfg = api.ConsumerConfig(
-            durable_name=durable,
-            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE if floor else api.DeliverPolicy.ALL,
-            opt_start_seq=floor + 1 if floor else None,
-            ack_policy=api.AckPolicy.EXPLICIT,
-            ack_wait=ack_wait_s,
-            max_ack_pending=max_ack_pending,
-            filter_subject=subject,
-        )
-        sub = self._call(
-            self.js.pull_subscribe(subject, durable=durable, stream=self.stream, config=cfg)
-        )
-        c = JetStreamConsumer(self, durable, sub)
-        self._consumers.append(c)
-        return c
+        return self._bind(durable, subject, ack_wait_s, max_ack_pending, after=self._call(_floor()))
 
     def pending(self, partition: int) -> tuple[int, int]:
         """(records not yet delivered, delivered but unacknowledged) of a partition's consumer;
