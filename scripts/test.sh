@@ -6,6 +6,12 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e ".[test]"
+# the dashboard's browser tests drive Debian's Chromium through Playwright (never a downloaded browser)
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
+  { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null; } ||
+    echo "could not install chromium: the dashboard's browser tests will skip (fail under CI)" >&2
+fi
 bash scripts/services.sh
 .venv/bin/ruff check src tests bench
 .venv/bin/mypy

@@ -168,3 +168,21 @@ def test_an_alert_commands_its_device(tmp_path: Path) -> None:
     assert msg["device_id"] == device and msg["command"] == "off"
     assert msg["params"]["relay"] == 1 and msg["params"]["rule"] == "hot"
     assert msg["params"]["idempotency_key"].endswith(":1")
+
+
+def test_run_sync_works_inside_a_running_event_loop() -> None:
+    """Synchronous callers inside an event loop (a notebook, Playwright's sync API) still get the
+    result, where asyncio.run would refuse."""
+    import asyncio
+
+    from sensorium.devices.commands import run_sync
+
+    async def value() -> int:
+        await asyncio.sleep(0)
+        return 42
+
+    async def outer() -> int:
+        return run_sync(value())
+
+    assert run_sync(value()) == 42
+    assert asyncio.run(outer()) == 42

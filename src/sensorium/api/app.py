@@ -348,4 +348,7 @@ def create_app(platform: Sensorium) -> FastAPI:
     from sensorium.api import automation_routes
 
     automation_routes.register(app, platform, check_auth, table_to_json)
+    from sensorium.api import dashboard_routes
+
+    dashboard_routes.register(app, platform, check_auth, table_to_json)
     return app

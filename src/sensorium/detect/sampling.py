@@ -348,7 +348,9 @@ async def publish_config(
 
 def publish_config_sync(host: str, port: int, device_id: str, payload: dict[str, Any]) -> str:
     """:func:`publish_config` from synchronous code (the CLI)."""
-    return asyncio.run(publish_config(host, port, device_id, payload))
+    from sensorium.devices.commands import run_sync
+
+    return run_sync(publish_config(host, port, device_id, payload))
 
 
 __all__ = [

@@ -19,9 +19,10 @@ import asyncio
 import re
 import sqlite3
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -202,7 +203,22 @@ class CommandPublisher:
 
     def send_sync(self, device_id: str, command: Any, params: Any = None) -> dict[str, Any]:
         """:meth:`send` from synchronous code (the CLI, alert sinks, automations)."""
-        return asyncio.run(self.send(device_id, command, params))
+        return run_sync(self.send(device_id, command, params))
+
+
+T = TypeVar("T")
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion from synchronous code — also when this thread already runs an
+    event loop (a notebook, an async test harness), where ``asyncio.run`` refuses: then on a
+    short-lived thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(1, thread_name_prefix="sensorium-run-sync") as ex:
+        return ex.submit(asyncio.run, coro).result()
 
 
 def publisher_for(data_dir: Path, settings: CommandSettings, clock: Callable[[], int]) -> CommandPublisher:
