@@ -296,6 +296,22 @@ class ClusterSettings(_Frozen):
     )
 
 
+class RegistrySettings(_Frozen):
+    """The device registry and relationship graph (see docs/registry.md)."""
+
+    url: str | None = Field(
+        None,
+        description="Database of the registry (SQLAlchemy URL, e.g. `postgresql://host/db`; PostgreSQL "
+        "needs `pip install 'sensorium[postgres]'`). Unset: SQLite at `<data_dir>/registry.sqlite`.",
+    )
+    pg_schema: str = Field(
+        "sensorium_registry", description="PostgreSQL schema holding the registry's tables (created when missing)."
+    )
+    auto_register: bool = Field(
+        True, description="Devices that send telemetry and are not in the registry are added as `unregistered`."
+    )
+
+
 class Settings(BaseSettings):
     """The effective configuration. Build it with :func:`load_settings`."""
 
@@ -385,6 +401,7 @@ class Settings(BaseSettings):
     )
     commands: CommandSettings = CommandSettings()
     cluster: ClusterSettings = ClusterSettings()
+    registry: RegistrySettings = RegistrySettings()
     automations: AutomationSettings = AutomationSettings()
 
     @classmethod

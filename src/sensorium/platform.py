@@ -84,6 +84,7 @@ Key = tuple[str, str]
 Role = Literal["all", "ingest", "api"]
 if TYPE_CHECKING:
     from sensorium.log.nats import JetStreamLog
+    from sensorium.registry.store import RegistryStore
     from sensorium.store.postgres import PostgresStore
 
 log = logging.getLogger("sensorium")
@@ -231,6 +232,9 @@ class Sensorium:
                     self.dir / "stream" / "lake", self.settings.store, follow=True,
                     store=stream_store(self.settings),
                 )
+            # the device registry (docs/registry.md): served by "all" and "api"; an ingest node
+            # only auto-registers the devices it hears from
+            self.registry_store: RegistryStore | None = self._open_registry()
             self.engine = QueryEngine(
                 self.lake,
                 self.hot,
@@ -238,6 +242,7 @@ class Sensorium:
                 timeout_s=self.settings.query_timeout_s,
                 max_rows=self.settings.query_max_rows,
                 derived=derived,
+                extra=self._registry_tables(),
             )
             self.latest_cache: LatestCache = make_cache(
                 self.settings, self._seed_latest, self._tags_of, clock=self.clock
@@ -264,6 +269,8 @@ class Sensorium:
             store = getattr(self, "lake", None)
             if store is not None and not isinstance(store, Lake):
                 store.close()
+            if getattr(self, "registry_store", None) is not None:
+                self.registry_store.close()  # type: ignore[union-attr]
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
                 self._lock_fd = None
@@ -276,6 +283,51 @@ class Sensorium:
 
             return PostgresStore(self.settings.postgres_dsn)
         return Lake(self.dir / "lake", self.settings.store)
+
+    def _open_registry(self) -> RegistryStore | None:
+        """The registry store for this role: read-write for "all" and "api" (which serves it);
+        an "ingest" node opens it only to auto-register; a read-only process (CLI queries beside
+        a server) reads it as it is, without migrating or creating it."""
+        rs = self.settings.registry
+        self._auto_register = rs.auto_register and not self.read_only
+        if self.role == "ingest" and not rs.auto_register:
+            return None
+        from sensorium.registry import RegistryUnavailable, open_registry
+
+        read_only = self.read_only and self.role != "api"
+        try:
+            store = open_registry(rs, self.dir, clock=self.clock, read_only=read_only)
+        except RegistryUnavailable as exc:
+            if not read_only:
+                raise
+            # a CLI query beside an older server: answer without the registry's tables
+            log.warning("registry not available to this read-only process: %s", exc.message)
+            store = None
+        if store is None:
+            self._auto_register = False
+        return store
+
+    def _registry_tables(self) -> Any:
+        """The query engine's provider of the registry's SQL tables (``devices``, ``rooms`` ...)."""
+        if self.registry_store is None or self.role == "ingest":
+            return None
+        from sensorium.registry.sql import RegistryTables
+
+        return RegistryTables(self.registry_store)
+
+    def _register_devices(self, by_device: dict[str, int]) -> None:
+        """Auto-registration (``registry.auto_register``): a write's distinct device ids, less the
+        ones this process knows (a set difference, no database round trip), are added as
+        ``unregistered`` in one transaction. The points are durable already, so a registry that
+        cannot be reached does not fail the write: it is logged, and the devices are tried again
+        with their next write."""
+        from sensorium.registry.errors import RegistryUnavailable
+
+        assert self.registry_store is not None
+        try:
+            self.registry_store.auto_register(by_device.keys())
+        except RegistryUnavailable as exc:
+            log.warning("auto-registration of devices postponed: %s", exc.message)
 
     def _take_lock(self, home: Path) -> None:
         path = home / "LOCK"
@@ -430,6 +482,8 @@ class Sensorium:
         self.wal.close()  # read-only: a no-op for the WAL, closes a JetStream connection
         self._dl_store.close()
         self.latest_cache.close()
+        if self.registry_store is not None:
+            self.registry_store.close()
         if not isinstance(self.lake, Lake):
             self.lake.close()
         derived = self.engine.derived
@@ -591,6 +645,8 @@ class Sensorium:
                 self._store_direct(bucket, valid, header)
             else:
                 self._append(bucket, source, valid, header, res)
+            if self._auto_register and header["accepted_by_device"]:
+                self._register_devices(header["accepted_by_device"])
         self.metrics.write_seconds.observe(time.perf_counter() - t0)
         return res
 

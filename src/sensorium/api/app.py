@@ -351,4 +351,8 @@ def create_app(platform: Sensorium) -> FastAPI:
     from sensorium.api import dashboard_routes
 
     dashboard_routes.register(app, platform, check_auth, table_to_json)
+    from sensorium.api import graph_routes, registry_routes
+
+    registry_routes.register(app, platform, check_auth, table_to_json)
+    graph_routes.register(app, platform, check_auth, table_to_json)
     return app

@@ -8,23 +8,13 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from sensorium.config import (
-    AlertSettings,
-    CommandSettings,
     CommandSinkSettings,
-    CompressionSettings,
     DetectorSettings,
-    DetectSettings,
     MqttSinkSettings,
     MqttSourceSettings,
     MqttTopicSettings,
-    QualityCheckSettings,
-    QualitySettings,
     RuleSettings,
     Settings,
-    SimulatorSettings,
-    StoreSettings,
-    StreamSettings,
-    WALSettings,
     WebhookSinkSettings,
 )
 
@@ -100,20 +90,23 @@ def _table(model: type[BaseModel], prefix: str, env: str | None) -> list[str]:
     return out
 
 
+def _sections(model: type[BaseModel], prefix: str = "") -> list[tuple[str, type[BaseModel]]]:
+    """Every nested settings table (a field whose default is a model), in declaration order,
+    depth first: ``wal``, ``store``, ..., ``detect``, ``detect.quality``, ... — so a new section
+    is documented without anyone remembering to list it."""
+    out: list[tuple[str, type[BaseModel]]] = []
+    for name, f in model.model_fields.items():
+        default = f.default if f.default_factory is None else f.default_factory()  # type: ignore[call-arg]
+        if isinstance(default, BaseModel):
+            out.append((f"{prefix}{name}", type(default)))
+            out += _sections(type(default), f"{prefix}{name}.")
+    return out
+
+
 def render() -> str:
     lines = [HEADER, "## Top level", ""]
     lines += _table(Settings, "", "SENSORIUM_")
-    for sec, model in (
-        ("wal", WALSettings),
-        ("store", StoreSettings),
-        ("quality", QualitySettings),
-        ("simulator", SimulatorSettings),
-        ("stream", StreamSettings),
-        ("alerts", AlertSettings),
-        ("detect", DetectSettings),
-        ("detect.quality", QualityCheckSettings),
-        ("detect.compression", CompressionSettings),
-    ):
+    for sec, model in _sections(Settings):
         lines += ["", f"## `[{sec}]`", ""]
         lines += _table(model, f"{sec}.", f"SENSORIUM_{sec.upper().replace('.', '__')}__")
     lines += [
@@ -162,8 +155,6 @@ def render() -> str:
     lines += _table(MqttSourceSettings, "mqtt_sources[].", None)
     lines += ["", "### `[[mqtt_sources.topics]]`", ""]
     lines += _table(MqttTopicSettings, "topics[].", None)
-    lines += ["", "## Device commands (`[commands]`)", ""]
-    lines += _table(CommandSettings, "commands.", "SENSORIUM_COMMANDS__")
     lines.append(FOOTER)
     return "\n".join(lines)
 

@@ -42,6 +42,7 @@ from sensorium.cli.common import http as _http
 from sensorium.cli.common import settings as _settings
 from sensorium.cli.detect import detect_app
 from sensorium.cli.forecast import forecast as forecast_command
+from sensorium.cli.registry import graph_app, registry_app
 from sensorium.errors import SensoriumError
 
 app = typer.Typer(
@@ -60,6 +61,8 @@ app.add_typer(rules_app, name="rules")
 app.command("forecast")(forecast_command)
 app.command("command")(device_command)
 app.add_typer(detect_app, name="detect")
+app.add_typer(registry_app, name="registry")
+app.add_typer(graph_app, name="graph")
 app.add_typer(automations_app, name="automations")
 app.add_typer(notifications_app, name="notifications")
 app.command("ingest")(cluster_cli.ingest)

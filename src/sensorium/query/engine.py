@@ -55,12 +55,18 @@ class QueryEngine:
         max_rows: int = 1_000_000,
         threads: int = 2,
         derived: Any = None,
+        extra: Any = None,
     ) -> None:
         """``derived``: stream outputs (rollups, late data, rolling statistics) — an object with
         ``names(bucket)``, ``view(bucket, table) -> (memory rows, lake version)`` and ``lake``
-        (see :class:`sensorium.stream.outputs.DerivedTables`). Raw measurements win a name clash."""
+        (see :class:`sensorium.stream.outputs.DerivedTables`). Raw measurements win a name clash.
+
+        ``extra``: more tables in every query (the registry's ``devices``, ``rooms`` ...) — an
+        object with ``names(bucket)`` and ``table(bucket, name) -> pa.Table`` (see
+        :class:`sensorium.registry.sql.RegistryTables`); measurements and derived tables win."""
         self.lake = lake
         self.derived = derived
+        self.extra = extra
         self.hot = hot
         self._tables = tables
         self.timeout_s = timeout_s
@@ -140,13 +146,23 @@ class QueryEngine:
         derived = set(self.derived.names(bucket)) - raw if self.derived is not None else set()
         return raw, derived
 
+    def extra_names(self, bucket: str, taken: set[str]) -> set[str]:
+        """Names of the ``extra`` tables a query of ``bucket`` may use (not shadowed)."""
+        return set(self.extra.names(bucket)) - taken if self.extra is not None else set()
+
     def connect(
-        self, bucket: str, names: set[str], derived: set[str] | None = None
+        self, bucket: str, names: set[str], derived: set[str] | None = None,
+        extra: set[str] | None = None,
     ) -> duckdb.DuckDBPyConnection:
         con = self._base().cursor()
         derived = derived or set()
+        extra_names = extra or set()
         for i, name in enumerate(sorted(names)):
             stored = None
+            if name in extra_names:  # a plain Arrow table (no `time` to convert)
+                con.register(f"__extra_{i}", self.extra.table(bucket, name))
+                con.execute(f"CREATE TEMP VIEW {_q(name)} AS SELECT * FROM __extra_{i}")
+                continue
             if name in derived:
                 hot, version = self.derived.view(bucket, name)
                 if isinstance(self.derived.lake, Lake):
@@ -190,8 +206,9 @@ class QueryEngine:
     def execute(self, sql: str, bucket: str) -> pa.Table:
         """Run one sandboxed SELECT; raise :class:`QueryError`/``SandboxViolation`` on bad input."""
         raw, derived = self.names(bucket)
-        analysis = analyse(sql, raw | derived)
-        con = self.connect(bucket, analysis.tables, derived)
+        extra = self.extra_names(bucket, raw | derived)
+        analysis = analyse(sql, raw | derived | extra)
+        con = self.connect(bucket, analysis.tables, derived, extra & analysis.tables)
         timer = threading.Timer(self.timeout_s, con.interrupt)
         timer.start()
         t0 = time.perf_counter()
