@@ -216,14 +216,20 @@ def main() -> None:
     modes: list[tuple[str, int]] = [("wal", 0)] + [("nats", int(w)) for w in a.workers.split(",")]
     for mode, w in modes:
         tmp = Path(tempfile.mkdtemp(prefix="bench-scaleout-"))
+        r: dict[str, Any] | None = None
         try:
             log(f"{mode} {w or ''}: {expect:,} points …")
             r = run_wal(tmp, data, a.clients, expect) if mode == "wal" else run_nats(
                 tmp, data, a.clients, expect, w, a.partitions)
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if os.environ.get("BENCH_KEEP") or (r is not None and r.get("stored_rows", expect) != expect):
+                log(f"  kept {tmp}")
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
         r.update(points=expect, ack_points_s=expect / r["ack_s"], stored_points_s=expect / r["stored_s"],
                  lost=expect - r["stored_rows"])
+        if r["lost"]:  # never expected: keep the evidence
+            log(f"  LOST {r['lost']} points: data dir kept in {tmp}")
         results.append(r)
         log(f"  ack {r['ack_points_s']:,.0f} pts/s · stored {r['stored_points_s']:,.0f} pts/s · lost {r['lost']}")
     wal = results[0]

@@ -20,6 +20,7 @@ hand-over loses nothing and applies nothing twice.
 from __future__ import annotations
 
 import logging
+import time
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +60,7 @@ class Membership:
     lease_s: float = 10.0
     _kv: Any = None
     _revisions: dict[int, int] = field(default_factory=dict)
+    _renewed: dict[int, float] = field(default_factory=dict)  # partition -> monotonic time of the last write
 
     def __post_init__(self) -> None:
         self._kv = self.log.key_value(f"{self.log.stream}-cluster", self.lease_s)
@@ -107,10 +109,12 @@ class Membership:
                     return None
                 raise
 
+        t = time.monotonic()
         rev = self.log.call(_create())
         if rev is None:
             return False
         self._revisions[partition] = rev
+        self._renewed[partition] = t
         return True
 
     def renew(self, partition: int) -> bool:
@@ -129,14 +133,27 @@ class Membership:
                     return None
                 raise
 
+        t = time.monotonic()
         new = self.log.call(_update())
         if new is None:
             self._revisions.pop(partition, None)
+            self._renewed.pop(partition, None)
             return False
         self._revisions[partition] = new
+        self._renewed[partition] = t
         return True
 
+    def ensure(self, partition: int) -> bool:
+        """Whether the lease is certainly still ours for a while: renewed less than half a lease
+        ago (nobody else can take it before it expires), else renewed now. Call it before every
+        durable effect for the partition (store commit, stream checkpoint, acknowledgement)."""
+        t = self._renewed.get(partition)
+        if t is not None and time.monotonic() - t < self.lease_s / 2:
+            return True
+        return self.renew(partition)
+
     def release(self, partition: int) -> None:
+        self._renewed.pop(partition, None)
         rev = self._revisions.pop(partition, None)
         if rev is None:
             return

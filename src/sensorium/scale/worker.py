@@ -240,8 +240,10 @@ class PartitionTask:
         Returns rows stored."""
         s = self.worker.settings
         keys = self.hot.keys() if force else self.hot.due(s.store.flush_rows, s.cluster.flush_interval_s)
-        if keys and not self.worker.membership.renew(self.partition):
-            raise LeaseLost(self.partition)  # moved on while we were stalled: commit nothing
+        if not self.worker.membership.ensure(self.partition):
+            # moved on while we were stalled: store, checkpoint and acknowledge nothing more (an
+            # ack would reach the new owner's consumer, which has the same durable name)
+            raise LeaseLost(self.partition)
         stored = 0
         for key in keys:
             tables, max_off, n = self.hot.take(key)
