@@ -92,8 +92,13 @@ def worker(
     """A stream worker: takes its share of the log's partitions (by device), stores them,
     runs rollups, detectors and alert rules on them, and hands partitions over when workers
     join or leave. SIGTERM/Ctrl-C hands its partitions over cleanly."""
+    import logging
+
     from sensorium.scale.worker import Worker
 
+    # partition hand-overs, lease losses, type clashes: one line each on stderr
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("sensorium.worker").setLevel(logging.INFO)
     s = _settings(config, data_dir=data_dir)
     w = Worker(s, node_id=node_id)
     if metrics_port is not None:
