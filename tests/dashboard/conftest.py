@@ -21,7 +21,7 @@ WIDE = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
 
 
-@pytest.fixture(scope="package")  # not session: Playwright runs an event loop in the main thread
+@pytest.fixture(scope="module")  # not wider: Playwright keeps an event loop running in the main thread
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).is_file():
         service_missing(f"Chromium not found at {CHROMIUM}: apt-get install -y chromium")

@@ -216,7 +216,11 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coro)
+        try:
+            return asyncio.run(coro)
+        except RuntimeError as exc:  # a loop driven by greenlets (Playwright's sync API) is running
+            if "running event loop" not in str(exc):
+                raise
     with ThreadPoolExecutor(1, thread_name_prefix="sensorium-run-sync") as ex:
         return ex.submit(asyncio.run, coro).result()
 
