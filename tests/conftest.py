@@ -40,6 +40,18 @@ def make_settings(data_dir: Path, **kw: Any) -> Settings:
     return load_settings(None, data_dir=data_dir, store=store, **kw)
 
 
+#: the Fernet key that encrypts personal data in every test (docs/security.md); tests of a
+#: missing key unset SENSORIUM_PII_KEYS themselves
+TEST_PII_KEY = "nkUqg2MOFlY3HwYDyh-w1UmMNMJ0eKzrYmazc7s0bQs="
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _pii_key() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as mp:  # session-wide: module-scoped fixtures need it too
+        mp.setenv("SENSORIUM_PII_KEYS", TEST_PII_KEY)
+        yield
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()

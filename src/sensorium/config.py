@@ -335,6 +335,41 @@ class AgentSettings(_Frozen):
     llm_max_steps: int = Field(4, ge=1, le=16, description="Tool-call rounds per question.")
 
 
+class AuthSettings(_Frozen):
+    """Users, API tokens, sessions and per-location access (`[auth]`, see docs/security.md)."""
+
+    enabled: bool | None = Field(
+        None,
+        description="Require a token (or a login) on every HTTP endpoint but /health, /ping, "
+        "/api/v1/login and the dashboard's page and assets. Unset: on when `host` is not a loopback "
+        "address or `auth_token` is set; off on loopback (the two-command quick start).",
+    )
+    session_ttl_s: float = Field(43200.0, gt=0, description="Lifetime of a session token from `POST /api/v1/login`.")
+    token_cache_s: float = Field(
+        5.0, ge=0, description="A verified token is trusted this long before it is checked again "
+        "(a revocation or role change made by another process takes effect within it)."
+    )
+    token_use_audit_s: float = Field(
+        60.0, ge=0, description="A token's use is written to the audit log at most once per this many seconds."
+    )
+    password_min_length: int = Field(8, ge=1, le=1024, description="Shortest password accepted.")
+    argon2_time_cost: int = Field(3, ge=1, le=100, description="Argon2id passes (password hashing).")
+    argon2_memory_kib: int = Field(65536, ge=8, le=4 * 1024 * 1024, description="Argon2id memory, KiB.")
+    argon2_parallelism: int = Field(4, ge=1, le=64, description="Argon2id lanes.")
+
+
+class PiiSettings(_Frozen):
+    """Encryption of personal data at rest (`[pii]`, see docs/security.md)."""
+
+    key_file: Path | None = Field(
+        None,
+        description="File of Fernet keys, one per line, the first the current one (`sensorium pii "
+        "keygen` prints a key). The environment variable `SENSORIUM_PII_KEYS` (comma-separated, first "
+        "= current) wins over it. User names, e-mails and the `pii` part of documents are encrypted "
+        "with it; without a key, storing personal data is refused.",
+    )
+
+
 class Settings(BaseSettings):
     """The effective configuration. Build it with :func:`load_settings`."""
 
@@ -349,7 +384,8 @@ class Settings(BaseSettings):
     host: str = Field(DEFAULT_HOST, description="HTTP listen address.")
     port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="HTTP listen port.")
     auth_token: SecretStr | None = Field(
-        None, description="If set, writes and queries need `Authorization: Token <auth_token>`."
+        None, description="An admin token: `Authorization: Token <auth_token>` (setting it turns "
+        "`[auth]` on unless `auth.enabled = false`; users and their tokens: docs/security.md)."
     )
     default_bucket: str = Field("default", description="Bucket used when a request names none.")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 past it).")
@@ -425,8 +461,10 @@ class Settings(BaseSettings):
     commands: CommandSettings = CommandSettings()
     cluster: ClusterSettings = ClusterSettings()
     registry: RegistrySettings = RegistrySettings()
-    agent: AgentSettings = AgentSettings()
     automations: AutomationSettings = AutomationSettings()
+    auth: AuthSettings = AuthSettings()
+    pii: PiiSettings = PiiSettings()
+    agent: AgentSettings = AgentSettings()
 
     @classmethod
     def settings_customise_sources(

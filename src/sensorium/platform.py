@@ -83,6 +83,7 @@ from sensorium.workers import (
 Key = tuple[str, str]
 Role = Literal["all", "ingest", "api"]
 if TYPE_CHECKING:
+    from sensorium.auth.principal import Principal
     from sensorium.log.nats import JetStreamLog
     from sensorium.registry.store import RegistryStore
     from sensorium.store.postgres import PostgresStore
@@ -292,8 +293,10 @@ class Sensorium:
         self._auto_register = rs.auto_register and not self.read_only
         if self.role == "ingest" and not rs.auto_register:
             return None
+        from sensorium import pii
         from sensorium.registry import RegistryUnavailable, open_registry
 
+        pii.configure(self.settings.pii.key_file)  # users' names and e-mails are encrypted
         read_only = self.read_only and self.role != "api"
         try:
             store = open_registry(rs, self.dir, clock=self.clock, read_only=read_only)
@@ -305,6 +308,14 @@ class Sensorium:
             store = None
         if store is None:
             self._auto_register = False
+        elif self.role != "ingest":  # personal data stored and no key to read it: say so now
+            from sensorium.pii.store import check_keys
+
+            try:
+                check_keys(store)
+            except BaseException:
+                store.close()
+                raise
         return store
 
     def _registry_tables(self) -> Any:
@@ -526,8 +537,11 @@ class Sensorium:
         precision: str = "ns",
         source: str = "api",
         accept_partial: bool = True,
+        principal: Principal | None = None,
     ) -> WriteResult:
-        """Parse and store a body of line protocol (``fmt="lp"``) or JSON readings (``"json"``)."""
+        """Parse and store a body of line protocol (``fmt="lp"``) or JSON readings (``"json"``).
+        ``principal``: a restricted writer's points of devices outside its scope are rejected
+        (rule ``access``)."""
         now = self.clock()
         bucket = bucket or self.settings.default_bucket
         b = bucket
@@ -550,6 +564,7 @@ class Sensorium:
             source=f"{source} {fmt}/{precision}",
             accept_partial=accept_partial,
             prevalidated=pre,
+            devices=principal.devices if principal is not None else None,
         )
 
     def write_parsed(
@@ -562,6 +577,7 @@ class Sensorium:
         record_rejects: bool = True,
         direct: bool = False,
         prevalidated: dict[str, Any] | None = None,
+        devices: frozenset[str] | None = None,
     ) -> WriteResult:
         """Validate and store parsed batches. ``record_rejects=False`` keeps rejects out of the
         dead-letter store (used when replaying dead letters, which are already there).
@@ -584,6 +600,18 @@ class Sensorium:
         rule_counts: dict[str, int] = {}
         flagged = 0
         for m, table in parsed.batches.items():
+            denied = None
+            if devices is not None:  # a restricted writer: only its devices' points
+                table, denied = _split_by_devices(table, devices)
+                if denied is not None:
+                    lines, devs = denied
+                    for ln, dev in zip(lines, devs, strict=True):
+                        why = (f"device {dev!r} is not in the writer's locations" if dev is not None
+                               else "a point without device_id cannot be attributed to the writer's locations")
+                        rejects.append(Reject(ln, why, parsed.raw(ln), m, "access"))
+                        reject_devices.append(dev)
+                    if not table.num_rows:
+                        continue
             with self._schema_lock:
                 kept, bad, conflicts = self.registry.check(bucket, m, table)
             trimmed = bool(bad.any())  # rows were removed: a worker's validation no longer applies
@@ -604,7 +632,7 @@ class Sensorium:
                 rule_counts["range:unsigned"] = rule_counts.get("range:unsigned", 0) + len(lines)
             if not kept.num_rows:
                 continue
-            pre = prevalidated.get(m) if prevalidated is not None and not trimmed else None
+            pre = prevalidated.get(m) if prevalidated is not None and not trimmed and denied is None else None
             vr = pre if pre is not None else self.validator.validate(m, kept)
             res.duplicates += vr.duplicates
             for k, v in vr.counts.items():
@@ -637,6 +665,10 @@ class Sensorium:
         if not record_rejects:
             rejects_to_log: list[Reject] = []
             reject_devices = []
+        elif devices is not None:  # refused points are not bad data: never dead letters to replay
+            keep = [i for i, r in enumerate(rejects) if r.rule != "access"]
+            rejects_to_log = [rejects[i] for i in keep]
+            reject_devices = [reject_devices[i] for i in keep]
         else:
             rejects_to_log = rejects
         if res.accepted_rows or rejects_to_log or res.duplicates:
@@ -831,9 +863,10 @@ class Sensorium:
         bucket: str | None = None,
         tags: dict[str, str] | None = None,
         by: list[str] | None = None,
+        principal: Principal | None = None,
     ) -> tuple[pa.Table, str]:
         """A downsampled series (one value per ``every``), from the coarsest rollup that fits,
-        else from raw data. Returns (table, table read)."""
+        else from raw data. Returns (table, table read). ``principal``: as in :meth:`query`."""
         from sensorium.query.downsample import duration_ns, parse_time, plan
 
         bucket = bucket or self.settings.default_bucket
@@ -856,7 +889,7 @@ class Sensorium:
             measurement, field, start_ns=start_ns, end_ns=end_ns, every=every, agg=agg, tags=tags,
             by=by or [], rollups=rollups, raw_columns={c for c, r in cols.items() if r != "tag"},
         )
-        return self.query(p.sql, bucket), p.source
+        return self.query(p.sql, bucket, principal=principal), p.source
 
     # -- flushing ------------------------------------------------------------------------------
     def flush(self, force: bool = False) -> int:
@@ -956,14 +989,77 @@ class Sensorium:
         except SensoriumError:
             return None
 
-    def query(self, sql: str, bucket: str | None = None) -> pa.Table:
+    def query(self, sql: str, bucket: str | None = None, *, principal: Principal | None = None) -> pa.Table:
+        """Sandboxed SQL. ``principal``: whom it runs for — a user's or guest's query sees only
+        the devices of their locations in every table (the engine filters each view); None or an
+        admin: everything (internal callers)."""
         t0 = time.perf_counter()
+        scope = principal.scope if principal is not None else None
         try:
-            return self.engine.execute(sql, bucket or self.settings.default_bucket)
+            return self.engine.execute(sql, bucket or self.settings.default_bucket, scope)
         finally:
             self.metrics.query_seconds.observe(time.perf_counter() - t0)
 
     def latest(
+        self, bucket: str | None = None, measurement: str | None = None, *,
+        principal: Principal | None = None, **tags: str,
+    ) -> list[dict[str, Any]]:
+        """Latest values per series (``principal``: only its devices' series)."""
+        rows = self._latest(bucket, measurement, **tags)
+        if principal is not None and principal.restricted:
+            rows = [r for r in rows if principal.allows_device((r.get("tags") or {}).get("device_id"))]
+        return rows
+
+    # -- alerts as a principal sees them ---------------------------------------------------------
+    def list_alerts(
+        self, *, principal: Principal | None = None, limit: int = 100, offset: int = 0, **filters: Any,
+    ) -> list[dict[str, Any]]:
+        """Alerts, newest change first (``AlertStore.list`` filters). A restricted principal sees
+        the alerts whose ``device_id`` tag is one of its devices (pages are taken after that)."""
+        if self.alerts is None:
+            raise NotFound("the stream processor is off (stream.enabled = false): no alerts")
+        if principal is None or not principal.restricted:
+            return self.alerts.list(limit=limit, offset=offset, **filters)
+        return self._visible_alerts(principal, filters)[offset:offset + limit]
+
+    def _visible_alerts(self, principal: Principal, filters: dict[str, Any]) -> list[dict[str, Any]]:
+        assert self.alerts is not None
+        out: list[dict[str, Any]] = []
+        page, start = 1000, 0
+        while True:
+            chunk = self.alerts.list(limit=page, offset=start, **filters)
+            out += [a for a in chunk if principal.allows_device((a.get("tags") or {}).get("device_id"))]
+            if len(chunk) < page:
+                return out
+            start += page
+
+    def alert_counts(self, principal: Principal | None = None) -> dict[str, Any]:
+        """``AlertStore.counts()``, over the alerts ``principal`` may see."""
+        if self.alerts is None:
+            raise NotFound("the stream processor is off (stream.enabled = false): no alerts")
+        if principal is None or not principal.restricted:
+            return self.alerts.counts()
+        seen = self._visible_alerts(principal, {})
+        firing = [a for a in seen if a["state"] == "firing"]
+        acked = sum(1 for a in firing if a["acknowledged"])
+        by_sev: dict[str, int] = {}
+        for a in firing:
+            by_sev[a["severity"]] = by_sev.get(a["severity"], 0) + 1
+        return {"total": len(seen), "firing": len(firing), "resolved": len(seen) - len(firing),
+                "acknowledged": acked, "unacknowledged": len(firing) - acked,
+                "flapping": sum(1 for a in firing if a["flapping"]), "by_severity": dict(sorted(by_sev.items()))}
+
+    def get_alert(self, alert_id: str, *, principal: Principal | None = None) -> dict[str, Any]:
+        """One alert with its events; 404 when it does not exist or ``principal`` may not see it."""
+        if self.alerts is None:
+            raise NotFound("the stream processor is off (stream.enabled = false): no alerts")
+        item = self.alerts.get(alert_id)
+        if item is None or (principal is not None and not principal.allows_device(
+                (item.get("tags") or {}).get("device_id"))):
+            raise NotFound(f"no alert with id {alert_id!r}")
+        return item
+
+    def _latest(
         self, bucket: str | None = None, measurement: str | None = None, **tags: str
     ) -> list[dict[str, Any]]:
         bucket = bucket or self.settings.default_bucket
@@ -1180,6 +1276,27 @@ def _split_oversize_unsigned(
     rows = np.flatnonzero(bad)
     lines = table[LINE].to_numpy()[rows].tolist() if LINE in table.column_names else (rows + 1).tolist()
     return table.filter(pa.array(~bad)), (lines, [reasons[int(i)] for i in rows], _device_ids(table, bad))
+
+
+def _split_by_devices(
+    table: pa.Table, devices: frozenset[str]
+) -> tuple[pa.Table, tuple[list[int], list[str | None]] | None]:
+    """(the rows whose ``device_id`` is in ``devices``, (line numbers, device ids) of the others
+    or None when there are none)."""
+    if "device_id" in table.column_names:
+        ids = table["device_id"]
+        if pa.types.is_dictionary(ids.type):
+            ids = ids.cast(pa.string())
+        ok = pc.fill_null(pc.is_in(ids, value_set=pa.array(sorted(devices), pa.string())), False)
+    else:
+        ok = pa.array(np.zeros(table.num_rows, dtype=bool))
+    if bool(pc.all(ok).as_py()) if table.num_rows else True:
+        return table, None
+    bad = pc.invert(ok)
+    denied = table.filter(bad)
+    devs = (denied["device_id"].cast(pa.string()).to_pylist() if "device_id" in denied.column_names
+            else [None] * denied.num_rows)
+    return table.filter(ok), (denied[LINE].to_pylist(), devs)
 
 
 def _accumulate(total: WriteResult, res: WriteResult) -> None:

@@ -109,7 +109,9 @@ def test_other_hosts(host: str) -> None:
 
 
 def test_a_non_loopback_bind_answers_403_on_every_dashboard_route(tmp_path: Path, clock: FakeClock) -> None:
-    p = Sensorium(make_settings(tmp_path / "d", host="0.0.0.0"), clock=clock, background=False)
+    # authentication explicitly off (it is on by default off loopback: tests/auth)
+    p = Sensorium(make_settings(tmp_path / "d", host="0.0.0.0", auth={"enabled": False}), clock=clock,
+                  background=False)
     try:
         with TestClient(create_app(p), raise_server_exceptions=False) as c:
             page = c.get("/")

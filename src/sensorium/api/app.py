@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from sensorium import __version__
 from sensorium.api.body import json_response as _json
 from sensorium.api.body import read_body
-from sensorium.errors import BadRequest, SensoriumError, Unauthorized
+from sensorium.errors import BadRequest, SensoriumError
 from sensorium.platform import Sensorium, WriteResult
 
 log = logging.getLogger("sensorium.api")
@@ -90,17 +90,16 @@ def create_app(platform: Sensorium) -> FastAPI:
         log.exception("unexpected error on %s", request.url.path)
         return _json({"code": "internal", "message": f"internal error: {type(exc).__name__}"}, 500)
 
+    # users, tokens, roles and per-location access (sensorium.auth, docs/security.md): the
+    # middleware authenticates every request; check_auth applies the route's policy and leaves
+    # the principal on request.state.principal (its access scope on request.state.registry_scope)
+    from sensorium.auth.http import install as install_auth
+    from sensorium.auth.http import principal_of
+
+    auth = install_auth(app, platform)
+
     def check_auth(request: Request) -> None:
-        if s.auth_token is None:
-            return
-        want = s.auth_token.get_secret_value()
-        h = request.headers.get("authorization", "")
-        scheme, _, cred = h.partition(" ")
-        if scheme.lower() in ("token", "bearer") and cred.strip() == want:
-            return
-        if request.query_params.get("p") == want:  # InfluxDB v1 ?u=&p=
-            return
-        raise Unauthorized("missing or wrong token: send 'Authorization: Token <token>'")
+        auth.check(request)
 
     async def ingest(
         request: Request,
@@ -121,6 +120,7 @@ def create_app(platform: Sensorium) -> FastAPI:
             precision=precision,
             source=source,
             accept_partial=accept_partial,
+            principal=principal_of(request),
         )
         platform.metrics.requests.labels(request.url.path, "400" if res.rejects else "204").inc()
         if not res.rejects:
@@ -182,7 +182,7 @@ def create_app(platform: Sensorium) -> FastAPI:
         check_auth(request)
         if not sql:
             raise BadRequest("missing `sql`: pass a SELECT statement (query parameter or body)")
-        table = await asyncio.to_thread(platform.query, sql, bucket)
+        table = await asyncio.to_thread(lambda: platform.query(sql, bucket, principal=principal_of(request)))
         accept = request.headers.get("accept", "")
         fmt = (fmt or ("arrow" if ARROW_STREAM in accept else "csv" if "text/csv" in accept else "json")).lower()
         if fmt == "json":
@@ -245,8 +245,11 @@ def create_app(platform: Sensorium) -> FastAPI:
     ) -> Response:
         """Last value of each field per series (last-value cache)."""
         check_auth(request)
-        tags = {k: v for k, v in request.query_params.items() if k not in ("bucket", "measurement")}
-        rows = await asyncio.to_thread(platform.latest, bucket, measurement, **tags)
+        tags = {k: v for k, v in request.query_params.items() if k not in ("bucket", "measurement", "p", "u")}
+        if "principal" in tags:
+            raise BadRequest("`principal` is not a tag filter of /api/v1/latest")
+        rows = await asyncio.to_thread(
+            lambda: platform.latest(bucket, measurement, principal=principal_of(request), **tags))
         for r in rows:
             t = r["time"]
             if not isinstance(t, str):
@@ -358,4 +361,11 @@ def create_app(platform: Sensorium) -> FastAPI:
     from sensorium.api import agent_routes
 
     agent_routes.register(app, platform, check_auth, table_to_json)
+    from sensorium.api import search_routes
+
+    search_routes.register(app, platform, check_auth, table_to_json)
+    from sensorium.api import auth_routes, document_routes
+
+    auth_routes.register(app, platform, check_auth, table_to_json)
+    document_routes.register(app, platform, check_auth, table_to_json)
     return app

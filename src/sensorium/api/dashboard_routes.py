@@ -2,9 +2,11 @@
 server-sent events it reads (overview, devices, registry, device charts downsampled to the
 chart's pixel width).
 
-Until access control exists (issue #6) the dashboard is served on loopback only: when the
-server listens on any other address (``sensorium up --host 0.0.0.0``) every route here answers
-**403** with the reason. The rest of the API is unaffected (``auth_token`` guards it).
+With authentication off (``[auth] enabled = false``) the dashboard is served on loopback only:
+when such a server listens on any other address every route here answers **403** with the
+reason. With authentication on (the default off loopback) it is served anywhere: the page asks
+for a token (or a session from ``POST /api/v1/login``), and a user or guest sees the devices
+and alerts of their own locations only (docs/security.md).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from sensorium.api.dashboard import (
     search,
 )
 from sensorium.api.dashboard._fleet import DEFAULT_OFFLINE_AFTER
+from sensorium.auth.http import principal_of
+from sensorium.auth.principal import Forbidden, Principal
 from sensorium.errors import BadRequest, SensoriumError
 from sensorium.platform import Sensorium
 from sensorium.query.downsample import duration_ns
@@ -57,10 +61,18 @@ class DashboardForbidden(SensoriumError):
 
 def forbidden_message(host: str) -> str:
     return (
-        f"the dashboard is served on loopback only until access control exists, and this server "
-        f"listens on {host}: start it with --host 127.0.0.1 (the default) and reach it from "
-        f"elsewhere through an SSH tunnel (ssh -L 7400:127.0.0.1:7400 server)"
+        f"with authentication off the dashboard is served on loopback only, and this server "
+        f"listens on {host}: turn [auth] on, or start it with --host 127.0.0.1 (the default) and "
+        f"reach it from elsewhere through an SSH tunnel (ssh -L 7400:127.0.0.1:7400 server)"
     )
+
+
+def scoped_overview(ov: dict[str, Any], p: Principal, rows: list[dict[str, Any]], alerts: Any) -> dict[str, Any]:
+    """The overview as a user or guest sees it: their devices and their alerts (ingest rate,
+    data quality, storage and the stream's state stay platform-wide numbers)."""
+    online = sum(1 for d in rows if d["status"] == "online")
+    devices = {**ov["devices"], "total": len(rows), "online": online, "offline": len(rows) - online}
+    return {**ov, "devices": devices, "alerts": alerts}
 
 
 def _forbidden_page(host: str) -> Response:
@@ -77,12 +89,27 @@ def register(app: FastAPI, platform: Sensorium, check_auth: Callable[[Request], 
     static = StaticFiles(STATIC_DIR)
     overview_state = Overview(platform)
     host = platform.settings.host
+    served = is_loopback(host) or app.state.auth.auth.enabled
 
-    def guard(request: Request, *, auth: bool = True) -> None:
-        if not is_loopback(host):
+    def guard(request: Request, *, auth: bool = True) -> Principal | None:
+        if not served:
             raise DashboardForbidden(forbidden_message(host), host=host)
         if auth:
             check_auth(request)
+            return principal_of(request)
+        return None
+
+    def mine(p: Principal | None, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if p is None or not p.restricted:
+            return rows
+        return [d for d in rows if p.allows_device(d["device_id"])]
+
+    def overview_for(p: Principal | None, bucket: str, after: int) -> dict[str, Any]:
+        ov = overview_state.get(bucket, after)
+        if p is None or not p.restricted:
+            return ov
+        rows = mine(p, devices(platform, bucket, platform.clock(), after))
+        return scoped_overview(ov, p, rows, platform.alert_counts(p) if platform.alerts is not None else None)
 
     def offline_ns(text: str) -> int:
         try:
@@ -97,7 +124,7 @@ def register(app: FastAPI, platform: Sensorium, check_auth: Callable[[Request], 
     @app.get("/", include_in_schema=False)
     async def dashboard_page() -> Response:
         """The dashboard (one page; views are ``#/devices``, ``#/alerts``, ...)."""
-        if not is_loopback(host):
+        if not served:
             return _forbidden_page(host)
         page = static.get("index.html")
         assert page is not None, "the dashboard's index.html is missing from the package"
@@ -122,8 +149,8 @@ def register(app: FastAPI, platform: Sensorium, check_auth: Callable[[Request], 
         offline_after: str = Query(DEFAULT_OFFLINE_AFTER, description="Age past which a device is offline"),
     ) -> Response:
         """Ingest rate, devices online/offline, alerts, data quality, storage, stream state."""
-        guard(request)
-        out = await asyncio.to_thread(overview_state.get, bucket_of(bucket), offline_ns(offline_after))
+        p = guard(request)
+        out = await asyncio.to_thread(overview_for, p, bucket_of(bucket), offline_ns(offline_after))
         return _json(out)
 
     @app.get("/api/v1/dashboard/devices", tags=["dashboard"])
@@ -135,14 +162,14 @@ def register(app: FastAPI, platform: Sensorium, check_auth: Callable[[Request], 
         offline_after: str = Query(DEFAULT_OFFLINE_AFTER),
     ) -> Response:
         """Devices seen in the telemetry, with location, status and last values."""
-        guard(request)
+        p = guard(request)
         if status is not None and status not in STATUSES:
             raise BadRequest(f"status must be online or offline; got {status!r}")
         after = offline_ns(offline_after)
 
         def run() -> dict[str, Any]:
             now = platform.clock()
-            rows = devices(platform, bucket_of(bucket), now, after)
+            rows = mine(p, devices(platform, bucket_of(bucket), now, after))
             found = search(rows, q, status)
             return {"now": now / 1e9, "total": len(rows), "devices": found}
 
@@ -153,12 +180,12 @@ def register(app: FastAPI, platform: Sensorium, check_auth: Callable[[Request], 
         request: Request, bucket: str | None = Query(None), offline_after: str = Query(DEFAULT_OFFLINE_AFTER),
     ) -> Response:
         """Locations → rooms → devices, derived from telemetry tags (no registry yet: #6)."""
-        guard(request)
+        p = guard(request)
         after = offline_ns(offline_after)
 
         def run() -> dict[str, Any]:
             now = platform.clock()
-            rows = devices(platform, bucket_of(bucket), now, after)
+            rows = mine(p, devices(platform, bucket_of(bucket), now, after))
             return {"now": now / 1e9, "source": "telemetry tags: location, room, device_id, sensor_type",
                     "devices": len(rows), "locations": registry_tree(rows)}
 
@@ -175,7 +202,8 @@ def register(app: FastAPI, platform: Sensorium, check_auth: Callable[[Request], 
         bucket: str | None = Query(None),
     ) -> Response:
         """Every numeric field of one device (mean, min, max and anomaly score per bucket) and
-        its alerts, downsampled server-side to ``width`` buckets at most."""
+        its alerts, downsampled server-side to ``width`` buckets at most. A user or guest: a
+        device of their locations only (403 otherwise, from the route's policy)."""
         guard(request)
         out = await asyncio.to_thread(
             device_charts, platform, device_id, start=start, end=end, width=width,
@@ -196,7 +224,10 @@ def register(app: FastAPI, platform: Sensorium, check_auth: Callable[[Request], 
         ``device`` (that device's newest values); with ``alerts=true``, ``alert`` and ``ack`` as
         they happen (as on /api/v1/alerts/stream). Each stream ends after 5 s and the browser
         reconnects at once (``retry: 250``): a stopping server never waits on an open dashboard."""
-        guard(request)
+        p = guard(request)
+        assert p is not None
+        if device_id is not None and not p.allows_device(device_id):
+            raise Forbidden(f"device {device_id!r} is not in {p.id!r}'s locations", device_id=device_id)
         after = offline_ns(offline_after)
         b = bucket_of(bucket)
 
@@ -216,7 +247,7 @@ def register(app: FastAPI, platform: Sensorium, check_auth: Callable[[Request], 
                 while not await request.is_disconnected() and loop.time() < until:
                     if loop.time() >= tick:
                         tick = loop.time() + interval
-                        ov = await asyncio.to_thread(overview_state.get, b, after)
+                        ov = await asyncio.to_thread(overview_for, p, b, after)
                         yield b"event: overview\ndata: " + orjson.dumps(ov) + b"\n\n"
                         if device_id is not None:
                             dev = await asyncio.to_thread(device_now)
@@ -226,7 +257,7 @@ def register(app: FastAPI, platform: Sensorium, check_auth: Callable[[Request], 
                         await asyncio.sleep(wait)
                         continue
                     item = await sub.next(timeout=wait)
-                    if item is not None:
+                    if item is not None and p.allows_device((item.data.get("tags") or {}).get("device_id")):
                         yield item.sse().encode()
             finally:
                 if sub is not None:

@@ -11,6 +11,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from sensorium.api.body import json_response as _json
+from sensorium.auth.http import principal_of
 from sensorium.errors import BadRequest, NotFound
 from sensorium.platform import Sensorium
 
@@ -38,19 +39,21 @@ def register(app: FastAPI, platform: Sensorium, check_auth: Callable[[Request], 
         check_auth(request)
         if state is not None and state not in ALERT_STATES:
             raise BadRequest(f"state must be one of {', '.join(ALERT_STATES)}; got {state!r}")
-        store = alerts()
+        alerts()
+        p = principal_of(request)  # a user's or guest's: the alerts of their devices only
         await asyncio.to_thread(platform.process_pending)
         items = await asyncio.to_thread(
-            store.list, state=state, rule=rule, severity=severity, series_contains=series,
-            limit=limit, offset=offset,
+            lambda: platform.list_alerts(principal=p, state=state, rule=rule, severity=severity,
+                                         series_contains=series, limit=limit, offset=offset)
         )
-        return _json({"alerts": items, "counts": store.counts()})
+        return _json({"alerts": items, "counts": await asyncio.to_thread(platform.alert_counts, p)})
 
     @app.get("/api/v1/alerts/stream", tags=["alerts"])
     async def alert_stream(request: Request, rule: str | None = Query(None)) -> StreamingResponse:
         """Server-sent events: one ``alert`` event per alert change (``id`` = idempotency key),
         ``ack`` events for acknowledgements, a comment every 15 s to keep the connection open."""
         check_auth(request)
+        p = principal_of(request)
         sub = alerts().subscribe()
 
         async def events() -> AsyncIterator[bytes]:
@@ -63,6 +66,8 @@ def register(app: FastAPI, platform: Sensorium, check_auth: Callable[[Request], 
                         continue
                     data = item.to_dict() if hasattr(item, "to_dict") else dict(item)
                     if rule is not None and data.get("rule") not in (None, rule):
+                        continue
+                    if p.restricted and not p.allows_device((data.get("tags") or {}).get("device_id")):
                         continue
                     kind = data.get("event", "alert")
                     key = data.get("key") or f"{data.get('alert_id', '')}:ack"
@@ -87,10 +92,8 @@ def register(app: FastAPI, platform: Sensorium, check_auth: Callable[[Request], 
     @app.get("/api/v1/alerts/{alert_id}", tags=["alerts"])
     async def get_alert(request: Request, alert_id: str) -> Response:
         check_auth(request)
-        item = alerts().get(alert_id)
-        if item is None:
-            raise NotFound(f"no alert with id {alert_id!r}")
-        return _json(item)
+        alerts()
+        return _json(await asyncio.to_thread(lambda: platform.get_alert(alert_id, principal=principal_of(request))))
 
     @app.post("/api/v1/alerts/{alert_id}/ack", tags=["alerts"])
     async def ack_alert(request: Request, alert_id: str) -> Response:
@@ -108,6 +111,11 @@ def register(app: FastAPI, platform: Sensorium, check_auth: Callable[[Request], 
         by, note = data.get("by", "api"), data.get("note")
         if not isinstance(by, str) or (note is not None and not isinstance(note, str)):
             raise BadRequest("'by' and 'note' must be strings")
+        p = principal_of(request)
+        alerts()
+        await asyncio.to_thread(lambda: platform.get_alert(alert_id, principal=p))  # 404 unless visible
+        if p.via != "local":  # authenticated: the acknowledgement is the caller's
+            by = p.id
         return _json(await asyncio.to_thread(alerts().ack, alert_id, by, note))
 
     @app.get("/api/v1/rules", tags=["alerts"])
@@ -152,9 +160,12 @@ def register(app: FastAPI, platform: Sensorium, check_auth: Callable[[Request], 
         check_auth(request)
         known = {"measurement", "field", "start", "end", "every", "agg", "bucket", "by"}
         tags = {k: v for k, v in request.query_params.items() if k not in known}
+        tags = {k: v for k, v in tags.items() if k not in ("p", "u")}  # credentials, not tags
         table, source = await asyncio.to_thread(
-            platform.series, measurement, field, start=start, end=end, every=every, agg=agg,
-            bucket=bucket, tags=tags, by=[b.strip() for b in by.split(",") if b.strip()] if by else None,
+            lambda: platform.series(
+                measurement, field, start=start, end=end, every=every, agg=agg, bucket=bucket, tags=tags,
+                by=[b.strip() for b in by.split(",") if b.strip()] if by else None,
+                principal=principal_of(request)),
         )
         out = to_json(table)
         out["source"] = source

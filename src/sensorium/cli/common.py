@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,10 +22,16 @@ UrlOpt = Annotated[str | None, typer.Option("--url", help="Talk to a running ser
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table or json.")]
 BucketOpt = Annotated[str | None, typer.Option("--bucket", "-b", help="Bucket (default: `default`).")]
 LimitOpt = Annotated[int, typer.Option(help="At most this many.")]
+#: the token `--url` commands send (``Authorization: Token ...``) to a server with auth on
+TOKEN_ENV = "SENSORIUM_TOKEN"
 
 
 def settings(config: Path | None, **overrides: Any) -> Settings:
-    return load_settings(config, **overrides)
+    from sensorium import pii
+
+    s = load_settings(config, **overrides)
+    pii.configure(s.pii.key_file)  # a registry opened by the command may hold encrypted personal data
+    return s
 
 
 def parse_duration(text: str) -> float:
@@ -39,6 +46,9 @@ def parse_duration(text: str) -> float:
 def http(url: str, method: str, path: str, **kw: Any) -> Any:
     import httpx
 
+    token = os.environ.get(TOKEN_ENV)
+    if token and "headers" not in kw:  # a server with authentication on (docs/security.md)
+        kw["headers"] = {"Authorization": f"Token {token}"}
     try:
         r = httpx.request(method, url.rstrip("/") + path, timeout=60, **kw)
     except httpx.HTTPError as exc:

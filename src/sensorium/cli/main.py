@@ -44,6 +44,9 @@ from sensorium.cli.common import settings as _settings
 from sensorium.cli.detect import detect_app
 from sensorium.cli.forecast import forecast as forecast_command
 from sensorium.cli.registry import graph_app, registry_app
+from sensorium.cli.search import search as search_command
+from sensorium.cli.users import audit as audit_command
+from sensorium.cli.users import pii_app, tokens_app, users_app
 from sensorium.errors import SensoriumError
 
 app = typer.Typer(
@@ -61,12 +64,17 @@ app.add_typer(alerts_app, name="alerts")
 app.add_typer(rules_app, name="rules")
 app.command("forecast")(forecast_command)
 app.command("ask")(ask_command)
+app.command("search")(search_command)
 app.command("command")(device_command)
 app.add_typer(detect_app, name="detect")
 app.add_typer(registry_app, name="registry")
 app.add_typer(graph_app, name="graph")
 app.add_typer(automations_app, name="automations")
 app.add_typer(notifications_app, name="notifications")
+app.add_typer(users_app, name="users")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(pii_app, name="pii")
+app.command("audit")(audit_command)
 app.command("ingest")(cluster_cli.ingest)
 app.command("worker")(cluster_cli.worker)
 app.command("api")(cluster_cli.api)
@@ -102,9 +110,26 @@ def up(
                 err.print(f"{rules}:{p.line}: {p.message}")
             raise typer.Exit(2)
         s = s.model_copy(update={"stream": s.stream.model_copy(update={"rules_file": rules})})
+    from sensorium.auth.service import auth_enabled
+
+    secure = auth_enabled(s)
+    configured_token = s.auth_token is not None
+    if simulate and secure and s.auth_token is None:  # the simulator's own admin token, never shown
+        import secrets
+
+        from pydantic import SecretStr
+
+        s = s.model_copy(update={"auth_token": SecretStr(secrets.token_urlsafe(32))})
     platform = Sensorium(s)
     url = f"http://{s.host}:{s.port}"
     console.print(f"[bold green]Sensorium[/] listening on [link={url}]{url}[/] · data in {s.data_dir.resolve()}")
+    if secure:
+        from sensorium.auth.service import Auth
+
+        admins = Auth(s, platform.registry_store).admins() if platform.registry_store is not None else 0
+        console.print("authentication is on: every request needs a token (docs/security.md)"
+                      + ("" if admins or configured_token else
+                         " — there is no admin with a password yet: `sensorium users add ID --role admin`"))
     if platform.replayed:
         console.print(f"replayed {platform.replayed} log records after an unclean stop")
     server = uvicorn.Server(uvicorn.Config(create_app(platform), host=s.host, port=s.port, log_level="warning", access_log=False))

@@ -18,10 +18,11 @@ exactly one of the two.
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import duckdb
 import pyarrow as pa
@@ -42,6 +43,18 @@ MACROS = (
 
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+#: The tag that names a point's device: a restricted query sees the rows whose value is in its
+#: scope (:attr:`DeviceScope.devices`), and none of a table without the column.
+DEVICE_COLUMN = "device_id"
+
+
+class DeviceScope(Protocol):
+    """What a restricted query may read (an :class:`~sensorium.registry.scope.AccessScope`)."""
+
+    @property
+    def devices(self) -> frozenset[str]: ...
 
 
 class QueryEngine:
@@ -152,16 +165,30 @@ class QueryEngine:
 
     def connect(
         self, bucket: str, names: set[str], derived: set[str] | None = None,
-        extra: set[str] | None = None,
+        extra: set[str] | None = None, scope: DeviceScope | None = None,
     ) -> duckdb.DuckDBPyConnection:
+        """A cursor where each of ``names`` is a view. With ``scope`` (a restricted user), every
+        telemetry and derived view keeps only the rows whose ``device_id`` is in
+        ``scope.devices`` — a semi-join against a registered Arrow table of those ids, no SQL
+        built from them — a table without ``device_id`` is empty, and the registry tables are
+        the scope's rows (``extra.table(..., scope)``). The unfiltered parts are registered under
+        random names, so only the filtered views are reachable by name; joins, subqueries and
+        CTEs can only ever read those views."""
         con = self._base().cursor()
         derived = derived or set()
         extra_names = extra or set()
+        tag, allowed = "", ""
+        if scope is not None:
+            tag = secrets.token_hex(8)
+            allowed = f"__allowed_{tag}"
+            con.register(allowed, pa.table({DEVICE_COLUMN: pa.array(sorted(scope.devices), pa.string())}))
         for i, name in enumerate(sorted(names)):
             stored = None
             if name in extra_names:  # a plain Arrow table (no `time` to convert)
-                con.register(f"__extra_{i}", self.extra.table(bucket, name))
-                con.execute(f"CREATE TEMP VIEW {_q(name)} AS SELECT * FROM __extra_{i}")
+                table = (self.extra.table(bucket, name) if scope is None
+                         else self.extra.table(bucket, name, scope))
+                con.register(f"__extra{tag}_{i}", table)
+                con.execute(f"CREATE TEMP VIEW {_q(name)} AS SELECT * FROM __extra{tag}_{i}")
                 continue
             if name in derived:
                 hot, version = self.derived.view(bucket, name)
@@ -179,36 +206,49 @@ class QueryEngine:
                     version = self.lake.version(bucket, name)
                 ds = self._dataset(bucket, name, version)
             parts = []
+            columns: set[str] = set()
             if ds is not None:
-                con.register(f"__lake_{i}", ds)
-                parts.append(f"SELECT * EXCLUDE ({DAY}) FROM __lake_{i}")
+                con.register(f"__lake{tag}_{i}", ds)
+                parts.append(f"SELECT * EXCLUDE ({DAY}) FROM __lake{tag}_{i}")
+                columns.update(ds.schema.names)
             if stored is not None and stored.num_rows:
-                con.register(f"__store_{i}", stored)
-                parts.append(f"SELECT * FROM __store_{i}")
+                con.register(f"__store{tag}_{i}", stored)
+                parts.append(f"SELECT * FROM __store{tag}_{i}")
+                columns.update(stored.column_names)
             if hot is not None and hot.num_rows:
-                con.register(f"__hot_{i}", hot)
-                parts.append(f"SELECT * FROM __hot_{i}")
+                con.register(f"__hot{tag}_{i}", hot)
+                parts.append(f"SELECT * FROM __hot{tag}_{i}")
+                columns.update(hot.column_names)
             if not parts:  # nothing stored yet: an empty table (with its columns when known)
                 empty = (
                     hot if hot is not None
                     else stored if stored is not None
                     else pa.table({"time": pa.array([], pa.int64())})
                 )
-                con.register(f"__empty_{i}", empty)
-                parts.append(f"SELECT * FROM __empty_{i}")
+                con.register(f"__empty{tag}_{i}", empty)
+                parts.append(f"SELECT * FROM __empty{tag}_{i}")
+                columns.update(empty.column_names)
             body = " UNION ALL BY NAME ".join(parts)
+            where = ""
+            if scope is not None:
+                where = (
+                    f" WHERE {_q(DEVICE_COLUMN)} IN (SELECT {_q(DEVICE_COLUMN)} FROM {allowed})"
+                    if DEVICE_COLUMN in columns else " WHERE false"
+                )
             con.execute(
                 f"CREATE TEMP VIEW {_q(name)} AS SELECT * REPLACE (make_timestamp_ns(time) AS time) "
-                f"FROM ({body})"
+                f"FROM ({body}){where}"
             )
         return con
 
-    def execute(self, sql: str, bucket: str) -> pa.Table:
-        """Run one sandboxed SELECT; raise :class:`QueryError`/``SandboxViolation`` on bad input."""
+    def execute(self, sql: str, bucket: str, scope: DeviceScope | None = None) -> pa.Table:
+        """Run one sandboxed SELECT; raise :class:`QueryError`/``SandboxViolation`` on bad input.
+        ``scope``: a restricted user's — every table reads only its devices' rows (see
+        :meth:`connect`)."""
         raw, derived = self.names(bucket)
         extra = self.extra_names(bucket, raw | derived)
         analysis = analyse(sql, raw | derived | extra)
-        con = self.connect(bucket, analysis.tables, derived, extra & analysis.tables)
+        con = self.connect(bucket, analysis.tables, derived, extra & analysis.tables, scope)
         timer = threading.Timer(self.timeout_s, con.interrupt)
         timer.start()
         t0 = time.perf_counter()

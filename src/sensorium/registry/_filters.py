@@ -15,7 +15,7 @@ from sensorium.registry.scope import AccessScope
 
 _UNFILTERABLE = frozenset({"capabilities"})
 _TEXT_COLUMNS: dict[str, tuple[str, ...]] = {
-    "user": ("email",),
+    "user": (),  # e-mail and name are encrypted: the store searches them after decryption
     "location": ("address",),
     "room": ("floor",),
     "device": ("type", "firmware"),
@@ -31,6 +31,9 @@ def conditions(kind: str, filters: Mapping[str, str], q: str | None) -> list[Col
     allowed = ("id", "name", *FIELDS[kind])
     conds: list[ColumnElement[bool]] = []
     for key, raw in filters.items():
+        if kind == "user" and (key in ("name", "email") or key.startswith("attributes.")):
+            conds.append(_user_filter(key, raw))
+            continue
         if key.startswith("attributes."):
             attr = key.split(".", 1)[1]
             if not attr:
@@ -53,6 +56,21 @@ def conditions(kind: str, filters: Mapping[str, str], q: str | None) -> list[Col
         conds.append(or_(*(c.ilike(pat, escape="\\") for c in cols)))
     return conds
 
+
+def _user_filter(key: str, raw: str) -> ColumnElement[bool]:
+    """Users' personal data is encrypted: an e-mail is found by its blind index (exact, case
+    insensitive); names and attributes cannot be searched."""
+    from sensorium.pii.keys import require
+    from sensorium.registry.models import User
+
+    if key != "email":
+        raise BadRequest(f"cannot filter users by {key!r}: it is encrypted personal data (filter "
+                         "by id, role or the exact email)")
+    if raw == "":
+        return User.email.is_(None)
+    return User.email_index.in_(require("an e-mail look-up").indexes(raw))
+
+
 def order(kind: str, sort: str | None) -> list[Any]:
     model = MODELS[kind]
     if not sort:
@@ -60,6 +78,8 @@ def order(kind: str, sort: str | None) -> list[Any]:
     desc = sort.startswith("-")
     key = sort.lstrip("-+")
     allowed = ("id", "name", "created_at", "updated_at", *(f for f in FIELDS[kind] if f not in _UNFILTERABLE))
+    if kind == "user" and key == "email":
+        raise BadRequest("cannot sort users by email: it is encrypted personal data")
     if key not in allowed:
         raise BadRequest(f"cannot sort {kind}s by {key!r}: sort by {', '.join(allowed)} (prefix - to reverse)")
     col = getattr(model, key)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sensorium.registry.models import Device, Entity, Relation
+from sensorium.registry.models import Device, Entity, Relation, User
 from sensorium.registry.schemas import FIELDS, iso
 
 
@@ -23,6 +23,9 @@ def entity_dict(e: Entity) -> dict[str, Any]:
     if isinstance(e, Device):
         out["first_seen_at"] = iso(e.first_seen_at)
     out["attributes"] = dict(e.attributes or {})
+    if isinstance(e, User):  # personal data, decrypted (see models.User)
+        out["name"] = e.display_name or e.name
+        out["attributes"] = dict(e.pii_attributes or {})
     out["created_at"] = iso(e.created_at)
     out["updated_at"] = iso(e.updated_at)
     return out

@@ -19,7 +19,7 @@ from sensorium.registry.db import WRITE, ensure_schema, make_engine
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: the newest revision in ``migrations/versions`` (a test keeps the two in step): opening a
 #: registry already at head then needs no Alembic import at all
-HEAD = "0002"
+HEAD = "0003"
 _PG_LOCK = 0x5E5E_0006  # advisory lock key of registry migrations
 
 

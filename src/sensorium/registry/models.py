@@ -31,8 +31,10 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
 
+from sensorium.pii.fields import PII, EncryptedJSON, EncryptedText
+from sensorium.pii.keys import require
 from sensorium.registry.rules import DEVICE_STATUSES, RELATION_TYPES, USER_ROLES
 
 ID_LEN = 128
@@ -98,13 +100,27 @@ def _parent_fk() -> Any:
 
 
 class User(Entity):
+    """Revision 0003: everything personal about a user is encrypted at rest (Fernet,
+    :mod:`sensorium.pii`): the e-mail, the name (``entities.name`` holds the id instead) and the
+    attributes (``entities.attributes`` stays empty); ``email_index`` is an HMAC blind index for
+    look-ups by e-mail; ``password_hash`` an Argon2id hash (:mod:`sensorium.auth`)."""
+
     __tablename__ = "users"
     __table_args__ = (CheckConstraint(_in("role", USER_ROLES), name="role"),)
     __mapper_args__ = {"polymorphic_identity": "user"}
 
     id: Mapped[str] = _parent_fk()
-    email: Mapped[str | None] = mapped_column(String(320), index=True)
+    email: Mapped[str | None] = mapped_column(EncryptedText(), info=PII)
     role: Mapped[str] = mapped_column(String(16), default="user")
+    email_index: Mapped[str | None] = mapped_column(String(64), index=True)
+    display_name: Mapped[str | None] = mapped_column(EncryptedText(), info=PII)
+    pii_attributes: Mapped[Any] = mapped_column(EncryptedJSON(), nullable=True, info=PII)
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+
+    @validates("email")
+    def _index_email(self, _key: str, value: str | None) -> str | None:
+        self.email_index = None if value is None else require("an e-mail address").index(value)
+        return value
 
 
 class Location(Entity):
@@ -237,6 +253,11 @@ MODELS: dict[str, type[Entity]] = {
     "ai_model": AIModel,
     "service": Service,
 }
+
+# the tables of credentials, the audit log and documents (issue #6) share the registry's database
+# and its migrations: importing them here puts them in ``Base.metadata``
+from sensorium.auth import models as _auth_models  # noqa: E402,F401
+from sensorium.documents import models as _document_models  # noqa: E402,F401
 
 __all__ = [
     "MODELS",

@@ -18,10 +18,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, or_, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
-from sensorium.errors import BadRequest, NotFound
+from sensorium.errors import BadRequest, NotFound, SensoriumError
 from sensorium.registry import migrate
 from sensorium.registry._filters import apply_scope, conditions, order
 from sensorium.registry._rows import Snapshot, entity_dict, ns_to_datetime, relation_dict
@@ -115,6 +115,10 @@ class RegistryStore:
                     yield s
             except OperationalError as exc:
                 raise RegistryUnavailable(f"registry database error: {exc.orig}") from None
+            except StatementError as exc:  # e.g. no key to encrypt personal data (sensorium.pii)
+                if isinstance(exc.orig, SensoriumError):
+                    raise exc.orig from None
+                raise
 
     def revision(self) -> int:
         """The registry's revision: bumped by every write, in its transaction."""
@@ -245,9 +249,11 @@ class RegistryStore:
         if offset < 0:
             raise BadRequest(f"offset must be >= 0; got {offset}")
         model = MODELS[kind]
-        conds = conditions(kind, filters or {}, q)
+        conds = conditions(kind, filters or {}, q if kind != "user" else None)
         sort_by = order(kind, sort)
         with self.session(scope) as s:
+            if kind == "user" and q:  # encrypted personal data: searched after decryption
+                conds.append(_users_matching(s, q))
             total = int(s.execute(select(func.count()).select_from(model).where(*conds)).scalar_one())
             rows = s.scalars(select(model).where(*conds).order_by(*sort_by).limit(limit).offset(offset)).all()
             return total, [entity_dict(r) for r in rows]
@@ -501,6 +507,8 @@ class RegistryStore:
     def _save(self, s: Session, kind: str, eid: str, body: EntityIn, existing: Entity | None) -> Entity:
         values = body.model_dump(exclude={"id"})
         values["name"] = values["name"] or eid
+        if kind == "user":  # personal data: encrypted columns of users (docs/security.md)
+            values = _user_values(s, eid, values)
         refs = REFERENCES.get(kind, {})
         wanted = {v for c in refs if (v := values.get(c)) is not None}
         have = self._kinds(s, wanted)
@@ -568,6 +576,36 @@ class RegistryStore:
         ids = list(s.scalars(select(Sensor.id).where(Sensor.device_id == device_id)))
         ids += list(s.scalars(select(Actuator.id).where(Actuator.device_id == device_id)))
         return ids
+
+def _user_values(s: Session, eid: str, values: dict[str, Any]) -> dict[str, Any]:
+    """A user's name and attributes go to encrypted columns (``entities`` keeps the id and no
+    attributes); an e-mail another user has is a conflict (found by its blind index)."""
+    from sensorium.pii.keys import require
+    from sensorium.registry.models import User
+
+    out = dict(values)
+    name, attrs = out.pop("name"), out.pop("attributes") or {}
+    out.update(name=eid, attributes={}, display_name=name if name != eid else None,
+               pii_attributes=attrs or None)
+    email = out.get("email")
+    if email is not None:
+        taken = s.scalars(select(User.id).where(
+            User.email_index.in_(require("an e-mail address").indexes(email)), User.id != eid)).first()
+        if taken is not None:
+            raise Conflict(f"e-mail address already used by user {taken!r}", id=taken)
+    return out
+
+
+def _users_matching(s: Session, q: str) -> ColumnElement[bool]:
+    """Users whose id, name or e-mail contains ``q`` (any case). Names and e-mails are encrypted,
+    so they are compared here, after decryption (users are few)."""
+    from sensorium.registry.models import User
+
+    low = q.lower()
+    ids = [u.id for u in s.scalars(select(User))
+           if any(low in (v or "").lower() for v in (u.id, u.display_name, u.email))]
+    return User.id.in_(ids)
+
 
 INPUT_KEYS: dict[str, frozenset[str]] = {
     k: frozenset(("id", "name", "attributes", *FIELDS[k])) for k in KINDS

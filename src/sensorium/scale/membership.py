@@ -102,7 +102,11 @@ class Membership:
         async def _create() -> int | None:
             try:
                 return int(await self._kv.create(f"lease.{partition}", self.node.encode()))
-            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
+            except (
+                nats.js.errors.KeyWrongLastSequenceError,
+                nats.js.errors.BadRequestError,
+                nats.js.errors.KeyNotFoundError,  # the holder's entry expired mid-create: try again later
+            ):
                 return None
             except nats.js.errors.APIError as exc:  # "wrong last sequence" on older servers
                 if "wrong last sequence" in str(exc).lower():

@@ -2,7 +2,7 @@
 // (overview numbers every 2 s; a device page also gets its device's newest values), the live
 // indicator, the narrow-screen menu and the token dialog.
 
-import { events, onTokenNeeded, setToken } from "./api.js";
+import { api, events, onTokenNeeded, setToken } from "./api.js";
 import * as alerts from "./pages/alerts.js";
 import * as device from "./pages/device.js";
 import * as devices from "./pages/devices.js";
@@ -151,8 +151,26 @@ document.getElementById("menu-toggle").addEventListener("click", (e) => {
 
 const dialog = document.getElementById("token-dialog");
 onTokenNeeded(() => { if (!dialog.open) dialog.showModal(); });
-document.getElementById("token-form").addEventListener("submit", () => {
-  setToken(document.getElementById("token-input").value.trim());
+document.getElementById("token-form").addEventListener("submit", async () => {
+  const user = document.getElementById("login-user").value.trim();
+  const password = document.getElementById("login-password").value;
+  const error = document.getElementById("login-error");
+  error.hidden = true;
+  if (user && password) {  // a session (POST /api/v1/login), kept like a token
+    try {
+      const res = await api("/api/v1/login", { method: "POST", body: { username: user, password } });
+      setToken(res.token);
+    } catch (e) {
+      error.textContent = e.message;
+      error.hidden = false;
+      if (!dialog.open) dialog.showModal();
+      return;
+    } finally {
+      document.getElementById("login-password").value = "";
+    }
+  } else {
+    setToken(document.getElementById("token-input").value.trim());
+  }
   if (stream) { stream.es.close(); stream = null; }
   render();
 });
