@@ -205,7 +205,7 @@ def test_type_clash_between_ingest_nodes_becomes_dead_letters_not_a_crash(
         finally:
             api.close()
         rows = [r for r in w.dl_store.list(limit=10) if r["rule"] == "type_conflict"]
-        assert len(rows) == 1 and "x: str values, but the stored column holds float" in rows[0]["reason"]
+        assert len(rows) == 1 and "x: string values, but the stored column holds float" in rows[0]["reason"]
         assert rows[0]["device_id"] == "a" and '"text"' in rows[0]["raw"]
         bad = settings.model_copy(update={"nats_partitions": PARTITIONS + 1})
         with pytest.raises(ConfigError, match="nats_partitions"):

@@ -45,7 +45,7 @@ from sensorium.rules.alerts import AlertStore
 from sensorium.rules.sinks import Dispatcher, build_sinks
 from sensorium.rules.types import Transition
 from sensorium.scale.membership import Membership, assignment
-from sensorium.schema import unify
+from sensorium.schema import field_kind, unify
 from sensorium.store.hot import HotBuffer
 from sensorium.store.lake import Lake
 from sensorium.stream.frame import Batch
@@ -71,31 +71,26 @@ _INTERNAL = frozenset({"time", "day", "quality", "quality_flags"})
 
 
 def _family(t: pa.DataType) -> str:
+    """A column's kind as line protocol sees it (``float``, ``integer``, ``string`` ...)."""
     if pa.types.is_dictionary(t):
         t = t.value_type
-    if pa.types.is_boolean(t):
-        return "bool"
-    if pa.types.is_integer(t):
-        return "int"
-    if pa.types.is_floating(t):
-        return "float"
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return "str"
-    if pa.types.is_timestamp(t):
-        return "time"
-    return str(t)
+    try:
+        return field_kind(t)
+    except TypeError:  # not a field type (a timestamp, binary): compare by name
+        return str(t)
 
 
 def type_conflicts(schema: pa.Schema, known: dict[str, str]) -> list[str]:
-    """Columns of ``schema`` whose type family clashes with ``known`` (column -> family; an
-    integer column may take integers only, a float column integers too)."""
+    """Columns of ``schema`` whose kind clashes with ``known`` (column -> kind; integer and
+    unsigned columns take integers, a float column integers too)."""
     out = []
     for f in schema:
         if f.name in _INTERNAL:
             continue  # time, day partition, quality: stored in their own forms
         have = known.get(f.name)
         new = _family(f.type)
-        if have is None or have == new or (have == "float" and new == "int"):
+        ints = ("integer", "unsigned")
+        if have is None or have == new or (have in ("float", *ints) and new in ints):
             continue
         out.append(f"{f.name}: {new} values, but the stored column holds {have}")
     return out
