@@ -10,6 +10,7 @@ import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response
 
+from sensorium.api.body import json_body
 from sensorium.api.body import json_response as _json
 from sensorium.errors import BadRequest
 from sensorium.platform import Sensorium
@@ -19,13 +20,7 @@ ASK_KEYS = {"question", "session_id", "confirm"}
 
 
 async def _body(request: Request, keys: set[str]) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise BadRequest(f"body larger than {MAX_BODY} bytes")
-    try:
-        data = orjson.loads(raw or b"null")
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"body is not JSON: {exc}") from None
+    data = await json_body(request, MAX_BODY)
     if not isinstance(data, dict):
         raise BadRequest('body must be a JSON object like {"question": "..."}')
     unknown = sorted(set(data) - keys)

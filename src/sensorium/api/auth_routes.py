@@ -14,8 +14,8 @@ from typing import Any
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response
 
+from sensorium.api.body import json_body
 from sensorium.api.body import json_response as _json
-from sensorium.api.registry_routes import json_body
 from sensorium.auth.http import HttpAuth, principal_of
 from sensorium.auth.service import Auth
 from sensorium.errors import BadRequest

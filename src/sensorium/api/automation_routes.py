@@ -6,10 +6,10 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response
 
+from sensorium.api.body import json_body
 from sensorium.api.body import json_response as _json
 from sensorium.automations.loader import parse_definition
 from sensorium.automations.store import AutomationStore
@@ -20,13 +20,7 @@ MAX_BODY = 256 * 1024
 
 
 async def _json_body(request: Request) -> Any:
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise BadRequest(f"body larger than {MAX_BODY} bytes")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"body is not JSON: {exc}") from None
+    return await json_body(request, MAX_BODY)
 
 
 def register(

@@ -10,7 +10,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sensorium.errors import ParseError, PayloadTooLarge, UnsupportedMediaType
+from sensorium.errors import BadRequest, ParseError, PayloadTooLarge, UnsupportedMediaType
 
 
 async def read_body(request: Request, max_bytes: int, max_inflated: int) -> bytes:
@@ -41,6 +41,18 @@ async def read_body(request: Request, max_bytes: int, max_inflated: int) -> byte
     if enc not in ("gzip", "x-gzip", "deflate"):
         raise UnsupportedMediaType(f"unsupported Content-Encoding '{enc}' (use gzip or identity)")
     return inflate(body, enc, max_inflated)
+
+
+async def json_body(request: Request, max_bytes: int, max_inflated: int | None = None) -> Any:
+    """The request body as JSON, within the size limits (413 past them, 400 when empty or not
+    JSON) — every JSON-taking route reads its body this way."""
+    raw = await read_body(request, max_bytes, max_bytes if max_inflated is None else max_inflated)
+    if not raw.strip():
+        raise BadRequest("the body is empty: send a JSON object")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ParseError(f"the body is not JSON: {exc}") from None
 
 
 def inflate(body: bytes, enc: str, max_inflated: int) -> bytes:

@@ -6,10 +6,10 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response
 
+from sensorium.api.body import json_body
 from sensorium.api.body import json_response as _json
 from sensorium.errors import BadRequest
 from sensorium.platform import Sensorium
@@ -40,13 +40,7 @@ def register(
         topic at QoS 1; 202 with the command's record once the broker has it. 400 for a bad body,
         503 (recorded as failed) when the broker cannot be reached."""
         check_auth(request)
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            raise BadRequest(f"body larger than {MAX_BODY} bytes")
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise BadRequest(f"body is not JSON: {exc}") from None
+        data = await json_body(request, MAX_BODY)
         if not isinstance(data, dict):
             raise BadRequest('body must be a JSON object: {"command": "...", "params": {...}}')
         unknown = sorted(set(data) - {"command", "params"})

@@ -11,8 +11,9 @@ from typing import Any
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response
 
+from sensorium.api.body import json_body
 from sensorium.api.body import json_response as _json
-from sensorium.api.registry_routes import json_body, registry_of
+from sensorium.api.registry_routes import registry_of
 from sensorium.auth.http import principal_of
 from sensorium.documents.store import MAX_LIMIT, DocumentStore, parse_when, parse_where
 from sensorium.errors import BadRequest

@@ -12,12 +12,11 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response
 
+from sensorium.api.body import json_body, read_body
 from sensorium.api.body import json_response as _json
-from sensorium.api.body import read_body
 from sensorium.errors import BadRequest, NotFound, ParseError
 from sensorium.platform import Sensorium
 from sensorium.registry.errors import RegistryUnavailable
@@ -43,16 +42,6 @@ def registry_of(platform: Sensorium) -> RegistryStore:
             "`sensorium api` node"
         )
     return store
-
-
-async def json_body(request: Request, max_bytes: int, max_inflated: int) -> Any:
-    raw = await read_body(request, max_bytes, max_inflated)
-    if not raw.strip():
-        raise BadRequest("the body is empty: send a JSON object")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ParseError(f"the body is not JSON: {exc}") from None
 
 
 def _kind(segment: str) -> str:
