@@ -77,6 +77,9 @@ def _render_action(action: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any
         return {**action, "error": f"nothing to fill in {{{exc.args[0]}}} for this trigger"}
 
 
+_EMPTY_EDGE = pl.DataFrame(schema={"series": pl.Utf8, "field": pl.Utf8, "start": pl.Float64})
+
+
 def _iso(ns: int) -> str:
     return datetime.fromtimestamp(ns / NS, UTC).isoformat().replace("+00:00", "Z")
 
@@ -96,7 +99,8 @@ class AutomationStage:
         self.schedules = schedules
         self._version: int | None = None
         self._autos: list[Automation] = []
-        self.edge: dict[tuple[str, str, str], float] = {}  # (automation, series, field) -> last test/value
+        # automation -> frame (series, field, start): the last test result / value per series
+        self.edge: dict[str, pl.DataFrame] = {}
         self.last_run: dict[tuple[str, str], int] = {}  # (automation, series) -> time of last run
         self.sched: dict[str, int] = {}  # automation -> last tick considered
         self.runs = 0
@@ -145,16 +149,14 @@ class AutomationStage:
             v = v.with_columns(cur=test.cast(pl.Float64))
         else:
             v = v.with_columns(cur=pl.col("value"))
-        prev_state = pl.DataFrame(
-            [(s, f, x) for (n, s, f), x in self.edge.items() if n == a.name],
-            schema={"series": pl.Utf8, "field": pl.Utf8, "start": pl.Float64},
-            orient="row",
-        )
+        prev_state = self.edge.get(a.name, _EMPTY_EDGE)
         v = v.join(prev_state, on=["series", "field"], how="left")
         v = v.with_columns(prev=pl.col("cur").shift(1).over(["series", "field"]))
         v = v.with_columns(prev=pl.coalesce("prev", "start"))
-        for s, f, x in v.group_by(["series", "field"]).agg(pl.col("cur").last()).iter_rows():
-            self.edge[(a.name, s, f)] = x
+        last = v.group_by(["series", "field"]).agg(start=pl.col("cur").last())
+        self.edge[a.name] = pl.concat(
+            [prev_state.join(last, on=["series", "field"], how="anti"), last], how="vertical"
+        )
         if isinstance(tr, TelemetryTrigger):
             fired = v.filter((pl.col("cur") == 1.0) & (pl.col("prev").is_null() | (pl.col("prev") == 0.0)))
         else:
@@ -165,7 +167,7 @@ class AutomationStage:
                 fired = fired.filter(pl.col("cur") == float(tr.to))
         if not fired.height:
             return []
-        tags = sel.drop("bucket").to_dicts()
+        tags = sel.drop("bucket").join(fired.select("series").unique(), on="series", how="semi").to_dicts()
         by_series = {t["series"]: {k: x for k, x in t.items() if x is not None} for t in tags}
         out = []
         for s, f, t, val in fired.sort("time").select("series", "field", "time", "value").iter_rows():
@@ -251,6 +253,7 @@ class AutomationStage:
         return {"edge": dict(self.edge), "last_run": dict(self.last_run), "sched": dict(self.sched)}
 
     def restore(self, state: dict[str, Any]) -> None:
-        self.edge = dict(state.get("edge", {}))
+        edge = state.get("edge", {})
+        self.edge = {k: v for k, v in edge.items() if isinstance(v, pl.DataFrame)}  # older form: start afresh
         self.last_run = dict(state.get("last_run", {}))
         self.sched = dict(state.get("sched", {}))
