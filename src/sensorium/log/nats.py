@@ -404,10 +404,17 @@ class JetStreamLog:
         return self._bind(durable, subject, ack_wait_s, max_ack_pending)
 
     def _bind(
-        self, durable: str, subject: str, ack_wait_s: float, max_ack_pending: int, after: int = 0
+        self,
+        durable: str,
+        subject: str,
+        ack_wait_s: float,
+        max_ack_pending: int,
+        after: int = 0,
+        exclusive: bool = False,
     ) -> JetStreamConsumer:
         """Create (or bind) a durable explicit-ack pull consumer on ``subject``, delivering from
-        the record after sequence ``after`` (0: from the start)."""
+        the record after sequence ``after`` (0: from the start). ``exclusive``: a consumer just
+        created for this handle alone, whose deliveries it checks for gaps."""
         cfg = api.ConsumerConfig(
             durable_name=durable,
             deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE if after else api.DeliverPolicy.ALL,
@@ -420,7 +427,7 @@ class JetStreamLog:
         sub = self._call(
             self.js.pull_subscribe(subject, durable=durable, stream=self.stream, config=cfg)
         )
-        c = JetStreamConsumer(self, durable, sub)
+        c = JetStreamConsumer(self, durable, sub, exclusive=exclusive)
         self._consumers.append(c)
         return c
 
@@ -432,7 +439,12 @@ class JetStreamLog:
 
         Redeliveries of a consumer whose previous owner died come after ``ack_wait`` and behind
         newer records; a worker needs the unacknowledged tail first and in order (its stores
-        skip by offset), so the new owner starts a fresh consumer at the floor instead."""
+        skip by offset), so the new owner starts a fresh consumer at the floor instead.
+
+        The handle checks that it sees every delivery of the consumer (:class:`DeliveryGap`
+        otherwise): a delivery it never saw — taken by a stalled former owner still fetching
+        under the same durable name, or dropped by a cancelled fetch — would come back only
+        after ``ack_wait``, behind records already applied, and must not be skipped."""
         if not 0 <= partition < self.partitions:
             raise ValueError(f"partition must be in [0, {self.partitions})")
         durable = f"{self.stream}-p{partition}"
@@ -447,7 +459,8 @@ class JetStreamLog:
             await self.js.delete_consumer(self.stream, durable)
             return floor
 
-        return self._bind(durable, subject, ack_wait_s, max_ack_pending, after=self._call(_floor()))
+        after = self._call(_floor())
+        return self._bind(durable, subject, ack_wait_s, max_ack_pending, after=after, exclusive=True)
 
     def pending(self, partition: int) -> tuple[int, int]:
         """(records not yet delivered, delivered but unacknowledged) of a partition's consumer;
@@ -519,15 +532,24 @@ class JetStreamLog:
             self._bridge.stop()
 
 
+class DeliveryGap(Exception):
+    """An exclusive consumer's deliveries skipped some (see :meth:`JetStreamLog.partition_consumer`):
+    the records in between went elsewhere. Start over from the acknowledgement floor."""
+
+
 class JetStreamConsumer:
     """A worker's handle on a durable pull consumer: ``fetch`` → checkpoint → ``ack``."""
 
-    def __init__(self, log: JetStreamLog, durable: str, sub: Any) -> None:
+    def __init__(self, log: JetStreamLog, durable: str, sub: Any, *, exclusive: bool = False) -> None:
         self.log = log
         self.durable = durable
         self._sub = sub
         self._pending: dict[int, Msg] = {}
         self._closed = False
+        # the consumer's delivery sequence counts every delivery (redeliveries too) from 1: an
+        # exclusive handle must see each one
+        self._exclusive = exclusive
+        self._delivered = 0
 
     def fetch(self, batch: int = 100, timeout: float = 1.0) -> list[WALRecord]:
         """Up to ``batch`` records, waiting at most ``timeout`` s (``[]`` when none came)."""
@@ -539,7 +561,16 @@ class JetStreamConsumer:
             raise
         out = []
         for m in msgs:
-            seq = m.metadata.sequence.stream
+            meta = m.metadata
+            if self._exclusive:
+                dseq = int(meta.sequence.consumer)
+                if dseq != self._delivered + 1:
+                    raise DeliveryGap(
+                        f"consumer {self.durable}: delivery {dseq} after {self._delivered} "
+                        f"(deliveries {self._delivered + 1}..{dseq - 1} went elsewhere)"
+                    )
+                self._delivered = dseq
+            seq = meta.sequence.stream
             self._pending[seq] = m
             out.append(decode_payload(seq, m.data))
         return out

@@ -35,7 +35,7 @@ from sensorium.automations.loader import load_file as load_automations
 from sensorium.automations.store import AutomationStore
 from sensorium.config import Settings
 from sensorium.errors import LogUnavailable
-from sensorium.log.nats import JetStreamConsumer, JetStreamLog
+from sensorium.log.nats import DeliveryGap, JetStreamConsumer, JetStreamLog
 from sensorium.log.open import nats_layout
 from sensorium.log.wal import KIND_DATA, KIND_DEAD_LETTERS, WALRecord
 from sensorium.obs.metrics import Metrics
@@ -114,6 +114,8 @@ class PartitionTask:
         self.stored = 0  # rows this task stored
         self.seen = -1  # highest offset applied in memory
         self.unacked: deque[WALRecord] = deque()
+        self._unacked_offsets: set[int] = set()
+        self.acked = -1  # highest offset acknowledged by this task
         self.caught_up = False
         self._dl_dirty = False  # dead letters committed but not yet checkpointed (fsynced)
         self.rows = 0
@@ -162,6 +164,10 @@ class PartitionTask:
 
     # -- input ---------------------------------------------------------------------------------
     def poll(self, timeout: float) -> int:
+        if not self.worker.membership.ensure(self.partition):
+            # fetch nothing more: a fetch under the shared durable name after the lease moved
+            # would take records from the new owner's consumer
+            raise LeaseLost(self.partition)
         recs = self.consumer.fetch(self.worker.settings.cluster.fetch_batch, timeout=timeout)
         if not recs:
             self.caught_up = True
@@ -176,9 +182,14 @@ class PartitionTask:
     def apply(self, recs: list[WALRecord]) -> None:
         for rec in sorted(recs, key=lambda r: r.offset):
             if rec.offset <= self.seen:
+                if rec.offset > self.acked and rec.offset not in self._unacked_offsets:
+                    # never applied here and not yet acknowledged: applying it now would be out
+                    # of order, skipping it would lose it (a later purge drops it)
+                    raise DeliveryGap(f"partition {self.partition}: record {rec.offset} came after {self.seen}")
                 continue  # redelivered after ack_wait: applied already, acknowledged with the rest
             self.seen = rec.offset
             self.unacked.append(rec)
+            self._unacked_offsets.add(rec.offset)
             if rec.kind == KIND_DATA and rec.table is not None:
                 key = (rec.header["bucket"], rec.header["measurement"])
                 if key not in self.applied:
@@ -278,11 +289,13 @@ class PartitionTask:
         done: list[WALRecord] = []
         while self.unacked and self.unacked[0].offset < low:
             done.append(self.unacked.popleft())
+            self._unacked_offsets.discard(done[-1].offset)
         if done:
             if self._dl_dirty:  # durable against power loss before the log lets them go
                 self.worker.dl_store.checkpoint()
                 self._dl_dirty = False
             self.consumer.ack(done)
+            self.acked = done[-1].offset
             self.worker.log.purge_partition(self.partition, done[-1].offset + 1)
 
     def close(self) -> None:
@@ -349,7 +362,7 @@ class Worker:
             raise
         self.tasks: dict[int, PartitionTask] = {}
         self._stored_before = 0  # rows stored by tasks since handed over
-        self.stats = {"records": 0, "rows_stored": 0, "handovers": 0, "lost": 0}
+        self.stats = {"records": 0, "rows_stored": 0, "handovers": 0, "lost": 0, "rewinds": 0}
         self._stop = threading.Event()
 
     def _open_store(self) -> Any:
@@ -400,11 +413,24 @@ class Worker:
                 n += task.poll(timeout / max(1, len(tasks)))
                 task.commit()
             except LeaseLost:
-                log.warning("lost the lease of partition %d before a commit: dropping it", task.partition)
+                log.warning("lost the lease of partition %d: dropping it", task.partition)
                 self.tasks.pop(task.partition, None)
                 self._stored_before += task.stored
                 task.abandon()
                 self.stats["lost"] += 1
+            except DeliveryGap as exc:
+                # records went elsewhere (a stalled former owner's fetch, a cancelled fetch):
+                # start the partition over from its acknowledgement floor, as a new owner would
+                log.warning("%s: restarting partition %d from its acknowledgement floor", exc, task.partition)
+                self.tasks.pop(task.partition, None)
+                self._stored_before += task.stored
+                task.abandon()
+                self.stats["rewinds"] += 1
+                try:
+                    self.tasks[task.partition] = PartitionTask(self, task.partition)
+                except Exception:  # NATS away: let the partition go, a rebalance takes it again
+                    log.exception("cannot restart partition %d; releasing it", task.partition)
+                    self.membership.release(task.partition)
         self.stats["records"] += n
         return n
 
@@ -470,7 +496,12 @@ class Worker:
         self._stop.set()
         try:
             for p in sorted(self.tasks):
-                self.tasks.pop(p).close()
+                task = self.tasks.pop(p)
+                try:
+                    task.close()
+                except LeaseLost:  # moved on meanwhile: the new owner has it
+                    task.abandon()
+                    continue
                 self.membership.release(p)
             self.membership.leave()
         finally:
