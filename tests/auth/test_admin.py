@@ -33,6 +33,8 @@ def test_routes_open_to_users_and_guests_are_exactly_the_scoped_ones(shared_worl
         "/api/v1/dashboard/overview", "/api/v1/dashboard/devices", "/api/v1/dashboard/registry",
         "/api/v1/dashboard/devices/{device_id}/charts", "/api/v1/dashboard/events", "/api/v1/me",
         "/api/v1/logout", "/api/v1/me/password", "/api/v1/catalog",
+        "/api/v1/ask", "/api/v1/ask/feedback", "/api/v1/ask/interactions", "/api/v1/search",
+        "/api/v1/search/similar",
     }
     # registry reads are open; every registry write is admin-only
     assert all(rule == "admin" for (m, p), rule in

@@ -5,9 +5,10 @@
                     principal=None, session_id="s1")
     out["answer"], out["plan"], out["sql"], out["table"], out["chart"], out["confidence"]
 
-Every call takes a ``principal`` (a user id, or None) and reads and acts only through an
-:class:`~sensorium.agent.context.AgentContext` made for it — the seam where per-user access
-control goes (today nothing per user is enforced; see docs/agent.md).
+Every call takes a ``principal`` (a :class:`~sensorium.auth.principal.Principal`, or None for
+unrestricted use on this machine) and reads and acts only through an
+:class:`~sensorium.agent.context.AgentContext` made for it: a user or guest sees, is understood
+about and may command only what their access scope holds (docs/agent.md, docs/security.md).
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ from sensorium.agent.vocabulary import Vocabulary, build
 from sensorium.errors import BadRequest, ConfigError, SensoriumError
 
 if TYPE_CHECKING:
+    from sensorium.auth.principal import Principal
     from sensorium.platform import Sensorium
 
 MAX_QUESTION = 1000
+VOCABULARIES = 64  # access scopes whose vocabulary is kept
 CAPABILITIES = (
     "I answer questions about stored telemetry: averages, highs and lows, totals, counts, trends and "
     "changes over a time range (yesterday, the last 24 hours, last week, since Monday 8 am, in March, "
@@ -79,9 +82,9 @@ class Agent:
             else:
                 self.embeddings_note = f"meaning-based name matching is off: {EXTRA_HINT}"
         self._publisher = publisher
-        self._sessions: OrderedDict[str, tuple[float, Plan]] = OrderedDict()
+        self._sessions: OrderedDict[tuple[str | None, str], tuple[float, Plan]] = OrderedDict()
         self._lock = threading.Lock()
-        self._vocab: tuple[float, Vocabulary] | None = None
+        self._vocab: OrderedDict[Any, tuple[float, Vocabulary]] = OrderedDict()  # access scope -> vocabulary
         self.interactions = InteractionStore(platform.dir / "agent.sqlite", platform.clock)
         self.llm: Any = None
         if st.llm_url:
@@ -93,40 +96,46 @@ class Agent:
         self.interactions.close()
 
     # -- plumbing --------------------------------------------------------------------------------
-    def context(self, principal: str | None) -> AgentContext:
+    def context(self, principal: Principal | None) -> AgentContext:
         return AgentContext(self.platform, principal, publisher=self._publisher)
 
     def vocabulary(self, ctx: AgentContext) -> Vocabulary:
-        """Built from the platform, cached for ``[agent] vocabulary_ttl_s`` (per process: the
-        vocabulary is the same for everyone until access control restricts it per principal)."""
+        """Built through ``ctx`` (so from what its principal may see), cached per access scope for
+        ``[agent] vocabulary_ttl_s``."""
         now = time.monotonic()
+        key = ctx.scope_key
         with self._lock:
-            if self._vocab is not None and now - self._vocab[0] < self.settings.vocabulary_ttl_s:
-                return self._vocab[1]
+            hit = self._vocab.get(key)
+            if hit is not None and now - hit[0] < self.settings.vocabulary_ttl_s:
+                return hit[1]
         v = build(ctx)
         with self._lock:
-            self._vocab = (now, v)
+            self._vocab[key] = (now, v)
+            self._vocab.move_to_end(key)
+            while len(self._vocab) > VOCABULARIES:
+                self._vocab.popitem(last=False)
         return v
 
     def forget_vocabulary(self) -> None:
         with self._lock:
-            self._vocab = None
+            self._vocab.clear()
 
-    def _previous(self, session_id: str | None) -> Plan | None:
+    def _previous(self, ctx: AgentContext, session_id: str | None) -> Plan | None:
         if not session_id:
             return None
         with self._lock:
-            hit = self._sessions.get(session_id)
+            hit = self._sessions.get((ctx.who, session_id))  # a session is its user's alone
             if hit is None or time.monotonic() - hit[0] > self.settings.session_ttl_s:
                 return None
             return hit[1]
 
-    def _remember(self, session_id: str | None, plan: Plan) -> None:
+    def _remember(self, ctx: AgentContext, session_id: str | None, plan: Plan) -> None:
         if not session_id:
             return
+        key = (ctx.who, session_id)
         with self._lock:
-            self._sessions[session_id] = (time.monotonic(), plan)
-            self._sessions.move_to_end(session_id)
+            self._sessions[key] = (time.monotonic(), plan)
+            self._sessions.move_to_end(key)
             while len(self._sessions) > self.settings.max_sessions:
                 self._sessions.popitem(last=False)
 
@@ -135,7 +144,7 @@ class Agent:
                       anomaly_score=self.settings.anomaly_score)
 
     # -- the entry point -----------------------------------------------------------------------------
-    def ask(self, question: str | None = None, *, principal: str | None = None, session_id: str | None = None,
+    def ask(self, question: str | None = None, *, principal: Principal | None = None, session_id: str | None = None,
             confirm: str | None = None, use_llm: bool = True) -> dict[str, Any]:
         if confirm is not None:
             return self.confirm(confirm, principal=principal)
@@ -162,7 +171,7 @@ class Agent:
 
     def _embedded(self, ctx: AgentContext, question: str, session_id: str | None) -> dict[str, Any]:
         parser = self.parser(ctx)
-        u = parser.parse(question, self._previous(session_id))
+        u = parser.parse(question, self._previous(ctx, session_id))
         if u.kind == "command":
             return self._command(ctx, parser, question, session_id)
         if u.kind == "automation":
@@ -205,14 +214,14 @@ class Agent:
     def _record(self, ctx: AgentContext, session_id: str | None, text: str, out: dict[str, Any], *, kind: str) -> dict[str, Any]:
         plan = out.pop("_plan", None)
         if plan is not None and out["status"] == "answered":
-            self._remember(session_id, plan)
+            self._remember(ctx, session_id, plan)
         intent = out.get("plan") or out.get("intent") or out.get("automation")
         resp = {k: out.get(k) for k in ("answer", "value", "sql", "confidence")}
-        iid = self.interactions.add(principal=ctx.principal, session_id=session_id, kind=kind, text=text,
+        iid = self.interactions.add(principal=ctx.who, session_id=session_id, kind=kind, text=text,
                                     intent=intent, status=out["status"], response=resp)
         token = out.pop("_confirm_action", None)
         if token is not None:
-            out["confirm_token"] = self.interactions.pending(iid, ctx.principal, token)
+            out["confirm_token"] = self.interactions.pending(iid, ctx.who, token)
         out.setdefault("needs_confirmation", out["status"] == "needs_confirmation")
         out["interaction_id"] = iid
         out["session_id"] = session_id
@@ -283,9 +292,9 @@ class Agent:
         return self._record(ctx, session_id, text, out, kind="automation")
 
     # -- confirmation ------------------------------------------------------------------------------------
-    def confirm(self, token: str, *, principal: str | None = None) -> dict[str, Any]:
-        iid, action = self.interactions.take(token, principal)
+    def confirm(self, token: str, *, principal: Principal | None = None) -> dict[str, Any]:
         ctx = self.context(principal)
+        iid, action = self.interactions.take(token, ctx.who)
         base: dict[str, Any] = {"plan": None, "sql": None, "table": None, "chart": None, "value": None, "confidence": 1.0,
                 "understood": {"kind": "confirmation", "notes": [f"confirms interaction {iid}"]},
                 "interaction_id": iid, "needs_confirmation": False}

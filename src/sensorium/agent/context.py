@@ -1,10 +1,17 @@
-"""Everything the agent reads or does goes through one :class:`AgentContext`.
+"""Everything the agent reads or does goes through one :class:`AgentContext`: the seam of access.
 
-It is the seam for access control: today it passes every call straight to the platform (the
-agent enforces NOTHING per user — ``principal`` is recorded with each interaction, no more). When
-the registry's access layer lands (#6 part B), a subclass (or a ``scope``) restricts
-:meth:`query` (a ``device_id IN (...)`` filter), :meth:`alerts`, :meth:`send_command` and the
-vocabulary, and every agent path — embedded parser, LLM tools, commands — is restricted with it.
+It is made for the asking :class:`~sensorium.auth.principal.Principal` (None: unrestricted — the
+CLI on this machine, authentication off) and every agent path — the embedded parser, the LLM's
+tools, commands, automation drafts — reads and acts through it, so a user or guest sees only
+what their access scope holds:
+
+* :meth:`query` runs through the query engine's scoped views (telemetry of their devices, the
+  registry tables of what they may see); the vocabulary is built through it, so names of rooms
+  and devices outside the scope are unknown to the agent;
+* :meth:`alerts` lists the alerts of their devices; :meth:`forecast` forecasts only series all
+  of whose devices they may see;
+* :meth:`send_command` and :meth:`save_automation` need write access (not a guest) and every
+  target device in scope.
 
 Reads are read-only by construction: SQL goes through :meth:`Sensorium.query` (one sandboxed
 SELECT over this bucket's tables; see ``query/sandbox.py``).
@@ -17,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from sensorium.auth.principal import Forbidden, Principal
 from sensorium.errors import NotFound
 
 if TYPE_CHECKING:
@@ -32,7 +40,7 @@ class AgentContext:
     def __init__(
         self,
         platform: Sensorium,
-        principal: str | None = None,
+        principal: Principal | None = None,
         *,
         bucket: str | None = None,
         publisher: Callable[[], CommandPublisher] | None = None,
@@ -41,6 +49,33 @@ class AgentContext:
         self.principal = principal
         self.bucket = bucket or platform.settings.default_bucket
         self._publisher = publisher
+
+    @property
+    def who(self) -> str | None:
+        """Whom interactions are recorded for: the user id (or ``auth_token``); None when
+        nobody in particular asks (the CLI, authentication off)."""
+        p = self.principal
+        if p is None or p.via == "local":
+            return None
+        return p.user_id or p.id
+
+    @property
+    def restricted(self) -> bool:
+        return self.principal is not None and self.principal.restricted
+
+    @property
+    def scope_key(self) -> Any:
+        """What the vocabulary depends on: the access scope (None: everything)."""
+        return self.principal.scope if self.restricted and self.principal is not None else None
+
+    def _check_device(self, device_id: str, what: str) -> None:
+        p = self.principal
+        if p is None:
+            return
+        p.require_write(what)
+        if not p.allows_device(device_id):
+            raise Forbidden(f"you may not {what} for device {device_id!r}: it is not among your devices",
+                            role=p.role)
 
     # -- reading ---------------------------------------------------------------------------------
     @property
@@ -62,22 +97,41 @@ class AgentContext:
         return set(derived.names(self.bucket)) if derived is not None else set()
 
     def query(self, sql: str) -> pa.Table:
-        """A read-only SELECT through the platform's sandbox."""
-        return self.platform.query(sql, self.bucket)
+        """A read-only SELECT through the platform's sandbox, over the principal's views."""
+        return self.platform.query(sql, self.bucket, principal=self.principal)
 
     def alerts(self, since_ns: int | None = None, limit: int = 10_000) -> list[dict[str, Any]]:
         if self.platform.alerts is None:
             raise NotFound("alerts are not available here (the stream is off)")
-        return self.platform.alerts.list(since_ns=since_ns, limit=limit)
+        return self.platform.list_alerts(principal=self.principal, since_ns=since_ns, limit=limit)
 
     def forecast(self, measurement: str, fld: str, tags: dict[str, str], horizon: str) -> pa.Table:
         from sensorium.detect.forecast import forecast_series
 
+        if self.restricted:
+            self._check_forecast_scope(measurement, tags)
         return forecast_series(self.platform, measurement, fld, tags=tags, horizon=horizon,
                                bucket=self.bucket, model="ets")
 
+    def _check_forecast_scope(self, measurement: str, tags: dict[str, str]) -> None:
+        """A forecast reads the whole series a filter selects: every device in it must be the
+        principal's (counted through the unscoped engine, compared with the scoped one)."""
+        from sensorium.agent.plan import lit, q
+
+        where = " AND ".join(f"{q(k)} = {lit(v)}" for k, v in tags.items()) or "true"
+        sql = f"SELECT count(DISTINCT device_id) AS n FROM {q(measurement)} WHERE {where}"
+        try:
+            everyone = self.platform.query(sql, self.bucket).column("n")[0].as_py()
+        except Exception:  # no device_id tag: nothing to compare per device
+            return
+        mine = self.query(sql).column("n")[0].as_py()
+        if everyone != mine:
+            raise Forbidden("that forecast would read devices that are not yours: name a room or device of yours",
+                            role=self.principal.role if self.principal else None)
+
     # -- acting ----------------------------------------------------------------------------------
     def send_command(self, device_id: str, command: str, params: dict[str, Any]) -> dict[str, Any]:
+        self._check_device(device_id, "send commands")
         if self._publisher is None:
             from sensorium.devices.commands import publisher_for
 
@@ -90,6 +144,11 @@ class AgentContext:
         store = self.platform.automations
         if store is None:
             raise NotFound("automations are not enabled here ([automations] enabled = false)")
+        if self.principal is not None:
+            self.principal.require_write("save automations")
+            for action in automation.definition().get("actions", []):
+                if action.get("device_id") is not None:
+                    self._check_device(action["device_id"], "save automations")
         return store.put(automation, create=True)
 
 

@@ -10,8 +10,11 @@ import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response
 
+from sensorium.agent.context import AgentContext
 from sensorium.api.body import json_body
 from sensorium.api.body import json_response as _json
+from sensorium.auth.http import principal_of
+from sensorium.auth.principal import Principal
 from sensorium.errors import BadRequest
 from sensorium.platform import Sensorium
 
@@ -47,9 +50,14 @@ def register(
             made.append(Agent(platform))
         return made[0]
 
-    def principal(request: Request) -> str | None:
-        """Nobody yet: users and access control are issue #6 part B (see docs/agent.md)."""
-        return None
+    def principal(request: Request) -> Principal:
+        """Who asks: the agent sees, understands and commands only what they may (docs/agent.md)."""
+        return principal_of(request)
+
+    def own(request: Request) -> str | None:
+        """Whose interactions a caller sees: an admin everyone's, anyone else their own."""
+        p = principal_of(request)
+        return None if p.is_admin else AgentContext(platform, p).who
 
     @app.post("/api/v1/ask", tags=["agent"])
     async def ask(request: Request) -> Response:
@@ -79,7 +87,7 @@ def register(
                 data.get("interaction_id"), bool) or not isinstance(data.get("feedback"), str):
             raise BadRequest('body must be {"interaction_id": <int>, "feedback": "<text>"}')
         out = await asyncio.to_thread(agent().interactions.feedback, data["interaction_id"], data["feedback"],
-                                      principal(request))
+                                      AgentContext(platform, principal(request)).who)
         return _json(out)
 
     @app.get("/api/v1/ask/interactions", tags=["agent"])
@@ -89,6 +97,6 @@ def register(
     ) -> Response:
         """Questions and commands with their intent, status, response and feedback, newest first."""
         check_auth(request)
-        items = await asyncio.to_thread(agent().interactions.list, principal=principal(request),
+        items = await asyncio.to_thread(agent().interactions.list, principal=own(request),
                                         session_id=session_id, limit=limit)
         return _json({"interactions": items})
