@@ -153,3 +153,21 @@ def test_the_llms_tools_are_scoped_too(world: World) -> None:
         assert "unknown device_id 'b1'" in json.loads(reply)["error"]
     finally:
         agent.close()
+
+
+def test_a_users_interactions_are_documents_readable_by_them_and_admins(world: World) -> None:
+    a = ask(world, "alice", "average temperature today", session_id="d1")
+    docs = world.get("alice", "/api/v1/documents", params={"kind": "interaction"}).json()["items"]
+    assert len(docs) == 1 and docs[0]["user_id"] == "alice"
+    d = docs[0]
+    assert d["data"]["interaction_id"] == a["interaction_id"] and d["data"]["status"] == "answered"
+    assert d["data"]["intent"]["field"] == "temperature" and d["data"]["value"] == pytest.approx(a["value"])
+    assert d["pii"] == {"text": "average temperature today", "response": a["answer"]}
+    assert world.get("bob", "/api/v1/documents", params={"kind": "interaction"}).json()["items"] == []
+    assert len(world.get("root", "/api/v1/documents", params={"kind": "interaction"}).json()["items"]) == 1
+    # the words typed are personal data: not stored in the clear
+    from sqlalchemy import text
+
+    with world.platform.registry_store.session() as s:  # type: ignore[union-attr]
+        raw = s.execute(text("SELECT pii FROM documents")).scalars().all()
+    assert raw and all("average temperature today" not in str(r) for r in raw)

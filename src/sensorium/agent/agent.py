@@ -13,6 +13,8 @@ about and may command only what their access scope holds (docs/agent.md, docs/se
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     from sensorium.auth.principal import Principal
     from sensorium.platform import Sensorium
 
+log = logging.getLogger("sensorium.agent")
 MAX_QUESTION = 1000
 VOCABULARIES = 64  # access scopes whose vocabulary is kept
 CAPABILITIES = (
@@ -219,6 +222,7 @@ class Agent:
         resp = {k: out.get(k) for k in ("answer", "value", "sql", "confidence")}
         iid = self.interactions.add(principal=ctx.who, session_id=session_id, kind=kind, text=text,
                                     intent=intent, status=out["status"], response=resp)
+        self._document(ctx, iid, session_id, kind, text, intent, out["status"], resp)
         token = out.pop("_confirm_action", None)
         if token is not None:
             out["confirm_token"] = self.interactions.pending(iid, ctx.who, token)
@@ -226,6 +230,30 @@ class Agent:
         out["interaction_id"] = iid
         out["session_id"] = session_id
         return out
+
+    def _document(self, ctx: AgentContext, iid: int, session_id: str | None, kind: str, text: str,
+                  intent: Any, status: str, response: Any) -> None:
+        """A registered user's interaction also goes to the registry's document store (kind
+        ``interaction``, docs/documents.md): intent, status, value, SQL and confidence as data;
+        what they typed and were told as ``pii`` (encrypted at rest) — readable by them and by
+        admins, erasable with the user."""
+        p = ctx.principal
+        store = self.platform.registry_store
+        if p is None or p.user_id is None or store is None:
+            return
+        from sensorium.auth.principal import Principal
+        from sensorium.documents.store import DocumentStore
+
+        resp = dict(response or {})
+        answer = resp.pop("answer", None)
+        body = {"kind": "interaction", "user_id": p.user_id, "pii": {"text": text, "response": answer},
+                "data": {"interaction_id": iid, "session_id": session_id, "kind": kind, "intent": intent,
+                         "status": status, **resp}}
+        try:
+            DocumentStore(store, clock=self.platform.clock).add(
+                json.loads(json.dumps(body, default=str)), Principal(id="agent", role="admin", via="local"))
+        except SensoriumError as exc:  # the answer stands; agent.sqlite holds the interaction
+            log.warning("interaction %d not written to the document store: %s", iid, exc.message)
 
     # -- commands ------------------------------------------------------------------------------------
     def _command(self, ctx: AgentContext, parser: Parser, text: str, session_id: str | None) -> dict[str, Any]:
