@@ -4,6 +4,10 @@ questions and commands with expected answers computed independently (tests/agent
     python bench/agent_eval.py            # a summary per category
     python bench/agent_eval.py --json     # one JSON object (accuracy overall and per category)
     python bench/agent_eval.py --failures # also the questions it got wrong or declined
+    python bench/agent_eval.py --set heldout --failures  # the held-out set (tests/agent/heldout.py)
+
+``--set``: ``main`` (default) the 169 questions written beside the parser (tests/agent/cases.py),
+``heldout`` the questions written without reading it (tests/agent/heldout.py), ``all`` both.
 """
 
 from __future__ import annotations
@@ -22,16 +26,24 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--failures", action="store_true")
+    ap.add_argument("--set", choices=("main", "heldout", "all"), default="main", dest="which",
+                    help="which evaluation set: main (tests/agent/cases.py), heldout (tests/agent/heldout.py) or all")
     args = ap.parse_args()
-    from tests.agent.cases import evaluate
+    from tests.agent.cases import cases, evaluate, load
     from tests.agent.dataset import build
+    from tests.agent.heldout import heldout_cases
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         p = build(Path(tmp) / "data")
         try:
             built = time.perf_counter() - t0
-            res = evaluate(p)
+            if args.which == "main":
+                res = evaluate(p)
+            else:
+                d = load(p)
+                cs = heldout_cases(d) if args.which == "heldout" else cases(d) + heldout_cases(d)
+                res = evaluate(p, cs)
         finally:
             p.close()
     res["seconds"] = {"dataset": round(built, 1), "evaluation": round(time.perf_counter() - t0 - built, 1)}

@@ -120,6 +120,13 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
 
 
+#: ``--stages``: ``all`` (the defaults: anomaly detection and quality checks on every numeric
+#: field too) or ``core`` (what issue #3's target names: framing, rolling statistics, 3 rollups,
+#: the rules — detection and quality checks off)
+STAGE_SETS = {"all": {}, "core": {"enabled": False, "quality": {"enabled": False}}}
+DETECT: dict[str, Any] = {}
+
+
 def make_platform(data_dir: Path, rules_text: str, store: dict[str, Any] | None = None,
                   stream: dict[str, Any] | None = None) -> Any:
     from sensorium.config import load_settings
@@ -132,6 +139,7 @@ def make_platform(data_dir: Path, rules_text: str, store: dict[str, Any] | None 
         stream={"rollups": ["1m", "1h", "1d"], **(stream or {})},
         store=store or {},
         wal={"fsync": "never"},
+        detect=DETECT,
     )
     return Sensorium(settings, background=False, rules=parse_rules(rules_text))
 
@@ -472,7 +480,8 @@ def memory(args: argparse.Namespace, tmp: Path) -> None:
     data_dir = tmp / "memory"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--mode", "memory-child", "--data-dir", str(data_dir),
            "--series", str(args.series), "--minutes", str(args.minutes), "--flush-rows", str(args.flush_rows),
-           "--checkpoint-every", str(args.checkpoint_every), "--rules", str(args.rules), "--seed", str(args.seed)]
+           "--checkpoint-every", str(args.checkpoint_every), "--rules", str(args.rules), "--seed", str(args.seed),
+           "--stages", args.stages]
     if args.faults:
         cmd.append("--faults")
     log(f"memory: {args.series:,} series x 1 point / 10 s x {args.minutes} min in a fresh process ...")
@@ -500,6 +509,8 @@ def main() -> None:
     ap.add_argument("--bytewax-batch", default="match,1000",
                     help="TestingSource batch_size(s), comma-separated; 'match' = records per Sensorium call")
     ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--stages", choices=sorted(STAGE_SETS), default="all",
+                    help="all: default settings (detection, quality checks on); core: framing, rolling, rollups, rules")
     ap.add_argument("--series", type=int, default=100_000, help="memory: active series (devices)")
     ap.add_argument("--minutes", type=int, default=10, help="memory: minutes of event time")
     ap.add_argument("--flush-rows", type=int, default=100_000, help="memory: store.flush_rows")
@@ -512,13 +523,14 @@ def main() -> None:
     ap.add_argument("--tmp-dir")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
+    DETECT.update(STAGE_SETS[args.stages])
     if args.mode == "memory-child":
         emit(memory_child(args))
         return
     if args.quick:
         args.points, args.devices, args.baseline_points = 180_000, 1000, 30_000
         args.series, args.minutes, args.flush_rows = 10_000, 3, 20_000
-    emit({"bench": "stream_setup", "mode": args.mode, "points": args.points, "devices": args.devices,
+    emit({"bench": "stream_setup", "mode": args.mode, "stages": args.stages, "points": args.points, "devices": args.devices,
           "rules": args.rules, "series_memory": args.series, "minutes_memory": args.minutes, **machine_info()})
     tmp = Path(tempfile.mkdtemp(prefix="sensorium-stream-bench-", dir=args.tmp_dir))
     try:
