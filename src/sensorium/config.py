@@ -352,6 +352,12 @@ class AuthSettings(_Frozen):
     token_use_audit_s: float = Field(
         60.0, ge=0, description="A token's use is written to the audit log at most once per this many seconds."
     )
+    login_max_failures: int = Field(
+        5, ge=1, le=10_000, description="Failed password checks for one user name within `login_window_s` "
+        "after which further attempts for it are refused (429) until the oldest failure leaves the window "
+        "(per process: each api node counts its own)."
+    )
+    login_window_s: float = Field(300.0, gt=0, description="The window of `login_max_failures`.")
     password_min_length: int = Field(8, ge=1, le=1024, description="Shortest password accepted.")
     argon2_time_cost: int = Field(3, ge=1, le=100, description="Argon2id passes (password hashing).")
     argon2_memory_kib: int = Field(65536, ge=8, le=4 * 1024 * 1024, description="Argon2id memory, KiB.")

@@ -95,6 +95,13 @@ class Unauthorized(SensoriumError):
     code = "unauthorized"
 
 
+class TooManyRequests(SensoriumError):
+    """Refused for now (too many failed logins, ...); ``retry_after_s`` says when to try again."""
+
+    status = 429
+    code = "too_many_requests"
+
+
 class DataDirLocked(SensoriumError):
     status = 409
     code = "data_dir_locked"

@@ -339,6 +339,49 @@ def test_login_logout_and_the_token_kinds(world: World) -> None:
     assert world.post("alice", "/api/v1/logout").status_code == 400
 
 
+def test_password_guessing_is_refused_for_a_while_after_repeated_failures(world: World) -> None:
+    c = world.client
+    limit = world.platform.settings.auth.login_max_failures
+    for _ in range(limit):
+        assert c.post("/api/v1/login", json={"username": "bob", "password": "guess guess"}).status_code == 401
+    # now even the right password is refused for bob, over every way of sending one
+    r = c.post("/api/v1/login", json={"username": "bob", "password": "correct horse battery"})
+    assert r.status_code == 429 and r.json()["code"] == "too_many_requests"
+    assert "too many failed logins" in r.json()["message"] and int(r.headers["retry-after"]) > 0
+    r = c.get("/api/v1/me", params={"u": "BOB", "p": "correct horse battery"})
+    assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
+    # others are not affected, nor bob's API token
+    assert c.post("/api/v1/login", json={"username": "alice", "password": "correct horse battery"}).status_code == 200
+    assert world.get("bob", "/api/v1/me").json()["id"] == "bob"
+
+
+def test_the_login_throttle_forgets_failures_after_its_window(tmp_path: Any) -> None:
+    import time
+
+    from sensorium.auth.service import Auth
+    from sensorium.errors import TooManyRequests, Unauthorized
+    from sensorium.platform import Sensorium
+    from tests.auth.conftest import auth_settings, seed
+
+    p = Sensorium(auth_settings(tmp_path / "data", auth={"login_max_failures": 2, "login_window_s": 0.5}),
+                  background=False)
+    try:
+        seed(p)
+        auth = Auth(p.settings, p.registry_store)
+        for _ in range(2):
+            with pytest.raises(Unauthorized):
+                auth.login("alice", "wrong password")
+        with pytest.raises(TooManyRequests):
+            auth.login("alice", "correct horse battery")
+        time.sleep(0.6)
+        assert auth.login("alice", "correct horse battery")["user"] == "alice"
+        with pytest.raises(Unauthorized):  # a success clears the count
+            auth.login("alice", "wrong password")
+        assert auth.login("alice", "correct horse battery")["user"] == "alice"
+    finally:
+        p.close()
+
+
 def test_the_admin_token_setting_keeps_working(tmp_path: Any) -> None:
     from fastapi.testclient import TestClient
 

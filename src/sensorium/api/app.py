@@ -74,7 +74,10 @@ def create_app(platform: Sensorium) -> FastAPI:
     @app.exception_handler(SensoriumError)
     async def _sensorium_error(request: Request, exc: SensoriumError) -> Response:
         platform.metrics.requests.labels(request.url.path, str(exc.status)).inc()
-        return _json(exc.to_dict(), exc.status)
+        resp = _json(exc.to_dict(), exc.status)
+        if "retry_after_s" in exc.context:
+            resp.headers["Retry-After"] = str(exc.context["retry_after_s"])
+        return resp
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:

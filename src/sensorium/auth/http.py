@@ -52,6 +52,8 @@ async def _send_error(send: Send, exc: SensoriumError) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if exc.status == 401:
         headers.append((b"www-authenticate", b'Token realm="sensorium"'))
+    if "retry_after_s" in exc.context:
+        headers.append((b"retry-after", str(exc.context["retry_after_s"]).encode()))
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

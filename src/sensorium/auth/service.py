@@ -23,6 +23,7 @@ import hmac
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,7 +35,7 @@ from sensorium.auth.models import AuthToken
 from sensorium.auth.passwords import Passwords
 from sensorium.auth.principal import ADMIN_TOKEN, LOCAL, ROLES, Forbidden, Principal, Role, Via
 from sensorium.config import Settings
-from sensorium.errors import BadRequest, Conflict, NotFound, Unauthorized
+from sensorium.errors import BadRequest, Conflict, NotFound, TooManyRequests, Unauthorized
 from sensorium.registry.errors import RegistryUnavailable
 from sensorium.registry.models import User
 from sensorium.registry.schemas import iso
@@ -107,6 +108,7 @@ class Auth:
         # credential hash → (monotonic expiry, user id, role, via, token id)
         self._cache: dict[str, tuple[float, str, Role, Via, str | None]] = {}
         self._used: dict[str, float] = {}  # token id → monotonic time of its last audited use
+        self._failures: dict[str, deque[float]] = {}  # user name → monotonic times of failed logins
 
     # -- plumbing --------------------------------------------------------------------------------
     def store(self) -> RegistryStore:
@@ -270,13 +272,38 @@ class Auth:
             s.execute(update(AuthToken).where(AuthToken.id == token_id).values(last_used_at=self._now()))
         self.record(user_id, "token_use", token_id)
 
+    # -- password guessing -------------------------------------------------------------------------
+    def _throttle(self, username: str) -> None:
+        """Refuse (429) a user name with ``login_max_failures`` failed checks in the window."""
+        a = self.settings.auth
+        now = time.monotonic()
+        with self._lock:
+            seen = self._failures.get(username.casefold())
+            while seen and now - seen[0] >= a.login_window_s:
+                seen.popleft()
+            if seen is not None and len(seen) >= a.login_max_failures:
+                wait = max(1, round(a.login_window_s - (now - seen[0])))
+                raise TooManyRequests(
+                    f"too many failed logins for this user name: try again in {wait} s", retry_after_s=wait)
+
+    def _failed(self, username: str) -> None:
+        with self._lock:
+            if len(self._failures) > 100_000:  # bounded: forget the oldest names
+                self._failures.pop(next(iter(self._failures)))
+            self._failures.setdefault(username.casefold(), deque(maxlen=self.settings.auth.login_max_failures)).append(
+                time.monotonic())
+
     def verify_password(self, username: str, password: str) -> Principal:
         key = "pw:" + hashlib.sha256(f"{username}\0{password}".encode()).hexdigest()
         hit = self._cached(key)
         if hit is None:
+            self._throttle(username)
             user = self._check_password(username, password)
             if user is None:
+                self._failed(username)
                 raise Unauthorized("wrong user name or password")
+            with self._lock:
+                self._failures.pop(username.casefold(), None)
             hit = self._remember(key, user[0], user[1], "password", None, None)
         return self.principal(hit[1], hit[2], "password")
 
@@ -305,12 +332,16 @@ class Auth:
         Failures are audited (without the name typed, which may be an e-mail) and answer 401."""
         if not isinstance(username, str) or not isinstance(password, str) or not username:
             raise BadRequest('body must be {"username": "...", "password": "..."}')
+        self._throttle(username)
         user = self._check_password(username, password)
         if user is None:
+            self._failed(username)
             known = self._find_user(username)
             self.record(known.id if known is not None else None, "login_failed",
                         known.id if known is not None else None, status=401)
             raise Unauthorized("wrong user name or password")
+        with self._lock:
+            self._failures.pop(username.casefold(), None)
         secret, info = self.create_token(user[0], "session", kind="session",
                                          ttl_s=self.settings.auth.session_ttl_s, actor=user[0], audit=False)
         self.record(user[0], "login", info["id"], status=200)
