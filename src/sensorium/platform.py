@@ -148,6 +148,9 @@ class Sensorium:
         up``); ``"ingest"`` — validate and append to the NATS log only, workers store and process
         (``sensorium ingest``); ``"api"`` — queries, alerts and the dashboard over what workers
         stored (``sensorium api``; read-only apart from acknowledging alerts)."""
+        from sensorium.obs.memory import tune_allocator
+
+        tune_allocator()
         self.settings = settings or load_settings()
         if role not in ("all", "ingest", "api"):
             raise ValueError(f"unknown role {role!r}")

@@ -284,3 +284,21 @@ def test_concurrent_writers_keep_the_newest(make: Factory) -> None:
     assert not errors
     top = 2 * n - 1
     assert latest(c) == {sid("a"): {"time": T0 + top * S, "t": float(top), "n": top}}
+
+
+def test_in_memory_cache_stays_bounded_without_reads() -> None:
+    """Nobody reads (a pure ingest node): pending batches are folded on the write path once they
+    outgrow the state, so memory follows the number of series, not the rows written."""
+    from sensorium.query.latest import FOLD_ROWS
+
+    store = Storage()
+    cache = LastValueCache(store.seed, tags_of)
+    series = 500
+    for i in range(400):  # 400 x 500 rows = 200 k rows (> 3 x FOLD_ROWS) for 500 series
+        cache.update(K, batch([{"time": T0 + i * S, "device_id": f"d{d}", "temperature": float(i * 1000 + d)}
+                               for d in range(series)]))
+        pending = sum(t.num_rows for _, t in cache._pending.get(K, []))
+        assert pending < FOLD_ROWS + series, pending
+    assert store.calls == 1  # seeded once, at the first fold
+    rows = {r["tags"]["device_id"]: r["fields"]["temperature"] for r in cache.get([K], {})}
+    assert len(rows) == series and rows["d7"] == 399_007.0 and rows["d499"] == 399_499.0

@@ -1,7 +1,9 @@
 """Last-value cache: per series, the newest value of each field and its time.
 
 Writes only append to a pending list (cheap on the ingest path); reads fold pending batches in
-with one vectorised group-by. A table's cache is seeded from the lake on first read. A series not
+with one vectorised group-by, and so does a write once a table's pending rows reach
+:data:`FOLD_ROWS` or the size of its folded state (so memory stays bounded by the series count,
+not by the data written, when nobody reads; the folds cost O(1) amortised per row). A table's cache is seeded from the lake on first read. A series not
 updated for ``ttl_s`` (by the injected clock) is forgotten. The in-memory adapter of
 :class:`sensorium.query.cache.LatestCache`.
 """
@@ -19,6 +21,7 @@ import pyarrow as pa
 from sensorium.schema import RESERVED, TIME, for_storage
 
 Key = tuple[str, str]
+FOLD_ROWS = 65_536
 _TOUCHED = "\x00touched"  # clock of the last update of a series (never a column name from input)
 
 
@@ -38,20 +41,28 @@ class LastValueCache:
         self._lock = threading.Lock()
         self._state: dict[Key, pl.DataFrame] = {}
         self._pending: dict[Key, list[tuple[int, pa.Table]]] = {}
+        self._waiting: dict[Key, int] = {}  # rows in _pending
         self._fold_locks: dict[Key, threading.Lock] = {}
 
     def update(self, key: Key, batch: pa.Table) -> None:
         with self._lock:
             self._pending.setdefault(key, []).append((self._clock(), batch))
+            waiting = self._waiting[key] = self._waiting.get(key, 0) + batch.num_rows
+            state = self._state.get(key)
+            due = waiting >= max(FOLD_ROWS, state.height if state is not None else 0)
+        if due:
+            self._fold(key)
 
     def clear(self, key: Key | None = None) -> None:
         with self._lock:
             if key is None:
                 self._state.clear()
                 self._pending.clear()
+                self._waiting.clear()
             else:
                 self._state.pop(key, None)
                 self._pending.pop(key, None)
+                self._waiting.pop(key, None)
 
     def close(self) -> None:
         pass
@@ -72,6 +83,7 @@ class LastValueCache:
     def _fold_locked(self, key: Key) -> pl.DataFrame | None:
         with self._lock:
             pending = self._pending.pop(key, [])
+            self._waiting.pop(key, None)
             state = self._state.get(key)
         now = self._clock()
         if state is None:

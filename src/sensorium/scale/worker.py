@@ -335,6 +335,9 @@ class Worker:
             raise ConfigError(
                 'workers share the NATS log: set log_backend = "nats" (see docs/deployment.md)'
             )
+        from sensorium.obs.memory import tune_allocator
+
+        tune_allocator()
         self.settings = settings
         self.node = node_id or node_name(unique=True)
         self.clock = clock

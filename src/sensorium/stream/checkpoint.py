@@ -48,15 +48,17 @@ class CheckpointStore:
         """Write ``state`` atomically; returns the bytes written."""
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        blob = pickle.dumps({**state, "format": FORMAT}, protocol=pickle.HIGHEST_PROTOCOL)
         with tmp.open("wb") as fh:
-            fh.write(blob)
+            # streamed to the file (not built as one bytes object first: with 100 k series the
+            # state is a few hundred MB, and a second copy of it was the process's peak)
+            pickle.dump({**state, "format": FORMAT}, fh, protocol=pickle.HIGHEST_PROTOCOL)
             fh.flush()
             os.fsync(fh.fileno())
+            size = fh.tell()
         os.replace(tmp, self.path)
         fd = os.open(self.dir, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-        return len(blob)
+        return size
