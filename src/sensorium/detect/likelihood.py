@@ -29,24 +29,16 @@ from typing import Any
 import bottleneck as bn
 import numpy as np
 import polars as pl
-from scipy.signal import lfilter
 from scipy.special import erfc
 
 from sensorium.detect.base import Detector, Layout, register
+from sensorium.detect.univariate import ewm_rows
 
 DEFAULTS: dict[str, float | int] = dict(
     a_level=0.3, a_scale=0.001, k=3.0, k_seas=3.0, learn=600, pmin=4, pmax=300, acf_thr=0.3,
     avg=10, a_long=0.002, warm=300, mean_floor=0.03, var_floor=0.0003,
     red=1e-5, yellow=1e-3, refractory=50, spatial_c=0.005, z_half=40.0, z_window=64, z_warm=40, gate_excess=0.0, spatial_warm=100,
 )
-
-
-def _ewm(m: np.ndarray, a: float, y0: np.ndarray) -> np.ndarray:
-    """EWMA along axis 1 from the previous value ``y0`` (one per row)."""
-    if m.shape[1] == 0:
-        return m.copy()
-    y, _ = lfilter([a], [1.0, -(1.0 - a)], m, axis=1, zi=((1.0 - a) * y0)[:, None])
-    return np.asarray(y)
 
 
 def _lag(m: np.ndarray, first: np.ndarray) -> np.ndarray:
@@ -170,7 +162,7 @@ class LikelihoodDetector(Detector):
                     v = first[k]
                     es = v - np.concatenate([np.repeat(v[:, :1], per, axis=1), v[:, :-per]], axis=1)
                     init = es[:, per:L].var(axis=1) + 1e-12
-                    ss = _ewm(es * es, a, init)
+                    ss = ewm_rows(es * es, a, init)
                     st["ss"][ids[segs[k]]] = ss[:, -1]
                     lrows = self.pools["lag"].alloc(len(k))
                     st["lag_row"][ids[segs[k]]] = lrows
@@ -197,7 +189,7 @@ class LikelihoodDetector(Detector):
             prev = full[:, :w]  # the value one season before each
             es = np.where(valid, vals - prev, 0.0)
             ss0 = st["ss"][ids[segs]]
-            ss = _ewm(es * es, a, ss0)
+            ss = ewm_rows(es * es, a, ss0)
             prev_ss = _lag(ss, ss0)
             scs = np.maximum(np.sqrt(prev_ss), 1e-9 + 1e-6 * np.abs(np.nan_to_num(prev)))
             z = np.abs(es) / scs
@@ -222,11 +214,11 @@ class LikelihoodDetector(Detector):
         cnt = n0[:, None] + np.arange(x.shape[1])[None, :]
         # 1. EWMA misses
         lvl0 = np.where(new, v0, st["lvl"][ids])
-        level = _ewm(xf, float(p["a_level"]), lvl0)
+        level = ewm_rows(xf, float(p["a_level"]), lvl0)
         pred = _lag(level, lvl0)
         e = np.where(real, x - pred, 0.0)
         s2_0 = st["s2"][ids]
-        s2 = _ewm(e * e, float(p["a_scale"]), s2_0)
+        s2 = ewm_rows(e * e, float(p["a_scale"]), s2_0)
         prev_s2 = _lag(s2, np.where(new, 1e-12, s2_0))
         sc = np.maximum(np.sqrt(prev_s2), 1e-9 + 1e-6 * np.abs(pred))
         z = np.abs(e) / sc
@@ -239,9 +231,9 @@ class LikelihoodDetector(Detector):
         mm = np.where(real, mm, 0.0)
         a_long = float(p["a_long"])
         mu0 = np.where(new, mm[:, 0], st["mu"][ids])
-        mu = _ewm(mm, a_long, mu0)
+        mu = ewm_rows(mm, a_long, mu0)
         var0 = st["var"][ids]
-        var = _ewm(np.where(real, (mm - mu) ** 2, 0.0), a_long, var0)
+        var = ewm_rows(np.where(real, (mm - mu) ** 2, 0.0), a_long, var0)
         mu_prev = np.maximum(_lag(mu, mu0), float(p["mean_floor"]))
         sd = np.sqrt(np.maximum(_lag(var, var0), float(p["var_floor"])))
         q = 0.5 * erfc(np.abs(mm - mu_prev) / sd / np.sqrt(2.0))

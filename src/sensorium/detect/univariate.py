@@ -12,7 +12,6 @@ from typing import Any
 import bottleneck as bn
 import numpy as np
 import polars as pl
-from scipy.signal import lfilter
 
 from sensorium.detect.base import Detector, Layout, register, squash
 
@@ -24,6 +23,8 @@ def ewm_rows(m: np.ndarray, alpha: float, acc0: np.ndarray) -> np.ndarray:
     Padding at the right end of a row does not touch its real columns."""
     if m.shape[1] == 0:
         return m.copy()
+    from scipy.signal import lfilter  # here: scipy.signal costs ~50 MB and ~1 s to import
+
     y, _ = lfilter([alpha], [1.0, -(1.0 - alpha)], m, axis=1, zi=((1.0 - alpha) * acc0)[:, None])
     return np.asarray(y)
 
