@@ -78,3 +78,35 @@ def test_sigterm_flushes_to_the_lake_and_empties_the_log(tmp_path: Path) -> None
         assert p.query("SELECT count(*), sum(v) FROM m").to_pylist()[0] == {
             "count_star()": 1000, "sum(v)": sum(range(1000))
         }
+
+
+def test_sigint_stops_promptly_with_a_live_alert_stream_open(tmp_path: Path) -> None:
+    """A dashboard keeps ``/api/v1/alerts/stream`` open forever: Ctrl-C still stops the server
+    within the shutdown grace (plus the final flush), and cleanly."""
+    import signal
+
+    from sensorium.cli.common import SHUTDOWN_GRACE_S
+
+    srv = ServerProcess(tmp_path / "data").start()
+    opened = threading.Event()
+
+    def listen() -> None:
+        try:
+            with httpx.stream("GET", srv.url + "/api/v1/alerts/stream", timeout=60) as r:
+                for _ in r.iter_lines():
+                    opened.set()
+        except httpx.HTTPError:
+            pass  # the server closed it
+
+    t = threading.Thread(target=listen, daemon=True)
+    t.start()
+    assert opened.wait(10), "the alert stream did not open"
+    assert srv.proc is not None
+    t0 = time.monotonic()
+    srv.proc.send_signal(signal.SIGINT)
+    code = srv.proc.wait(30)
+    took = time.monotonic() - t0
+    # 0, or the conventional 130 of a Ctrl-C (uvicorn re-raises the signal after its shutdown)
+    assert code in (0, 130, -signal.SIGINT), (code, srv.log.read_text()[-2000:])
+    assert "stopped cleanly" in srv.log.read_text() and "Traceback" not in srv.log.read_text()
+    assert took < SHUTDOWN_GRACE_S + 8, f"took {took:.1f} s to stop"

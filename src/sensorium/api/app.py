@@ -69,6 +69,9 @@ def create_app(platform: Sensorium) -> FastAPI:
         description="IoT telemetry: InfluxDB-compatible writes, JSON readings, SQL over Delta Lake.",
     )
     app.state.platform = platform
+    # the server sets this to its own "stop now" test (uvicorn's should_exit): endless responses
+    # (the live alert stream) end by themselves instead of holding the shutdown up
+    app.state.stopping = lambda: False
 
     # -- errors: one place ------------------------------------------------------------------
     @app.exception_handler(SensoriumError)

@@ -56,14 +56,21 @@ def register(app: FastAPI, platform: Sensorium, check_auth: Callable[[Request], 
         p = principal_of(request)
         sub = alerts().subscribe()
 
+        stopping = request.app.state.stopping
+
         async def events() -> AsyncIterator[bytes]:
+            loop = asyncio.get_running_loop()
+            quiet_since = loop.time()
             try:
                 yield b": connected\n\n"
-                while not await request.is_disconnected():
-                    item = await sub.next(timeout=15.0)
+                while not stopping() and not await request.is_disconnected():
+                    item = await sub.next(timeout=1.0)  # short: notice a server stopping
                     if item is None:
-                        yield b": keep-alive\n\n"
+                        if loop.time() - quiet_since >= 15.0:
+                            quiet_since = loop.time()
+                            yield b": keep-alive\n\n"
                         continue
+                    quiet_since = loop.time()
                     data = item.to_dict() if hasattr(item, "to_dict") else dict(item)
                     if rule is not None and data.get("rule") not in (None, rule):
                         continue

@@ -24,6 +24,9 @@ BucketOpt = Annotated[str | None, typer.Option("--bucket", "-b", help="Bucket (d
 LimitOpt = Annotated[int, typer.Option(help="At most this many.")]
 #: the token `--url` commands send (``Authorization: Token ...``) to a server with auth on
 TOKEN_ENV = "SENSORIUM_TOKEN"
+#: seconds a stopping server waits for open requests (a dashboard's live alert stream never ends
+#: by itself) before it closes them
+SHUTDOWN_GRACE_S = 3
 
 
 def settings(config: Path | None, **overrides: Any) -> Settings:

@@ -30,6 +30,7 @@ from sensorium.cli.ask import ask as ask_command
 from sensorium.cli.automations import automations_app, notifications_app
 from sensorium.cli.command import command as device_command
 from sensorium.cli.common import (
+    SHUTDOWN_GRACE_S,
     BucketOpt,
     ConfigOpt,
     DataDirOpt,
@@ -132,7 +133,10 @@ def up(
                          " — there is no admin with a password yet: `sensorium users add ID --role admin`"))
     if platform.replayed:
         console.print(f"replayed {platform.replayed} log records after an unclean stop")
-    server = uvicorn.Server(uvicorn.Config(create_app(platform), host=s.host, port=s.port, log_level="warning", access_log=False))
+    app = create_app(platform)
+    server = uvicorn.Server(uvicorn.Config(app, host=s.host, port=s.port, log_level="warning",
+                                           access_log=False, timeout_graceful_shutdown=SHUTDOWN_GRACE_S))
+    app.state.stopping = lambda: server.should_exit
     stop = threading.Event()
     threads: list[threading.Thread] = []
 
