@@ -206,3 +206,26 @@ def test_a_huge_reading_does_not_blind_the_series(name: str) -> None:
     s = fresh(name).score_many(score_frame("a|x", np.arange(n), v))
     assert s[300] == 0.0  # beyond 1e150: treated as not a number
     assert s[500] > np.quantile(s[320:495], 0.95)
+
+
+def test_likelihood_learning_buffers_are_given_back_and_scores_do_not_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    """2,000 series start learning at staggered times; as most finish, the pooled learning
+    buffer is compacted (row ids remapped for the series still learning) — scores equal those of
+    a detector that never compacts."""
+    from sensorium.detect.likelihood import Pool
+
+    keys = tuple(f"d{i}|temperature" for i in range(2000))
+    late = stream(n=200, seed=3, series=keys[:1500])  # these start at once
+    early_end = late.filter(pl.col("time") < 60 * STEP)
+    rest = stream(n=140, seed=4, series=keys[1500:]).with_columns(pl.col("time") + 60 * STEP)
+    frame = pl.concat([early_end, pl.concat([late.filter(pl.col("time") >= 60 * STEP), rest]).sort(
+        "time", maintain_order=True)])
+    cuts = list(range(5000, frame.height, 5000))
+    params = {"warm": 30, "learn": 120, "pmax": 40}
+    det = make("likelihood", **params)
+    got = run(det, frame, cuts)
+    pool = det.pools["first"]
+    assert pool.data.shape[0] < 1000 and pool.data.dtype == np.float32  # 2,000 rows at the peak
+    monkeypatch.setattr(Pool, "compact", lambda self: None)
+    want = run(make("likelihood", **params), frame, cuts)
+    np.testing.assert_array_equal(got, want)

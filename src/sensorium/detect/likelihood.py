@@ -64,6 +64,21 @@ class Pool:
     def free(self, rows: np.ndarray) -> None:
         self.free_rows = np.concatenate([self.free_rows, np.asarray(rows, np.int64)])
 
+    def compact(self) -> np.ndarray | None:
+        """Give memory back once most rows are free (the learning buffers of 100 k series are
+        ~1 GB; after they learned, a few new series need rows): keep the used rows only.
+        Returns old row → new row (-1: freed) when it compacted, else None."""
+        cap = self.data.shape[0]
+        if cap < 1024 or len(self.free_rows) * 2 < cap:
+            return None
+        used = np.ones(cap, dtype=bool)
+        used[self.free_rows] = False
+        remap = np.full(cap, -1, dtype=np.int64)
+        remap[used] = np.arange(int(used.sum()))
+        self.data = self.data[used].copy()
+        self.free_rows = np.zeros(0, dtype=np.int64)
+        return remap
+
     def state(self) -> dict[str, Any]:
         return {"data": self.data.copy(), "free": self.free_rows.copy()}
 
@@ -105,8 +120,9 @@ class LikelihoodDetector(Detector):
         self.p: dict[str, Any] = {**DEFAULTS, **params}
         self.min_points = int(self.p["warm"])
         # pooled buffers, one row per series that needs one (rows recycled): the first `learn`
-        # values of series still learning (float64: they seed the lag buffer), the last P values of seasonal series
-        self.pools = {"first": Pool(int(self.p["learn"]), np.float64), "lag": Pool(int(self.p["pmax"]), np.float64)}
+        # values of series still learning (float32: 2.4 KB a series instead of 4.8 — they only
+        # find the season and seed the lag buffer), the last P values of seasonal series
+        self.pools = {"first": Pool(int(self.p["learn"]), np.float32), "lag": Pool(int(self.p["pmax"]), np.float64)}
         super().__init__()
 
     def params(self) -> dict[str, Any]:
@@ -155,6 +171,10 @@ class LikelihoodDetector(Detector):
                 first = first_pool.data[drows].astype(np.float64)
                 first_pool.free(drows)
                 st["first_row"][ids[segs]] = -1
+                remap = first_pool.compact()
+                if remap is not None:
+                    held = st["first_row"] >= 0
+                    st["first_row"][held] = remap[st["first_row"][held].astype(np.int64)]
                 periods = seasonal_periods(first, int(p["pmin"]), int(p["pmax"]), float(p["acf_thr"]))
                 st["P"][ids[segs]] = periods
                 for per in np.unique(periods[periods > 0]).tolist():
