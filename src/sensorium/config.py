@@ -94,6 +94,11 @@ class StreamSettings(_Frozen):
         5.0, gt=0, description="Stage state, log offset and finished outputs are checkpointed this often."
     )
     batch_max_rows: int = Field(500_000, ge=1, description="Largest micro-batch (rows of the log) per step.")
+    parallel_stages: bool = Field(
+        True, description="Run the rollups and the built-in quality and compression stages on a second thread "
+        "beside rolling statistics, detection and rules (NumPy and Polars release the GIL; outputs are "
+        "applied in the same order either way)."
+    )
     tick_interval_s: float = Field(1.0, gt=0, description="Processing-time tick (idle watermarks, absence rules).")
     rollups: tuple[str, ...] = Field(
         ("1m", "1h", "1d"),

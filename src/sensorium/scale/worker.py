@@ -314,8 +314,10 @@ class PartitionTask:
             self.dispatcher.close()
         if self.automation_outbox is not None:
             self.automation_outbox.close()
-        if self.runner is not None and hasattr(self.runner.derived.lake, "close"):
-            self.runner.derived.lake.close()  # its PostgreSQL connection
+        if self.runner is not None:
+            self.runner.release()
+            if hasattr(self.runner.derived.lake, "close"):
+                self.runner.derived.lake.close()  # its PostgreSQL connection
 
 
 class Worker:

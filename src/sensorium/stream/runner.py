@@ -31,6 +31,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -54,6 +55,8 @@ LATE_SCHEMA = pa.schema(
     [("time", pa.int64()), ("measurement", pa.string()), ("field", pa.string()), ("value", pa.float64()),
      ("watermark", pa.int64()), ("reason", pa.string())]
 )
+#: built-in pipelines that may run on the side thread (their results feed no other stage)
+SIDE_PIPELINES = frozenset({"quality", "compress"})
 FINDINGS_TABLE = "quality_findings"
 HISTORIAN_TABLE = "historian"
 HISTORIAN_SCHEMA = pa.schema(
@@ -163,6 +166,9 @@ class StreamRunner:
         self._thread: threading.Thread | None = None
         self.error: str | None = None
         self.metrics = metrics
+        self._side: ThreadPoolExecutor | None = (
+            ThreadPoolExecutor(1, thread_name_prefix="sensorium-stream-side") if st.parallel_stages else None
+        )
         self._restore()
 
     @staticmethod
@@ -270,28 +276,45 @@ class StreamRunner:
         timed = self._timed
         with self._step_lock, self.derived.lock:
             self.series.add(series)
-            derived = (
-                timed("rolling", self.rolling.process, values, self.rules.wanted_derived())
-                if values.height
-                else empty_values()
-            )
+            # stages whose results nothing else in the step reads run on the side thread; every
+            # output is applied below in one fixed order, so the outbox is the same either way
+            side: dict[str, Future[Any]] = {}
+            if values.height and self._side is not None:
+                if self.rollups is not None:
+                    side["rollups"] = self._side.submit(timed, "rollups", self.rollups.process, values)
+                for p in self.pipelines:
+                    if p.step_id in SIDE_PIPELINES:
+                        side[p.step_id] = self._side.submit(timed, p.step_id, p.process, values, self.series.frame)
+            try:
+                derived = (
+                    timed("rolling", self.rolling.process, values, self.rules.wanted_derived())
+                    if values.height
+                    else empty_values()
+                )
+                outputs: dict[str, Any] = {}
+                for p in self.pipelines:
+                    if p.step_id not in side:
+                        outputs[p.step_id] = timed(p.step_id, p.process, values, self.series.frame)
+                scores, score_rows = empty_values(), None
+                if self.detect is not None and values.height:
+                    scores, score_rows = timed("detect", self.detect.process, values, self.series.frame)
+                if values.height:
+                    parts = [values]
+                    for extra in (derived, scores):
+                        if extra.height:
+                            if "arrival" not in extra.columns:
+                                extra = extra.with_columns(pl.lit(None, pl.Int64).alias("arrival"))
+                            parts.append(extra.select(values.columns).cast(values.schema))
+                    rule_input = pl.concat(parts, how="vertical") if len(parts) > 1 else values
+                    transitions = timed("rules", self.rules.process, rule_input, self.series.frame)
+            finally:
+                done = {k: f.result() for k, f in side.items()}  # waits (and raises) even on errors
             if self.rollups is not None and values.height:
-                self._rollup_output(timed("rollups", self.rollups.process, values))
+                self._rollup_output(done["rollups"] if "rollups" in done else timed("rollups", self.rollups.process, values))
             for p in self.pipelines:
-                self._pipeline_output(p.step_id, timed(p.step_id, p.process, values, self.series.frame))
-            scores = empty_values()
-            if self.detect is not None and values.height:
-                scores, score_rows = timed("detect", self.detect.process, values, self.series.frame)
+                self._pipeline_output(p.step_id, done[p.step_id] if p.step_id in done else outputs[p.step_id])
+            if score_rows is not None:
                 self._shared_output(SCORES_TABLE, score_rows)
-            if values.height:
-                parts = [values]
-                for extra in (derived, scores):
-                    if extra.height:
-                        if "arrival" not in extra.columns:
-                            extra = extra.with_columns(pl.lit(None, pl.Int64).alias("arrival"))
-                        parts.append(extra.select(values.columns).cast(values.schema))
-                rule_input = pl.concat(parts, how="vertical") if len(parts) > 1 else values
-                transitions = timed("rules", self.rules.process, rule_input, self.series.frame)
             self.offset = max(self.offset, batches[-1].offset)
         self.stats["rows"] += sum(b.table.num_rows for b in batches)
         self.stats["values"] += values.height
@@ -469,5 +492,13 @@ class StreamRunner:
         if self.error is None:
             self.drain()
             self.checkpoint()
+        self.release()
         if hasattr(self.derived.lake, "close"):  # a store with a connection (PostgreSQL)
             self.derived.lake.close()
+
+    def release(self) -> None:
+        """Stop the side thread (a runner dropped without :meth:`close`, e.g. a partition whose
+        lease was lost)."""
+        if self._side is not None:
+            self._side.shutdown(wait=True)
+            self._side = None
