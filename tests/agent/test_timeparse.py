@@ -42,6 +42,17 @@ def at(*a: int) -> int:
     ("this morning", at(2026, 3, 10, 6), at(2026, 3, 10, 12)),
     ("tomorrow", at(2026, 3, 11), at(2026, 3, 12)),
     ("next 6 hours", NOW, NOW + 6 * 3600 * NS),
+    ("over the weekend", at(2026, 3, 7), at(2026, 3, 9)),  # the most recent Saturday → Monday
+    ("last weekend", at(2026, 3, 7), at(2026, 3, 9)),
+    ("next weekend", at(2026, 3, 14), at(2026, 3, 16)),
+    ("yesterday at 8 am", at(2026, 3, 9, 8), at(2026, 3, 9, 9)),
+    ("at 3 pm on sunday", at(2026, 3, 8, 15), at(2026, 3, 8, 16)),
+    ("over the last fortnight", NOW - 14 * 86400 * NS, NOW),
+    ("in the past 48h", NOW - 2 * 86400 * NS, NOW),
+    ("last 3d", NOW - 3 * 86400 * NS, NOW),
+    ("3 hours ago", NOW - 3 * 3600 * NS, NOW - 2 * 3600 * NS),
+    ("2 days ago", at(2026, 3, 8), at(2026, 3, 9)),
+    ("2 weeks ago", at(2026, 2, 23), at(2026, 3, 2)),
 ])
 def test_time_expressions(text: str, start: int, end: int) -> None:
     tr, rest = TimeParser(NOW).parse(f"average temperature {text} please")
@@ -59,3 +70,18 @@ def test_local_time_zone_moves_the_day() -> None:
 def test_numbers_that_are_not_times_stay() -> None:
     tr, rest = TimeParser(NOW).parse("when was it above 25 degrees")
     assert tr is None and rest == "when was it above 25 degrees"
+
+
+def test_the_weekend_in_progress_and_the_one_before() -> None:
+    sunday = at(2026, 3, 8, 15)
+    tr, _ = TimeParser(sunday).parse("average temperature this weekend")
+    assert tr is not None and (tr.start_ns, tr.end_ns) == (at(2026, 3, 7), sunday)  # so far
+    tr, _ = TimeParser(sunday).parse("average temperature last weekend")
+    assert tr is not None and (tr.start_ns, tr.end_ns) == (at(2026, 2, 28), at(2026, 3, 2))
+
+
+@pytest.mark.parametrize("text", ["average temperature this weekend", "average temperature on weekends"])
+def test_weekends_it_cannot_tell_are_left_unread(text: str) -> None:
+    # on a Tuesday "this weekend" may be the past or the coming one; "weekends" is every one
+    tr, rest = TimeParser(NOW).parse(text)
+    assert tr is None and rest == text

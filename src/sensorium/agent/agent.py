@@ -187,7 +187,7 @@ class Agent:
 
     def answer_plan(self, ctx: AgentContext, plan: Plan, u: Understanding | None = None, session_id: str | None = None) -> dict[str, Any]:
         vocab = self.vocabulary(ctx)
-        is_bool = bool(plan.field and plan.measurements and vocab.field_type(plan.measurements[0], plan.field) == "bool")
+        is_bool = bool(plan.field and plan.measurements and vocab.field_type(plan.measurements[0], plan.field) in ("bool", "boolean"))
         notes = list(u.notes) if u else []
         try:
             res: Result = run(ctx, plan, is_bool)

@@ -15,7 +15,7 @@ from sensorium.agent.plan import Plan, q, to_sql, where
 from sensorium.agent.timeparse import NS, iso
 from sensorium.agent.vocabulary import UNIT_LABELS, norm
 
-AGG_WORDS = {"mean": "average", "max": "highest", "min": "lowest", "sum": "total", "count": "number of readings",
+AGG_WORDS = {"mean": "average", "median": "median", "max": "highest", "min": "lowest", "sum": "total", "count": "number of readings",
              "trend": "trend", "change": "change", "latest": "latest", "consumption": "consumption"}
 
 
@@ -48,16 +48,25 @@ def fmt(v: Any, plan: Plan, digits: int = 2) -> str:
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, float):
-        if plan.field == "battery" and plan.unit is None:
+        if plan.field == "battery" and plan.unit in (None, "fraction"):
             return f"{v * 100:.1f}%"
         return f"{v:,.{digits}f}{_u(plan)}"
     return f"{v}{_u(plan)}"
 
 
+def _what(plan: Plan) -> str:
+    """"average temperature", "energy used"."""
+    if plan.aggregation == "consumption":
+        return f"{norm(plan.field or '')} used"
+    if plan.aggregation == "count":
+        return f"number of {norm(plan.field or '')} {'events' if plan.field_kind == 'boolean' else 'readings'}"
+    return f"{AGG_WORDS.get(plan.aggregation, plan.aggregation)} {norm(plan.field or '')}".strip()
+
+
 def _where_text(plan: Plan) -> str:
     parts = []
     for tag, vals in plan.filters.items():
-        names = " and ".join(norm(v) for v in vals)
+        names = " and ".join(show(v) for v in vals)
         parts.append({"room": f"in the {names}", "location": f"at {names}", "device_id": f"on {names}",
                       "sensor_type": f"from {names} sensors"}[tag])
     return (" " + " ".join(parts)) if parts else ""
@@ -97,7 +106,7 @@ def run(ctx: AgentContext, plan: Plan, is_bool: bool = False) -> Result:
     sql = to_sql(plan, is_bool)
     table = ctx.query(sql)
     rows = table.to_pylist()
-    what = f"{AGG_WORDS.get(plan.aggregation, plan.aggregation)} {norm(plan.field or '')}".strip()
+    what = _what(plan)
     scope = _where_text(plan) + _when_text(plan)
     fieldname = norm(plan.field or "")
     if plan.kind == "devices":
@@ -141,7 +150,8 @@ def run(ctx: AgentContext, plan: Plan, is_bool: bool = False) -> Result:
         assert th is not None
         n = sum(int(r["readings"]) for r in rows)
         cond = {">": "above", ">=": "at or above", "<": "below", "<=": "at or below"}[th.op]
-        gu = {"degC": "°C", "degF": "°F"}.get(th.given_unit or "", UNIT_LABELS.get(plan.stored_unit or "", ""))
+        gu = {"degC": "°C", "degF": "°F"}.get(th.given_unit or "", UNIT_LABELS.get(plan.stored_unit or "", "")
+                                                 or UNIT_LABELS.get(th.given_unit or "", ""))
         lim = f"{th.given:g}{gu if gu in ('°C', '°F', '%') else (' ' + gu if gu else '')}"
         if plan.field == "motion":
             subject, state = "motion", "detected"
@@ -154,6 +164,14 @@ def run(ctx: AgentContext, plan: Plan, is_bool: bool = False) -> Result:
             return Result(f"{subject.capitalize()} was {state}{scope} for {_dur(secs)}{per}.", secs, table, sql)
         if plan.aggregation == "count":
             return Result(f"{subject.capitalize()} was {state} in {n} reading{'s' if n != 1 else ''}{scope}.", n, table, sql)
+        if plan.aggregation == "which" and plan.group_by:
+            g = plan.group_by[0]
+            names = sorted({r[g] for r in rows if r["readings"] and r.get(g) is not None})
+            noun = g.replace("_id", "")
+            if not names:
+                return Result(f"No {noun} had {subject} {state}{scope}.", [], table, sql)
+            return Result(f"{len(names)} {noun}{'s' if len(names) != 1 else ''} had {subject} {state}{scope}: "
+                          + ", ".join(show(x) for x in names) + ".", names, table, sql)
         if plan.aggregation == "ever":
             return Result(("Yes" if n else "No") + f": {subject} was {'' if n else 'never '}{state}{scope}"
                           + (f" ({n} readings)." if n else "."), bool(n), table, sql)
@@ -181,13 +199,19 @@ def run(ctx: AgentContext, plan: Plan, is_bool: bool = False) -> Result:
         good = [r for r in rows if r["value"] is not None]
         if not good:
             return Result(f"There are no {fieldname} readings{scope}.", None, table, sql)
-        names = [r[g] for r in good]
-        crit = f"{AGG_WORDS.get(plan.aggregation, plan.aggregation)} {fieldname}"
+        def ranked(r: dict[str, Any]) -> Any:  # a time bucket ("which day was warmest") as its ISO start
+            return iso(_ns(r[g])) if g in ("hour", "day", "week") else r[g]
+
+        def label(r: dict[str, Any]) -> str:
+            return str(ranked(r)) if g in ("hour", "day", "week") else show(r[g])
+
+        names = [ranked(r) for r in good]
+        crit = _what(plan)
         adj = "highest" if plan.order == "desc" else "lowest"
         if plan.top_k == 1:
             r = good[0]
-            return Result(f"{show(r[g])} had the {adj} {crit}{scope}: {fmt(_num(r['value']), plan)}.", r[g], table, sql)
-        listed = ", ".join(f"{show(r[g])} ({fmt(_num(r['value']), plan)})" for r in good)
+            return Result(f"{label(r)} had the {adj} {crit}{scope}: {fmt(_num(r['value']), plan)}.", ranked(r), table, sql)
+        listed = ", ".join(f"{label(r)} ({fmt(_num(r['value']), plan)})" for r in good)
         return Result(f"{len(good)} {g.replace('_id', '')}s with the {adj} {crit}{scope}: {listed}.", names, table, sql,
                       chart_for(table, g, "value", "bar", crit))
     # aggregate
@@ -298,7 +322,12 @@ def _alerts(ctx: AgentContext, plan: Plan) -> Result:
     if plan.aggregation == "count":
         return Result(f"{n} alert{'s' if n != 1 else ''} fired{scope}.", n, table, None, source="alerts")
     if not n:
-        return Result(f"No alerts fired{scope}.", [], table, None, source="alerts")
+        return Result(f"No alerts fired{scope}.", None if plan.aggregation == "latest" else [], table, None, source="alerts")
+    if plan.aggregation == "latest":
+        a = keep[-1]
+        at = iso(int(a["fired_at_ns"]))
+        return Result(f"The last alert{scope} fired at {at}: {a['rule']} ({a['severity']}) on {a['series']}.", at, table,
+                      None, source="alerts")
     rules: dict[str, int] = {}
     for a in keep:
         rules[a["rule"]] = rules.get(a["rule"], 0) + 1

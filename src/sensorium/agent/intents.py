@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from sensorium.agent.parser import NameFinder, normalise
+from sensorium.agent.parser import SETPOINT, NameFinder, normalise
 from sensorium.agent.plan import convert
 from sensorium.agent.vocabulary import Actuator, Vocabulary, norm
 
@@ -55,9 +55,10 @@ class Resolved:
 def parse_command(text: str) -> Intent | None:
     t = normalise(text)
     t = re.sub(r"^(?:please|could\s+you|can\s+you|would\s+you)\s+", "", t)
-    m = re.match(r"^(?:set|make|put)\s+(?:the\s+)?(.+?)\s+(?:to|at)\s+(-?\d+(?:\.\d+)?)\s*(°c|°f|degrees?\s*(?:c|f|celsius|fahrenheit)?|celsius|fahrenheit|%|percent)?\s*$", t)
+    m = SETPOINT.match(t)
     if m:
-        target, num, unit = m.group(1), float(m.group(2)), (m.group(3) or "").strip()
+        target = m.group("target") or m.group("target2")
+        num, unit = float(m.group("value")), re.sub(r"\s+", " ", m.group("unit") or "").strip()
         fld = "temperature"
         if unit in ("%", "percent") or re.search(r"\bhumidity\b", target):
             fld = "humidity" if re.search(r"\bhumidity\b", target) else "level"
@@ -65,9 +66,9 @@ def parse_command(text: str) -> Intent | None:
             fld = "level"
         target = re.sub(r"\b(?:temperature|thermostat|humidity|brightness|level)\b", " ", target).strip()
         given_unit = None
-        if "f" in unit.split()[-1:] or unit in ("°f", "fahrenheit") or unit.endswith("fahrenheit") or unit.endswith(" f"):
+        if unit in ("f", "°f", "fahrenheit") or unit.endswith("fahrenheit") or unit.endswith(" f"):
             given_unit = "degF"
-        elif unit in ("°c", "celsius") or unit.endswith("celsius") or unit.endswith(" c"):
+        elif unit in ("c", "°c", "celsius") or unit.endswith("celsius") or unit.endswith(" c"):
             given_unit = "degC"
         elif unit.startswith("degree") and fld == "temperature":
             given_unit = "degF" if num > 40 else "degC"

@@ -41,6 +41,42 @@ def fuzzy(word: str, candidates: Sequence[str], cutoff: float = 0.84) -> Match |
     return Match(hits[0], difflib.SequenceMatcher(None, word, hits[0]).ratio(), "fuzzy")
 
 
+def edit_distance(a: str, b: str) -> int:
+    """Optimal-string-alignment distance: insertions, deletions, substitutions and swaps of two
+    neighbouring letters each count 1 (the edits a typist makes)."""
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cur[j] = min(cur[j], prev2[j - 2] + 1)
+        prev2, prev = prev, cur
+    return prev[-1]
+
+
+def _swapped(a: str, b: str) -> bool:
+    """``a`` is ``b`` with two neighbouring letters swapped."""
+    d = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+    return len(d) == 2 and d[1] == d[0] + 1 and a[d[0]] == b[d[1]] and a[d[1]] == b[d[0]]
+
+
+def typo(word: str, candidates: Sequence[str]) -> Match | None:
+    """The one known word ``word`` is a typing slip of: one edit away (a letter missing, doubled or
+    swapped with its neighbour; one letter replaced only in words of 7 letters or more, as a
+    short word with one letter replaced is often another word: "match" is not "march"), the same
+    first letter, and not the word with letters only added or cut at an end ("shown" is not
+    "show", "speak" not "peak"). None when there is none, or more than one."""
+    hits = [c for c in candidates
+            if c[:1] == word[:1] and c != word and not c.startswith(word) and not word.startswith(c)
+            and not c.endswith(word) and not word.endswith(c) and abs(len(c) - len(word)) <= 1
+            and edit_distance(word, c) == 1 and (len(c) != len(word) or len(word) >= 7 or _swapped(word, c))]
+    if len(hits) != 1:
+        return None
+    return Match(hits[0], difflib.SequenceMatcher(None, word, hits[0]).ratio(), "fuzzy")
+
+
 class EmbeddingsUnavailable(RuntimeError):
     pass
 
@@ -102,4 +138,4 @@ class EmbeddingMatcher:
         return Match(cands[int(order[0])], top, "embedding")
 
 
-__all__ = ["EXTRA_HINT", "EmbeddingMatcher", "EmbeddingsUnavailable", "Match", "fuzzy"]
+__all__ = ["EXTRA_HINT", "EmbeddingMatcher", "EmbeddingsUnavailable", "Match", "edit_distance", "fuzzy", "typo"]

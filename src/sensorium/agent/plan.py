@@ -13,8 +13,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Kind = Literal["aggregate", "topk", "threshold", "latest", "alerts", "anomalies", "forecast", "devices"]
-Aggregation = Literal["mean", "max", "min", "sum", "count", "latest", "trend", "change", "consumption",
-                      "when", "how_long", "ever", "list", "count_devices"]
+Aggregation = Literal["mean", "median", "max", "min", "sum", "count", "latest", "trend", "change", "consumption",
+                      "when", "how_long", "ever", "which", "list", "count_devices"]
 Group = Literal["hour", "day", "week", "device_id", "room", "location", "sensor_type"]
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\- ]{0,127}$")
 NS = 1_000_000_000
@@ -55,6 +55,7 @@ class Plan(BaseModel):
     unit: str | None = Field(None, description="Unit of the answer (°F when asked for).")
     stored_unit: str | None = None
     anomaly_score: float = 0.6
+    field_kind: Literal["boolean"] | None = Field(None, description="'boolean': counts count the true readings.")
 
     @field_validator("measurements")
     @classmethod
@@ -173,7 +174,7 @@ def value_expr(plan: Plan, is_bool: bool) -> str:
         return _display(f"arg_max({f}, time) - arg_min({f}, time)", plan, difference=True)
     if agg == "count":
         return f"count({f})"
-    base = {"mean": f"avg({f})", "max": f"max({f})", "min": f"min({f})", "sum": f"sum({f})",
+    base = {"mean": f"avg({f})", "median": f"median({f})", "max": f"max({f})", "min": f"min({f})", "sum": f"sum({f})",
             "latest": f"arg_max({f}, time)"}[agg]
     return _display(base, plan)
 
@@ -181,6 +182,7 @@ def value_expr(plan: Plan, is_bool: bool) -> str:
 def to_sql(plan: Plan, is_bool: bool = False) -> str:
     """One read-only SELECT answering ``plan`` (kinds aggregate, topk, threshold, latest,
     anomalies, devices)."""
+    is_bool = is_bool or plan.field_kind == "boolean"
     groups = _group_exprs(plan)
     tag_cols = [g for g in plan.group_by if g in TAGS]
     need = sorted({"time", "device_id", *(plan.filters), *tag_cols, *([plan.field] if plan.field else [])})
@@ -211,13 +213,16 @@ def to_sql(plan: Plan, is_bool: bool = False) -> str:
         f = q(plan.field)
         cond = f"CAST({f} AS DOUBLE) {th.op} {float(th.value)!r}"
         part = ", ".join(q(t) for t in ("device_id",))
-        inner = (f"SELECT device_id, time, {f}, lead(time) OVER (PARTITION BY {part} ORDER BY time) AS next_time "
+        keys = "".join(f", {q(t)}" for t in tag_cols if t != "device_id")  # "which rooms were above 25"
+        inner = (f"SELECT device_id{keys}, time, {f}, lead(time) OVER (PARTITION BY {part} ORDER BY time) AS next_time "
                  f"FROM {src} WHERE {where(plan)}")
-        return (f"WITH s AS ({inner}) SELECT device_id, count_if({cond}) AS readings, "
+        return (f"WITH s AS ({inner}) SELECT device_id{keys}, count_if({cond}) AS readings, "
                 f"min(time) FILTER (WHERE {cond}) AS first_time, max(time) FILTER (WHERE {cond}) AS last_time, "
                 f"coalesce(sum(epoch_ns(next_time) - epoch_ns(time)) FILTER (WHERE {cond} AND next_time IS NOT NULL), 0) / 1e9 AS seconds "
-                f"FROM s GROUP BY device_id ORDER BY device_id")
+                f"FROM s GROUP BY ALL ORDER BY device_id")
     if plan.kind == "latest":
+        if len(plan.measurements) > 1:  # a union: the columns shown must be read from each table
+            src = source(plan, sorted({*need, "room", "location"}))
         f = q(plan.field or "")
         val = _display(f"arg_max({f}, time)", plan) if not is_bool else f"arg_max({f}, time)"
         return (f"SELECT device_id, room, location, {val} AS value, max(time) AS time FROM {src} "

@@ -4,11 +4,14 @@ platform clock, in the agent's time zone (``[agent] timezone``, default UTC).
 Understood (case-insensitive)::
 
     today · yesterday · the day before yesterday · tomorrow · this morning/afternoon/evening ·
+    (over) the weekend · last/next weekend (Saturday 00:00 → Monday 00:00) ·
     last night · tonight · this week/month/year · last week/month/year (the previous calendar one)
     last|past N minutes/hours/days/weeks/months (rolling) · the last hour/day (rolling) ·
     next N hours/days · since <point> · between <point> and <point> · from <point> to <point> ·
     on Monday · on 2026-01-03 · on March 5 · in March [2026] · <point> = a weekday, a date,
-    today/yesterday, optionally with a time of day (8 am, 08:30, noon, midnight)
+    today/yesterday, optionally with a time of day (8 am, 08:30, noon, midnight) ·
+    yesterday at 8 am / at 3 pm on Monday (that hour) · N hours ago (that hour) · N days/weeks/months
+    ago (that calendar day, week, month)
 
 Weekdays mean the most recent one (today's, if today is that day). Months without a year mean
 the most recent one not in the future. Every range says how it was understood (``label``).
@@ -31,11 +34,12 @@ NUMBER_WORDS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "fiv
                 "seven": 7, "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12,
                 "fifteen": 15, "twenty": 20, "thirty": 30, "fourty": 40, "forty": 40,
                 "sixty": 60, "ninety": 90}
-_UNIT_S = {"second": 1, "minute": 60, "min": 60, "hour": 3600, "hr": 3600, "day": 86400,
-           "week": 7 * 86400, "month": 30 * 86400, "year": 365 * 86400}
+_UNIT_S = {"second": 1, "minute": 60, "min": 60, "hour": 3600, "hr": 3600, "h": 3600, "day": 86400, "d": 86400,
+           "week": 7 * 86400, "wk": 7 * 86400, "fortnight": 14 * 86400, "month": 30 * 86400, "year": 365 * 86400}
 
 _NUM = r"(?:\d+|" + "|".join(sorted(NUMBER_WORDS, key=len, reverse=True)) + r")"
-_UNIT = r"(second|minute|min|hour|hr|day|week|month|year)s?"
+_UNIT = r"(second|minute|min|hour|hr|h|day|d|week|wk|fortnight|month|year)s?"
+_FULL_UNIT = {"min": "minute", "hr": "hour", "h": "hour", "d": "day", "wk": "week"}
 _WD = r"(" + "|".join(WEEKDAYS) + r"|mon|tue|tues|wed|thu|thur|thurs|fri|sat|sun)"
 _MONTH = r"(" + "|".join(MONTHS) + r"|jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec)\.?"
 _TOD = r"(?:at\s+)?(?:(noon|midnight)|(\d{1,2})(?::(\d{2}))?\s*(am|pm|a\.m\.|p\.m\.)|(\d{1,2}):(\d{2}))"
@@ -173,8 +177,8 @@ class TimeParser:
     # -- the expression ----------------------------------------------------------------------------
     def parse(self, text: str) -> tuple[TimeRange | None, str]:
         """(the range, ``text`` without the words it was read from)."""
-        for fn in (self._between, self._since, self._rolling, self._named, self._on_day, self._in_month,
-                   self._bare_point):
+        for fn in (self._weekend, self._between, self._since, self._ago, self._rolling, self._day_at, self._named,
+                   self._on_day, self._in_month, self._bare_point):
             hit = fn(text)
             if hit is not None:
                 tr, (a, b) = hit
@@ -229,7 +233,7 @@ class TimeParser:
         m = re.search(r"\b(?:in\s+|over\s+|during\s+|for\s+)?(?:the\s+)?(last|past|previous|next|coming)\s+(" + _NUM + r")?\s*" + _UNIT + r"\b", text)
         if not m:
             return None
-        which, num, unit = m.group(1), m.group(2), m.group(3)
+        which, num, unit = m.group(1), m.group(2), _FULL_UNIT.get(m.group(3), m.group(3))
         n = (int(num) if num.isdigit() else NUMBER_WORDS[num]) if num else 1
         secs = _UNIT_S[unit] * n
         if which in ("next", "coming"):
@@ -241,6 +245,27 @@ class TimeParser:
             return None
         return self._range(self.now_ns - secs * NS, self.now_ns, m.group(0),
                            f"the last {n} {unit}{'s' if n != 1 else ''}", unit), m.span()
+
+    def _ago(self, text: str) -> Hit | None:
+        """"3 hours ago": that hour (from 3 hours back); "2 days ago" / "2 weeks ago" / "a month ago":
+        that calendar day, week or month."""
+        m = re.search(r"\b(?:about\s+|around\s+)?(" + _NUM + r")\s*" + _UNIT + r"\s+ago\b", text)
+        if not m:
+            return None
+        num, unit = m.group(1), _FULL_UNIT.get(m.group(2), m.group(2))
+        n = int(num) if num.isdigit() else NUMBER_WORDS[num]
+        if unit == "hour":
+            s = self.now_ns - n * 3600 * NS
+            return self._range(s, s + 3600 * NS, m.group(0), f"{m.group(0).strip()} (that hour)", "hour"), m.span()
+        if unit == "day":
+            d = self.today - timedelta(days=n)
+            return self._range(self._day_start(d), self._day_start(d + timedelta(days=1)), m.group(0),
+                               f"{m.group(0).strip()} ({d:%A %Y-%m-%d})", "day"), m.span()
+        if unit in ("week", "month", "year"):
+            tr = self._calendar(unit, -n, m.group(0).strip())
+            label = f"{m.group(0).strip()} (the calendar {unit}): {fmt_range(tr.start_ns, tr.end_ns, self.tz)}"
+            return TimeRange(tr.start_ns, tr.end_ns, m.group(0), label, unit), m.span()
+        return None  # minutes or seconds ago: too fine to be a range of readings
 
     def _calendar(self, unit: str, offset: int, text: str) -> TimeRange:
         t = self.today
@@ -258,6 +283,54 @@ class TimeParser:
         s, e = self._day_start(start), min(self._day_start(end), self.now_ns) if offset == 0 else self._day_start(end)
         what = f"{'this' if offset == 0 else 'last'} {unit} (calendar, from {'Monday' if unit == 'week' else 'the 1st'})"
         return self._range(s, e, text, what, unit)
+
+    def _weekend(self, text: str) -> Hit | None:
+        """"(over) the weekend", "last weekend": the most recent Saturday 00:00 → Monday 00:00
+        (the one in progress on a Saturday or Sunday, clipped at now; "last weekend" then means
+        the one before); "next weekend" the coming one. "This weekend" on a weekday may mean
+        the past or the coming one: not read (the agent declines rather than guess)."""
+        m = re.search(r"\b(?:(?:over|during|on|at|for|in|from)\s+)?(?:the\s+)?(?:(last|past|previous|this|next|coming)\s+)?"
+                      r"week\s*end\b", text)
+        if not m:
+            return None
+        which = m.group(1)
+        wd = self.today.weekday()  # Monday 0 ... Saturday 5, Sunday 6
+        sat = self.today - timedelta(days=(wd - 5) % 7)  # the most recent Saturday (today on a Saturday)
+        in_progress = wd >= 5
+        if which in ("next", "coming"):
+            sat = sat + timedelta(days=7)
+            what = "next weekend"
+        elif which in ("last", "past", "previous"):
+            if in_progress:
+                sat = sat - timedelta(days=7)
+            what = "last weekend"
+        elif which == "this" and not in_progress:
+            return None
+        else:
+            what = "the weekend"
+        s = self._day_start(sat)
+        e = self._day_start(sat + timedelta(days=2))
+        if s < self.now_ns < e:
+            e = self.now_ns
+        return self._range(s, e, m.group(0), f"{what} (Saturday 00:00 → Monday 00:00)", None), m.span()
+
+    def _day_at(self, text: str) -> Hit | None:
+        """"yesterday at 8 am", "at 3 pm on Monday": that hour of that day."""
+        day = r"(yesterday|today|(?:on\s+|last\s+)?" + _WD + r")"
+        m = re.search(r"\b" + day + r"\s+" + _TOD + r"(?=\W|$)", text)
+        if m:
+            word, tod = m.group(1), self._tod(m, 3)
+        else:
+            m = re.search(r"\b" + _TOD + r"\s+(?:on\s+)?" + day + r"(?=\W|$)", text)
+            if not m:
+                return None
+            word, tod = m.group(7), self._tod(m, 1)
+        if tod is None:
+            return None
+        w = re.sub(r"^(?:on|last)\s+", "", word)
+        d = self.today - timedelta(days=1) if w == "yesterday" else self.today if w == "today" else self._weekday(w)
+        s = self._ns(datetime.combine(d, tod, self.tz))
+        return self._range(s, s + 3600 * NS, m.group(0), f"{w} at {tod:%H:%M} (that hour)", "hour"), m.span()
 
     def _named(self, text: str) -> Hit | None:
         m = re.search(r"\b(the\s+day\s+before\s+yesterday|yesterday|today|tonight|tomorrow|last\s+night|"

@@ -27,10 +27,10 @@ if TYPE_CHECKING:
 #: Words that name a field (before fuzzy or embedding matching is tried).
 FIELD_SYNONYMS: dict[str, tuple[str, ...]] = {
     "temperature": ("temperature", "temperatures", "temp", "temps", "warm", "warmest", "warmer",
-                    "hot", "hottest", "hotter", "cold", "coldest", "colder", "cool", "coolest",
-                    "heat", "degrees", "thermostat"),
-    "humidity": ("humidity", "humid", "humidities", "damp", "dampest", "moisture", "relative humidity",
-                 "muggy", "driest", "dry"),
+                    "hot", "hottest", "hotter", "cold", "coldest", "colder", "cool", "coolest", "cooler",
+                    "chilly", "chillier", "chilliest", "heat", "degrees", "thermostat"),
+    "humidity": ("humidity", "humid", "humidities", "damp", "dampest", "damper", "moisture", "relative humidity",
+                 "muggy", "muggiest", "driest", "drier", "dryer", "dry", "wettest"),
     "pressure": ("pressure", "air pressure", "barometric pressure", "barometer", "hpa"),
     "power": ("power", "power draw", "power usage", "wattage", "watts", "load", "consumption",
               "power consumption", "draw"),
@@ -39,7 +39,8 @@ FIELD_SYNONYMS: dict[str, tuple[str, ...]] = {
     "voltage": ("voltage", "volts", "volt", "supply voltage"),
     "battery": ("battery", "batteries", "battery level", "charge"),
     "rssi": ("rssi", "signal", "signal strength", "wifi", "wi-fi", "reception"),
-    "motion": ("motion", "movement", "movements", "occupancy", "presence", "activity", "moving"),
+    "motion": ("motion", "movement", "movements", "occupancy", "presence", "activity", "moving", "move",
+               "moves", "moved"),
 }
 #: Fields that count up (a meter): "how much energy" is last − first per series.
 CUMULATIVE_FIELDS = frozenset({"energy"})
