@@ -305,3 +305,11 @@ def test_normalise_contractions_possessives_and_hyphens() -> None:
 ])
 def test_close_scores_a_type_mismatch_as_wrong(got: Any, expected: Any, same: bool) -> None:
     assert close(got, expected) is same
+
+
+@pytest.mark.parametrize("text", ["mean humidity upstairs last tuesday", "how warm was it outside yesterday",
+                                  "average temperature downstairs"])
+def test_a_place_said_without_a_preposition_is_declined_not_dropped(vocab: Vocabulary, text: str) -> None:
+    u = ask(vocab, text)
+    assert u.kind == "decline" and "don't know a room, place or device" in (u.decline or ""), (text, u.decline)
+    assert ask(vocab, "mean humidity last tuesday").kind == "query"  # the rest is understood

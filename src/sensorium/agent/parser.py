@@ -200,6 +200,13 @@ def _lexicon(vocab: Vocabulary) -> tuple[list[str], frozenset[str]]:
     return sorted(w for w in words if len(w) >= 4), known
 
 
+#: words that name a place without a preposition: a question using one that no name matches is
+#: declined (answering over every place would present a guess as a fact)
+PLACE_ADVERBS = frozenset({"upstairs", "downstairs", "outside", "outdoors", "indoors", "indoor",
+                           "outdoor", "attic", "cellar", "loft", "lounge", "nursery", "porch", "patio", "yard",
+                           "backyard", "garden", "balcony", "terrace", "den", "pantry", "shed"})
+
+
 @dataclass
 class Understanding:
     """What the parser made of a text."""
@@ -590,6 +597,8 @@ class Parser:
                 "'since Monday 8 am', 'on 2026-03-03' or 'between March 2 and March 4'.", notes, matched)
         entity_gap = re.search(r"\b(?:in|at|inside|for|of|from|on)\s+(?:the\s+|my\s+|our\s+)?([a-z][a-z0-9']+(?:\s+[a-z][a-z0-9']+)?)", rest)
         gap_words = [w for w in (entity_gap.group(1).split() if entity_gap else []) if w in left]
+        if not gap_words:  # a place said without a preposition ("upstairs"): never silently dropped
+            gap_words = [w for w in left if w in PLACE_ADVERBS][:1]
         if gap_words:
             phrase = " ".join(gap_words)
             # meaning (embeddings) before giving up: "lounge" → living room
