@@ -1013,6 +1013,27 @@ class Sensorium:
             rows = [r for r in rows if principal.allows_device((r.get("tags") or {}).get("device_id"))]
         return rows
 
+    def check_series_scope(
+        self, principal: Principal | None, measurement: str, tags: dict[str, str], bucket: str | None = None,
+    ) -> None:
+        """For reads over whole series (forecasts): every device the filter selects must be in
+        the principal's scope — counted through the unscoped engine and through the principal's
+        views; :class:`~sensorium.auth.principal.Forbidden` when they differ."""
+        if principal is None or not principal.restricted:
+            return
+        from sensorium.agent.plan import lit, q
+        from sensorium.auth.principal import Forbidden
+
+        where = " AND ".join(f"{q(k)} = {lit(v)}" for k, v in tags.items()) or "true"
+        sql = f"SELECT count(DISTINCT device_id) AS n FROM {q(measurement)} WHERE {where}"
+        try:
+            everyone = self.query(sql, bucket).column("n")[0].as_py()
+        except SensoriumError:  # no such table or no device_id tag: nothing of anyone's to read
+            return
+        if self.query(sql, bucket, principal=principal).column("n")[0].as_py() != everyone:
+            raise Forbidden(f"that series includes devices that are not {principal.id!r}'s: filter it to "
+                            "your devices (tags such as device_id or room)", role=principal.role)
+
     # -- alerts as a principal sees them ---------------------------------------------------------
     def list_alerts(
         self, *, principal: Principal | None = None, limit: int = 100, offset: int = 0, **filters: Any,

@@ -178,6 +178,22 @@ def test_alerts_are_those_of_the_users_devices(world: World) -> None:
 
 
 # -- registry, graph, dashboard, devices -------------------------------------------------------------
+def test_forecasts_only_of_series_whose_devices_are_the_users(world: World) -> None:
+    body = {"measurement": "climate", "field": "temperature", "horizon": "10s", "every": "1s", "model": "naive"}
+    ok = world.post("alice", "/api/v1/forecast", json={**body, "tags": {"device_id": "a1"}})
+    assert ok.status_code == 200, ok.text
+    assert len(ok.json()["rows"]) > 0
+    for tags in ({}, {"device_id": "b1"}):  # every device (b1, x9 too), or bob's
+        r = world.post("alice", "/api/v1/forecast", json={**body, "tags": tags})
+        assert r.status_code == 403 and r.json()["code"] == "forbidden", (tags, r.text)
+    assert world.post("bob", "/api/v1/forecast", json={**body, "tags": {"device_id": "b1"}}).status_code == 200
+    assert world.post("root", "/api/v1/forecast", json=body).status_code == 200  # admins: anything
+    r = world.post("gus", "/api/v1/forecast", json={**body, "tags": {"device_id": "a1"}, "store": True})
+    assert r.status_code == 403 and "guests are read-only" in r.json()["message"]
+    r = world.get("alice", "/api/v1/forecast/compare", params={"measurement": "climate", "field": "temperature"})
+    assert r.status_code == 403
+
+
 def test_registry_and_graph_are_limited_to_the_users_scope(world: World) -> None:
     r = world.get("alice", "/api/v1/registry/devices")
     assert {d["id"] for d in r.json()["items"]} == ALICE

@@ -34,7 +34,7 @@ def test_routes_open_to_users_and_guests_are_exactly_the_scoped_ones(shared_worl
         "/api/v1/dashboard/devices/{device_id}/charts", "/api/v1/dashboard/events", "/api/v1/me",
         "/api/v1/logout", "/api/v1/me/password", "/api/v1/catalog",
         "/api/v1/ask", "/api/v1/ask/feedback", "/api/v1/ask/interactions", "/api/v1/search",
-        "/api/v1/search/similar",
+        "/api/v1/search/similar", "/api/v1/forecast", "/api/v1/forecast/compare",
     }
     # registry reads are open; every registry write is admin-only
     assert all(rule == "admin" for (m, p), rule in

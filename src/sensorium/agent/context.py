@@ -108,26 +108,9 @@ class AgentContext:
     def forecast(self, measurement: str, fld: str, tags: dict[str, str], horizon: str) -> pa.Table:
         from sensorium.detect.forecast import forecast_series
 
-        if self.restricted:
-            self._check_forecast_scope(measurement, tags)
+        self.platform.check_series_scope(self.principal, measurement, tags, self.bucket)
         return forecast_series(self.platform, measurement, fld, tags=tags, horizon=horizon,
                                bucket=self.bucket, model="ets")
-
-    def _check_forecast_scope(self, measurement: str, tags: dict[str, str]) -> None:
-        """A forecast reads the whole series a filter selects: every device in it must be the
-        principal's (counted through the unscoped engine, compared with the scoped one)."""
-        from sensorium.agent.plan import lit, q
-
-        where = " AND ".join(f"{q(k)} = {lit(v)}" for k, v in tags.items()) or "true"
-        sql = f"SELECT count(DISTINCT device_id) AS n FROM {q(measurement)} WHERE {where}"
-        try:
-            everyone = self.platform.query(sql, self.bucket).column("n")[0].as_py()
-        except Exception:  # no device_id tag: nothing to compare per device
-            return
-        mine = self.query(sql).column("n")[0].as_py()
-        if everyone != mine:
-            raise Forbidden("that forecast would read devices that are not yours: name a room or device of yours",
-                            role=self.principal.role if self.principal else None)
 
     # -- acting ----------------------------------------------------------------------------------
     def send_command(self, device_id: str, command: str, params: dict[str, Any]) -> dict[str, Any]:

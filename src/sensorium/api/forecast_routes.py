@@ -13,6 +13,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from sensorium.api.body import json_response as _json
+from sensorium.auth.http import principal_of
 from sensorium.errors import BadRequest
 from sensorium.platform import Sensorium
 
@@ -65,6 +66,11 @@ def register(app: FastAPI, platform: Sensorium, check_auth: Callable[[Request], 
         req = parse_request(await request.body())
         from sensorium.detect.forecast import forecast_meta, forecast_series
 
+        p = principal_of(request)  # a user's or guest's: series of their devices only
+        if req.store:
+            p.require_write("store forecasts")
+        await asyncio.to_thread(platform.check_series_scope, p, req.measurement, req.tags, req.bucket)
+
         table = await asyncio.to_thread(
             forecast_series, platform, req.measurement, req.field, tags=req.tags, bucket=req.bucket,
             start=req.start, end=req.end, history=req.history, every=req.every, horizon=req.horizon,
@@ -96,6 +102,7 @@ def register(app: FastAPI, platform: Sensorium, check_auth: Callable[[Request], 
             tags[k] = v
         from sensorium.detect.forecast import compare_forecast
 
+        await asyncio.to_thread(platform.check_series_scope, principal_of(request), measurement, tags, bucket)
         table = await asyncio.to_thread(
             compare_forecast, platform, measurement, field, tags=tags, model=model, start=start, end=end,
             bucket=bucket,

@@ -7,7 +7,7 @@
   reject points of devices outside the scope, commands need a device in scope ...).
 * ``self``  — any authenticated principal, about itself (``/me``, logout, its own password).
 * ``admin`` — admins only: users, tokens, the audit log, registry writes, operations (dead
-  letters, storage, stream, rules), automations and forecasts until they are scoped.
+  letters, storage, stream, rules) and automations until they are scoped.
 
 A route that is not in the table is ``admin`` for everyone else: a new route is closed to users
 and guests until someone decides how it is scoped (a test lists the open ones). A route with a
@@ -63,6 +63,9 @@ POLICY: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/dashboard/registry"): R,
     ("GET", "/api/v1/dashboard/devices/{device_id}/charts"): R,
     ("GET", "/api/v1/dashboard/events"): R,
+    # forecasts of series whose devices are all the principal's (storing one needs write access)
+    ("POST", "/api/v1/forecast"): R,
+    ("GET", "/api/v1/forecast/compare"): R,
     # the agent and semantic search: answers, commands and results within the principal's scope
     # (commands and automations need write access, checked where they run)
     ("POST", "/api/v1/ask"): R,
