@@ -211,6 +211,26 @@ def test_registry_is_derived_from_tags(client: Any, fleet: Sensorium) -> None:
     assert r["locations"][2]["rooms"][0]["room"] == "(no room)"
 
 
+def test_registry_places_registered_devices_and_lists_those_without_data(client: Any, fleet: Sensorium) -> None:
+    store = fleet.registry_store
+    assert store is not None
+    store.create("location", {"id": "flat", "name": "The Flat"})
+    store.create("room", {"id": "study", "name": "Study", "location_id": "flat"})
+    store.patch("device", "dev-c", {"name": "Desk sensor", "room_id": "study"})  # auto-registered; no tags
+    store.create("device", {"id": "dev-z", "name": "Spare", "room_id": "study"})  # never sent anything
+    r = client.get("/api/v1/dashboard/registry").json()
+    assert r["placed"] == 2 and r["registered"] == 4 and "device registry (2 placed" in r["source"]
+    flat = next(loc for loc in r["locations"] if loc["location"] == "The Flat")
+    assert [room["room"] for room in flat["rooms"]] == ["Study"]
+    devs = {d["device_id"]: d for d in flat["rooms"][0]["devices"]}
+    assert set(devs) == {"dev-c", "dev-z"}
+    assert devs["dev-c"]["name"] == "Desk sensor" and devs["dev-c"]["status"] == "online"
+    assert devs["dev-z"]["status"] == "no data" and devs["dev-z"]["last_seen"] is None
+    assert "(no location)" not in [loc["location"] for loc in r["locations"]]  # dev-c found its place
+    # unregistered devices keep their tags
+    assert any(loc["location"] == "home-1" for loc in r["locations"])
+
+
 def test_no_data_yet_is_empty_not_an_error(client: Any) -> None:
     assert client.get("/api/v1/dashboard/devices").json()["devices"] == []
     assert client.get("/api/v1/dashboard/registry").json()["locations"] == []

@@ -30,7 +30,7 @@ from sensorium.api.dashboard import (
     registry_tree,
     search,
 )
-from sensorium.api.dashboard._fleet import DEFAULT_OFFLINE_AFTER
+from sensorium.api.dashboard._fleet import DEFAULT_OFFLINE_AFTER, REGISTERED_SQL, merge_registry
 from sensorium.auth.http import principal_of
 from sensorium.auth.principal import Forbidden, Principal
 from sensorium.errors import BadRequest, SensoriumError
@@ -179,14 +179,25 @@ def register(app: FastAPI, platform: Sensorium, check_auth: Callable[[Request], 
     async def dashboard_registry(
         request: Request, bucket: str | None = Query(None), offline_after: str = Query(DEFAULT_OFFLINE_AFTER),
     ) -> Response:
-        """Locations → rooms → devices, derived from telemetry tags (no registry yet: #6)."""
+        """Locations → rooms → devices: placed by the device registry where it knows them (its
+        names win), by their telemetry tags otherwise; registered devices without data too."""
         p = guard(request)
         after = offline_ns(offline_after)
 
         def run() -> dict[str, Any]:
             now = platform.clock()
             rows = mine(p, devices(platform, bucket_of(bucket), now, after))
-            return {"now": now / 1e9, "source": "telemetry tags: location, room, device_id, sensor_type",
+            try:
+                registered = platform.query(REGISTERED_SQL, bucket_of(bucket), principal=p).to_pylist()
+            except SensoriumError:  # no registry on this node
+                registered = []
+            rows = merge_registry(rows, registered)
+            # devices the registry places (auto-registered ones have no room or location yet)
+            placed = sum(1 for r in registered if r.get("room") or r.get("location"))
+            source = "telemetry tags: location, room, device_id, sensor_type"
+            if placed:
+                source = f"device registry ({placed} placed devices) + {source} for the rest"
+            return {"now": now / 1e9, "source": source, "registered": len(registered), "placed": placed,
                     "devices": len(rows), "locations": registry_tree(rows)}
 
         return _json(await asyncio.to_thread(run))

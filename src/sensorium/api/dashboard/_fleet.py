@@ -93,6 +93,31 @@ def search(rows: list[dict[str, Any]], q: str | None, status: str | None) -> lis
     return out
 
 
+#: the registry's devices as the dashboard reads them (through the caller's scoped views)
+REGISTERED_SQL = "SELECT device_id, name, type, room, room_name, location, location_name FROM devices"
+
+
+def merge_registry(rows: list[dict[str, Any]], registered: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Telemetry devices placed by the registry where it knows them (its location and room
+    names win over tags), plus registered devices that never sent data (status ``no data``)."""
+    reg = {r["device_id"]: r for r in registered if r.get("device_id")}
+    out = []
+    for d in rows:
+        r = reg.pop(d["device_id"], None)
+        if r is not None:
+            d = {**d, "name": r.get("name"), "registered": True,
+                 "location": r.get("location_name") or r.get("location") or d.get("location"),
+                 "room": r.get("room_name") or r.get("room") or d.get("room"),
+                 "sensor_type": d.get("sensor_type") or r.get("type")}
+        out.append(d)
+    for dev, r in sorted(reg.items()):
+        out.append({"device_id": dev, "name": r.get("name"), "registered": True,
+                    "location": r.get("location_name") or r.get("location"),
+                    "room": r.get("room_name") or r.get("room"), "sensor_type": r.get("type"),
+                    "status": "no data", "last_seen": None, "measurements": []})
+    return out
+
+
 def registry_tree(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Locations → rooms → devices, each level sorted by name (untagged ones last)."""
     tree: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -100,7 +125,8 @@ def registry_tree(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         loc = d.get("location") or NO_LOCATION
         room = d.get("room") or NO_ROOM
         tree.setdefault(loc, {}).setdefault(room, []).append({
-            k: d[k] for k in ("device_id", "sensor_type", "status", "last_seen", "measurements")
+            **{k: d[k] for k in ("device_id", "sensor_type", "status", "last_seen", "measurements")},
+            "name": d.get("name"), "registered": bool(d.get("registered")),
         })
 
     def order(name: str) -> tuple[bool, str]:

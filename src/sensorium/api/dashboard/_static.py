@@ -8,7 +8,7 @@ import mimetypes
 from dataclasses import dataclass
 from pathlib import Path
 
-#: Served until access control exists (issue #6): the dashboard answers only on a loopback bind.
+#: With authentication off (the loopback quick start) the dashboard answers only on a loopback bind.
 LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
 TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
          ".html": "text/html; charset=utf-8", ".svg": "image/svg+xml", ".txt": "text/plain; charset=utf-8"}

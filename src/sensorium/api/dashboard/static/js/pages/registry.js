@@ -1,14 +1,13 @@
-// Registry: locations → rooms → devices. There is no device registry yet (issue #6); the tree is
-// derived from the telemetry's tags, and the page says so.
+// Registry: locations → rooms → devices. Devices the device registry knows are placed by it (its
+// location and room names); the others by the location and room tags of their telemetry.
 
 import { api } from "../api.js";
 import { clear, fmtAgo, h, serverNow, syncClock } from "../util.js";
 
 export function mount(root, ctx) {
   ctx.setTitle("Registry");
-  root.append(h("p", { class: "note", id: "registry-note" },
-    h("b", {}, "Derived from telemetry tags. "),
-    "Sensorium has no device registry yet (issue #6): this tree is built from the location, room, device_id and sensor_type tags of the newest point of every series. Devices, rooms and locations appear here once they send data."));
+  const note = h("p", { class: "note", id: "registry-note" });
+  root.append(note);
   const tree = h("div", { id: "registry-tree" }, h("p", { class: "empty" }, "Loading…"));
   root.append(tree);
   let stopped = false;
@@ -22,10 +21,15 @@ export function mount(root, ctx) {
       const r = await api("/api/v1/dashboard/registry");
       if (stopped) return;
       syncClock(r.now);
+      clear(note).append(r.placed
+        ? h("span", {}, h("b", {}, `${r.placed} device${r.placed === 1 ? "" : "s"} placed by the registry. `),
+          "Devices with a room or location in the device registry (sensorium registry, /api/v1/registry) are shown there; the others by the location and room tags of their newest points.")
+        : h("span", {}, h("b", {}, "Derived from telemetry tags. "),
+          "No device has a room or location in the device registry yet (sensorium registry import FILE): this tree is built from the location, room, device_id and sensor_type tags of the newest point of every series."));
       // keep what the user folded or unfolded
       for (const d of tree.querySelectorAll("details")) { if (d.open) open.add(d.dataset.location); else open.delete(d.dataset.location); }
       clear(tree);
-      if (!r.locations.length) { tree.append(h("p", { class: "empty" }, "No device has sent data yet.")); return; }
+      if (!r.locations.length) { tree.append(h("p", { class: "empty" }, "No device is registered or has sent data yet.")); return; }
       const now = serverNow();
       for (const loc of r.locations) {
         if (first) open.add(loc.location);
@@ -36,8 +40,8 @@ export function mount(root, ctx) {
             h("h3", {}, room.room, " ", h("span", { class: "muted", style: "font-weight:500" }, `${room.online}/${room.devices.length} online`)),
             h("ul", {}, room.devices.map((d) => h("li", {},
               h("span", { class: `status-dot ${d.status}`, title: d.status, "aria-label": d.status, role: "img" }),
-              h("a", { href: `#/devices/${encodeURIComponent(d.device_id)}` }, d.device_id),
-              h("span", { class: "muted" }, `${d.sensor_type || ""} · ${fmtAgo(now - d.last_seen)}`))))))));
+              h("a", { href: `#/devices/${encodeURIComponent(d.device_id)}` }, d.name && d.name !== d.device_id ? `${d.name} (${d.device_id})` : d.device_id),
+              h("span", { class: "muted" }, `${d.sensor_type || ""} · ${d.last_seen == null ? "no data yet" : fmtAgo(now - d.last_seen)}`))))))));
         tree.append(det);
       }
       first = false;
