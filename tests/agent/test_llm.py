@@ -155,3 +155,31 @@ def test_a_risky_command_from_the_llm_waits_for_the_user(llm: Any) -> None:
     assert out["status"] == "needs_confirmation" and out["confirm_token"] and sent == []
     done = agent.ask(confirm=out["confirm_token"])
     assert done["status"] == "executed" and sent == [("dev-00001", "unlock", {})]
+
+
+def test_the_llm_cannot_reach_devices_the_user_may_not_see(llm: Any, dataset: Sensorium) -> None:
+    """Through the protocol, for a user whose scope is one device: a command for another device
+    and a query naming another device's room are refused with a clear message; nothing is sent."""
+    from sensorium.auth.principal import Principal
+    from sensorium.registry.scope import AccessScope
+
+    fake, agent, sent = llm
+    mine = "dev-00001"
+    room = dataset.query(f"SELECT any_value(room) AS r FROM climate WHERE device_id = '{mine}'").to_pylist()[0]["r"]
+    other_room = dataset.query(
+        f"SELECT any_value(room) AS r FROM climate WHERE room <> '{room}'").to_pylist()[0]["r"]
+    user = Principal(id="u1", role="user", via="token", user_id="u1",
+                     scope=AccessScope(user="u1", devices=frozenset({mine}), visible=frozenset({mine})))
+    fake.script = [
+        {"content": None, "tool_calls": [
+            call("send_command", {"device_id": "dev-00002", "command": "off"}, "a"),
+            call("latest", {"field": "temperature", "room": other_room}, "b"),
+        ]},
+        {"content": "Done."},
+    ]
+    agent.ask("turn off dev-00002 and tell me the temperature next door", principal=user)
+    replies = {m["tool_call_id"]: json.loads(m["content"])["error"] for m in fake.requests[1]["messages"]
+               if m["role"] == "tool"}
+    assert "no device 'dev-00002' that you may command" in replies["a"]
+    assert f"unknown room '{other_room}'" in replies["b"]
+    assert sent == []
