@@ -94,6 +94,11 @@ class StreamSettings(_Frozen):
         5.0, gt=0, description="Stage state, log offset and finished outputs are checkpointed this often."
     )
     batch_max_rows: int = Field(500_000, ge=1, description="Largest micro-batch (rows of the log) per step.")
+    side_interval_s: float = Field(
+        1.0, ge=0, description="The quality checks and historian compression (outputs no rule reads) run on what "
+        "arrived at most this often, and before every tick and checkpoint, instead of on every micro-batch: "
+        "their cost per run grows with the number of series, not with the new points (0: every step)."
+    )
     parallel_stages: bool = Field(
         True, description="Run the rollups and the built-in quality and compression stages on a second thread "
         "beside rolling statistics, detection and rules (NumPy and Polars release the GIL; outputs are "

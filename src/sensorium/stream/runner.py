@@ -166,6 +166,9 @@ class StreamRunner:
         self._thread: threading.Thread | None = None
         self.error: str | None = None
         self.metrics = metrics
+        self._held: list[pl.DataFrame] = []  # values the side pipelines have not seen yet
+        self._held_rows = 0
+        self._held_since = 0.0
         self._side: ThreadPoolExecutor | None = (
             ThreadPoolExecutor(1, thread_name_prefix="sensorium-stream-side") if st.parallel_stages else None
         )
@@ -219,6 +222,7 @@ class StreamRunner:
     def checkpoint(self) -> int:
         """Write a checkpoint (state + offset + outbox), then commit the outbox. Returns its seq."""
         with self._step_lock, self.derived.lock:
+            self._flush_held()
             self.seq += 1
             state = {
                 "offset": self.offset,
@@ -279,12 +283,13 @@ class StreamRunner:
             # stages whose results nothing else in the step reads run on the side thread; every
             # output is applied below in one fixed order, so the outbox is the same either way
             side: dict[str, Future[Any]] = {}
+            held = self._hold(values)  # side pipelines' input when due, else {} (held for later)
             if values.height and self._side is not None:
                 if self.rollups is not None:
                     side["rollups"] = self._side.submit(timed, "rollups", self.rollups.process, values)
-                for p in self.pipelines:
-                    if p.step_id in SIDE_PIPELINES:
-                        side[p.step_id] = self._side.submit(timed, p.step_id, p.process, values, self.series.frame)
+                for step_id, frame in held.items():
+                    p = self._pipeline(step_id)
+                    side[step_id] = self._side.submit(timed, step_id, p.process, frame, self.series.frame)
             try:
                 derived = (
                     timed("rolling", self.rolling.process, values, self.rules.wanted_derived())
@@ -293,8 +298,13 @@ class StreamRunner:
                 )
                 outputs: dict[str, Any] = {}
                 for p in self.pipelines:
-                    if p.step_id not in side:
-                        outputs[p.step_id] = timed(p.step_id, p.process, values, self.series.frame)
+                    if p.step_id in side:
+                        continue
+                    if p.step_id in SIDE_PIPELINES:
+                        if p.step_id in held:
+                            outputs[p.step_id] = timed(p.step_id, p.process, held[p.step_id], self.series.frame)
+                        continue
+                    outputs[p.step_id] = timed(p.step_id, p.process, values, self.series.frame)
                 scores, score_rows = empty_values(), None
                 if self.detect is not None and values.height:
                     scores, score_rows = timed("detect", self.detect.process, values, self.series.frame)
@@ -312,7 +322,8 @@ class StreamRunner:
             if self.rollups is not None and values.height:
                 self._rollup_output(done["rollups"] if "rollups" in done else timed("rollups", self.rollups.process, values))
             for p in self.pipelines:
-                self._pipeline_output(p.step_id, done[p.step_id] if p.step_id in done else outputs[p.step_id])
+                if p.step_id in done or p.step_id in outputs:
+                    self._pipeline_output(p.step_id, done[p.step_id] if p.step_id in done else outputs[p.step_id])
             if score_rows is not None:
                 self._shared_output(SCORES_TABLE, score_rows)
             self.offset = max(self.offset, batches[-1].offset)
@@ -321,6 +332,39 @@ class StreamRunner:
         self.stats["steps"] += 1
         self._emit(transitions)
         return sum(b.table.num_rows for b in batches)
+
+    # -- side pipelines on a slower cadence --------------------------------------------------------
+    def _pipeline(self, step_id: str) -> UserStage:
+        return next(p for p in self.pipelines if p.step_id == step_id)
+
+    def _hold(self, values: pl.DataFrame) -> dict[str, pl.DataFrame]:
+        """Keep ``values`` for the side pipelines (quality, compression); return their whole input
+        when due (``stream.side_interval_s`` since the first held row, or ``batch_max_rows`` held).
+        They are batch-invariant, so running them on fewer, larger batches changes no output."""
+        ids = [p.step_id for p in self.pipelines if p.step_id in SIDE_PIPELINES]
+        if not ids or not values.height:
+            return {}
+        if not self._held:
+            self._held_since = time.monotonic()
+        self._held.append(values)
+        self._held_rows += values.height
+        st = self.settings.stream
+        if time.monotonic() - self._held_since < st.side_interval_s and self._held_rows < st.batch_max_rows:
+            return {}
+        frame = pl.concat(self._held, how="vertical") if len(self._held) > 1 else self._held[0]
+        self._held, self._held_rows = [], 0
+        return {i: frame for i in ids}
+
+    def _flush_held(self) -> None:
+        """Run the side pipelines on what they hold (before a tick or a checkpoint: their state
+        must cover every offset processed). Called under the step lock."""
+        if not self._held:
+            return
+        frame = pl.concat(self._held, how="vertical") if len(self._held) > 1 else self._held[0]
+        self._held, self._held_rows = [], 0
+        for p in self.pipelines:
+            if p.step_id in SIDE_PIPELINES:
+                self._pipeline_output(p.step_id, self._timed(p.step_id, p.process, frame, self.series.frame))
 
     def _timed(self, step_id: str, fn: Callable[..., Any], *args: Any) -> Any:
         t0 = time.perf_counter()
@@ -333,6 +377,7 @@ class StreamRunner:
         """Processing-time tick: idle watermarks, absence rules. Returns transitions emitted."""
         now = self.clock() if now_ns is None else now_ns
         with self._step_lock, self.derived.lock:
+            self._flush_held()
             if self.rollups is not None:
                 self._rollup_output(self.rollups.tick(now))
             for p in self.pipelines:
