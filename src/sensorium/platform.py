@@ -1021,8 +1021,9 @@ class Sensorium:
         views; :class:`~sensorium.auth.principal.Forbidden` when they differ."""
         if principal is None or not principal.restricted:
             return
-        from sensorium.agent.plan import lit, q
         from sensorium.auth.principal import Forbidden
+        from sensorium.query.sql import ident as q
+        from sensorium.query.sql import literal as lit
 
         where = " AND ".join(f"{q(k)} = {lit(v)}" for k, v in tags.items()) or "true"
         sql = f"SELECT count(DISTINCT device_id) AS n FROM {q(measurement)} WHERE {where}"

@@ -12,6 +12,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from sensorium.query.sql import ident as q
+from sensorium.query.sql import literal as lit
+
 Kind = Literal["aggregate", "topk", "threshold", "latest", "alerts", "anomalies", "forecast", "devices"]
 Aggregation = Literal["mean", "median", "max", "min", "sum", "count", "latest", "trend", "change", "consumption",
                       "when", "how_long", "ever", "which", "list", "count_devices"]
@@ -99,14 +102,6 @@ class Plan(BaseModel):
             "unit": self.unit,
         }
         return out
-
-
-def q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 # -- units ------------------------------------------------------------------------------------------

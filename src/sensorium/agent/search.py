@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from sensorium.agent.matcher import EXTRA_HINT, EmbeddingMatcher, EmbeddingsUnavailable
 from sensorium.errors import BadRequest, NotFound, SensoriumError
+from sensorium.query.sql import literal
 
 if TYPE_CHECKING:
     from sensorium.auth.principal import Principal
@@ -248,7 +249,7 @@ class SearchIndex:
         new = [it for k, it in want.items() if have.get(k) != it.hash]
         if stale:
             for i in range(0, len(stale), 500):
-                table.delete("key IN (" + ", ".join(_sql_str(k) for k in stale[i:i + 500]) + ")")
+                table.delete("key IN (" + ", ".join(literal(k) for k in stale[i:i + 500]) + ")")
         if new:
             try:
                 vecs = self._embed([it.text for it in new])
@@ -289,7 +290,7 @@ class SearchIndex:
         with self._lock:
             self._refresh(False)
             table = self._open()
-            got = table.search().where(f"key = {_sql_str('device:' + device_id)}").limit(1).to_list()
+            got = table.search().where(f"key = {literal('device:' + device_id)}").limit(1).to_list()
             if not got:
                 raise NotFound(f"no device {device_id!r} in the registry")
             rows = self._nearest(got[0]["vector"], "device", limit + 1, principal)
@@ -304,7 +305,7 @@ class SearchIndex:
             return []
         query = table.search([float(x) for x in vec]).metric("cosine").limit(n)
         if kind is not None:
-            query = query.where(f"kind = {_sql_str(kind)}", prefilter=True)
+            query = query.where(f"kind = {literal(kind)}", prefilter=True)
         out = []
         for r in query.to_list():
             if restricted and not _visible(r, principal):
@@ -341,8 +342,6 @@ def _flat(v: Any) -> str:
     return str(v).replace("_", " ")
 
 
-def _sql_str(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
 
 
 __all__ = ["KINDS", "Item", "SearchIndex", "SearchUnavailable", "available", "check_kind", "check_limit", "check_query"]

@@ -21,6 +21,7 @@ from sensorium.cli.common import (
     http,
     settings,
 )
+from sensorium.query.sql import ident as q
 
 detect_app = typer.Typer(
     help="Sampling-rate advice, sensor fusion and historian compression.", no_args_is_help=True
@@ -219,9 +220,6 @@ def compress_cmd(
         raise typer.BadParameter(f"--method must be one of {', '.join(METHODS)}")
     err_val, rel = parse_tolerance(error)
     gap_ns = round(parse_duration(max_gap) * NS) if max_gap else None
-
-    def q(name: str) -> str:
-        return '"' + name.replace('"', '""') + '"'
 
     def sql_for(tags: list[str], now: int) -> str:
         t0 = parse_time(start, now)

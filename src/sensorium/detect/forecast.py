@@ -54,6 +54,8 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from sensorium.errors import BadRequest, NotFound
+from sensorium.query.sql import ident as _q
+from sensorium.query.sql import literal as _lit
 
 if TYPE_CHECKING:
     from sensorium.platform import Sensorium
@@ -822,14 +824,6 @@ NUMERIC_KINDS = ("float", "integer", "unsigned")
 DEFAULT_HISTORY = "28d"
 DEFAULT_HORIZON = "1d"
 MAX_POINTS = 4_032  # grid points of history at most (28 days at 10 minutes)
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _horizon_steps(horizon: int | str, every_ns: int) -> int:

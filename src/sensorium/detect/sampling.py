@@ -44,6 +44,8 @@ import polars as pl
 
 from sensorium.detect.compression import _reconstruct_flat, series_order
 from sensorium.errors import BadRequest, NotFound, SensoriumError
+from sensorium.query.sql import ident as _q
+from sensorium.query.sql import literal as _lit
 
 if TYPE_CHECKING:
     from sensorium.config import Settings
@@ -198,14 +200,6 @@ def _series_stat(err: np.ndarray, sid: np.ndarray, n: int, stat: str) -> np.ndar
 
 
 # --------------------------------------------------------------------------- platform
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def device_frame(

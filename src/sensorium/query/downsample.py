@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sensorium.errors import BadRequest
+from sensorium.query.sql import ident as _q
+from sensorium.query.sql import literal as _lit
 
 NS = 1_000_000_000
 _UNITS = {"ms": 1_000_000, "s": NS, "m": 60 * NS, "h": 3600 * NS, "d": 86400 * NS, "w": 7 * 86400 * NS}
@@ -44,14 +46,6 @@ def parse_time(text: str, now_ns: int) -> int:
     if dt.tzinfo is None:
         raise BadRequest(f"time {text!r} has no timezone; add Z or an offset")
     return int(dt.timestamp()) * NS + dt.microsecond * 1000
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 @dataclass(frozen=True)

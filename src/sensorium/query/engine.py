@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from sensorium.errors import QueryError
 from sensorium.query.sandbox import analyse
+from sensorium.query.sql import ident as _q
 from sensorium.store.hot import HotBuffer
 from sensorium.store.lake import DAY, Lake
 
@@ -39,10 +40,6 @@ MACROS = (
     "CREATE MACRO date_bin(stride, t) AS time_bucket(stride, t)",
     "CREATE MACRO bucket(t, width) AS time_bucket(CAST(width AS INTERVAL), t)",
 )
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 #: The tag that names a point's device: a restricted query sees the rows whose value is in its

@@ -22,6 +22,8 @@ import pyarrow as pa
 from sensorium.errors import BadRequest, NotFound
 from sensorium.platform import Sensorium
 from sensorium.query.downsample import duration_ns, parse_time
+from sensorium.query.sql import ident as _q
+from sensorium.query.sql import literal as _lit
 
 MS = 1_000_000
 S = 1_000 * MS
@@ -55,14 +57,6 @@ def format_interval(ns: int) -> str:
         if ns % size == 0:
             return f"{ns // size}{unit}"
     return f"{ns}ns"
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _bucket(interval_ns: int) -> str:
