@@ -388,10 +388,7 @@ class Worker:
         for p in sorted(self.tasks):
             if not self.membership.renew(p):
                 log.warning("lost the lease of partition %d: dropping it", p)
-                gone = self.tasks.pop(p)
-                self._stored_before += gone.stored
-                gone.abandon()
-                self.stats["lost"] += 1
+                self._drop(self.tasks[p], "lost")
             elif p not in want:
                 log.info("handing partition %d over", p)
                 gone = self.tasks.pop(p)
@@ -408,6 +405,13 @@ class Worker:
                     self.membership.release(p)
                     raise
 
+    def _drop(self, task: PartitionTask, stat: str) -> None:
+        """Stop a partition without storing or acknowledging anything more (counted in ``stat``)."""
+        self.tasks.pop(task.partition, None)
+        self._stored_before += task.stored
+        task.abandon()
+        self.stats[stat] += 1
+
     # -- the loop ------------------------------------------------------------------------------
     def run_once(self, timeout: float = 0.2) -> int:
         """Poll every owned partition once and commit what is due. Returns records fetched."""
@@ -419,18 +423,12 @@ class Worker:
                 task.commit()
             except LeaseLost:
                 log.warning("lost the lease of partition %d: dropping it", task.partition)
-                self.tasks.pop(task.partition, None)
-                self._stored_before += task.stored
-                task.abandon()
-                self.stats["lost"] += 1
+                self._drop(task, "lost")
             except DeliveryGap as exc:
                 # records went elsewhere (a stalled former owner's fetch, a cancelled fetch):
                 # start the partition over from its acknowledgement floor, as a new owner would
                 log.warning("%s: restarting partition %d from its acknowledgement floor", exc, task.partition)
-                self.tasks.pop(task.partition, None)
-                self._stored_before += task.stored
-                task.abandon()
-                self.stats["rewinds"] += 1
+                self._drop(task, "rewinds")
                 try:
                     self.tasks[task.partition] = PartitionTask(self, task.partition)
                 except Exception:  # NATS away: let the partition go, a rebalance takes it again
