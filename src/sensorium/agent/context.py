@@ -34,6 +34,14 @@ if TYPE_CHECKING:
     from sensorium.platform import Sensorium
 
 
+def who(p: Principal | None) -> str | None:
+    """Whom interactions are recorded for: the user id (or ``auth_token``); None when nobody in
+    particular asks (the CLI, authentication off)."""
+    if p is None or p.via == "local":
+        return None
+    return p.user_id or p.id
+
+
 class AgentContext:
     """One user's view of the platform for one agent call."""
 
@@ -52,12 +60,7 @@ class AgentContext:
 
     @property
     def who(self) -> str | None:
-        """Whom interactions are recorded for: the user id (or ``auth_token``); None when
-        nobody in particular asks (the CLI, authentication off)."""
-        p = self.principal
-        if p is None or p.via == "local":
-            return None
-        return p.user_id or p.id
+        return who(self.principal)
 
     @property
     def restricted(self) -> bool:
@@ -135,4 +138,4 @@ class AgentContext:
         return store.put(automation, create=True)
 
 
-__all__ = ["AgentContext"]
+__all__ = ["AgentContext", "who"]

@@ -10,11 +10,10 @@ import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response
 
-from sensorium.agent.context import AgentContext
+from sensorium.agent.context import who
 from sensorium.api.body import json_body
 from sensorium.api.body import json_response as _json
 from sensorium.auth.http import principal_of
-from sensorium.auth.principal import Principal
 from sensorium.errors import BadRequest
 from sensorium.platform import Sensorium
 
@@ -50,14 +49,10 @@ def register(
             made.append(Agent(platform))
         return made[0]
 
-    def principal(request: Request) -> Principal:
-        """Who asks: the agent sees, understands and commands only what they may (docs/agent.md)."""
-        return principal_of(request)
-
     def own(request: Request) -> str | None:
         """Whose interactions a caller sees: an admin everyone's, anyone else their own."""
         p = principal_of(request)
-        return None if p.is_admin else AgentContext(platform, p).who
+        return None if p.is_admin else who(p)
 
     @app.post("/api/v1/ask", tags=["agent"])
     async def ask(request: Request) -> Response:
@@ -70,7 +65,7 @@ def register(
         if data.get("confirm") is None and not data.get("question"):
             raise BadRequest('body needs "question" (or "confirm" with a confirm_token)')
         a = agent()
-        out = await asyncio.to_thread(a.ask, data.get("question"), principal=principal(request),
+        out = await asyncio.to_thread(a.ask, data.get("question"), principal=principal_of(request),
                                       session_id=data.get("session_id"), confirm=data.get("confirm"))
         return _json(out)
 
@@ -87,7 +82,7 @@ def register(
                 data.get("interaction_id"), bool) or not isinstance(data.get("feedback"), str):
             raise BadRequest('body must be {"interaction_id": <int>, "feedback": "<text>"}')
         out = await asyncio.to_thread(agent().interactions.feedback, data["interaction_id"], data["feedback"],
-                                      AgentContext(platform, principal(request)).who)
+                                      who(principal_of(request)))
         return _json(out)
 
     @app.get("/api/v1/ask/interactions", tags=["agent"])
