@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from sensorium.cli.common import SHUTDOWN_GRACE_S, ConfigOpt, DataDirOpt
+from sensorium.cli.common import ConfigOpt, DataDirOpt, http_server
 from sensorium.cli.common import settings as _settings
 
 console = Console()
@@ -26,18 +26,9 @@ PortOpt = Annotated[int | None, typer.Option(help="Listen port (default 7400).")
 
 
 def _serve(platform: Any, host: str, port: int, what: str) -> None:
-    import uvicorn
-
-    from sensorium.api.app import create_app
-
     url = f"http://{host}:{port}"
     console.print(f"[bold green]Sensorium {what}[/] {platform.node_id} listening on {url} · data in {platform.dir.resolve()}")
-    app = create_app(platform)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                       timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
-    )
-    app.state.stopping = lambda: server.should_exit
+    server = http_server(platform, host, port)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         server.run()

@@ -29,6 +29,20 @@ TOKEN_ENV = "SENSORIUM_TOKEN"
 SHUTDOWN_GRACE_S = 3
 
 
+def http_server(platform: Any, host: str, port: int) -> Any:
+    """The uvicorn server of ``sensorium up`` / ``ingest`` / ``api``: the app's endless responses
+    (the live alert stream) end when the server stops, which waits at most SHUTDOWN_GRACE_S."""
+    import uvicorn
+
+    from sensorium.api.app import create_app
+
+    app = create_app(platform)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                                           timeout_graceful_shutdown=SHUTDOWN_GRACE_S))
+    app.state.stopping = lambda: server.should_exit
+    return server
+
+
 def settings(config: Path | None, **overrides: Any) -> Settings:
     from sensorium import pii
 

@@ -30,7 +30,6 @@ from sensorium.cli.ask import ask as ask_command
 from sensorium.cli.automations import automations_app, notifications_app
 from sensorium.cli.command import command as device_command
 from sensorium.cli.common import (
-    SHUTDOWN_GRACE_S,
     BucketOpt,
     ConfigOpt,
     DataDirOpt,
@@ -38,6 +37,7 @@ from sensorium.cli.common import (
     UrlOpt,
     console,
     err,
+    http_server,
     parse_duration,
 )
 from sensorium.cli.common import http as _http
@@ -96,9 +96,6 @@ def up(
 ) -> None:
     """Start the server (HTTP ingest, SQL, stream: rollups + alert rules) on embedded defaults;
     Ctrl-C stops it cleanly."""
-    import uvicorn
-
-    from sensorium.api.app import create_app
     from sensorium.platform import Sensorium
 
     s = _settings(config, data_dir=data_dir, host=host, port=port)
@@ -133,10 +130,7 @@ def up(
                          " — there is no admin with a password yet: `sensorium users add ID --role admin`"))
     if platform.replayed:
         console.print(f"replayed {platform.replayed} log records after an unclean stop")
-    app = create_app(platform)
-    server = uvicorn.Server(uvicorn.Config(app, host=s.host, port=s.port, log_level="warning",
-                                           access_log=False, timeout_graceful_shutdown=SHUTDOWN_GRACE_S))
-    app.state.stopping = lambda: server.should_exit
+    server = http_server(platform, s.host, s.port)
     stop = threading.Event()
     threads: list[threading.Thread] = []
 
