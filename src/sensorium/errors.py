@@ -26,6 +26,14 @@ class SensoriumError(Exception):
         return out
 
 
+def check_page(limit: int, offset: int, max_limit: int) -> None:
+    """The paging arguments of a list (400 with the allowed range otherwise)."""
+    if not 1 <= limit <= max_limit:
+        raise BadRequest(f"limit must be within 1..{max_limit}; got {limit}")
+    if offset < 0:
+        raise BadRequest(f"offset must be >= 0; got {offset}")
+
+
 class ConfigError(SensoriumError):
     status = 400
     code = "invalid_config"

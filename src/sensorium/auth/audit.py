@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from sensorium.auth.models import AuditEntry
-from sensorium.errors import BadRequest
+from sensorium.errors import BadRequest, check_page
 from sensorium.registry.schemas import iso
 from sensorium.registry.store import RegistryStore, ns_to_datetime
 
@@ -57,10 +57,7 @@ class AuditLog:
         offset: int = 0,
     ) -> tuple[int, list[dict[str, Any]]]:
         """(total matching, a page, newest first)."""
-        if not 1 <= limit <= MAX_LIMIT:
-            raise BadRequest(f"limit must be within 1..{MAX_LIMIT}; got {limit}")
-        if offset < 0:
-            raise BadRequest(f"offset must be >= 0; got {offset}")
+        check_page(limit, offset, MAX_LIMIT)
         if action is not None and action not in ACTIONS:
             raise BadRequest(f"unknown action {action!r} (one of {', '.join(ACTIONS)})")
         conds = []

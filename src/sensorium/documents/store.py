@@ -24,7 +24,7 @@ from sqlalchemy import ColumnElement, false, func, or_, select
 
 from sensorium.auth.principal import Forbidden, Principal
 from sensorium.documents.models import Document
-from sensorium.errors import BadRequest, NotFound
+from sensorium.errors import BadRequest, NotFound, check_page
 from sensorium.registry.models import User
 from sensorium.registry.rules import ID_RE
 from sensorium.registry.schemas import iso
@@ -186,10 +186,7 @@ class DocumentStore:
         offset: int = 0,
     ) -> tuple[int, list[dict[str, Any]]]:
         """(total matching, one page) sorted by time (``order`` asc or desc)."""
-        if not 1 <= limit <= MAX_LIMIT:
-            raise BadRequest(f"limit must be within 1..{MAX_LIMIT}; got {limit}")
-        if offset < 0:
-            raise BadRequest(f"offset must be >= 0; got {offset}")
+        check_page(limit, offset, MAX_LIMIT)
         if order not in ("asc", "desc"):
             raise BadRequest(f"sort by time asc or desc; got {order!r}")
         conds: list[ColumnElement[bool]] = []

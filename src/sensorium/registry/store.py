@@ -21,7 +21,7 @@ from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
-from sensorium.errors import BadRequest, NotFound, SensoriumError
+from sensorium.errors import BadRequest, NotFound, SensoriumError, check_page
 from sensorium.registry import migrate
 from sensorium.registry._filters import apply_scope, conditions, order
 from sensorium.registry._rows import Snapshot, entity_dict, ns_to_datetime, relation_dict
@@ -244,10 +244,7 @@ class RegistryStore:
         null; ``attributes.KEY``: a string attribute); ``q``: case-insensitive substring of id,
         name and the kind's text columns; ``sort``: a column, ``-column`` for descending."""
         _check_kind(kind)
-        if not 1 <= limit <= MAX_LIMIT:
-            raise BadRequest(f"limit must be within 1..{MAX_LIMIT}; got {limit}")
-        if offset < 0:
-            raise BadRequest(f"offset must be >= 0; got {offset}")
+        check_page(limit, offset, MAX_LIMIT)
         model = MODELS[kind]
         conds = conditions(kind, filters or {}, q if kind != "user" else None)
         sort_by = order(kind, sort)
@@ -348,10 +345,7 @@ class RegistryStore:
         scope: AccessScope | None = None,
     ) -> tuple[int, list[dict[str, Any]]]:
         """Relations, oldest first; ``entity``: those touching it at either end."""
-        if not 1 <= limit <= MAX_LIMIT:
-            raise BadRequest(f"limit must be within 1..{MAX_LIMIT}; got {limit}")
-        if offset < 0:
-            raise BadRequest(f"offset must be >= 0; got {offset}")
+        check_page(limit, offset, MAX_LIMIT)
         conds: list[ColumnElement[bool]] = []
         if src is not None:
             conds.append(Relation.src_id == src)
