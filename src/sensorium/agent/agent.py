@@ -13,7 +13,6 @@ about and may command only what their access scope holds (docs/agent.md, docs/se
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -21,6 +20,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import orjson
 
 from sensorium.agent import intents
 from sensorium.agent.answer import Result, run
@@ -244,14 +245,16 @@ class Agent:
         from sensorium.auth.principal import Principal
         from sensorium.documents.store import DocumentStore
 
+        writer = Principal(id="agent", role="admin", via="local")  # recorded as created_by
+
         resp = dict(response or {})
         answer = resp.pop("answer", None)
         body = {"kind": "interaction", "user_id": p.user_id, "pii": {"text": text, "response": answer},
                 "data": {"interaction_id": iid, "session_id": session_id, "kind": kind, "intent": intent,
                          "status": status, **resp}}
         try:
-            DocumentStore(store, clock=self.platform.clock).add(
-                json.loads(json.dumps(body, default=str)), Principal(id="agent", role="admin", via="local"))
+            # plain JSON values (plans carry tuples): what the store validates and keeps
+            DocumentStore(store, clock=self.platform.clock).add(orjson.loads(orjson.dumps(body, default=str)), writer)
         except SensoriumError as exc:  # the answer stands; agent.sqlite holds the interaction
             log.warning("interaction %d not written to the document store: %s", iid, exc.message)
 
