@@ -351,17 +351,20 @@ class StreamRunner:
         st = self.settings.stream
         if time.monotonic() - self._held_since < st.side_interval_s and self._held_rows < st.batch_max_rows:
             return {}
+        frame = self._take_held()
+        return {i: frame for i in ids}
+
+    def _take_held(self) -> pl.DataFrame:
         frame = pl.concat(self._held, how="vertical") if len(self._held) > 1 else self._held[0]
         self._held, self._held_rows = [], 0
-        return {i: frame for i in ids}
+        return frame
 
     def _flush_held(self) -> None:
         """Run the side pipelines on what they hold (before a tick or a checkpoint: their state
         must cover every offset processed). Called under the step lock."""
         if not self._held:
             return
-        frame = pl.concat(self._held, how="vertical") if len(self._held) > 1 else self._held[0]
-        self._held, self._held_rows = [], 0
+        frame = self._take_held()
         for p in self.pipelines:
             if p.step_id in SIDE_PIPELINES:
                 self._pipeline_output(p.step_id, self._timed(p.step_id, p.process, frame, self.series.frame))
