@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response
 
@@ -73,11 +72,7 @@ def register(
     async def feedback(request: Request) -> Response:
         """``{"interaction_id": N, "feedback": "..."}``: kept with the interaction."""
         check_auth(request)
-        raw = await request.body()
-        try:
-            data = orjson.loads(raw or b"null")
-        except orjson.JSONDecodeError as exc:
-            raise BadRequest(f"body is not JSON: {exc}") from None
+        data = await json_body(request, MAX_BODY)  # size limits and errors as every JSON route
         if not isinstance(data, dict) or not isinstance(data.get("interaction_id"), int) or isinstance(
                 data.get("interaction_id"), bool) or not isinstance(data.get("feedback"), str):
             raise BadRequest('body must be {"interaction_id": <int>, "feedback": "<text>"}')
