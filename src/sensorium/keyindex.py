@@ -6,6 +6,8 @@ Below every stage in the import order: it needs only NumPy and Polars.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -129,6 +131,78 @@ def unknown_names(col: pl.Series, h: np.ndarray, ids: np.ndarray, rows: np.ndarr
     return col.gather(first if rows is None else rows[first]).to_list()
 
 
+class Remap:
+    """Ids in a *source* :class:`NameIndex` → ids in a stage's own dictionary, cached.
+
+    The stream frames each batch once and names its rows' series and fields by ids in the
+    runner's indexes (:class:`Keys`); a stage turns those into its own ids (dense, in its order
+    of first sight, checkpointed with it) with one array gather instead of hashing millions of
+    strings. Names the cache does not know yet are resolved once, by name, in order of first
+    sight, so the stage's ids are exactly those a lookup by name would give. The source only
+    grows, so a cached id never changes; another source (a new runner) starts a fresh cache."""
+
+    __slots__ = ("source", "table")
+
+    def __init__(self) -> None:
+        self.source: NameIndex | None = None
+        self.table = np.zeros(0, dtype=np.int32)
+
+    def ids(self, g: np.ndarray, source: NameIndex, resolve: Callable[[pl.Series], np.ndarray]) -> np.ndarray:
+        """Own ids of the source ids ``g``; ``resolve(names)`` gives (adding where new) the own
+        ids of names not cached yet, distinct, in order of first sight."""
+        if self.source is not source:
+            self.source, self.table = source, np.zeros(0, dtype=np.int32)
+        n = len(source)
+        if self.table.size < n:
+            self.table = np.concatenate([self.table, np.full(n - self.table.size, -1, dtype=np.int32)])
+        out = self.table[g]
+        miss = out < 0
+        if miss.any():
+            new = pl.Series(g[miss]).unique(maintain_order=True).to_numpy()
+            names = source.names
+            self.table[new] = resolve(pl.Series([names[i] for i in new.tolist()], dtype=pl.Utf8))
+            out = self.table[g]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """The series and field of every row of a values frame, as ids in the runner's indexes
+    (``series``, ``fields``): made once per batch by the framing, read by every stage."""
+
+    sid: np.ndarray  # int32, one per row
+    fid: np.ndarray  # int32, one per row
+    series: NameIndex
+    fields: NameIndex
+
+    def __len__(self) -> int:
+        return len(self.sid)
+
+    def take(self, rows: np.ndarray) -> Keys:
+        """Keys of the rows ``rows`` (indices or a boolean mask)."""
+        return Keys(self.sid[rows], self.fid[rows], self.series, self.fields)
+
+    @staticmethod
+    def concat(parts: list[Keys]) -> Keys:
+        """Keys of frames stacked in this order (all of the same indexes)."""
+        first = parts[0]
+        if len(parts) == 1:
+            return first
+        return Keys(
+            np.concatenate([p.sid for p in parts]), np.concatenate([p.fid for p in parts]), first.series, first.fields
+        )
+
+
+def keys_of(values: pl.DataFrame, series: NameIndex, fields: NameIndex) -> Keys:
+    """Keys of a values frame, by name (frames the framing did not make, e.g. detector scores)."""
+    return Keys(
+        series.ids(values.get_column("series")).astype(np.int32, copy=False),
+        fields.ids(values.get_column("field")).astype(np.int32, copy=False),
+        series,
+        fields,
+    )
+
+
 class KeyIndex:
     """(series, field) → dense key id: series id and field id, then a [series, field] table."""
 
@@ -138,6 +212,7 @@ class KeyIndex:
         self.table = np.full((0, 0), -1, dtype=np.int32)
         self.key_sid = np.zeros(0, dtype=np.int32)
         self.field_id = np.zeros(0, dtype=np.int32)  # per key: field id
+        self._remap = (Remap(), Remap())
 
     def __len__(self) -> int:
         return len(self.key_sid)
@@ -156,8 +231,17 @@ class KeyIndex:
     def field_names(self) -> list[str]:
         return self.field_names_.names
 
-    def ids(self, series: pl.Series, field: pl.Series) -> tuple[np.ndarray, np.ndarray]:
-        """Series ids and field ids of every row (names not seen yet are added)."""
+    def ids(
+        self, series: pl.Series, field: pl.Series, keys: Keys | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Series ids and field ids of every row (names not seen yet are added); from ``keys``
+        (the rows' ids in the runner's indexes) when given."""
+        if keys is not None:
+            rs, rf = self._remap
+            return (
+                rs.ids(keys.sid, keys.series, self.series_names.ids),
+                rf.ids(keys.fid, keys.fields, self.field_names_.ids),
+            )
         return self.series_names.ids(series), self.field_names_.ids(field)
 
     def keys(self, sid: np.ndarray, fid: np.ndarray, first: np.ndarray | None = None) -> np.ndarray:

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from sensorium.keyindex import NameIndex, stable_argsort, unknown_names
+from sensorium.keyindex import Keys, NameIndex, Remap, stable_argsort, unknown_names
 from sensorium.rules._absence import Absence, arrival_of, per_series
 from sensorium.rules._book import Book, Record, Subject
 from sensorium.rules._changes import apply_changes
@@ -172,6 +172,7 @@ class RuleEngine:
         self._book = Book(self.flap_window_ns, self.flap_max_changes)
         self._series = SeriesTable()
         self._fields = NameIndex(seed=0x5E752)
+        self._remap = (Remap(), Remap())  # the framing's series and field ids -> ours
         self._rfid_of_fid = np.zeros(0, dtype=np.int32)  # watched field id, -1: not watched
         self._rfields: list[str] = []
         self._keys = KeyTable()  # (series id, watched field id) -> key id
@@ -204,8 +205,11 @@ class RuleEngine:
 
     # ------------------------------------------------------------------ public face
 
-    def process(self, values: pl.DataFrame, series: pl.DataFrame | None = None) -> list[Transition]:
-        """Evaluate one batch (values frame in arrival order, and its series frame)."""
+    def process(
+        self, values: pl.DataFrame, series: pl.DataFrame | None = None, keys: Keys | None = None
+    ) -> list[Transition]:
+        """Evaluate one batch (values frame in arrival order, and its series frame; ``keys``: its
+        rows' ids from the framing, if known — then no series or field name is hashed)."""
         if series is not None and series.height and series is not self._seen_frame:
             self._on_new_series(self._series.register(series))
             self._seen_frame = series  # the runner passes the same frame until series are added
@@ -213,14 +217,20 @@ class RuleEngine:
         if n == 0:
             return []
         self.rows_seen += n
-        fid = self._field_ids(values.get_column("field"))
+        if keys is not None:
+            fid = self._remap[1].ids(keys.fid, keys.fields, self._field_ids)
+        else:
+            fid = self._field_ids(values.get_column("field"))
         rf = self._rfid_of_fid[fid]
         watched = rf >= 0
         counted = self._abs_fid_any[fid] if self._absences else None
         rel = np.flatnonzero(watched if counted is None else watched | counted)
         if not len(rel):
             return []
-        sid = self._series_ids(values.get_column("series"), rel)
+        if keys is not None:
+            sid = self._remap[0].ids(keys.sid[rel], keys.series, lambda names: self._series_ids(names, None))
+        else:
+            sid = self._series_ids(values.get_column("series"), rel)
         # One stable sort groups the rows by key (arrival order within a key): first the rows of
         # watched fields by field, then series (each selection reads the contiguous block of
         # groups of each of its fields), then the rows only absence rules count, by field.

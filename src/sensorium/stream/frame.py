@@ -26,6 +26,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sensorium.keyindex import Keys, NameIndex
+
 VALUES_SCHEMA: dict[str, pl.DataType] = {
     "series": pl.Utf8(),
     "field": pl.Utf8(),
@@ -79,10 +81,32 @@ def frames_of(
     arrival: np.ndarray | None,
     default_bucket: str = "default",
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(values frame, series frame) of a wide table; ``arrival`` (one per row) adds that column.
+    """(values frame, series frame) of a wide table; ``arrival`` (one per row) adds that column."""
+    f = _frame(bucket, measurement, table, tag_names, arrival, default_bucket)
+    return f.values, f.series
 
-    Values come out row by row (the row's fields in column order), built with NumPy index
-    arithmetic rather than an unpivot and a sort."""
+
+@dataclass(frozen=True, slots=True)
+class _Framed:
+    values: pl.DataFrame
+    series: pl.DataFrame  # one row per distinct series (first sight)
+    keys: pl.Series  # the series key of each distinct tag combination (Utf8)
+    combo: np.ndarray  # per value row: its tag combination (index into ``keys``)
+    fields: list[str]
+    field: np.ndarray  # per value row: index into ``fields``
+
+
+def _frame(
+    bucket: str,
+    measurement: str,
+    table: pa.Table,
+    tag_names: Sequence[str],
+    arrival: np.ndarray | None,
+    default_bucket: str,
+) -> _Framed:
+    """Values come out row by row (the row's fields in column order), built with NumPy index
+    arithmetic rather than an unpivot and a sort. Series keys are built once per distinct tag
+    combination (a group-by on the tag columns, which arrive dictionary-encoded), not per row."""
     names = table.column_names
     tags = [t for t in tag_names if t in names]
     numeric = [
@@ -93,20 +117,32 @@ def frames_of(
         and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_boolean(f.type))
     ]
     prefix = "" if bucket == default_bucket else f"{bucket}:"
-    df = pl.from_arrow(table.select(["time", *tags]))
-    assert isinstance(df, pl.DataFrame)
-    df = df.with_columns([pl.col(t).cast(pl.Utf8) for t in tags]).with_columns(
-        _series_expr(measurement, tags, prefix)
-    )
+    n = table.num_rows
+    if tags and n:
+        df = pl.from_arrow(table.select(tags))
+        assert isinstance(df, pl.DataFrame)
+        g = df.with_row_index("__row").group_by(tags, maintain_order=True).agg(pl.col("__row"))
+        members = g.get_column("__row")
+        combo_of_row = np.empty(n, dtype=np.int64)
+        combo_of_row[members.explode().to_numpy()] = np.repeat(
+            np.arange(g.height, dtype=np.int64), members.list.len().to_numpy()
+        )
+        combos = g.drop("__row").with_columns([pl.col(t).cast(pl.Utf8) for t in tags])
+    else:  # no tags: one series (when there are rows)
+        m = min(n, 1)
+        combos = pl.DataFrame({"__one": [0] * m, **{t: pl.Series(t, [None] * m, dtype=pl.Utf8) for t in tags}})
+        combo_of_row = np.zeros(n, dtype=np.int64)
+    combos = combos.with_columns(_series_expr(measurement, tags, prefix)).select(["series", *tags])
     series = (
-        df.select(["series", *tags])
-        .unique(subset="series", keep="first", maintain_order=True)
+        combos.unique(subset="series", keep="first", maintain_order=True)
         .with_columns(pl.lit(bucket).alias("bucket"), pl.lit(measurement).alias("measurement"))
         .select(["series", "bucket", "measurement", *tags])
     )
-    if not numeric:
-        return empty_values(), series
-    n, k = table.num_rows, len(numeric)
+    keys = combos.get_column("series")
+    if not numeric or not n:
+        none = np.zeros(0, dtype=np.int64)
+        return _Framed(empty_values(), series, keys, none, numeric, none)
+    k = len(numeric)
     vals = np.empty((n, k), dtype=np.float64)
     present = np.empty((n, k), dtype=bool)
     for j, f in enumerate(numeric):
@@ -120,28 +156,29 @@ def frames_of(
     mask = present.ravel()
     rows = np.repeat(np.arange(n, dtype=np.int64), k)
     cols = np.tile(np.arange(k, dtype=np.int64), n)
+    flat = vals.ravel()
     if not mask.all():
-        rows, cols = rows[mask], cols[mask]
+        rows, cols, flat = rows[mask], cols[mask], flat[mask]
     times = table["time"].cast(pa.int64()).to_numpy()
+    combo = combo_of_row[rows]
     out: dict[str, pl.Series] = {
-        "series": df.get_column("series").gather(rows),
+        "series": keys.gather(combo),
         "field": pl.Series("field", numeric, dtype=pl.Utf8).gather(cols),
         "time": pl.Series("time", times[rows], dtype=pl.Int64),
-        "value": pl.Series("value", vals.ravel()[mask] if not mask.all() else vals.ravel(), dtype=pl.Float64),
+        "value": pl.Series("value", flat, dtype=pl.Float64),
     }
     if arrival is not None:
         out["arrival"] = pl.Series("arrival", arrival[rows], dtype=pl.Int64)
-    return pl.DataFrame(out), series
+    return _Framed(pl.DataFrame(out), series, keys, combo, numeric, cols)
 
 
-def frames_of_batches(batches: Sequence[Batch], default_bucket: str = "default") -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Frames of a micro-batch, with ``arrival``. Batches of one (bucket, measurement) are framed
-    together (their order kept): series of different measurements never meet, so only the order
-    within a measurement matters."""
+def _group(batches: Sequence[Batch]) -> list[tuple[str, str, pa.Table, list[str], np.ndarray]]:
+    """Batches of one (bucket, measurement) framed together (their order kept): series of
+    different measurements never meet, so only the order within a measurement matters."""
     groups: dict[tuple[str, str], list[Batch]] = {}
     for b in batches:
         groups.setdefault((b.bucket, b.measurement), []).append(b)
-    pairs = []
+    out = []
     for (bucket, measurement), bs in groups.items():
         tables = [b.table for b in bs]
         table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
@@ -151,11 +188,49 @@ def frames_of_batches(batches: Sequence[Batch], default_bucket: str = "default")
         tags: list[str] = []
         for b in bs:
             tags += [t for t in b.tags if t not in tags]
-        pairs.append(frames_of(bucket, measurement, table, tags, arrival, default_bucket))
-    values, series = concat_frames(pairs)
+        out.append((bucket, measurement, table, tags, arrival))
+    return out
+
+
+def frames_of_batches(batches: Sequence[Batch], default_bucket: str = "default") -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Frames of a micro-batch, with ``arrival``."""
+    values, series, _ = _frames_of_batches(batches, default_bucket, None)
+    return values, series
+
+
+def keyed_frames(
+    batches: Sequence[Batch], default_bucket: str, series_index: NameIndex, field_index: NameIndex
+) -> tuple[pl.DataFrame, pl.DataFrame, Keys]:
+    """:func:`frames_of_batches` plus the :class:`~sensorium.keyindex.Keys` of its rows in
+    ``series_index`` and ``field_index`` (names looked up once per distinct series and field)."""
+    values, series, keys = _frames_of_batches(batches, default_bucket, (series_index, field_index))
+    assert keys is not None
+    return values, series, keys
+
+
+def _frames_of_batches(
+    batches: Sequence[Batch], default_bucket: str, index: tuple[NameIndex, NameIndex] | None
+) -> tuple[pl.DataFrame, pl.DataFrame, Keys | None]:
+    framed = [_frame(b, m, t, tags, arr, default_bucket) for b, m, t, tags, arr in _group(batches)]
+    values, series = concat_frames((f.values, f.series) for f in framed)
     if "arrival" not in values.columns:
         values = values.with_columns(pl.lit(None, pl.Int64).alias("arrival"))
-    return values, series
+    keys = None
+    if index is not None:
+        si, fi = index
+        parts = [
+            Keys(
+                si.ids(f.keys).astype(np.int32)[f.combo],
+                fi.ids(pl.Series(f.fields, dtype=pl.Utf8)).astype(np.int32)[f.field],
+                si,
+                fi,
+            )
+            for f in framed
+            if f.values.height
+        ]
+        none = np.zeros(0, dtype=np.int32)
+        keys = Keys.concat(parts) if parts else Keys(none, none, si, fi)
+    return values, series, keys
 
 
 def concat_frames(

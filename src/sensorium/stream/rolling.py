@@ -33,8 +33,8 @@ import numpy as np
 import polars as pl
 
 from sensorium.keyindex import KeyIndex as _KeyIndex
+from sensorium.keyindex import Keys, stable_argsort
 from sensorium.keyindex import grow as _grow
-from sensorium.keyindex import stable_argsort
 from sensorium.stream.frame import empty_values
 
 STATS: tuple[str, ...] = ("avg", "std", "min", "max", "trend")
@@ -117,11 +117,22 @@ class RollingStats:
         self._latest_t = np.zeros(0, dtype=np.int64)
         # which statistics of each field `only` asks for: (only, number of fields, bits by field id)
         self._wanted_cache: tuple[tuple[str, ...] | None, int, np.ndarray] | None = None
+        # ids of the derived field names in the runner's field index: (index, fields, ids)
+        self._derived_ids: tuple[Any, int, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ processing
 
     def process(self, values: pl.DataFrame, only: Iterable[str] | None = None) -> pl.DataFrame:
-        """Derived values of a values frame (arrival order); ``arrival`` is kept if present.
+        """Derived values (see :meth:`process_keyed`)."""
+        return self.process_keyed(values, only)[0]
+
+    def process_keyed(
+        self, values: pl.DataFrame, only: Iterable[str] | None = None, keys: Keys | None = None
+    ) -> tuple[pl.DataFrame, Keys | None]:
+        """Derived values, and their :class:`~sensorium.keyindex.Keys` when ``keys`` (those of
+        ``values``, from the framing) are given.
+
+        Derived values of a values frame (arrival order); ``arrival`` is kept if present.
 
         ``only`` names the derived fields wanted (``"temperature:std_10"``; glob patterns such as
         ``"*:std_10"`` allowed), e.g. :meth:`RuleEngine.wanted_derived()
@@ -129,16 +140,17 @@ class RollingStats:
         Only wanted values are computed, but every series and field's window is updated, so
         :meth:`latest` and later batches do not depend on ``only``."""
         if values.height == 0:
-            return self._empty(values)
+            return self._empty(values, keys)
         v_all = values.get_column("value").cast(pl.Float64).to_numpy()
         finite = np.isfinite(v_all)
         if not finite.all():
             values = values.filter(pl.Series(finite))
+            keys = keys.take(finite) if keys is not None else None
             v_all = v_all[finite]
             if values.height == 0:
-                return self._empty(values)
+                return self._empty(values, keys)
         # group the rows by (series, field), stable: arrival order within a key
-        sid, fid = self._keys.ids(values.get_column("series"), values.get_column("field"))
+        sid, fid = self._keys.ids(values.get_column("series"), values.get_column("field"), keys)
         code = sid.astype(np.int64) * len(self._keys.field_names) + fid
         order = stable_argsort(code)
         code = code[order]
@@ -155,7 +167,11 @@ class RollingStats:
         self._grow(len(self._keys))
         vs = v_all[order]
         bits = self._wanted(None if only is None else tuple(only))[fid[first]]
-        out = self._derive(values, fid, order, vs, gk, starts, ends, bits) if bits.any() else self._empty(values)
+        out = (
+            self._derive(values, fid, order, vs, gk, starts, ends, bits, keys)
+            if bits.any()
+            else self._empty(values, keys)
+        )
         self._update(gk, vs, starts, ends)
         self._latest_t[gk] = values.get_column("time").to_numpy()[order[ends]]
         return out
@@ -205,8 +221,9 @@ class RollingStats:
         starts: np.ndarray,
         ends: np.ndarray,
         bits: np.ndarray,
-    ) -> pl.DataFrame:
-        """The wanted derived rows. ``order`` sorts the rows (field ids ``fid``) by key into
+        keys: Keys | None,
+    ) -> tuple[pl.DataFrame, Keys | None]:
+        """The wanted derived rows (and their keys). ``order`` sorts the rows (field ids ``fid``) by key into
         groups ``starts..ends`` (keys ``gk``, values ``vs``); ``bits``: statistics wanted per
         group."""
         n = len(order)
@@ -231,7 +248,7 @@ class RollingStats:
                     has[i] = np.zeros(n, dtype=bool)
                 val[i][at] = stats[j]
                 has[i][at] = m >= 2 if STATS[i] in ("std", "trend") else True
-        return self._frame(values, fid, val, has)
+        return self._frame(values, fid, val, has, keys)
 
     def _compute(
         self, gk: np.ndarray, v: np.ndarray, starts: np.ndarray, which: tuple[int, ...]
@@ -262,8 +279,13 @@ class RollingStats:
         return stats, m
 
     def _frame(
-        self, values: pl.DataFrame, fid: np.ndarray, val: dict[int, np.ndarray], has: dict[int, np.ndarray]
-    ) -> pl.DataFrame:
+        self,
+        values: pl.DataFrame,
+        fid: np.ndarray,
+        val: dict[int, np.ndarray],
+        has: dict[int, np.ndarray],
+        keys: Keys | None,
+    ) -> tuple[pl.DataFrame, Keys | None]:
         """One block of rows per statistic (``has``: its rows), each in arrival order. Built column
         by column: numbers by numpy indexing, series keys by a filter of the input's (much
         cheaper than a gather of strings)."""
@@ -287,13 +309,25 @@ class RollingStats:
                 if not arrival.null_count()
                 else pl.concat([arrival.filter(pl.Series(has[i])) for i in stats], rechunk=False)
             )
-        return pl.DataFrame([c.alias(k) for k, c in cols.items()])
+        frame = pl.DataFrame([c.alias(k) for k, c in cols.items()])
+        if keys is None:
+            return frame, None
+        gfid = self._derived_field_ids(names, keys)
+        sid = np.concatenate([keys.sid[has[i]] for i in stats])
+        return frame, Keys(sid, gfid[code], keys.series, keys.fields)
 
-    def _empty(self, values: pl.DataFrame) -> pl.DataFrame:
+    def _derived_field_ids(self, names: pl.Series, keys: Keys) -> np.ndarray:
+        """Ids of the derived field names (by statistic, then field) in the runner's index."""
+        cached = self._derived_ids
+        if cached is None or cached[0] is not keys.fields or cached[1] != names.len():
+            cached = self._derived_ids = (keys.fields, names.len(), keys.fields.ids(names).astype(np.int32))
+        return cached[2]
+
+    def _empty(self, values: pl.DataFrame, keys: Keys | None = None) -> tuple[pl.DataFrame, Keys | None]:
         out = empty_values()
         if "arrival" in values.columns:
             out = out.with_columns(pl.lit(None, dtype=pl.Int64).alias("arrival"))
-        return out
+        return out, None if keys is None else keys.take(np.zeros(0, dtype=np.int64))
 
     # ------------------------------------------------------------------ queries and state
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import polars as pl
 
+from sensorium.keyindex import Keys
 from sensorium.stream.aggregate import (
     BASIC,
     PARTIAL,
@@ -108,9 +109,10 @@ class RollupOperator:
 
     # --- public face ---------------------------------------------------------------------------
 
-    def process(self, values: pl.DataFrame) -> RollupOutput:
-        """Take a values frame (arrival order); return the rows of every window it finishes."""
-        part, late = self._base._process(values)
+    def process(self, values: pl.DataFrame, keys: Keys | None = None) -> RollupOutput:
+        """Take a values frame (arrival order; ``keys``: its rows' ids from the framing, if
+        known); return the rows of every window it finishes."""
+        part, late = self._base._process(values, keys)
         return RollupOutput(self._cascade(part), late)
 
     def tick(self, now_ns: int) -> RollupOutput:

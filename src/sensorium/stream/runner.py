@@ -40,10 +40,11 @@ import pyarrow as pa
 
 from sensorium.config import Settings
 from sensorium.errors import ConfigError
+from sensorium.keyindex import Keys, NameIndex, keys_of
 from sensorium.rules.types import Transition
 from sensorium.stream.checkpoint import CheckpointStore
 from sensorium.stream.detect_stage import SCORES_TABLE, DetectStage, specs_from_settings
-from sensorium.stream.frame import Batch, empty_values, frames_of_batches
+from sensorium.stream.frame import Batch, empty_values, keyed_frames
 from sensorium.stream.outputs import APP_ID as DERIVED_APP_ID
 from sensorium.stream.outputs import LATE_TABLE, DerivedTables, stream_store, to_arrow
 from sensorium.stream.series import SeriesIndex
@@ -117,6 +118,9 @@ class StreamRunner:
         self.derived.open_rows = self._open_rows
         self.derived.open_names = self._open_names
         self.series = SeriesIndex()
+        # the framing names every row's series and field by an id in these (not checkpointed:
+        # each stage keeps its own ids, and maps these to them; see keyindex.Remap)
+        self._names = (NameIndex(), NameIndex())
         lateness = int(st.lateness_s * NS)
         idle = int(st.idle_timeout_s * NS)
         self.intervals = tuple(st.rollups)
@@ -275,7 +279,7 @@ class StreamRunner:
         batches = self._take(max_rows or self.settings.stream.batch_max_rows)
         if not batches:
             return 0
-        values, series = self._timed("frame", frames_of_batches, batches, self.default_bucket)
+        values, series, keys = self._timed("frame", keyed_frames, batches, self.default_bucket, *self._names)
         transitions: list[Transition] = []
         timed = self._timed
         with self._step_lock, self.derived.lock:
@@ -286,15 +290,15 @@ class StreamRunner:
             held = self._hold(values)  # side pipelines' input when due, else {} (held for later)
             if values.height and self._side is not None:
                 if self.rollups is not None:
-                    side["rollups"] = self._side.submit(timed, "rollups", self.rollups.process, values)
+                    side["rollups"] = self._side.submit(timed, "rollups", self.rollups.process, values, keys)
                 for step_id, frame in held.items():
                     p = self._pipeline(step_id)
                     side[step_id] = self._side.submit(timed, step_id, p.process, frame, self.series.frame)
             try:
-                derived = (
-                    timed("rolling", self.rolling.process, values, self.rules.wanted_derived())
+                derived, derived_keys = (
+                    timed("rolling", self.rolling.process_keyed, values, self.rules.wanted_derived(), keys)
                     if values.height
-                    else empty_values()
+                    else (empty_values(), None)
                 )
                 outputs: dict[str, Any] = {}
                 for p in self.pipelines:
@@ -309,18 +313,23 @@ class StreamRunner:
                 if self.detect is not None and values.height:
                     scores, score_rows = timed("detect", self.detect.process, values, self.series.frame)
                 if values.height:
-                    parts = [values]
-                    for extra in (derived, scores):
+                    parts, rule_keys = [values], [keys]
+                    for extra, extra_keys in ((derived, derived_keys), (scores, None)):
                         if extra.height:
                             if "arrival" not in extra.columns:
                                 extra = extra.with_columns(pl.lit(None, pl.Int64).alias("arrival"))
                             parts.append(extra.select(values.columns).cast(values.schema))
+                            rule_keys.append(extra_keys if extra_keys is not None else keys_of(extra, *self._names))
                     rule_input = pl.concat(parts, how="vertical") if len(parts) > 1 else values
-                    transitions = timed("rules", self.rules.process, rule_input, self.series.frame)
+                    transitions = timed(
+                        "rules", self.rules.process, rule_input, self.series.frame, Keys.concat(rule_keys)
+                    )
             finally:
                 done = {k: f.result() for k, f in side.items()}  # waits (and raises) even on errors
             if self.rollups is not None and values.height:
-                self._rollup_output(done["rollups"] if "rollups" in done else timed("rollups", self.rollups.process, values))
+                self._rollup_output(
+                    done["rollups"] if "rollups" in done else timed("rollups", self.rollups.process, values, keys)
+                )
             for p in self.pipelines:
                 if p.step_id in done or p.step_id in outputs:
                     self._pipeline_output(p.step_id, done[p.step_id] if p.step_id in done else outputs[p.step_id])

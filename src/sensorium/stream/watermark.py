@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from sensorium.keyindex import Keys, Remap
+
 MIN = int(np.iinfo(np.int64).min)
 MAX = int(np.iinfo(np.int64).max)
 FIELD_BITS = 20  # key id = series id << FIELD_BITS | field id
@@ -155,14 +157,21 @@ class KeyIndex:
     def __init__(self) -> None:
         self.series = _Dictionary("series")
         self.fields = _Dictionary("field")
+        self._remap = (Remap(), Remap())
 
     def __len__(self) -> int:
         return len(self.series)
 
-    def encode(self, values: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """(sid, kid) of every row; unseen series and fields get the next ids."""
-        sid = self.series.ids(values.get_column("series"))
-        fid = self.fields.ids(values.get_column("field"))
+    def encode(self, values: pl.DataFrame, keys: Keys | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(sid, kid) of every row; unseen series and fields get the next ids. ``keys``: the
+        rows' ids in the runner's indexes (no strings hashed then)."""
+        if keys is not None:
+            rs, rf = self._remap
+            sid = rs.ids(keys.sid, keys.series, self.series.ids).astype(np.int64)
+            fid = rf.ids(keys.fid, keys.fields, self.fields.ids).astype(np.int64)
+        else:
+            sid = self.series.ids(values.get_column("series"))
+            fid = self.fields.ids(values.get_column("field"))
         if len(self.fields) > 1 << FIELD_BITS:
             raise ValueError(f"more than {1 << FIELD_BITS} distinct field names in one stream step")
         return sid, (sid << FIELD_BITS) | fid
@@ -179,6 +188,7 @@ class KeyIndex:
     def restore(self, state: dict[str, Any]) -> None:
         self.series = _Dictionary("series", state["series"])
         self.fields = _Dictionary("field", state["fields"])
+        self._remap = (Remap(), Remap())
 
 
 def _segment_cummax(t: np.ndarray, starts: np.ndarray) -> np.ndarray:

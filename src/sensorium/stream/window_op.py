@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from sensorium.keyindex import Keys
 from sensorium.stream.aggregate import (
     PARTIAL,
     aggregate_rows,
@@ -128,9 +129,10 @@ class WindowOperator:
 
     # --- public face ---------------------------------------------------------------------------
 
-    def process(self, values: pl.DataFrame) -> WindowOutput:
-        """Take a values frame (arrival order); return the windows it closes and its late rows."""
-        part, late = self._process(values)
+    def process(self, values: pl.DataFrame, keys: Keys | None = None) -> WindowOutput:
+        """Take a values frame (arrival order; ``keys``: its rows' ids from the framing, if
+        known); return the windows it closes and its late rows."""
+        part, late = self._process(values, keys)
         return WindowOutput(self.public(part), late)
 
     def tick(self, now_ns: int) -> WindowOutput:
@@ -151,11 +153,11 @@ class WindowOperator:
 
     # --- internal face (rollups) ----------------------------------------------------------------
 
-    def _process(self, values: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    def _process(self, values: pl.DataFrame, keys: Keys | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
         self._open = None
         if values.height == 0:
             return self._finalize(), pl.DataFrame(schema=LATE_SCHEMA)
-        sid, kid = self._keys.encode(values)
+        sid, kid = self._keys.encode(values, keys)
         time = values.get_column("time").cast(pl.Int64).to_numpy()
         value = values.get_column("value").cast(pl.Float64).to_numpy()
         arrival = None
