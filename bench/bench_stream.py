@@ -266,6 +266,7 @@ def throughput(args: argparse.Namespace, tmp: Path) -> None:
             "warmup_s": r3(warm_s, 2),
             "rss_mb_before_drain": rss_before,
             "rss_mb_after_drain": rss_after_drain,
+            "malloc_mode_after_drain": malloc_mode(),
             "meets_points_target": (rows / drain_s >= TARGET_POINTS_PER_S) if drain_s else None,
             "target_points_per_s": TARGET_POINTS_PER_S,
         })
@@ -442,6 +443,32 @@ def _bodies(cfg: Any) -> Any:
             proc.kill()
 
 
+def malloc_mode() -> str | None:
+    """The allocator mode in force (sensorium.obs.memory: auto turns to mmap past its limit)."""
+    from sensorium.obs.memory import mode
+
+    return mode()
+
+
+def heap_mb() -> dict[str, float] | None:
+    """glibc's view of its heap (mallinfo2): in use, free inside the heap, in own mappings (MB)."""
+    import ctypes
+    import ctypes.util
+
+    class _Info(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+            "fordblks", "keepcost")]
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallinfo2.restype = _Info
+        i = libc.mallinfo2()
+    except (OSError, AttributeError):
+        return None
+    return {"heap": round(i.arena / 1e6, 1), "heap_free": round(i.fordblks / 1e6, 1), "mapped": round(i.hblkhd / 1e6, 1)}
+
+
 def memory_child(args: argparse.Namespace) -> dict[str, Any]:
     from sensorium.ingest.simulator import SimConfig
 
@@ -470,7 +497,7 @@ def memory_child(args: argparse.Namespace) -> dict[str, Any]:
             if i % 6 == 5:
                 rss_series.append(rss_mb())
                 log(f"{(i + 1) * 10:>5} s of event time: {written:,} points, hot {p.hot.rows():,} rows, "
-                    f"RSS {rss_series[-1]} MB, peak {peak_rss_mb()} MB")
+                    f"RSS {rss_series[-1]} MB, peak {peak_rss_mb()} MB, malloc {heap_mb()}")
         st.checkpoint()
         cp = data_dir / "stream" / "checkpoint.pkl"
         cp_bytes = cp.stat().st_size if cp.exists() else None
@@ -493,6 +520,7 @@ def memory_child(args: argparse.Namespace) -> dict[str, Any]:
             "peak_rss_mb": peak_rss_mb(),
             "checkpoint_bytes": cp_bytes,
             "checkpoint_bytes_max": max(cp_max, cp_bytes or 0),
+            "malloc_mode_at_end": malloc_mode(),
         }
     finally:
         p.close()

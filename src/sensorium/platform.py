@@ -268,6 +268,9 @@ class Sensorium:
                     self._start_threads()
                 if self.parse_workers > 0:
                     self._pool = self._make_pool(self.parse_workers)
+            from sensorium.obs.memory import freeze_startup
+
+            freeze_startup()  # once per process: full GC passes skip what start-up made
         except BaseException:
             # a failed start (bad configuration, corrupt log) must not keep the data directory locked
             store = getattr(self, "lake", None)
@@ -912,6 +915,9 @@ class Sensorium:
             self.wal.truncate_before(low)
             self.metrics.wal_segments.set(self.wal.segment_count)
             self.metrics.hot_rows.set(self.hot.rows())
+            from sensorium.obs.memory import trim
+
+            trim(force=True)  # the written batches' buffers back to the system
         return total
 
     def _flush_key(self, key: Key) -> int:

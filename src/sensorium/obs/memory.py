@@ -1,51 +1,162 @@
-"""Keep the C heap from hoarding freed memory (glibc only).
+"""Keep the C heap from hoarding freed memory (glibc only), without paying for it on every array.
 
-glibc serves allocations above its mmap threshold (128 KiB) with their own mappings, returned to
-the system when freed — but the threshold is *dynamic*: each freed mapping raises it to that
-size (up to 32 MiB). The stream's per-step NumPy arrays (a few MB each) then come from the heap
-arenas, where fragmentation keeps them resident: with 100 k series the stream process held
-~350 MB more than its state (``bench/bench_stream.py --mode memory``). Setting the threshold
-explicitly turns the dynamic adjustment off; large blocks go back to the system when freed.
+glibc serves allocations above its mmap threshold (128 KiB at start) with their own mappings,
+returned to the system when freed — but the threshold is *dynamic*: each freed mapping raises it
+to that size (up to 32 MiB). The stream's per-step NumPy arrays (a few MB each) then come from the
+heap arenas and are reused step after step (fast), but fragmentation keeps freed ones resident:
+with 100 k series the stream process held ~350 MB more than its state
+(``bench/bench_stream.py --mode memory``).
 
-:func:`tune_allocator` does that once per process (called when a :class:`Sensorium` or a worker
-starts). ``SENSORIUM_MALLOC_TUNE=0`` leaves the allocator alone; ``MALLOC_MMAP_THRESHOLD_`` set
-in the environment wins (glibc reads it at start-up and we do not override it).
+Two ways out, measured on the throughput bench (``bench/bench_stream.py --stages core``, 592 k
+points, 2 cores) and the memory bench (``--mode memory``, 100 k series):
+
+* ``mmap``: fix the threshold at 128 KiB (turns the dynamic adjustment off): every large array
+  is a fresh mapping, returned when freed — and page-faulted in again, zeroed, on its next use.
+  Lean (0.93–0.95 GB at 100 k series) but that tax was ~40 % of the stream's time (134 k vs
+  230 k points/s sequential).
+* ``trim``: leave the threshold dynamic and hand the free heap pages back with ``malloc_trim(0)``
+  at most every :data:`TRIM_INTERVAL_S` (the stream calls :func:`trim` after its steps and
+  checkpoints, the platform after its flushes). Arrays are reused between trims (fast), but
+  fragmentation keeps ~100–150 MB more resident at 100 k series (1.03–1.14 GB).
+
+The default, ``auto``, is ``trim`` until the process's resident memory passes
+``SENSORIUM_MALLOC_LEAN_MB`` (768 MB): then it switches to ``mmap`` for good — fast while memory
+is plentiful, lean once it is not.
+
+:func:`freeze_startup` takes what start-up made (modules, classes, schemas, the platform's tables:
+~200 k objects once everything is loaded) out of the garbage collector's full collections, which
+otherwise walk them all — a 0.2 s pause, on whichever thread allocated at that moment (the ingest
+path, the stream's alert step). ``SENSORIUM_GC_FREEZE=0`` leaves the collector alone.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
+import mmap
 import os
 import sys
+import threading
+import time
 
 log = logging.getLogger("sensorium.memory")
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter numbers (malloc.h)
 MMAP_THRESHOLD = 128 * 1024
+TRIM_INTERVAL_S = 2.0
 _done = False
+_libc: ctypes.CDLL | None = None
+_trim_on = False
+_mode: str | None = None  # what tune_allocator set (auto switches to mmap)
+_lean_above = 0  # auto mode: resident bytes above which large blocks go to their own mappings
+_last_trim = 0.0
+_trim_lock = threading.Lock()
+_frozen = False
 
 
-def tune_allocator() -> bool:
-    """Fix glibc's mmap threshold (see the module docs). True when it was set now."""
-    global _done
-    if _done or not sys.platform.startswith("linux"):
-        return False
-    _done = True
-    if os.environ.get("SENSORIUM_MALLOC_TUNE", "1") == "0" or "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return False
+def _glibc() -> ctypes.CDLL | None:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        libc.mallopt.restype = ctypes.c_int
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        libc.malloc_trim.restype = ctypes.c_int
     except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    ok = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
-    if not ok:
+        return None
+    return libc
+
+
+def tune_allocator() -> str | None:
+    """Set the allocator mode (see the module docs) once per process; returns the mode set now."""
+    global _done, _libc, _trim_on, _lean_above, _mode
+    if _done or not sys.platform.startswith("linux"):
+        return None
+    _done = True
+    mode = os.environ.get("SENSORIUM_MALLOC_TUNE", "auto").strip().lower() or "auto"
+    if mode in ("0", "off", "false", "no") or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return None
+    if mode == "1":
+        mode = "mmap"
+    if mode not in ("auto", "trim", "mmap"):
+        log.warning("SENSORIUM_MALLOC_TUNE=%r: use auto, trim, mmap or 0; using auto", mode)
+        mode = "auto"
+    _libc = _glibc()
+    if _libc is None:
+        return None
+    if mode == "mmap":
+        _mode = "mmap" if _lean() else None
+        return _mode
+    _trim_on = True
+    _mode = mode
+    if mode == "auto":
+        try:
+            _lean_above = int(float(os.environ.get("SENSORIUM_MALLOC_LEAN_MB", "768")) * 1e6)
+        except ValueError:
+            log.warning("SENSORIUM_MALLOC_LEAN_MB is not a number; using 768")
+            _lean_above = 768_000_000
+    return mode
+
+
+def mode() -> str | None:
+    """The allocator mode in force: ``auto``, ``trim``, ``mmap``, or None (untouched)."""
+    return _mode
+
+
+def _lean() -> bool:
+    """Large blocks to their own mappings from now on (mode ``mmap``)."""
+    global _mode
+    assert _libc is not None
+    if not _libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD):
         log.debug("mallopt(M_MMAP_THRESHOLD) refused")
-    return ok
+        return False
+    _mode = "mmap"
+    return True
 
 
-__all__ = ["tune_allocator"]
+def resident_bytes() -> int | None:
+    """This process's resident memory (Linux), or None."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * mmap.PAGESIZE
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def trim(force: bool = False) -> bool:
+    """Give free heap pages back to the system (``malloc_trim``), at most every
+    :data:`TRIM_INTERVAL_S` unless ``force``; only in ``trim`` mode. True when it trimmed."""
+    global _last_trim, _lean_above
+    if not _trim_on or _libc is None:
+        return False
+    now = time.monotonic()
+    if not force and now - _last_trim < TRIM_INTERVAL_S:
+        return False
+    with _trim_lock:
+        if not force and now - _last_trim < TRIM_INTERVAL_S:
+            return False
+        _last_trim = now
+        _libc.malloc_trim(0)
+        if _lean_above and (rss := resident_bytes()) is not None and rss > _lean_above:
+            _lean_above = 0
+            if _lean():
+                log.info("resident memory %d MB: large blocks now get mappings of their own", rss // 1_000_000)
+    return True
+
+
+def freeze_startup() -> bool:
+    """Collect once, then move every object alive now to the collector's permanent generation
+    (:func:`gc.freeze`), once per process (when the first platform or worker has started).
+    Frozen objects are still freed when their last reference goes; only cycles among them wait
+    for the process to end. True when it froze now."""
+    global _frozen
+    if _frozen or os.environ.get("SENSORIUM_GC_FREEZE", "1") == "0":
+        return False
+    _frozen = True
+    gc.collect()
+    gc.freeze()
+    return True
+
+
+__all__ = ["TRIM_INTERVAL_S", "freeze_startup", "mode", "resident_bytes", "trim", "tune_allocator"]

@@ -472,6 +472,9 @@ class Worker:
         """Until ``stop`` is set (or :meth:`stop`): rebalance every ``heartbeat_s``, process;
         store maintenance on a thread beside (owner of partition 0)."""
         stop = stop or self._stop
+        from sensorium.obs.memory import freeze_startup
+
+        freeze_startup()  # once per process: full GC passes skip what start-up made
         threading.Thread(
             target=self._maintenance_loop, args=(stop,), name="sensorium-maintenance", daemon=True
         ).start()

@@ -41,6 +41,7 @@ import pyarrow as pa
 from sensorium.config import Settings
 from sensorium.errors import ConfigError
 from sensorium.keyindex import Keys, NameIndex, keys_of
+from sensorium.obs.memory import trim as trim_heap
 from sensorium.rules.types import Transition
 from sensorium.stream.checkpoint import CheckpointStore
 from sensorium.stream.detect_stage import SCORES_TABLE, DetectStage, specs_from_settings
@@ -241,6 +242,7 @@ class StreamRunner:
             seq = self.seq
         self.derived.deliver(seq)
         self._last_checkpoint = time.monotonic()
+        trim_heap(force=True)  # the checkpoint's buffers and the state copies it freed
         return seq
 
     @property
@@ -340,6 +342,7 @@ class StreamRunner:
         self.stats["values"] += values.height
         self.stats["steps"] += 1
         self._emit(transitions)
+        trim_heap()  # at most every few seconds: the step's freed arrays back to the system
         return sum(b.table.num_rows for b in batches)
 
     # -- side pipelines on a slower cadence --------------------------------------------------------

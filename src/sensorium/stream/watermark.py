@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from sensorium.keyindex import Keys, Remap
+from sensorium.keyindex import Keys, Remap, stable_argsort
 
 MIN = int(np.iinfo(np.int64).min)
 MAX = int(np.iinfo(np.int64).max)
@@ -263,7 +263,7 @@ class Watermarks:
 
     def _before(self, sid: np.ndarray, time: np.ndarray, max_time: np.ndarray, wm: np.ndarray) -> np.ndarray:
         n = sid.size
-        order = np.argsort(sid, kind="stable")
+        order = stable_argsort(sid)
         s, t = sid[order], time[order]
         new = np.ones(n, dtype=bool)
         new[1:] = s[1:] != s[:-1]

@@ -1,0 +1,44 @@
+"""The allocator and collector settings of long-running processes (sensorium.obs.memory)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+@pytest.mark.parametrize(("env", "mode", "trims"), [
+    ({}, "auto", True),
+    ({"SENSORIUM_MALLOC_TUNE": "trim"}, "trim", True),
+    ({"SENSORIUM_MALLOC_TUNE": "mmap"}, "mmap", False),
+    ({"SENSORIUM_MALLOC_TUNE": "0"}, None, False),
+    ({"MALLOC_MMAP_THRESHOLD_": "65536"}, None, False),
+])
+def test_allocator_modes(env: dict[str, str], mode: str | None, trims: bool) -> None:
+    code = (
+        "from sensorium.obs import memory as m; "
+        "print(m.tune_allocator(), m.tune_allocator(), m.trim(force=True), m.trim(), "
+        "m.freeze_startup(), m.freeze_startup())"
+    )
+    clean = {k: v for k, v in os.environ.items() if k not in ("SENSORIUM_MALLOC_TUNE", "MALLOC_MMAP_THRESHOLD_")}
+    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, check=True)
+    # set once per process; a forced trim runs, the next one waits TRIM_INTERVAL_S; freeze once
+    assert out.stdout.split() == [str(mode), "None", str(trims), "False", "True", "False"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_auto_turns_lean_when_resident_memory_passes_the_limit() -> None:
+    code = (
+        "from sensorium.obs import memory as m; m.tune_allocator(); a = m.mode(); "
+        "m.trim(force=True); print(a, m.mode(), m.resident_bytes() > 0)"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("SENSORIUM_MALLOC_TUNE", "MALLOC_MMAP_THRESHOLD_")}
+    lean = subprocess.run([sys.executable, "-c", code], env={**env, "SENSORIUM_MALLOC_LEAN_MB": "1"},
+                          capture_output=True, text=True, check=True)
+    assert lean.stdout.split() == ["auto", "mmap", "True"]
+    roomy = subprocess.run([sys.executable, "-c", code], env={**env, "SENSORIUM_MALLOC_LEAN_MB": "100000"},
+                           capture_output=True, text=True, check=True)
+    assert roomy.stdout.split() == ["auto", "auto", "True"]
