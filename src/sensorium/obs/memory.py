@@ -31,6 +31,7 @@ path, the stream's alert step). ``SENSORIUM_GC_FREEZE=0`` leaves the collector a
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import ctypes.util
 import gc
@@ -156,6 +157,9 @@ def freeze_startup() -> bool:
     _frozen = True
     gc.collect()
     gc.freeze()
+    # at exit, back into the collector's reach: the interpreter's final collections then free
+    # them (native modules report objects still alive at exit as leaks)
+    atexit.register(gc.unfreeze)
     return True
 
 
