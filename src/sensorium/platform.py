@@ -47,6 +47,7 @@ from sensorium.errors import (
 )
 from sensorium.log.open import open_log
 from sensorium.log.wal import KIND_DATA, KIND_DEAD_LETTERS, WAL, WALRecord, encode_payload
+from sensorium.obs.memory import freeze_startup, trim, tune_allocator
 from sensorium.obs.metrics import Metrics
 from sensorium.quality.deadletters import DeadLetter, DeadLetterStore
 from sensorium.quality.validate import Validator
@@ -148,8 +149,6 @@ class Sensorium:
         up``); ``"ingest"`` — validate and append to the NATS log only, workers store and process
         (``sensorium ingest``); ``"api"`` — queries, alerts and the dashboard over what workers
         stored (``sensorium api``; read-only apart from acknowledging alerts)."""
-        from sensorium.obs.memory import tune_allocator
-
         tune_allocator()
         self.settings = settings or load_settings()
         if role not in ("all", "ingest", "api"):
@@ -268,8 +267,6 @@ class Sensorium:
                     self._start_threads()
                 if self.parse_workers > 0:
                     self._pool = self._make_pool(self.parse_workers)
-            from sensorium.obs.memory import freeze_startup
-
             freeze_startup()  # once per process: full GC passes skip what start-up made
         except BaseException:
             # a failed start (bad configuration, corrupt log) must not keep the data directory locked
@@ -915,8 +912,6 @@ class Sensorium:
             self.wal.truncate_before(low)
             self.metrics.wal_segments.set(self.wal.segment_count)
             self.metrics.hot_rows.set(self.hot.rows())
-            from sensorium.obs.memory import trim
-
             trim(force=True)  # the written batches' buffers back to the system
         return total
 

@@ -38,6 +38,7 @@ from sensorium.errors import LogUnavailable
 from sensorium.log.nats import DeliveryGap, JetStreamConsumer, JetStreamLog
 from sensorium.log.open import nats_layout
 from sensorium.log.wal import KIND_DATA, KIND_DEAD_LETTERS, WALRecord
+from sensorium.obs.memory import freeze_startup, tune_allocator
 from sensorium.obs.metrics import Metrics
 from sensorium.platform import node_name, store_dead_letters
 from sensorium.quality.deadletters import DeadLetter, DeadLetterStore
@@ -337,8 +338,6 @@ class Worker:
             raise ConfigError(
                 'workers share the NATS log: set log_backend = "nats" (see docs/deployment.md)'
             )
-        from sensorium.obs.memory import tune_allocator
-
         tune_allocator()
         self.settings = settings
         self.node = node_id or node_name(unique=True)
@@ -472,8 +471,6 @@ class Worker:
         """Until ``stop`` is set (or :meth:`stop`): rebalance every ``heartbeat_s``, process;
         store maintenance on a thread beside (owner of partition 0)."""
         stop = stop or self._stop
-        from sensorium.obs.memory import freeze_startup
-
         freeze_startup()  # once per process: full GC passes skip what start-up made
         threading.Thread(
             target=self._maintenance_loop, args=(stop,), name="sensorium-maintenance", daemon=True

@@ -220,8 +220,8 @@ def _frames_of_batches(
         si, fi = index
         parts = [
             Keys(
-                si.ids(f.keys).astype(np.int32)[f.combo],
-                fi.ids(pl.Series(f.fields, dtype=pl.Utf8)).astype(np.int32)[f.field],
+                si.ids(f.keys).astype(np.int32, copy=False)[f.combo],
+                fi.ids(pl.Series(f.fields, dtype=pl.Utf8)).astype(np.int32, copy=False)[f.field],
                 si,
                 fi,
             )

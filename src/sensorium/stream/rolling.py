@@ -320,7 +320,7 @@ class RollingStats:
         """Ids of the derived field names (by statistic, then field) in the runner's index."""
         cached = self._derived_ids
         if cached is None or cached[0] is not keys.fields or cached[1] != names.len():
-            cached = self._derived_ids = (keys.fields, names.len(), keys.fields.ids(names).astype(np.int32))
+            cached = self._derived_ids = (keys.fields, names.len(), keys.fields.ids(names).astype(np.int32, copy=False))
         return cached[2]
 
     def _empty(self, values: pl.DataFrame, keys: Keys | None = None) -> tuple[pl.DataFrame, Keys | None]:
