@@ -24,8 +24,8 @@ per line at most). Value faults, dropouts and line faults draw from separate ran
 clean signal of a run with ``faults=True`` equals the run with ``faults=False`` wherever no label says
 otherwise.
 
-Without faults every value lies in its domain range (:data:`DOMAIN`); only ``out_of_range`` and
-``spike`` faults leave it.
+Without faults every value lies in its domain range (:data:`DOMAIN`); only ``out_of_range``
+faults leave it (spikes jump far but stay inside, so they pass validation and reach the rules).
 
 Labels (:data:`LABEL_SCHEMA`): one row per faulty value (``field`` set; stuck and drift stretches
 give one row per point), per duplicated / out-of-order / late line (``field`` null), and per dropout

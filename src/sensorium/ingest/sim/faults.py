@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sensorium.ingest.sim.config import NS, SimConfig
-from sensorium.ingest.sim.fleet import ALL_FIELDS, _Fleet
+from sensorium.ingest.sim.fleet import ALL_FIELDS, DOMAIN, _Fleet
 from sensorium.ingest.sim.vectors import _NONE, _Carry, _pick_field, _stretches
 
 if TYPE_CHECKING:
@@ -246,7 +246,9 @@ class _GroupFaults:
                 m = st.active & (st.field == i)
                 v[f] = np.where(m, val, v[f])
                 codes[f][m] = _C_STUCK
-        # spike: x3..x10, or a large jump where that would be too small
+        # spike: x3..x10, or a large jump where that would be too small; kept inside the field's
+        # domain (a plausible-looking wrong reading that passes validation and reaches the rules;
+        # impossible values are the out_of_range fault's), 1 % of the span from its edges
         if self.spike_fields:
             idx, which = _pick_field(rng, rng.random(shape) < r, self.spike_fields)
             mult = rng.uniform(3.0, 10.0, idx.size)
@@ -257,6 +259,9 @@ class _GroupFaults:
                 y = x * mult[which == i]
                 small = np.abs(y - x) < _SPIKE_MIN[f]
                 y = np.where(small, x + jump[which == i] * _SPIKE_MIN[f], y)
+                if f in DOMAIN:
+                    lo, hi = DOMAIN[f]
+                    y = np.clip(y, lo + 0.01 * (hi - lo), hi - 0.01 * (hi - lo))
                 v[f].flat[j] = y
                 codes[f].flat[j] = _C_SPIKE
         # out of range: a value outside the domain
