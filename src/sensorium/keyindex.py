@@ -1,7 +1,8 @@
 """Dense ids for names and (series, field) keys, looked up a whole column at a time, and the
 array helpers the stateful stages share (stream rolling statistics, rules, quality checks).
 
-Below every stage in the import order: it needs only NumPy and Polars.
+Below every stage in the import order: it needs only NumPy, Polars and the compiled kernels
+(:mod:`sensorium.jit`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+
+from sensorium.jit import counting_applies, counting_argsort
 
 _SEED = 0x5E751
 
@@ -270,11 +273,14 @@ class KeyIndex:
 
 
 def stable_argsort(keys: np.ndarray) -> np.ndarray:
-    """Stable argsort of non-negative integer keys: LSD radix passes over 16-bit digits (numpy
-    sorts 16-bit keys with a radix sort), much faster than a comparison sort."""
+    """Stable argsort of non-negative integer keys: a compiled counting sort while the key range
+    is not much larger than the row count, else LSD radix passes over 16-bit digits (numpy sorts
+    16-bit keys with a radix sort); both much faster than a comparison sort."""
     if len(keys) == 0:
         return np.zeros(0, dtype=np.intp)
     top = int(keys.max())
+    if counting_applies(len(keys), top + 1):
+        return counting_argsort(keys, 0, top)
     if top < (1 << 16):
         return np.argsort(keys.astype(np.uint16), kind="stable")
     order = np.argsort((keys & 0xFFFF).astype(np.uint16), kind="stable")

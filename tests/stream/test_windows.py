@@ -415,16 +415,6 @@ def test_duplicates_keep_later_arrival_and_aggregations() -> None:
     assert row["p50"] == pytest.approx(25.0)
 
 
-def test_aggregation_in_slices_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
-    rng = np.random.default_rng(3)
-    n = 500
-    kid, start = rng.integers(0, 40, n), rng.integers(0, 3, n) * 10 * S
-    t, v = start + rng.integers(0, 10, n) * S, rng.normal(0, 10, n)
-    whole = aggregate_rows(kid, start, t, v, percentiles=(50, 99), sketch=True)
-    monkeypatch.setattr("sensorium.stream.aggregate._SLICE", 7)
-    assert aggregate_rows(kid, start, t, v, percentiles=(50, 99), sketch=True).equals(whole)
-
-
 def test_sketch_round_trip_and_bound() -> None:
     rng = np.random.default_rng(7)
     vals = np.concatenate([rng.normal(0, 50, 3000), [0.0, 1e-12, -3.5, 1e300]])

@@ -41,11 +41,14 @@ The layout is fixed by ``SKETCH_ALPHA``/``SKETCH_MIN``/``BIAS``: change them onl
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
+
+from sensorium.jit import counting_applies, counting_argsort, window_partials
+from sensorium.stream.watermark import FIELD_BITS
 
 BASIC = ("count", "sum", "mean", "min", "max", "stddev", "first", "last", "rate", "integral")
 PARTIAL = ("count", "sum", "_m2", "min", "max", "_first_time", "first", "_last_time", "last", "integral")
@@ -58,7 +61,6 @@ _REC = np.dtype([("k", "<i4"), ("c", "<u4")])
 _MAX_COUNT = (1 << 32) - 1
 NO_KEY = np.iinfo(np.int32).max  # not in any bucket (NaN, infinities)
 _KEY_SPAN = 1 << 17  # |key| < 2**16 for every finite double (see merge_records)
-_SLICE = 1 << 20  # rows aggregated at a time
 
 
 def percentile_name(q: float) -> str:
@@ -209,145 +211,58 @@ def sketch_quantiles(
 # --- raw rows -> partials --------------------------------------------------------------------
 
 
-def _sort_within(t: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Stable order sorting ``t`` inside each segment (rows grouped by segment)."""
-    lens = np.diff(np.append(starts, t.size))
-    lo, span = int(t.min()), int(t.max()) - int(t.min()) + 1
-    seg = np.repeat(np.arange(len(starts), dtype=np.int64), lens)
-    if span * len(starts) < 1 << 62:
-        return np.argsort((t - lo) + seg * span, kind="stable")
-    return np.lexsort((t, seg))
-
-
-def _value_classes(v: np.ndarray, starts: np.ndarray, cnt: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(group indices, their values sorted per row, NaN-padded) for groups of similar size.
-
-    A segmented sort in numpy: groups are padded to the next power of two and sorted along rows,
-    one 2-D sort per size class (at most twice the rows in all)."""
-    cls = np.ceil(np.log2(cnt)).astype(np.int64)
-    classes = np.unique(cls)
-    for c in classes:
-        width = 1 << int(c)
-        if classes.size == 1:
-            g, vals, lens = np.arange(cnt.size), v, cnt
-        else:
-            g = np.flatnonzero(cls == c)
-            lens = cnt[g]
-            vals = v[np.repeat(cls == c, cnt)]
-        begin = np.cumsum(lens) - lens
-        flat = np.arange(vals.size) + np.repeat(np.arange(g.size) * width - begin, lens)
-        buf = np.full(g.size * width, np.nan)
-        buf[flat] = vals
-        arr = buf.reshape(g.size, width)
-        arr.sort(axis=1)
-        yield g, arr
-
-
-def _sketch_runs(g: np.ndarray, arr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(group, key, count) records of rows of sorted values (NaN-padded), sorted by (group, key)."""
-    keys = sketch_keys(arr)
-    new = np.ones(keys.shape, dtype=bool)
-    np.not_equal(keys[:, 1:], keys[:, :-1], out=new[:, 1:])
-    at = np.flatnonzero(new)
-    lens = np.diff(np.append(at, keys.size))
-    k = keys.ravel()[at]
-    ok = k != NO_KEY
-    return np.repeat(g, new.sum(axis=1))[ok], k[ok], lens[ok]
-
-
 def aggregate_rows(
     kid: np.ndarray, start: np.ndarray, time: np.ndarray, value: np.ndarray, *,
     percentiles: Sequence[float] = (), sketch: bool = False,
 ) -> pl.DataFrame:
     """Partials of rows given in arrival order, one per (kid, start), sorted by (kid, start).
 
-    Duplicates (same kid, start, time) keep the later arrival. Percentiles are exact."""
+    Duplicates (same kid, start, time) keep the later arrival. Percentiles are exact. The rows
+    are grouped with one stable counting sort over a dense (key, start) code and each group is
+    aggregated by the compiled :func:`~sensorium.jit.window_partials` in one pass."""
     n = kid.size
     if n == 0:
         return pl.DataFrame(schema=partial_schema(percentiles, sketch))
-    if start.min() == start.max():
-        order = np.argsort(kid, kind="stable")
-        s = np.broadcast_to(start[:1], (n,))
-    else:
-        o1 = np.argsort(start, kind="stable")
-        order = o1[np.argsort(kid[o1], kind="stable")]
-        s = start[order]
+    order = _group_order(kid, start)
     k = kid[order]
-    if n <= _SLICE:
-        return _aggregate_sorted(k, s, time[order], value[order], percentiles, sketch)
-    # Slices of whole keys: bounded temporaries (a minute of 100 k keys is 6 M rows) and arrays
-    # that stay in cache.
-    cuts = np.unique(np.searchsorted(k, k[np.arange(_SLICE, n, _SLICE)], side="left"))
-    bounds = [0, *(int(c) for c in cuts if c > 0), n]
-    frames = [
-        _aggregate_sorted(k[a:b], s[a:b], time[order[a:b]], value[order[a:b]], percentiles, sketch)
-        for a, b in zip(bounds, bounds[1:], strict=False)
-        if b > a
-    ]
-    return pl.concat(frames)
-
-
-def _aggregate_sorted(
-    k: np.ndarray, s: np.ndarray, t: np.ndarray, v: np.ndarray, percentiles: Sequence[float], sketch: bool
-) -> pl.DataFrame:
-    """aggregate_rows on rows grouped by (kid, start), arrival order within a group."""
-    n = k.size
-    new = np.ones(n, dtype=bool)
-    new[1:] = (k[1:] != k[:-1]) | (s[1:] != s[:-1])
-    if n > 1 and not ((t[1:] > t[:-1]) | new[1:]).all():
-        o = _sort_within(t, np.flatnonzero(new))
-        k, s, t, v = k[o], s[o], t[o], v[o]
-        keep = np.ones(k.size, dtype=bool)
-        keep[:-1] = (t[1:] != t[:-1]) | (k[1:] != k[:-1]) | (s[1:] != s[:-1])
-        if not keep.all():
-            k, s, t, v = k[keep], s[keep], t[keep], v[keep]
-            n = k.size
-            new = np.ones(n, dtype=bool)
-            new[1:] = (k[1:] != k[:-1]) | (s[1:] != s[:-1])
-    starts = np.flatnonzero(new)
-    ends = np.append(starts[1:], n) - 1
-    cnt = ends - starts + 1
-    total = np.add.reduceat(v, starts)
-    dev = v - np.repeat(total / cnt, cnt)
-    dev *= dev
-    contrib = np.zeros(n)  # trapezoid between each point and the next one of its group
-    if n > 1:
-        c = contrib[:-1]
-        np.add(v[1:], v[:-1], out=c)
-        np.multiply(c, np.diff(t), out=c, casting="unsafe")
-        c *= 0.5e-9
-        c[new[1:]] = 0.0
+    s = start[:1] if start.size == 1 else start[order]
+    t, v = time[order], value[order]
+    skeys = sketch_keys(v) if sketch else np.empty(0, np.int32)
+    qs = np.asarray(percentiles, dtype=np.float64)
+    (ok, os_, cnt, total, m2, mn, mx, ft, first, lt, last, integral, pq,
+     rseg, rkey, rcnt) = window_partials(k, s, t, v, qs, skeys, NO_KEY)
     cols: dict[str, np.ndarray | pl.Series] = {
-        "kid": k[starts], "start": s[starts], "count": cnt.astype(np.int64), "sum": total,
-        "_m2": np.add.reduceat(dev, starts),
-        "min": np.minimum.reduceat(v, starts), "max": np.maximum.reduceat(v, starts),
-        "_first_time": t[starts], "first": v[starts], "_last_time": t[ends], "last": v[ends],
-        "integral": np.add.reduceat(contrib, starts),
+        "kid": ok, "start": os_, "count": cnt, "sum": total, "_m2": m2, "min": mn, "max": mx,
+        "_first_time": ft, "first": first, "_last_time": lt, "last": last, "integral": integral,
     }
-    if percentiles or sketch:
-        pcts = {percentile_name(q): np.empty(starts.size) for q in percentiles}
-        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        for g, arr in _value_classes(v, starts, cnt):
-            n_g = cnt[g]
-            rows = np.arange(g.size)
-            for q in percentiles:
-                h = q / 100.0 * (n_g - 1)
-                lo = np.floor(h).astype(np.int64)
-                hi = np.ceil(h).astype(np.int64)
-                a, b = arr[rows, lo], arr[rows, hi]
-                pcts[percentile_name(q)][g] = np.where(hi == lo, a, a + (h - lo) * (b - a))
-            if sketch:
-                parts.append(_sketch_runs(g, arr))
-        cols.update(pcts)
-        if sketch:
-            if len(parts) == 1:
-                sg, sk, sc = parts[0]
-            else:
-                sg, sk, sc = (np.concatenate(x) for x in zip(*parts, strict=True))
-                o = np.argsort(sg, kind="stable")
-                sg, sk, sc = sg[o], sk[o], sc[o]
-            cols["_sketch"] = encode_sketches(sg, sk, sc, starts.size)
+    for i, q in enumerate(percentiles):
+        cols[percentile_name(q)] = pq[:, i]
+    if sketch:
+        cols["_sketch"] = encode_sketches(rseg, rkey, rcnt, ok.size)
     return pl.DataFrame(cols, schema=partial_schema(percentiles, sketch))
+
+
+def _group_order(kid: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """Stable order grouping rows by (kid, start): a counting sort over a dense code when the
+    keys are dense enough (they are: series id << FIELD_BITS | field id), else two stable sorts."""
+    lo, hi = int(kid.min()), int(kid.max())
+    code = kid - lo
+    if hi - lo >= 1 << FIELD_BITS and lo >= 0:  # dense code, same order: series * fields + field
+        fid = kid & ((1 << FIELD_BITS) - 1)
+        sid = kid >> FIELD_BITS
+        s0 = int(sid.min())
+        code = (sid - s0) * (int(fid.max()) + 1) + fid
+    top = int(code.max())
+    if start.size == 1 or start.min() == start.max():
+        if counting_applies(kid.size, top + 1):
+            return counting_argsort(code, 0, top)
+        return np.argsort(kid, kind="stable")
+    starts, srank = np.unique(start, return_inverse=True)
+    span = (top + 1) * starts.size
+    if counting_applies(kid.size, span):
+        return counting_argsort(code * starts.size + srank, 0, span - 1)
+    o1 = np.argsort(start, kind="stable")
+    return o1[np.argsort(kid[o1], kind="stable")]
 
 
 # --- partials -> coarser partials ------------------------------------------------------------

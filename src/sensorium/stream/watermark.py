@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from sensorium.keyindex import Keys, Remap, stable_argsort
+from sensorium.jit import observe_rows
+from sensorium.keyindex import Keys, Remap
 
 MIN = int(np.iinfo(np.int64).min)
 MAX = int(np.iinfo(np.int64).max)
@@ -191,20 +192,6 @@ class KeyIndex:
         self._remap = (Remap(), Remap())
 
 
-def _segment_cummax(t: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Running maximum of ``t`` restarting at each segment start (rows grouped by segment)."""
-    n = t.size
-    lens = np.diff(np.append(starts, n))
-    lo, hi = int(t.min()), int(t.max())
-    span = hi - lo + 1
-    if span * len(starts) < 1 << 62:  # shift each segment above the previous one: one accumulate
-        shift = np.repeat(np.arange(len(starts), dtype=np.int64) * span, lens)
-        return np.maximum.accumulate((t - lo) + shift) - shift + lo
-    seg = np.repeat(np.arange(len(starts)), lens)
-    out = pl.DataFrame({"s": seg, "t": t}).select(pl.col("t").cum_max().over("s"))
-    return out.to_series().to_numpy()
-
-
 class Watermarks:
     """Per-series watermark state, indexed by series id."""
 
@@ -232,50 +219,27 @@ class Watermarks:
 
     def observe(self, sid: np.ndarray, time: np.ndarray, arrival: np.ndarray | None) -> np.ndarray | None:
         """Take a batch (arrival order) and update the state. Returns the watermark of each row's
-        series just before that row, or None when no row can be late (the common case, found
-        without the per-series running maximum: no row is behind its series' final watermark)."""
+        series just before that row, or None when no row is behind it (the common case)."""
         n = sid.size
         if n == 0:
             self.last_ids = np.empty(0, dtype=np.int64)
             return None
         self.grow(int(sid.max()) + 1)
-        top = np.full(self.wm.size, MIN, dtype=np.int64)
-        np.maximum.at(top, sid, time)
+        sid = np.ascontiguousarray(sid, dtype=np.int64)
+        time = np.ascontiguousarray(time, dtype=np.int64)
         seen = np.zeros(self.wm.size, dtype=bool)
-        seen[sid] = True
+        before = np.empty(n, dtype=np.int64)
+        # one compiled pass in arrival order: each row's watermark just before it, running maxima
+        late = observe_rows(sid, time, self.max_time, self.wm, self.lateness_ns, seen, before)
         ids = self.last_ids = np.flatnonzero(seen)
-        old_max, old_wm = self.max_time[ids], self.wm[ids]
-        self.max_time[ids] = np.maximum(old_max, top[ids])
-        self.wm[ids] = np.maximum(old_wm, sub_sat(self.max_time[ids], self.lateness_ns))
+        self.wm[ids] = np.maximum(self.wm[ids], sub_sat(self.max_time[ids], self.lateness_ns))
         if arrival is not None:
             last = np.full(self.wm.size, MIN, dtype=np.int64)
             np.maximum.at(last, sid, arrival)
             self.last_arrival[ids] = np.maximum(self.last_arrival[ids], last[ids])
         elif self.now is not None:
             self.last_arrival[ids] = np.maximum(self.last_arrival[ids], self.now)
-        if not (time < self.wm[sid]).any():  # the final watermark bounds every earlier one
-            return None
-        # exact: running maximum per series in arrival order, on top of the state before the batch
-        prev_max, prev_wm = self.max_time.copy(), self.wm.copy()
-        prev_max[ids] = old_max
-        prev_wm[ids] = old_wm
-        return self._before(sid, time, prev_max, prev_wm)
-
-    def _before(self, sid: np.ndarray, time: np.ndarray, max_time: np.ndarray, wm: np.ndarray) -> np.ndarray:
-        n = sid.size
-        order = stable_argsort(sid)
-        s, t = sid[order], time[order]
-        new = np.ones(n, dtype=bool)
-        new[1:] = s[1:] != s[:-1]
-        starts = np.flatnonzero(new)
-        cm = _segment_cummax(t, starts)
-        before = np.empty(n, dtype=np.int64)
-        before[1:] = cm[:-1]
-        before[starts] = MIN
-        before = np.maximum(max_time[s], before)
-        out = np.empty(n, dtype=np.int64)
-        out[order] = np.maximum(wm[s], sub_sat(before, self.lateness_ns))
-        return out
+        return before if late else None
 
     def tick(self, now_ns: int) -> None:
         """Advance the watermarks of series silent for ``idle_timeout`` of processing time."""

@@ -223,10 +223,10 @@ class WindowOperator:
         # Chunks are kept sorted by key (stable: arrival order within a key). Sorting a batch is
         # cheap (it fits in cache) and the aggregation then merges a few sorted runs.
         kid = rows[0]
-        nf = max(len(self._keys.fields), 1)  # dense code, same order as kid: fewer radix passes
-        order = stable_argsort((kid >> FIELD_BITS) * nf + (kid & ((1 << FIELD_BITS) - 1)))
+        nf = max(len(self._keys.fields), 1)  # dense code, same order as kid: a small key range
+        dense = (kid >> FIELD_BITS) * nf + (kid & ((1 << FIELD_BITS) - 1))
         if isinstance(self.windower, Session):
-            kept = _take(rows, order)
+            kept = _take(rows, stable_argsort(dense))
             self._session.append(kept)
             self._next_close = min(self._next_close, int(kept[1].min()) + self.windower.gap_ns)
             return
@@ -234,9 +234,10 @@ class WindowOperator:
         pane = self.windower.pane_of(rows[1])
         p0, p1 = int(pane.min()), int(pane.max())
         if p0 == p1:
-            self._pane(p0, _take(rows, order)).mark(self._clock.last_ids, n)
+            self._pane(p0, _take(rows, stable_argsort(dense))).mark(self._clock.last_ids, n)
             return
-        cut = order[stable_argsort(pane[order] - p0)]  # rows by pane, key order kept within a pane
+        # rows by pane, by key within a pane, arrival order within a key: one sort of one code
+        cut = stable_argsort((pane - p0) * (int(dense.max()) + 1) + dense)
         for idx in np.split(cut, np.flatnonzero(np.diff(pane[cut])) + 1):
             self._pane(int(pane[idx[0]]), _take(rows, idx)).mark(sid[idx], n)
 

@@ -1,0 +1,132 @@
+"""The compiled kernels (sensorium.jit) against NumPy / plain-Python references: same results,
+bit for bit (the stream's outputs must not depend on which implementation ran)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sensorium.jit import counting_argsort, observe_rows, segment_sums, window_partials
+from sensorium.keyindex import stable_argsort
+from sensorium.stream.aggregate import NO_KEY, aggregate_rows, decode_sketches, sketch_keys
+
+MIN = np.iinfo(np.int64).min
+
+
+@given(st.lists(st.integers(0, 300), max_size=400), st.integers(-5, 5))
+@settings(max_examples=60, deadline=None)
+def test_counting_argsort_is_a_stable_sort(keys: list[int], shift: int) -> None:
+    k = np.array(keys, dtype=np.int64) + shift
+    if k.size == 0:
+        return
+    got = counting_argsort(k, int(k.min()), int(k.max()))
+    assert np.array_equal(got, np.argsort(k, kind="stable"))
+
+
+def test_stable_argsort_both_paths_agree_with_numpy() -> None:
+    rng = np.random.default_rng(3)
+    dense = rng.integers(0, 5000, 100_000)  # counting sort
+    sparse = rng.integers(0, 1 << 40, 1000)  # radix passes
+    for k in (dense, sparse, dense.astype(np.int32), np.zeros(7, np.int64)):
+        assert np.array_equal(stable_argsort(k), np.argsort(k, kind="stable"))
+
+
+def test_segment_sums_equal_numpy_reduceat_bit_for_bit() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        lens = rng.integers(1, 400, 30)
+        a = rng.normal(size=int(lens.sum())) * 10.0 ** rng.integers(-3, 6)
+        starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+        assert np.array_equal(segment_sums(a, starts), np.add.reduceat(a, starts))
+
+
+def test_observe_rows_matches_a_row_by_row_reference() -> None:
+    rng = np.random.default_rng(11)
+    n, ns, lateness = 2000, 17, 5
+    sid = rng.integers(0, ns, n)
+    time = rng.integers(0, 1000, n)
+    max_time = np.full(ns, MIN, dtype=np.int64)
+    max_time[:5] = rng.integers(0, 800, 5)
+    wm = np.full(ns, MIN, dtype=np.int64)
+    wm[:5] = max_time[:5] - lateness + rng.integers(0, 3, 5)
+    ref_max, ref_before, ref_late = max_time.copy(), [], False
+    for s, t in zip(sid.tolist(), time.tolist(), strict=True):
+        m = int(ref_max[s])
+        b = max(int(wm[s]), m - lateness if m != MIN else MIN)
+        ref_before.append(b)
+        ref_late |= t < b
+        ref_max[s] = max(m, t)
+    seen = np.zeros(ns, dtype=bool)
+    before = np.empty(n, dtype=np.int64)
+    late = observe_rows(sid, time, max_time, wm.copy(), lateness, seen, before)
+    assert late == ref_late
+    assert before.tolist() == ref_before
+    assert np.array_equal(max_time, ref_max)
+    assert np.array_equal(seen, np.isin(np.arange(ns), sid))
+
+
+def _reference(k: np.ndarray, s: np.ndarray, t: np.ndarray, v: np.ndarray, qs: tuple[float, ...]) -> dict:
+    """Per (key, start) with NumPy, the way the stream defines partials (later duplicate wins)."""
+    out: dict[tuple[int, int], dict] = {}
+    for key, start in sorted(set(zip(k.tolist(), s.tolist(), strict=True))):
+        m = (k == key) & (s == start)
+        tt, vv = t[m], v[m]
+        o = np.argsort(tt, kind="stable")
+        tt, vv = tt[o], vv[o]
+        keep = np.append(tt[1:] != tt[:-1], True)
+        tt, vv = tt[keep], vv[keep]
+        total = np.add.reduceat(vv, [0])[0]
+        dev = (vv - total / vv.size) ** 2
+        contrib = np.zeros(vv.size)
+        contrib[:-1] = ((vv[1:] + vv[:-1]) * np.diff(tt).astype(np.float64)) * 0.5e-9
+        srt = np.sort(vv)
+        pct = []
+        for q in qs:
+            h = q / 100.0 * (vv.size - 1)
+            lo, hi = int(np.floor(h)), int(np.ceil(h))
+            pct.append(srt[lo] if hi == lo else srt[lo] + (h - lo) * (srt[hi] - srt[lo]))
+        keys = sketch_keys(vv)
+        keys = keys[keys != NO_KEY]
+        uk, uc = np.unique(keys, return_counts=True)
+        out[(key, start)] = {
+            "count": vv.size, "sum": total, "_m2": np.add.reduceat(dev, [0])[0], "min": vv.min(),
+            "max": vv.max(), "_first_time": tt[0], "first": vv[0], "_last_time": tt[-1], "last": vv[-1],
+            "integral": np.add.reduceat(contrib, [0])[0], "pct": pct, "sketch": (uk.tolist(), uc.tolist()),
+        }
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_window_partials_equal_the_numpy_reference(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 3000))
+    k = (rng.integers(0, 40, n) << 20) | rng.integers(0, 3, n)  # series << FIELD_BITS | field
+    s = rng.integers(0, 3, n) * 60_000_000_000
+    t = s + rng.integers(0, 60, n) * 1_000_000_000  # duplicates and disorder
+    v = np.round(rng.normal(20, 15, n), int(rng.integers(0, 4)))
+    v[rng.random(n) < 0.01] = 0.0
+    qs = (50.0, 95.0, 99.0)
+    got = aggregate_rows(k, s, t, v, percentiles=qs, sketch=True)
+    ref = _reference(k, s, t, v, qs)
+    assert got.height == len(ref)
+    assert list(zip(got["kid"].to_list(), got["start"].to_list(), strict=True)) == sorted(ref)
+    row, key, cnt = decode_sketches(got.get_column("_sketch"))
+    for i, r in enumerate(got.iter_rows(named=True)):
+        e = ref[(r["kid"], r["start"])]
+        for c in ("count", "sum", "_m2", "min", "max", "_first_time", "first", "_last_time", "last", "integral"):
+            assert r[c] == e[c], (c, r[c], e[c])
+        assert [r["p50"], r["p95"], r["p99"]] == e["pct"]
+        assert (key[row == i].tolist(), cnt[row == i].tolist()) == e["sketch"]
+
+
+def test_window_partials_single_start_and_nan() -> None:
+    k = np.array([5, 5, 5, 9], dtype=np.int64)
+    t = np.array([3, 1, 2, 1], dtype=np.int64)
+    v = np.array([1.0, np.nan, 2.0, 4.0])
+    out = window_partials(k, np.array([60], np.int64), t, v, np.array([50.0]), np.empty(0, np.int32), NO_KEY)
+    ok, os_, cnt, total, m2, mn, mx = out[:7]
+    assert ok.tolist() == [5, 9] and os_.tolist() == [60, 60] and cnt.tolist() == [3, 1]
+    assert np.isnan(total[0]) and np.isnan(mn[0]) and np.isnan(mx[0])  # NaN propagates as in NumPy
+    assert total[1] == 4.0 and out[12][1, 0] == 4.0
