@@ -214,16 +214,19 @@ def sketch_quantiles(
 def aggregate_rows(
     kid: np.ndarray, start: np.ndarray, time: np.ndarray, value: np.ndarray, *,
     percentiles: Sequence[float] = (), sketch: bool = False,
+    start_rank: tuple[int, np.ndarray] | None = None,
 ) -> pl.DataFrame:
     """Partials of rows given in arrival order, one per (kid, start), sorted by (kid, start).
 
     Duplicates (same kid, start, time) keep the later arrival. Percentiles are exact. The rows
     are grouped with one stable counting sort over a dense (key, start) code and each group is
-    aggregated by the compiled :func:`~sensorium.jit.window_partials` in one pass."""
+    aggregated by the compiled :func:`~sensorium.jit.window_partials` in one pass.
+    ``start_rank``: (number of distinct starts, each row's rank among them), if the caller knows
+    it (saves a sort of the starts)."""
     n = kid.size
     if n == 0:
         return pl.DataFrame(schema=partial_schema(percentiles, sketch))
-    order = _group_order(kid, start)
+    order = _group_order(kid, start, start_rank)
     k = kid[order]
     s = start[:1] if start.size == 1 else start[order]
     t, v = time[order], value[order]
@@ -242,7 +245,7 @@ def aggregate_rows(
     return pl.DataFrame(cols, schema=partial_schema(percentiles, sketch))
 
 
-def _group_order(kid: np.ndarray, start: np.ndarray) -> np.ndarray:
+def _group_order(kid: np.ndarray, start: np.ndarray, start_rank: tuple[int, np.ndarray] | None = None) -> np.ndarray:
     """Stable order grouping rows by (kid, start): a counting sort over a dense code when the
     keys are dense enough (they are: series id << FIELD_BITS | field id), else two stable sorts."""
     lo, hi = int(kid.min()), int(kid.max())
@@ -257,10 +260,13 @@ def _group_order(kid: np.ndarray, start: np.ndarray) -> np.ndarray:
         if counting_applies(kid.size, top + 1):
             return counting_argsort(code, 0, top)
         return np.argsort(kid, kind="stable")
-    starts, srank = np.unique(start, return_inverse=True)
-    span = (top + 1) * starts.size
+    if start_rank is None:
+        uniq, srank = np.unique(start, return_inverse=True)
+        start_rank = (uniq.size, srank)
+    ns, srank = start_rank
+    span = (top + 1) * ns
     if counting_applies(kid.size, span):
-        return counting_argsort(code * starts.size + srank, 0, span - 1)
+        return counting_argsort(code * ns + srank, 0, span - 1)
     o1 = np.argsort(start, kind="stable")
     return o1[np.argsort(kid[o1], kind="stable")]
 

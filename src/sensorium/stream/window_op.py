@@ -7,9 +7,9 @@ window's end. Every window is emitted exactly once; rows behind the watermark ar
 (upsert semantics: later rows within the allowed lateness change them).
 
 Buffer layout. Aligned windows (tumbling, hopping) keep rows per *pane* (``gcd(size, slide)``) as
-numpy chunks (integer key id, time, value), each chunk sorted by key with arrival order kept within
-a key (a batch is sorted while it fits in cache; finalizing then merges a few sorted runs), plus a
-mask of the series present. Finalizing decides per series (arrays over series ids) and touches a
+numpy chunks (integer key id, time, value) in arrival order, plus a mask of the series present;
+finalizing groups the rows of the windows it closes by key with one stable counting sort (arrival
+order kept within a key) and aggregates each group in one compiled pass. Finalizing decides per series (arrays over series ids) and touches a
 pane only when the watermark of one of its series passed the pane's first window end; rows are
 masked one by one only when a pane's series do not all decide alike. A batch thus costs O(batch)
 plus O(rows of the windows it closes), and each window is aggregated once. Session windows keep
@@ -220,24 +220,19 @@ class WindowOperator:
         )
 
     def _buffer(self, sid: np.ndarray, rows: Rows) -> None:
-        # Chunks are kept sorted by key (stable: arrival order within a key). Sorting a batch is
-        # cheap (it fits in cache) and the aggregation then merges a few sorted runs.
-        kid = rows[0]
-        nf = max(len(self._keys.fields), 1)  # dense code, same order as kid: a small key range
-        dense = (kid >> FIELD_BITS) * nf + (kid & ((1 << FIELD_BITS) - 1))
+        # Chunks keep arrival order; finalizing groups rows by key with one stable counting sort
+        # (aggregate_rows), so sorting here as well would only repeat it.
         if isinstance(self.windower, Session):
-            kept = _take(rows, stable_argsort(dense))
-            self._session.append(kept)
-            self._next_close = min(self._next_close, int(kept[1].min()) + self.windower.gap_ns)
+            self._session.append(rows)
+            self._next_close = min(self._next_close, int(rows[1].min()) + self.windower.gap_ns)
             return
         n = self._clock.wm.size
         pane = self.windower.pane_of(rows[1])
         p0, p1 = int(pane.min()), int(pane.max())
         if p0 == p1:
-            self._pane(p0, _take(rows, stable_argsort(dense))).mark(self._clock.last_ids, n)
+            self._pane(p0, rows).mark(self._clock.last_ids, n)
             return
-        # rows by pane, by key within a pane, arrival order within a key: one sort of one code
-        cut = stable_argsort((pane - p0) * (int(dense.max()) + 1) + dense)
+        cut = stable_argsort(pane - p0)  # rows by pane, arrival order kept within a pane
         for idx in np.split(cut, np.flatnonzero(np.diff(pane[cut])) + 1):
             self._pane(int(pane[idx[0]]), _take(rows, idx)).mark(sid[idx], n)
 
@@ -272,6 +267,14 @@ class WindowOperator:
             starts = {p[1] for p in parts if isinstance(p[1], int)}
             if len(starts) == 1 and all(isinstance(p[1], int) for p in parts):
                 s = starts.pop()
+            elif all(isinstance(p[1], int) for p in parts):  # aligned windows: rank the few starts here
+                rank = {st: i for i, st in enumerate(sorted(starts))}
+                lens = [p[0].size for p in parts]
+                s = np.repeat(np.array([p[1] for p in parts], dtype=np.int64), lens)
+                srank = np.repeat(np.array([rank[p[1]] for p in parts], dtype=np.int64), lens)  # type: ignore[index]
+                return aggregate_rows(
+                    k, s, t, v, percentiles=self.percentiles, sketch=self.sketch, start_rank=(len(rank), srank)
+                )
             else:
                 s = np.concatenate([np.broadcast_to(np.asarray(p[1], np.int64), p[0].shape) for p in parts])
         if isinstance(s, int):
