@@ -9,9 +9,10 @@ window's end. Every window is emitted exactly once; rows behind the watermark ar
 Buffer layout. Aligned windows (tumbling, hopping) keep rows per *pane* (``gcd(size, slide)``) as
 numpy chunks (integer key id, time, value) in arrival order, plus a mask of the series present;
 finalizing groups the rows of the windows it closes by key with one stable counting sort (arrival
-order kept within a key) and aggregates each group in one compiled pass. Finalizing decides per series (arrays over series ids) and touches a
-pane only when the watermark of one of its series passed the pane's first window end; rows are
-masked one by one only when a pane's series do not all decide alike. A batch thus costs O(batch)
+order kept within a key) and aggregates each group in one compiled pass. Finalizing decides per
+series (arrays over series ids) and touches a pane only when the watermark of one of its series
+passed the pane's first window end; rows are masked one by one only when a pane's series do not
+all decide alike. A batch thus costs O(batch)
 plus O(rows of the windows it closes), and each window is aggregated once. Session windows keep
 one buffer; sessions are recomputed (sort, gaps) only once some watermark passes the earliest end
 a session could have. Memory: 24 bytes per buffered raw row (the open window plus lateness).
