@@ -153,16 +153,12 @@ def window_partials(
     n = k.size
     one_start = s.size == 1 and n != 1
     # group boundaries
+    gstart = np.empty(n + 1, np.int64)
     ng = 0
     for i in range(n):
         if i == 0 or k[i] != k[i - 1] or (not one_start and s[i] != s[i - 1]):
+            gstart[ng] = i
             ng += 1
-    gstart = np.empty(ng + 1, np.int64)
-    g = 0
-    for i in range(n):
-        if i == 0 or k[i] != k[i - 1] or (not one_start and s[i] != s[i - 1]):
-            gstart[g] = i
-            g += 1
     gstart[ng] = n
     nq = qs.size
     o_k = np.empty(ng, np.int64)

@@ -47,7 +47,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from sensorium.jit import counting_applies, counting_argsort, window_partials
+from sensorium.jit import window_partials
+from sensorium.keyindex import stable_argsort
 from sensorium.stream.watermark import FIELD_BITS
 
 BASIC = ("count", "sum", "mean", "min", "max", "stddev", "first", "last", "rate", "integral")
@@ -246,29 +247,24 @@ def aggregate_rows(
 
 
 def _group_order(kid: np.ndarray, start: np.ndarray, start_rank: tuple[int, np.ndarray] | None = None) -> np.ndarray:
-    """Stable order grouping rows by (kid, start): a counting sort over a dense code when the
-    keys are dense enough (they are: series id << FIELD_BITS | field id), else two stable sorts."""
+    """Stable order grouping rows by (kid, start): one stable sort of a dense code (series *
+    fields + field, then the start's rank), which :func:`~sensorium.keyindex.stable_argsort`
+    does as a counting sort when the code's range is small (it is, for the stream's keys)."""
     lo, hi = int(kid.min()), int(kid.max())
     code = kid - lo
     if hi - lo >= 1 << FIELD_BITS and lo >= 0:  # dense code, same order: series * fields + field
         fid = kid & ((1 << FIELD_BITS) - 1)
         sid = kid >> FIELD_BITS
-        s0 = int(sid.min())
-        code = (sid - s0) * (int(fid.max()) + 1) + fid
-    top = int(code.max())
+        code = (sid - int(sid.min())) * (int(fid.max()) + 1) + fid
     if start.size == 1 or start.min() == start.max():
-        if counting_applies(kid.size, top + 1):
-            return counting_argsort(code, 0, top)
-        return np.argsort(kid, kind="stable")
+        return stable_argsort(code)
     if start_rank is None:
         uniq, srank = np.unique(start, return_inverse=True)
         start_rank = (uniq.size, srank)
     ns, srank = start_rank
-    span = (top + 1) * ns
-    if counting_applies(kid.size, span):
-        return counting_argsort(code * ns + srank, 0, span - 1)
-    o1 = np.argsort(start, kind="stable")
-    return o1[np.argsort(kid[o1], kind="stable")]
+    if (int(code.max()) + 1) * ns >= 1 << 62:  # sparse keys: the combined code would overflow
+        return np.lexsort((srank, code))
+    return stable_argsort(code * ns + srank)
 
 
 # --- partials -> coarser partials ------------------------------------------------------------
