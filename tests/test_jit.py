@@ -1,18 +1,32 @@
 """The compiled kernels (sensorium.jit) against NumPy / plain-Python references: same results,
-bit for bit (the stream's outputs must not depend on which implementation ran)."""
+bit for bit (the stream's outputs must not depend on which implementation ran). Every test runs
+twice: on the ahead-of-time built module and on Numba's in-process JIT (the fallback)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sensorium import jit
 from sensorium.jit import counting_argsort, observe_rows, segment_sums, window_partials
 from sensorium.keyindex import stable_argsort
 from sensorium.stream.aggregate import NO_KEY, aggregate_rows, decode_sketches, sketch_keys
 
 MIN = np.iinfo(np.int64).min
+
+
+@pytest.fixture(autouse=True, params=["aot", "jit"])
+def kernel_impl(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the test on the built module (which must build here) and on the JIT."""
+    saved = jit._impl, jit._kind
+    jit._impl = jit._load_aot() if request.param == "aot" else jit._load_jit()
+    jit._kind = request.param
+    yield request.param
+    jit._impl, jit._kind = saved
 
 
 @given(st.lists(st.integers(0, 300), max_size=400), st.integers(-5, 5))
@@ -130,3 +144,4 @@ def test_window_partials_single_start_and_nan() -> None:
     assert ok.tolist() == [5, 9] and os_.tolist() == [60, 60] and cnt.tolist() == [3, 1]
     assert np.isnan(total[0]) and np.isnan(mn[0]) and np.isnan(mx[0])  # NaN propagates as in NumPy
     assert total[1] == 4.0 and out[12][1, 0] == 4.0
+

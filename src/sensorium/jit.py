@@ -1,41 +1,215 @@
-"""Compiled array kernels (Numba) for the stream's hot paths.
+"""Compiled array kernels for the stream's hot paths.
 
 A kernel here replaces a chain of NumPy passes (each a full temporary array) with one compiled
 loop over the rows: a counting sort instead of LSD radix passes, one pass per group for window
-partials instead of a dozen ``reduceat`` calls. Every kernel is ``nogil`` — the stream's side
-thread (rollups) and its main thread (rolling statistics, rules) then really run at once — and
-``cache=True``: the machine code is kept beside the module (or in Numba's per-user cache where the
-package directory is read-only, see ``NUMBA_CACHE_DIR``), so only the first process on a machine
-pays the compilation (about a second per kernel).
+partials instead of a dozen ``reduceat`` calls. Every kernel releases the GIL while it runs, so
+the stream's side thread (rollups) and its main thread (rolling statistics, rules) really run at
+once. The loops themselves are in :mod:`sensorium._kernels`.
 
-Kernels take and return plain NumPy arrays; their callers keep the Python-facing API. Each has
-a NumPy reference it is tested against (tests/test_jit.py).
+**How they are loaded.** The first process on a machine that needs a kernel builds them ahead of
+time into a small extension module (a child process running :mod:`sensorium._kernels_build`:
+Numba's ``pycc``, ~20-40 s, once) and every process after that imports the module: no Numba and no
+LLVM in the processes that run the stream (they would cost ~140 MB resident each). The module is
+kept in ``sensorium/__pycache__/kernels`` or, where the package directory is read-only, in
+``$XDG_CACHE_HOME/sensorium/kernels`` (``SENSORIUM_KERNEL_DIR`` overrides both); its name carries a
+hash of the kernels' source, Numba's and NumPy's versions, so an upgrade builds a new one.
+Where no module can be built (no C compiler), the kernels are compiled in-process by Numba's JIT
+instead, with a warning — same results, more memory. ``SENSORIUM_KERNELS=jit`` asks for the JIT,
+``=aot`` for the built module only (an error if it cannot be built; the tests use both).
+
+Kernels take and return plain NumPy arrays; the wrappers below give them exactly the dtypes and
+layouts they were compiled for. Each has a NumPy reference it is tested against
+(tests/test_jit.py): the stream's outputs do not depend on which implementation ran.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import importlib.machinery
+import importlib.metadata
+import importlib.util
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
 import numpy as np
-from numba import njit
+
+log = logging.getLogger(__name__)
 
 # Counting sort pays for its table of counts (8 bytes per possible key): use it while the key
 # range is at most this many times the row count (or small anyway).
 _COUNTING_SPAN = 8
 _COUNTING_SMALL = 1 << 20
+BUILD_TIMEOUT_S = 900
+
+_HERE = Path(__file__).resolve().parent
+_lock = threading.Lock()
+_impl: Any = None  # the loaded kernels: the extension module, or the JIT namespace
+_kind = ""
 
 
-@njit(cache=True, nogil=True)
-def _counting_argsort(keys: np.ndarray, lo: int, span: int) -> np.ndarray:  # pragma: no cover - compiled
-    cnt = np.zeros(span + 1, np.int64)
-    for i in range(keys.size):
-        cnt[keys[i] - lo + 1] += 1
-    for j in range(1, span + 1):
-        cnt[j] += cnt[j - 1]
-    out = np.empty(keys.size, np.intp)
-    for i in range(keys.size):
-        k = keys[i] - lo
-        out[cnt[k]] = i
-        cnt[k] += 1
-    return out
+class KernelBuildError(RuntimeError):
+    """The ahead-of-time kernels could not be built (with ``SENSORIUM_KERNELS=aot``)."""
+
+
+def module_name() -> str:
+    """The extension module's name: a hash of what its machine code depends on."""
+    h = hashlib.sha256()
+    for f in ("_kernels.py", "_kernels_build.py"):
+        h.update((_HERE / f).read_bytes())
+    for dist in ("numba", "numpy"):
+        try:
+            h.update(f"{dist}={importlib.metadata.version(dist)};".encode())
+        except importlib.metadata.PackageNotFoundError:
+            h.update(f"{dist}=none;".encode())
+    h.update(sys.implementation.cache_tag.encode())
+    return f"_sensorium_kernels_{h.hexdigest()[:16]}"
+
+
+def kernel_dirs() -> list[Path]:
+    """Where the built module is looked for, in order (the first writable one gets a build)."""
+    env = os.environ.get("SENSORIUM_KERNEL_DIR")
+    if env:
+        return [Path(env)]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return [_HERE / "__pycache__" / "kernels", cache / "sensorium" / "kernels"]
+
+
+def _module_file(d: Path, name: str) -> Path | None:
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        p = d / f"{name}{suffix}"
+        if p.exists():
+            return p
+    return None
+
+
+def _import(path: Path, name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _writable(d: Path) -> bool:
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(d, os.W_OK)
+
+
+def _build(d: Path, name: str) -> Path:
+    """Build the module into ``d`` (one builder at a time per directory: a file lock)."""
+    with open(d / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building it: wait for it
+        done = _module_file(d, name)
+        if done is not None:
+            return done
+        log.info("building the compiled kernels (once per machine) into %s", d)
+        with tempfile.TemporaryDirectory(dir=d) as tmp:
+            r = subprocess.run(
+                [sys.executable, "-m", "sensorium._kernels_build", tmp, name],
+                capture_output=True, text=True, timeout=BUILD_TIMEOUT_S,
+                env={**os.environ, "PYTHONPATH": os.pathsep.join([str(_HERE.parent), *sys.path])},
+            )
+            built = _module_file(Path(tmp), name)
+            if r.returncode != 0 or built is None:
+                raise KernelBuildError(
+                    f"building the kernels failed (exit {r.returncode}): {(r.stderr or r.stdout)[-2000:]}"
+                )
+            target = d / built.name
+            os.replace(built, target)
+        for stale in d.glob("_sensorium_kernels_*"):  # other versions' builds (a process that
+            if stale.name != target.name:  # still runs one keeps its mapping)
+                stale.unlink(missing_ok=True)
+        return target
+
+
+def _load_aot() -> ModuleType:
+    name = module_name()
+    dirs = kernel_dirs()
+    for d in dirs:
+        found = _module_file(d, name)
+        if found is not None:
+            return _import(found, name)
+    for d in dirs:
+        if _writable(d):
+            return _import(_build(d, name), name)
+    raise KernelBuildError(f"no writable directory for the compiled kernels among {[str(d) for d in dirs]}")
+
+
+def _load_jit() -> Any:
+    from sensorium import _kernels
+
+    class _Jit:  # the exported names over the in-process JIT dispatchers
+        pass
+
+    ns = _Jit()
+    for exported, (fn, _sig) in _kernels.EXPORTS.items():
+        setattr(ns, exported, fn)
+    return ns
+
+
+def kernels() -> Any:
+    """The loaded kernels (built or loaded on first call; thread-safe)."""
+    global _impl, _kind
+    if _impl is not None:
+        return _impl
+    with _lock:
+        if _impl is None:
+            want = os.environ.get("SENSORIUM_KERNELS", "auto").strip().lower()
+            if want not in ("auto", "aot", "jit"):
+                raise ValueError(f"SENSORIUM_KERNELS must be auto, aot or jit, not {want!r}")
+            if want == "jit":
+                _impl, _kind = _load_jit(), "jit"
+            else:
+                try:
+                    _impl, _kind = _load_aot(), "aot"
+                except (KernelBuildError, OSError, ImportError, subprocess.TimeoutExpired) as exc:
+                    if want == "aot":
+                        raise KernelBuildError(str(exc)) from exc
+                    log.warning("compiled kernels unavailable (%s); using Numba's JIT instead", exc)
+                    _impl, _kind = _load_jit(), "jit"
+    return _impl
+
+
+def implementation() -> str:
+    """``"aot"`` or ``"jit"``: which kernels this process runs (loading them if need be)."""
+    kernels()
+    return _kind
+
+
+def prepare() -> threading.Thread | None:
+    """Load (or build) the kernels on a background thread, so the first batch does not wait
+    (None: loaded already). A load that fails here fails again, with its error, at first use."""
+    if _impl is not None:
+        return None
+
+    def load() -> None:
+        try:
+            kernels()
+        except Exception:  # noqa: BLE001 - reported by the first kernel call
+            log.debug("preparing the kernels failed", exc_info=True)
+
+    t = threading.Thread(target=load, name="sensorium-kernels", daemon=True)
+    t.start()
+    return t
+
+
+# --- the kernels, with the dtypes they were compiled for --------------------------------------
+
+
+def _c(a: np.ndarray, dtype: Any) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=dtype)
 
 
 def counting_applies(n: int, span: int) -> bool:
@@ -44,224 +218,47 @@ def counting_applies(n: int, span: int) -> bool:
 
 
 def counting_argsort(keys: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """Stable argsort of integer ``keys`` within ``[lo, hi]`` (a counting sort: two passes)."""
-    k = np.ascontiguousarray(keys)
-    if k.dtype.kind not in "iu" or k.dtype.itemsize > 8 or (k.dtype.kind == "u" and k.dtype.itemsize == 8):
-        k = k.astype(np.int64)
-    return _counting_argsort(k, int(lo), int(hi) - int(lo) + 1)
+    """Stable argsort of integer ``keys`` within ``[lo, hi]`` (a counting sort: two passes).
+    The kernel does not check bounds: ``lo``/``hi`` must be the true extremes (or wider)."""
+    k = np.asarray(keys)
+    if k.dtype == np.int32:
+        return kernels().counting_argsort_i4(_c(k, np.int32), int(lo), int(hi) - int(lo) + 1)
+    return kernels().counting_argsort_i8(_c(k, np.int64), int(lo), int(hi) - int(lo) + 1)
 
 
-# --- sums as NumPy computes them ------------------------------------------------------------
-# ``np.add.reduceat(a, starts)`` gives ``a[i] + pairwise(a[i + 1 : j])`` per segment, with NumPy's
-# pairwise summation (8 accumulators over blocks of up to 128 values). The kernels sum the same
-# way, so their results are bit-identical to the NumPy code they replace.
+def segment_sums(a: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """``np.add.reduceat(a, starts)`` for increasing ``starts``, summed as NumPy sums."""
+    return kernels().segment_sums(_c(a, np.float64), _c(starts, np.int64))  # type: ignore[no-any-return]
 
 
-@njit(cache=True, nogil=True)
-def _pairwise(a: np.ndarray, lo: int, n: int) -> float:  # pragma: no cover - compiled
-    if n < 8:
-        res = -0.0
-        for i in range(n):
-            res += a[lo + i]
-        return res
-    if n <= 128:
-        r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
-        r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
-        i = 8
-        stop = n - n % 8
-        while i < stop:
-            r0 += a[lo + i]
-            r1 += a[lo + i + 1]
-            r2 += a[lo + i + 2]
-            r3 += a[lo + i + 3]
-            r4 += a[lo + i + 4]
-            r5 += a[lo + i + 5]
-            r6 += a[lo + i + 6]
-            r7 += a[lo + i + 7]
-            i += 8
-        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-        while i < n:
-            res += a[lo + i]
-            i += 1
-        return res
-    n2 = n // 2
-    n2 -= n2 % 8
-    return _pairwise(a, lo, n2) + _pairwise(a, lo + n2, n - n2)
-
-
-@njit(cache=True, nogil=True)
-def _segment_sum(a: np.ndarray, lo: int, n: int) -> float:  # pragma: no cover - compiled
-    """``np.add.reduceat`` of one segment of ``n >= 1`` values."""
-    return a[lo] + _pairwise(a, lo + 1, n - 1)
-
-
-@njit(cache=True, nogil=True)
-def segment_sums(a: np.ndarray, starts: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
-    """``np.add.reduceat(a, starts)`` for increasing ``starts`` (tests compare the two)."""
-    out = np.empty(starts.size, np.float64)
-    for g in range(starts.size):
-        end = starts[g + 1] if g + 1 < starts.size else a.size
-        out[g] = _segment_sum(a, starts[g], end - starts[g])
-    return out
-
-
-# --- watermarks -----------------------------------------------------------------------------
-_MIN = np.iinfo(np.int64).min
-
-
-@njit(cache=True, nogil=True)
 def observe_rows(
     sid: np.ndarray, time: np.ndarray, max_time: np.ndarray, wm: np.ndarray, lateness: int,
     seen: np.ndarray, before: np.ndarray,
-) -> bool:  # pragma: no cover - compiled
+) -> bool:
     """One pass in arrival order: ``before[i]`` = the watermark of row i's series just before
     row i (``max(wm, running max event time - lateness)``, saturating at int64 min); updates
-    ``max_time`` and marks ``seen``; ``wm`` is read only. Returns whether some row is behind it."""
-    late = False
-    floor = _MIN + lateness
-    for i in range(sid.size):
-        s = sid[i]
-        m = max_time[s]
-        b = m - lateness if m >= floor else _MIN
-        if wm[s] > b:
-            b = wm[s]
-        before[i] = b
-        t = time[i]
-        if t < b:
-            late = True
-        if t > m:
-            max_time[s] = t
-        seen[s] = True
-    return late
+    ``max_time`` and marks ``seen`` (both in place: int64 and bool, C-contiguous); ``wm`` is
+    read only. Returns whether some row is behind its watermark."""
+    for name, arr, dt in (("max_time", max_time, np.int64), ("seen", seen, np.bool_), ("before", before, np.int64)):
+        if arr.dtype != dt or not arr.flags.c_contiguous:
+            raise TypeError(f"observe_rows: {name} must be a C-contiguous {np.dtype(dt).name} array")
+    return bool(kernels().observe_rows(
+        _c(sid, np.int64), _c(time, np.int64), max_time, _c(wm, np.int64), int(lateness), seen, before
+    ))
 
 
-# --- window partials ------------------------------------------------------------------------
-
-
-@njit(cache=True, nogil=True)
 def window_partials(
     k: np.ndarray, s: np.ndarray, t: np.ndarray, v: np.ndarray, qs: np.ndarray,
     skeys: np.ndarray, no_key: int,
-):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+) -> tuple[np.ndarray, ...]:
     """Partials of rows grouped by (``k``, ``s``) (arrival order within a group; ``s`` of length
     1 means one start for all rows). Per group: rows sorted by time (stable), duplicate times keep
     the later arrival, then count, sum, _m2, min, max, first/last (and their times), trapezoid
     integral, exact percentiles ``qs`` (linear interpolation) and, when ``skeys`` (the sketch key
     of every value) is given, the sketch records (group, key, count) sorted by (group, key).
-
-    Arithmetic follows the NumPy implementation step by step (see :func:`_segment_sum`)."""
-    n = k.size
-    one_start = s.size == 1 and n != 1
-    # group boundaries
-    gstart = np.empty(n + 1, np.int64)
-    ng = 0
-    for i in range(n):
-        if i == 0 or k[i] != k[i - 1] or (not one_start and s[i] != s[i - 1]):
-            gstart[ng] = i
-            ng += 1
-    gstart[ng] = n
-    nq = qs.size
-    o_k = np.empty(ng, np.int64)
-    o_s = np.empty(ng, np.int64)
-    o_cnt = np.empty(ng, np.int64)
-    o_sum = np.empty(ng, np.float64)
-    o_m2 = np.empty(ng, np.float64)
-    o_min = np.empty(ng, np.float64)
-    o_max = np.empty(ng, np.float64)
-    o_ft = np.empty(ng, np.int64)
-    o_first = np.empty(ng, np.float64)
-    o_lt = np.empty(ng, np.int64)
-    o_last = np.empty(ng, np.float64)
-    o_int = np.empty(ng, np.float64)
-    o_q = np.empty((ng, nq), np.float64)
-    want_sketch = skeys.size > 0
-    r_seg = np.empty(n if want_sketch else 0, np.int64)
-    r_key = np.empty(n if want_sketch else 0, np.int32)
-    r_cnt = np.empty(n if want_sketch else 0, np.int64)
-    nrec = 0
-    # scratch, as long as the longest group
-    longest = 0
-    for g in range(ng):
-        longest = max(longest, gstart[g + 1] - gstart[g])
-    tt = np.empty(longest, np.int64)
-    vv = np.empty(longest, np.float64)
-    kk = np.empty(longest, np.int32)
-    work = np.empty(longest, np.float64)
-    for g in range(ng):
-        a = gstart[g]
-        m = gstart[g + 1] - a
-        ordered = True
-        for j in range(1, m):
-            if t[a + j] <= t[a + j - 1]:
-                ordered = False
-                break
-        if ordered:
-            for j in range(m):
-                tt[j] = t[a + j]
-                vv[j] = v[a + j]
-                if want_sketch:
-                    kk[j] = skeys[a + j]
-        else:
-            o = np.argsort(t[a : a + m], kind="mergesort")
-            c = 0
-            for j in range(m):
-                r = a + o[j]
-                if j + 1 < m and t[a + o[j + 1]] == t[r]:
-                    continue  # a later arrival has the same time: it wins
-                tt[c] = t[r]
-                vv[c] = v[r]
-                if want_sketch:
-                    kk[c] = skeys[r]
-                c += 1
-            m = c
-        total = _segment_sum(vv, 0, m)
-        mean = total / m
-        mn = vv[0]
-        mx = vv[0]
-        for j in range(m):
-            d = vv[j] - mean
-            work[j] = d * d
-            x = vv[j]
-            if x < mn or x != x:
-                mn = x
-            if x > mx or x != x:
-                mx = x
-        o_k[g] = k[a]
-        o_s[g] = s[0] if one_start else s[a]
-        o_cnt[g] = m
-        o_sum[g] = total
-        o_m2[g] = _segment_sum(work, 0, m)
-        o_min[g] = mn
-        o_max[g] = mx
-        o_ft[g] = tt[0]
-        o_first[g] = vv[0]
-        o_lt[g] = tt[m - 1]
-        o_last[g] = vv[m - 1]
-        for j in range(m - 1):
-            work[j] = ((vv[j + 1] + vv[j]) * float(tt[j + 1] - tt[j])) * 0.5e-9
-        work[m - 1] = 0.0
-        o_int[g] = _segment_sum(work, 0, m)
-        if nq:
-            srt = np.sort(vv[:m])
-            for qi in range(nq):
-                h = qs[qi] / 100.0 * (m - 1)
-                lo = int(np.floor(h))
-                hi = int(np.ceil(h))
-                x = srt[lo]
-                o_q[g, qi] = x if hi == lo else x + (h - lo) * (srt[hi] - x)
-        if want_sketch:
-            ks = np.sort(kk[:m])
-            j = 0
-            while j < m:
-                key = ks[j]
-                e = j + 1
-                while e < m and ks[e] == key:
-                    e += 1
-                if key != no_key:
-                    r_seg[nrec] = g
-                    r_key[nrec] = key
-                    r_cnt[nrec] = e - j
-                    nrec += 1
-                j = e
-    return (o_k, o_s, o_cnt, o_sum, o_m2, o_min, o_max, o_ft, o_first, o_lt, o_last, o_int, o_q,
-            r_seg[:nrec], r_key[:nrec], r_cnt[:nrec])
+    Returns ``(key, start, count, sum, m2, min, max, first_t, first, last_t, last, integral,
+    percentiles[group, q], rec_group, rec_key, rec_count)``."""
+    return tuple(kernels().window_partials(
+        _c(k, np.int64), _c(s, np.int64), _c(t, np.int64), _c(v, np.float64), _c(qs, np.float64),
+        _c(skeys, np.int32), int(no_key),
+    ))

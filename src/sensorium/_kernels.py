@@ -1,0 +1,261 @@
+"""The compiled kernels' source: NumPy-style loops that Numba compiles.
+
+:mod:`sensorium.jit` loads them ahead-of-time compiled (an extension module built once per
+machine by :mod:`sensorium._kernels_build`, which needs Numba only while it builds), or, where no
+such module can be built, compiles them in-process with Numba's JIT. Only those two import this
+module. ``EXPORTS`` gives each exported kernel's name and signature (C-contiguous arrays).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=True)
+def counting_argsort(keys: np.ndarray, lo: int, span: int) -> np.ndarray:  # pragma: no cover - compiled
+    """Stable argsort of integer ``keys`` within ``[lo, lo + span)`` (a counting sort)."""
+    cnt = np.zeros(span + 1, np.int64)
+    for i in range(keys.size):
+        cnt[keys[i] - lo + 1] += 1
+    for j in range(1, span + 1):
+        cnt[j] += cnt[j - 1]
+    out = np.empty(keys.size, np.intp)
+    for i in range(keys.size):
+        k = keys[i] - lo
+        out[cnt[k]] = i
+        cnt[k] += 1
+    return out
+
+
+# --- sums as NumPy computes them ------------------------------------------------------------
+# ``np.add.reduceat(a, starts)`` gives ``a[i] + pairwise(a[i + 1 : j])`` per segment, with NumPy's
+# pairwise summation (8 accumulators over blocks of up to 128 values). The kernels sum the same
+# way, so their results are bit-identical to the NumPy code they replace.
+
+
+@njit(cache=True, nogil=True)
+def _pairwise(a: np.ndarray, lo: int, n: int) -> float:  # pragma: no cover - compiled
+    if n < 8:
+        res = -0.0
+        for i in range(n):
+            res += a[lo + i]
+        return res
+    if n <= 128:
+        r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+        r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+        i = 8
+        stop = n - n % 8
+        while i < stop:
+            r0 += a[lo + i]
+            r1 += a[lo + i + 1]
+            r2 += a[lo + i + 2]
+            r3 += a[lo + i + 3]
+            r4 += a[lo + i + 4]
+            r5 += a[lo + i + 5]
+            r6 += a[lo + i + 6]
+            r7 += a[lo + i + 7]
+            i += 8
+        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        while i < n:
+            res += a[lo + i]
+            i += 1
+        return res
+    n2 = n // 2
+    n2 -= n2 % 8
+    return _pairwise(a, lo, n2) + _pairwise(a, lo + n2, n - n2)
+
+
+@njit(cache=True, nogil=True)
+def _segment_sum(a: np.ndarray, lo: int, n: int) -> float:  # pragma: no cover - compiled
+    """``np.add.reduceat`` of one segment of ``n >= 1`` values."""
+    return a[lo] + _pairwise(a, lo + 1, n - 1)
+
+
+@njit(cache=True, nogil=True)
+def segment_sums(a: np.ndarray, starts: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """``np.add.reduceat(a, starts)`` for increasing ``starts`` (tests compare the two)."""
+    out = np.empty(starts.size, np.float64)
+    for g in range(starts.size):
+        end = starts[g + 1] if g + 1 < starts.size else a.size
+        out[g] = _segment_sum(a, starts[g], end - starts[g])
+    return out
+
+
+# --- watermarks -----------------------------------------------------------------------------
+_MIN = np.iinfo(np.int64).min
+
+
+@njit(cache=True, nogil=True)
+def observe_rows(
+    sid: np.ndarray, time: np.ndarray, max_time: np.ndarray, wm: np.ndarray, lateness: int,
+    seen: np.ndarray, before: np.ndarray,
+) -> bool:  # pragma: no cover - compiled
+    """One pass in arrival order: ``before[i]`` = the watermark of row i's series just before
+    row i (``max(wm, running max event time - lateness)``, saturating at int64 min); updates
+    ``max_time`` and marks ``seen``; ``wm`` is read only. Returns whether some row is behind it."""
+    late = False
+    floor = _MIN + lateness
+    for i in range(sid.size):
+        s = sid[i]
+        m = max_time[s]
+        b = m - lateness if m >= floor else _MIN
+        if wm[s] > b:
+            b = wm[s]
+        before[i] = b
+        t = time[i]
+        if t < b:
+            late = True
+        if t > m:
+            max_time[s] = t
+        seen[s] = True
+    return late
+
+
+# --- window partials ------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def window_partials(
+    k: np.ndarray, s: np.ndarray, t: np.ndarray, v: np.ndarray, qs: np.ndarray,
+    skeys: np.ndarray, no_key: int,
+):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    """Partials of rows grouped by (``k``, ``s``) (arrival order within a group; ``s`` of length
+    1 means one start for all rows). Per group: rows sorted by time (stable), duplicate times keep
+    the later arrival, then count, sum, _m2, min, max, first/last (and their times), trapezoid
+    integral, exact percentiles ``qs`` (linear interpolation) and, when ``skeys`` (the sketch key
+    of every value) is given, the sketch records (group, key, count) sorted by (group, key).
+
+    Arithmetic follows the NumPy implementation step by step (see :func:`_segment_sum`)."""
+    n = k.size
+    one_start = s.size == 1 and n != 1
+    # group boundaries
+    gstart = np.empty(n + 1, np.int64)
+    ng = 0
+    for i in range(n):
+        if i == 0 or k[i] != k[i - 1] or (not one_start and s[i] != s[i - 1]):
+            gstart[ng] = i
+            ng += 1
+    gstart[ng] = n
+    nq = qs.size
+    o_k = np.empty(ng, np.int64)
+    o_s = np.empty(ng, np.int64)
+    o_cnt = np.empty(ng, np.int64)
+    o_sum = np.empty(ng, np.float64)
+    o_m2 = np.empty(ng, np.float64)
+    o_min = np.empty(ng, np.float64)
+    o_max = np.empty(ng, np.float64)
+    o_ft = np.empty(ng, np.int64)
+    o_first = np.empty(ng, np.float64)
+    o_lt = np.empty(ng, np.int64)
+    o_last = np.empty(ng, np.float64)
+    o_int = np.empty(ng, np.float64)
+    o_q = np.empty((ng, nq), np.float64)
+    want_sketch = skeys.size > 0
+    r_seg = np.empty(n if want_sketch else 0, np.int64)
+    r_key = np.empty(n if want_sketch else 0, np.int32)
+    r_cnt = np.empty(n if want_sketch else 0, np.int64)
+    nrec = 0
+    # scratch, as long as the longest group
+    longest = 0
+    for g in range(ng):
+        longest = max(longest, gstart[g + 1] - gstart[g])
+    tt = np.empty(longest, np.int64)
+    vv = np.empty(longest, np.float64)
+    kk = np.empty(longest, np.int32)
+    work = np.empty(longest, np.float64)
+    for g in range(ng):
+        a = gstart[g]
+        m = gstart[g + 1] - a
+        ordered = True
+        for j in range(1, m):
+            if t[a + j] <= t[a + j - 1]:
+                ordered = False
+                break
+        if ordered:
+            for j in range(m):
+                tt[j] = t[a + j]
+                vv[j] = v[a + j]
+                if want_sketch:
+                    kk[j] = skeys[a + j]
+        else:
+            o = np.argsort(t[a : a + m], kind="mergesort")
+            c = 0
+            for j in range(m):
+                r = a + o[j]
+                if j + 1 < m and t[a + o[j + 1]] == t[r]:
+                    continue  # a later arrival has the same time: it wins
+                tt[c] = t[r]
+                vv[c] = v[r]
+                if want_sketch:
+                    kk[c] = skeys[r]
+                c += 1
+            m = c
+        total = _segment_sum(vv, 0, m)
+        mean = total / m
+        mn = vv[0]
+        mx = vv[0]
+        for j in range(m):
+            d = vv[j] - mean
+            work[j] = d * d
+            x = vv[j]
+            if x < mn or x != x:
+                mn = x
+            if x > mx or x != x:
+                mx = x
+        o_k[g] = k[a]
+        o_s[g] = s[0] if one_start else s[a]
+        o_cnt[g] = m
+        o_sum[g] = total
+        o_m2[g] = _segment_sum(work, 0, m)
+        o_min[g] = mn
+        o_max[g] = mx
+        o_ft[g] = tt[0]
+        o_first[g] = vv[0]
+        o_lt[g] = tt[m - 1]
+        o_last[g] = vv[m - 1]
+        for j in range(m - 1):
+            work[j] = ((vv[j + 1] + vv[j]) * float(tt[j + 1] - tt[j])) * 0.5e-9
+        work[m - 1] = 0.0
+        o_int[g] = _segment_sum(work, 0, m)
+        if nq:
+            srt = np.sort(vv[:m])
+            for qi in range(nq):
+                h = qs[qi] / 100.0 * (m - 1)
+                lo = int(np.floor(h))
+                hi = int(np.ceil(h))
+                x = srt[lo]
+                o_q[g, qi] = x if hi == lo else x + (h - lo) * (srt[hi] - x)
+        if want_sketch:
+            ks = np.sort(kk[:m])
+            j = 0
+            while j < m:
+                key = ks[j]
+                e = j + 1
+                while e < m and ks[e] == key:
+                    e += 1
+                if key != no_key:
+                    r_seg[nrec] = g
+                    r_key[nrec] = key
+                    r_cnt[nrec] = e - j
+                    nrec += 1
+                j = e
+    return (o_k, o_s, o_cnt, o_sum, o_m2, o_min, o_max, o_ft, o_first, o_lt, o_last, o_int, o_q,
+            r_seg[:nrec], r_key[:nrec], r_cnt[:nrec])
+
+
+#: The exported kernels: name -> (function, Numba signature). ``counting_argsort`` twice, for
+#: 64- and 32-bit keys; arrays are C-contiguous (the loader's wrappers make them so).
+_I8, _I4, _F8, _B = "int64[::1]", "int32[::1]", "float64[::1]", "boolean[::1]"
+EXPORTS = {
+    "counting_argsort_i8": (counting_argsort, f"int64[::1]({_I8}, int64, int64)"),
+    "counting_argsort_i4": (counting_argsort, f"int64[::1]({_I4}, int64, int64)"),
+    "segment_sums": (segment_sums, f"float64[::1]({_F8}, {_I8})"),
+    "observe_rows": (observe_rows, f"boolean({_I8}, {_I8}, {_I8}, {_I8}, int64, {_B}, {_I8})"),
+    "window_partials": (
+        window_partials,
+        "Tuple((" + ", ".join(["int64[:]"] * 3 + ["float64[:]"] * 4 + ["int64[:]", "float64[:]", "int64[:]"]
+                              + ["float64[:]"] * 2 + ["float64[:, :]", "int64[:]", "int32[:]", "int64[:]"])
+        + f"))({_I8}, {_I8}, {_I8}, {_F8}, {_F8}, {_I4}, int64)",
+    ),
+}
