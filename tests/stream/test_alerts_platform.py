@@ -121,3 +121,64 @@ def test_series_endpoint_and_stream_status(client: Any) -> None:
     assert client.get("/api/v1/series", params={"measurement": "nope", "field": "t", "start": "now-1h"}).status_code == 404
     st = client.get("/api/v1/stream").json()
     assert st["enabled"] and st["rows"] >= 360 and st["error"] is None
+
+
+def _hot_lines(start: int, n: int) -> str:
+    return "\n".join(
+        f"climate,device_id=d{i % 3} temperature={55.0 if (i // 3) % 2 else 45.0} {T0 + (start + i) * NS}"
+        for i in range(n)
+    )
+
+
+def test_checkpoint_waits_for_the_alerts_handed_over(stream_platform: tuple[Sensorium, FakeClock]) -> None:
+    """With parallel stages a step's alerts are stored on the emitter thread while the next step
+    runs; a checkpoint must not cover a step whose alerts are not stored yet."""
+    import threading
+    import time
+
+    p, _ = stream_platform
+    st = p.stream
+    assert st is not None and st._emitter is not None  # parallel stages (the default)
+    inner = st.on_transitions
+    assert inner is not None
+    handed: list[int] = []  # transitions through on_transitions so far
+    started = threading.Event()
+
+    def slow(ts: list[Any]) -> None:
+        assert threading.current_thread().name.startswith("sensorium-stream-emit")
+        started.set()
+        time.sleep(0.3)
+        inner(ts)
+        handed.append(len(ts))
+
+    st.on_transitions = slow
+    seen_at_save: list[int] = []
+    save = st.checkpoints.save
+    st.checkpoints.save = lambda state: (seen_at_save.append(sum(handed)), save(state))[1]  # type: ignore[method-assign]
+    for k in range(4):
+        p.write(_hot_lines(k * 30, 30))
+        st.step()
+    assert started.wait(5)
+    st.checkpoint()
+    emitted = int(st.stats["transitions"])
+    assert emitted > 0 and seen_at_save == [emitted] == [sum(handed)]
+    assert len(p.alerts.list(rule="hot", limit=1000)) == 3  # a, b, c each fired (and reopened)
+
+
+def test_a_failing_alert_handover_stops_the_checkpoint(stream_platform: tuple[Sensorium, FakeClock]) -> None:
+    p, _ = stream_platform
+    st = p.stream
+    assert st is not None
+
+    def broken(ts: list[Any]) -> None:
+        raise RuntimeError("alert store unavailable")
+
+    st.on_transitions = broken
+    before = st.checkpoint_offset
+    p.write(_hot_lines(0, 30))
+    with pytest.raises(RuntimeError, match="alert store unavailable"):
+        st.drain()
+    with pytest.raises(RuntimeError, match="alert store unavailable"):
+        st.checkpoint()  # the failure stays: no checkpoint covers alerts that were never stored
+    assert st.checkpoint_offset == before
+    st.error = "stopped"  # what the background loop records; close() then writes no checkpoint
