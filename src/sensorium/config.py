@@ -101,9 +101,8 @@ class StreamSettings(_Frozen):
     )
     parallel_stages: bool = Field(
         True, description="Run the rollups and the built-in quality and compression stages on a second thread "
-        "beside rolling statistics, detection and rules (NumPy, Polars and the compiled kernels release the "
-        "GIL; outputs are applied in the same order either way), and store each step's alerts and queue "
-        "their deliveries on a third while the next step runs (a checkpoint waits for them)."
+        "beside rolling statistics, detection and rules (NumPy and Polars release the GIL; outputs are "
+        "applied in the same order either way)."
     )
     tick_interval_s: float = Field(1.0, gt=0, description="Processing-time tick (idle watermarks, absence rules).")
     rollups: tuple[str, ...] = Field(

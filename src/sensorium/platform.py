@@ -801,7 +801,8 @@ class Sensorium:
         """Alert changes from the stream: store (idempotently), then notify what is new."""
         assert self.alerts is not None and self.dispatcher is not None
         new = self.alerts.apply(transitions)
-        # (the automations' alert triggers see them first: the runner calls the stage's hook)
+        if self.automation_stage is not None:  # alert triggers (keys are deterministic too)
+            self.automation_stage.on_transitions(transitions)
         # all of them, not only the new: after a crash between the two commits, a replay
         # re-derives transitions the store has but the outbox lacks (the outbox ignores keys
         # it holds, so nothing is sent twice)

@@ -236,7 +236,8 @@ class PartitionTask:
 
     def _on_transitions(self, transitions: list[Transition]) -> None:
         self.worker.alerts.apply(transitions)  # ids are deterministic: a replay adds nothing
-        # (the automations' alert triggers see them first: the runner calls the stage's hook)
+        if self.automation_stage is not None:
+            self.automation_stage.on_transitions(transitions)
         if self.dispatcher is not None:
             self.dispatcher.enqueue(transitions)
 

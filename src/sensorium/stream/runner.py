@@ -72,9 +72,7 @@ SCORES_SCHEMA = pa.schema(
 
 
 class UserStage(Protocol):
-    """What :class:`~sensorium.stream.pipeline.Pipeline` provides to the runner. A stage may also
-    define ``on_transitions(transitions)``: the runner calls it with each step's alert
-    transitions, in order, before they are stored (the automations' alert triggers)."""
+    """What :class:`~sensorium.stream.pipeline.Pipeline` provides to the runner."""
 
     step_id: str
 
@@ -179,13 +177,6 @@ class StreamRunner:
         self._side: ThreadPoolExecutor | None = (
             ThreadPoolExecutor(1, thread_name_prefix="sensorium-stream-side") if st.parallel_stages else None
         )
-        # ``on_transitions`` (store the alerts, queue their deliveries) of one step runs here while
-        # the next step computes; one call in flight at a time, so they stay in order
-        self._emitter: ThreadPoolExecutor | None = (
-            ThreadPoolExecutor(1, thread_name_prefix="sensorium-stream-emit") if st.parallel_stages else None
-        )
-        self._emitting: Future[None] | None = None
-        self._emit_error: BaseException | None = None
         self._restore()
 
     @staticmethod
@@ -234,9 +225,7 @@ class StreamRunner:
         self.derived.deliver(self.seq)
 
     def checkpoint(self) -> int:
-        """Write a checkpoint (state + offset + outbox), then commit the outbox. Returns its seq.
-        The transitions of every step it covers are handed over (``on_transitions``) first."""
-        self.flush_emitted()
+        """Write a checkpoint (state + offset + outbox), then commit the outbox. Returns its seq."""
         with self._step_lock, self.derived.lock:
             self._flush_held()
             self.seq += 1
@@ -411,7 +400,6 @@ class StreamRunner:
             transitions = self.rules.tick(now)
         self._last_tick = now
         self._emit(transitions)
-        self.flush_emitted()  # absence alerts are in the store when tick returns
         return len(transitions)
 
     def drain(self) -> int:
@@ -422,45 +410,14 @@ class StreamRunner:
             if not n:
                 break
             total += n
-        self.flush_emitted()
         self.caught_up = True
         return total
 
     def _emit(self, transitions: list[Transition]) -> None:
-        """Hand a step's transitions over: first to the stages that react to alerts (their
-        ``on_transitions``, e.g. automations: their state is checkpointed, so in step order on
-        this thread), then to ``on_transitions`` — on the emitter thread with parallel stages."""
-        if not transitions:
-            return
-        self.stats["transitions"] += len(transitions)
-        for p in self.pipelines:
-            hook = getattr(p, "on_transitions", None)
-            if hook is not None:
-                hook(transitions)
-        if self.on_transitions is None:
-            return
-        if self._emitter is None:
-            try:
+        if transitions:
+            self.stats["transitions"] += len(transitions)
+            if self.on_transitions is not None:
                 self.on_transitions(transitions)
-            except BaseException as exc:
-                self._emit_error = exc
-                raise
-            return
-        self.flush_emitted()
-        self._emitting = self._emitter.submit(self.on_transitions, transitions)
-
-    def flush_emitted(self) -> None:
-        """Wait until the transitions handed over so far are through ``on_transitions`` (raises
-        what it raised, then and ever after). :meth:`drain` and :meth:`checkpoint` call it: a
-        checkpoint never covers a step whose alerts are not stored."""
-        f, self._emitting = self._emitting, None
-        if f is not None:
-            try:
-                f.result()
-            except BaseException as exc:
-                self._emit_error = exc
-        if self._emit_error is not None:  # sticky: no checkpoint may cover those alerts
-            raise self._emit_error
 
     def _rollup_output(self, out: Any) -> None:
         for interval, rows in out.finalized.items():
@@ -605,6 +562,3 @@ class StreamRunner:
         if self._side is not None:
             self._side.shutdown(wait=True)
             self._side = None
-        if self._emitter is not None:
-            self._emitter.shutdown(wait=True)  # a call in flight finishes (its alerts are stored)
-            self._emitter = None
