@@ -36,7 +36,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -119,7 +119,7 @@ def _build(d: Path, name: str) -> Path:
             r = subprocess.run(
                 [sys.executable, "-m", "sensorium._kernels_build", tmp, name],
                 capture_output=True, text=True, timeout=BUILD_TIMEOUT_S,
-                env={**os.environ, "PYTHONPATH": os.pathsep.join([str(_HERE.parent), *sys.path])},
+                env={**os.environ, "PYTHONPATH": os.pathsep.join([str(_HERE.parent), os.environ.get("PYTHONPATH", "")])},
             )
             built = _module_file(Path(tmp), name)
             if r.returncode != 0 or built is None:
@@ -150,13 +150,8 @@ def _load_aot() -> ModuleType:
 def _load_jit() -> Any:
     from sensorium import _kernels
 
-    class _Jit:  # the exported names over the in-process JIT dispatchers
-        pass
-
-    ns = _Jit()
-    for exported, (fn, _sig) in _kernels.EXPORTS.items():
-        setattr(ns, exported, fn)
-    return ns
+    # the exported names over the in-process JIT dispatchers
+    return SimpleNamespace(**{name: fn for name, (fn, _sig) in _kernels.EXPORTS.items()})
 
 
 def kernels() -> Any:
@@ -258,7 +253,7 @@ def window_partials(
     of every value) is given, the sketch records (group, key, count) sorted by (group, key).
     Returns ``(key, start, count, sum, m2, min, max, first_t, first, last_t, last, integral,
     percentiles[group, q], rec_group, rec_key, rec_count)``."""
-    return tuple(kernels().window_partials(
+    return kernels().window_partials(  # type: ignore[no-any-return]
         _c(k, np.int64), _c(s, np.int64), _c(t, np.int64), _c(v, np.float64), _c(qs, np.float64),
         _c(skeys, np.int32), int(no_key),
-    ))
+    )

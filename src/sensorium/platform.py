@@ -31,7 +31,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sensorium import jit
 from sensorium.automations.actions import automation_outbox
 from sensorium.automations.engine import AutomationStage
 from sensorium.automations.loader import load_file as load_automations
@@ -213,7 +212,6 @@ class Sensorium:
                     sinks=build_sinks(self.settings.alerts, commands=self.settings.commands,
                                       data_dir=self.dir, clock=self.clock),
                 )
-                jit.prepare()  # a fresh machine builds the stream's kernels meanwhile
                 self.stream = StreamRunner(
                     self.dir / "stream",
                     self.settings,

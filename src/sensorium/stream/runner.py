@@ -38,6 +38,7 @@ from typing import Any, Protocol
 import polars as pl
 import pyarrow as pa
 
+from sensorium import jit
 from sensorium.config import Settings
 from sensorium.errors import ConfigError
 from sensorium.keyindex import Keys, NameIndex, keys_of
@@ -107,6 +108,7 @@ class StreamRunner:
         from sensorium.stream.rolling import RollingStats
         from sensorium.stream.rollup import RollupOperator
 
+        jit.prepare()  # loaded (on a fresh machine: built) on a thread while the runner sets up
         st = settings.stream
         self.settings = settings
         self.clock = clock
