@@ -12,9 +12,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sensorium import jit
-from sensorium.jit import counting_argsort, observe_rows, segment_sums, window_partials
+from sensorium.jit import (
+    counting_argsort,
+    observe_rows,
+    rolling_stats,
+    rolling_update,
+    segment_sums,
+    window_partials,
+)
 from sensorium.keyindex import stable_argsort
 from sensorium.stream.aggregate import NO_KEY, aggregate_rows, decode_sketches, sketch_keys
+from sensorium.stream.rolling import _window_stats
 
 MIN = np.iinfo(np.int64).min
 
@@ -145,3 +153,65 @@ def test_window_partials_single_start_and_nan() -> None:
     assert np.isnan(total[0]) and np.isnan(mn[0]) and np.isnan(mx[0])  # NaN propagates as in NumPy
     assert total[1] == 4.0 and out[12][1, 0] == 4.0
 
+
+
+# --- rolling statistics: the NumPy formulation the kernels replaced -------------------------
+def _rolling_reference(
+    buf: np.ndarray, count: np.ndarray, gk: np.ndarray, v: np.ndarray, starts: np.ndarray, which: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(stats, m) by gathering every row's window as a matrix and reducing it with
+    ``_window_stats``; then the carried buffers and counts after the batch."""
+    n, w = len(v), buf.shape[1]
+    ends = np.append(starts[1:], n) - 1
+    gs = np.zeros(n, dtype=np.intp)
+    gs[starts[1:]] = 1
+    group = np.cumsum(gs)
+    p = np.arange(n) + (group + 1) * (w - 1)  # position of each row in ext
+    ext = np.empty(n + len(starts) * (w - 1))
+    ext[p] = v
+    slots = (starts + np.arange(len(starts)) * (w - 1))[:, None] + np.arange(w - 1)[None, :]
+    ext[slots] = buf[gk, 1:]
+    pos = np.arange(n) - starts[group]
+    m = np.minimum(w, pos + 1 + count[gk][group])
+    back = np.arange(w)[::-1, None]
+    stats = np.empty((len(which), n))
+    _window_stats(ext[p[None, :] - back], m, stats, which)
+    new_buf, new_count = buf.copy(), count.copy()
+    back1 = np.arange(w - 1, -1, -1)
+    idx = ends[:, None] - back1[None, :]
+    lo = starts[:, None]
+    carried = buf[gk[:, None], np.minimum(w + idx - lo, w - 1)]
+    new_buf[gk] = np.where(idx >= lo, v[np.maximum(idx, 0)], carried)
+    new_count[gk] = np.minimum(w, ends - starts + 1 + count[gk])
+    return stats, m, new_buf, new_count
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_rolling_kernels_equal_the_numpy_reference_bit_for_bit(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    w = int(rng.integers(2, 12))
+    keys = 40
+    count = rng.integers(0, w + 1, keys).astype(np.int64)
+    count[:3] = (0, w, 1)
+    buf = np.full((keys, w), np.nan)
+    for k in range(keys):  # the last count[k] slots hold values, the rest NaN (never filled)
+        if count[k]:
+            buf[k, w - count[k]:] = rng.normal(size=count[k]) * 10.0 ** rng.integers(-2, 4)
+    buf[5, -1] = -0.0
+    gk = rng.permutation(keys)[: int(rng.integers(1, keys))].astype(np.int64)
+    lens = rng.integers(1, 3 * w, gk.size)
+    starts = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64)
+    v = rng.normal(size=int(lens.sum())) * 100
+    v[rng.integers(0, v.size, 3)] = -0.0
+    v[rng.integers(0, v.size, 3)] = 0.0
+    which = tuple(sorted(rng.choice(5, size=int(rng.integers(1, 6)), replace=False).tolist()))
+    ref_stats, ref_m, ref_buf, ref_count = _rolling_reference(buf, count, gk, v, starts, which)
+    stats, m = rolling_stats(buf, count, gk, v, starts, which)
+    assert np.array_equal(m, ref_m)
+    # bit for bit, NaN where the reference has NaN, signed zeros included
+    assert np.array_equal(stats.view(np.int64), ref_stats.view(np.int64))
+    rolling_update(buf, count, gk, v, starts)
+    assert np.array_equal(count, ref_count)
+    assert np.array_equal(buf, ref_buf, equal_nan=True)
+    with pytest.raises(TypeError):
+        rolling_update(buf.astype(np.float32), count, gk, v, starts)

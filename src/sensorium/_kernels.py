@@ -244,6 +244,104 @@ def window_partials(
             r_seg[:nrec], r_key[:nrec], r_cnt[:nrec])
 
 
+# --- rolling statistics over the last N points ----------------------------------------------
+# The windows of key-sorted rows: a row's window is the last N of its key's carried values
+# (``buf[key]``, the last N values oldest first, ``count[key]`` of them real) followed by the
+# key's rows of the batch up to it. Statistics sum the window's present values one by one, in
+# window order, exactly as ``sensorium.stream.rolling._window_stats`` does with NumPy (so the
+# results are bit-identical to it); ``which`` holds the statistics wanted (0 avg, 1 std, 2 min,
+# 3 max, 4 trend), ``out[j]`` receives ``which[j]``.
+
+
+@njit(cache=True, nogil=True)
+def rolling_stats(
+    buf: np.ndarray, count: np.ndarray, gk: np.ndarray, v: np.ndarray, starts: np.ndarray,
+    which: np.ndarray, out: np.ndarray, m_out: np.ndarray,
+) -> int:  # pragma: no cover - compiled
+    w = buf.shape[1]
+    n = v.size
+    ng = starts.size
+    win = np.empty(w, np.float64)
+    for g in range(ng):
+        k = gk[g]
+        s = starts[g]
+        e = starts[g + 1] if g + 1 < ng else n
+        had = count[k]
+        for r in range(s, e):
+            pos = r - s
+            m = pos + 1 + had
+            if m > w:
+                m = w
+            m_out[r] = m
+            first = w - m  # window slots before this are absent
+            for c in range(first, w):
+                j = pos - (w - 1 - c)
+                win[c] = v[s + j] if j >= 0 else buf[k, w + j]
+            # NumPy's masked sum starts from the absent slots' zeros: 0.0 + x (turns -0.0 to 0.0)
+            acc = win[first] if first == 0 else 0.0 + win[first]
+            for c in range(first + 1, w):
+                acc += win[c]
+            mean = acc / m
+            for q in range(which.size):
+                st = which[q]
+                if st == 0:
+                    out[q, r] = mean
+                elif st == 2:
+                    x = win[first]
+                    for c in range(first + 1, w):
+                        if win[c] < x:
+                            x = win[c]
+                    out[q, r] = x
+                elif st == 3:
+                    x = win[first]
+                    for c in range(first + 1, w):
+                        if win[c] > x:
+                            x = win[c]
+                    out[q, r] = x
+                elif m < 2:
+                    out[q, r] = np.nan
+                elif st == 1:
+                    d = win[first] - mean
+                    a2 = d * d
+                    for c in range(first + 1, w):
+                        d = win[c] - mean
+                        a2 += d * d
+                    out[q, r] = np.sqrt(a2 / (m - 1))
+                else:
+                    xbar = (w - 1) - (m - 1) / 2.0
+                    a2 = (first - xbar) * (win[first] - mean)
+                    for c in range(first + 1, w):
+                        a2 += (c - xbar) * (win[c] - mean)
+                    out[q, r] = a2 / (m * (m * m - 1) / 12.0)
+    return ng
+
+
+@njit(cache=True, nogil=True)
+def rolling_update(
+    buf: np.ndarray, count: np.ndarray, gk: np.ndarray, v: np.ndarray, starts: np.ndarray,
+) -> int:  # pragma: no cover - compiled
+    """Carry the last N values of each key (groups of key-sorted ``v`` from ``starts``) in place."""
+    w = buf.shape[1]
+    n = v.size
+    ng = starts.size
+    for g in range(ng):
+        k = gk[g]
+        s = starts[g]
+        e = starts[g + 1] if g + 1 < ng else n
+        ln = e - s
+        if ln >= w:
+            for c in range(w):
+                buf[k, c] = v[e - w + c]
+        else:
+            for c in range(w - ln):
+                buf[k, c] = buf[k, c + ln]
+            for c in range(ln):
+                buf[k, w - ln + c] = v[s + c]
+        ct = count[k] + ln
+        count[k] = w if ct > w else ct
+    return ng
+
+
 #: The exported kernels: name -> (function, Numba signature). ``counting_argsort`` twice, for
 #: 64- and 32-bit keys; arrays are C-contiguous (the loader's wrappers make them so).
 _I8, _I4, _F8, _B = "int64[::1]", "int32[::1]", "float64[::1]", "boolean[::1]"
@@ -252,6 +350,10 @@ EXPORTS = {
     "counting_argsort_i4": (counting_argsort, f"int64[::1]({_I4}, int64, int64)"),
     "segment_sums": (segment_sums, f"float64[::1]({_F8}, {_I8})"),
     "observe_rows": (observe_rows, f"boolean({_I8}, {_I8}, {_I8}, {_I8}, int64, {_B}, {_I8})"),
+    "rolling_stats": (
+        rolling_stats, f"int64(float64[:, ::1], {_I8}, {_I8}, {_F8}, {_I8}, {_I8}, float64[:, ::1], {_I8})"
+    ),
+    "rolling_update": (rolling_update, f"int64(float64[:, ::1], {_I8}, {_I8}, {_F8}, {_I8})"),
     "window_partials": (
         window_partials,
         "Tuple((" + ", ".join(["int64[:]"] * 3 + ["float64[:]"] * 4 + ["int64[:]", "float64[:]", "int64[:]"]

@@ -242,6 +242,39 @@ def observe_rows(
     ))
 
 
+def _inplace(name: str, arr: np.ndarray, dtype: Any) -> np.ndarray:
+    if arr.dtype != dtype or not arr.flags.c_contiguous:
+        raise TypeError(f"{name} must be a C-contiguous {np.dtype(dtype).name} array (updated in place)")
+    return arr
+
+
+def rolling_stats(
+    buf: np.ndarray, count: np.ndarray, gk: np.ndarray, v: np.ndarray, starts: np.ndarray,
+    which: tuple[int, ...],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Statistics ``which`` (0 avg, 1 std, 2 min, 3 max, 4 trend) over the last N points of every
+    row of key-sorted values ``v`` (groups from ``starts``, keys ``gk``), each window continuing
+    the key's carried values ``buf[key]`` (``[keys, N]``, oldest first; ``count[key]`` real).
+    Returns ``(stats[len(which), rows], points in each row's window)``; ``buf`` is read only."""
+    out = np.empty((len(which), v.size), dtype=np.float64)
+    m = np.empty(v.size, dtype=np.int64)
+    kernels().rolling_stats(
+        np.ascontiguousarray(buf, dtype=np.float64), _c(count, np.int64), _c(gk, np.int64),
+        _c(v, np.float64), _c(starts, np.int64), np.asarray(which, dtype=np.int64), out, m,
+    )
+    return out, m
+
+
+def rolling_update(buf: np.ndarray, count: np.ndarray, gk: np.ndarray, v: np.ndarray, starts: np.ndarray) -> None:
+    """Append each key's rows (groups of key-sorted ``v`` from ``starts``, keys ``gk``, distinct)
+    to its last-N buffer ``buf[key]`` and count ``count[key]`` (float64 / int64, C-contiguous,
+    updated in place)."""
+    kernels().rolling_update(
+        _inplace("buf", buf, np.float64), _inplace("count", count, np.int64), _c(gk, np.int64),
+        _c(v, np.float64), _c(starts, np.int64),
+    )
+
+
 def window_partials(
     k: np.ndarray, s: np.ndarray, t: np.ndarray, v: np.ndarray, qs: np.ndarray,
     skeys: np.ndarray, no_key: int,

@@ -6,6 +6,7 @@ import math
 import pickle
 from collections.abc import Sequence
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import polars as pl
@@ -146,6 +147,22 @@ def test_batching_and_checkpoints_do_not_change_results(rows: list[Row], data: s
     resumed = {iv: pl.concat([a.finalized[iv], b.finalized[iv], c.finalized[iv]]).sort("series", "field", "time") for iv in second.intervals}
     for iv in whole[0]:
         assert whole[0][iv].equals(resumed[iv])
+
+
+@PROPS
+@given(rows=days(), fold=st.integers(1, 5), data=st.data())
+def test_folding_in_slices_does_not_change_results(rows: list[Row], fold: int, data: st.DataObject) -> None:
+    """Coarser levels fold finished partials in slices of keys (bounded memory when the windows
+    of many series close together): the rows are identical whatever the slice size."""
+    lateness = 30 * MIN
+    cuts = data.draw(st.lists(st.integers(1, len(rows) - 1), max_size=4))
+    whole = run(RollupOperator("r", lateness_ns=lateness), rows, cuts)
+    with mock.patch("sensorium.stream.rollup.FOLD_ROWS", fold):
+        op = RollupOperator("r", lateness_ns=lateness)
+        sliced = run(op, rows, cuts)
+    for iv in whole[0]:
+        assert whole[0][iv].equals(sliced[0][iv])
+    assert whole[1].equals(sliced[1])
 
 
 def dense(n_series: int = 3, seconds: int = 200, seed: int = 3) -> list[Row]:

@@ -14,10 +14,11 @@ key whatever ``only`` asks for, so a batch needs no history, :meth:`RollingStats
 ``rolling_stats`` table) computes from it on demand, and the result does not depend on how the
 log is cut into batches.
 
-Vectorised: rows are sorted by key (stable); the state update gathers each key's last N values;
-the windows of the rows whose statistics are wanted are one matrix ``[N, rows]`` gathered from the
-batch and the carried values by index arithmetic, and every statistic is a few numpy reductions
-over that matrix.
+Vectorised: rows are sorted by key (stable); one compiled pass (:func:`sensorium.jit.rolling_stats`)
+walks each wanted row's window (its key's carried values, then its rows up to it) and another
+(:func:`sensorium.jit.rolling_update`) shifts each key's last N values in place, so a batch
+allocates no ``[rows, N]`` matrices (at 100 k series, ~250 MB of temporaries per step before).
+:func:`_window_stats` is the NumPy definition of the statistics (and computes ``latest()``).
 
 The derived frame holds one block per statistic (avg, std, min, max, trend), each block in the
 input's arrival order, so every derived series/field is in arrival order.
@@ -32,13 +33,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from sensorium.jit import rolling_stats, rolling_update
 from sensorium.keyindex import KeyIndex as _KeyIndex
 from sensorium.keyindex import Keys, stable_argsort
 from sensorium.keyindex import grow as _grow
 from sensorium.stream.frame import empty_values
 
 STATS: tuple[str, ...] = ("avg", "std", "min", "max", "trend")
-_CHUNK = 8192  # rows per window matrix (N x 8192 floats stay in cache)
 def _seqsum(a: np.ndarray) -> np.ndarray:
     """Sum over axis 0 in a fixed order (row by row). ``ndarray.sum(axis=0)`` switches to
     pairwise, 8-way unrolled summation when the reduced axis is contiguous (e.g. one column),
@@ -172,7 +173,7 @@ class RollingStats:
             if bits.any()
             else self._empty(values, keys)
         )
-        self._update(gk, vs, starts, ends)
+        self._update(gk, vs, starts)
         self._latest_t[gk] = values.get_column("time").to_numpy()[order[ends]]
         return out
 
@@ -198,18 +199,10 @@ class RollingStats:
         self._count = _grow(self._count, k, 0)
         self._latest_t = _grow(self._latest_t, k, 0)
 
-    def _update(self, gk: np.ndarray, vs: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
+    def _update(self, gk: np.ndarray, vs: np.ndarray, starts: np.ndarray) -> None:
         """Carry the last N values of every key into the next batch (``gk``: the keys of the
-        groups ``starts..ends`` of the key-sorted values ``vs``)."""
-        w = self.n
-        back = np.arange(w - 1, -1, -1)  # column c of a key's window is back[c] points back
-        idx = ends[:, None] - back[None, :]  # rows of the batch ...
-        lo = starts[:, None]
-        mine = idx >= lo
-        # ... or, before the key's first row of the batch, its carried values (oldest first)
-        carried = self._buf[gk[:, None], np.minimum(w + idx - lo, w - 1)]
-        self._buf[gk] = np.where(mine, vs[np.maximum(idx, 0)], carried)
-        self._count[gk] = np.minimum(w, ends - starts + 1 + self._count[gk])
+        groups from ``starts`` of the key-sorted values ``vs``), in place, by a compiled loop."""
+        rolling_update(self._buf, self._count, gk, vs, starts)
 
     def _derive(
         self,
@@ -255,28 +248,9 @@ class RollingStats:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Statistics ``which`` [len(which), rows] of key-sorted rows (the groups from ``starts``
         are every row of the batch of the keys ``gk``) and the number of points in each row's
-        window.
-
-        The rows of each key are laid out after its N-1 carried values in one array ``ext`` (a
-        slot never filled holds NaN); the window of a row is ``ext[p - N + 1 .. p]``, gathered
-        as an ``[N, rows]`` matrix in cache-sized chunks (reductions run over axis 0)."""
-        n, w = len(v), self.n
-        gs = np.zeros(n, dtype=np.intp)
-        gs[starts[1:]] = 1
-        group = np.cumsum(gs)
-        p = np.arange(n) + (group + 1) * (w - 1)  # position of each row in ext
-        ext = np.empty(n + len(starts) * (w - 1))
-        ext[p] = v
-        slots = (starts + np.arange(len(starts)) * (w - 1))[:, None] + np.arange(w - 1)[None, :]
-        ext[slots] = self._buf[gk, 1:]
-        pos = np.arange(n) - starts[group]
-        m = np.minimum(w, pos + 1 + self._count[gk][group])  # points in each row's window
-        back = np.arange(w)[::-1, None]  # row c of a window is back[c] points back
-        stats = np.empty((len(which), n))
-        for lo in range(0, n, _CHUNK):
-            hi = min(n, lo + _CHUNK)
-            _window_stats(ext[p[None, lo:hi] - back], m[lo:hi], stats[:, lo:hi], which)
-        return stats, m
+        window: one compiled pass, each row's window being its key's carried values followed by
+        its rows up to it (bit-identical to :func:`_window_stats` over those windows)."""
+        return rolling_stats(self._buf, self._count, gk, v, starts, which)
 
     def _frame(
         self,

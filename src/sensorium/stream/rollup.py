@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from sensorium.keyindex import Keys
@@ -42,6 +43,8 @@ from sensorium.stream.window_op import LATE_SCHEMA, WindowOperator
 from sensorium.stream.windows import Tumbling, format_duration, parse_duration
 
 STATE_VERSION = 1
+#: Rows of finished finer partials folded into a coarser level at a time (see ``RollupOperator._fold``).
+FOLD_ROWS = 65_536
 _MERGE_COLS = ["kid", "start", *PARTIAL, "_sketch"]
 
 
@@ -156,17 +159,7 @@ class RollupOperator:
         """Fold finished finer partials into level ``i``; return its windows that finish now."""
         acc = self._acc[i - 1]
         if finer.height:
-            # Fold finer partials into the running ones one at a time per window, in time order:
-            # the float arithmetic then does not depend on how many finished in one step, so the
-            # rows are bit-identical however the log was cut into batches (and after a replay).
-            new = self._lift(finer, i).sort("kid", "start", "_first_time")
-            kid, start = new.get_column("kid").to_numpy(), new.get_column("start").to_numpy()
-            if ((kid[1:] != kid[:-1]) | (start[1:] != start[:-1])).all():
-                acc = merge_partials(pl.concat([acc, new]), percentiles=(), sketch=True)
-            else:
-                rank = new.select(pl.int_range(pl.len()).over("kid", "start")).to_series()
-                for r in range(int(rank.max()) + 1):  # type: ignore[arg-type]
-                    acc = merge_partials(pl.concat([acc, new.filter(rank == r)]), percentiles=(), sketch=True)
+            acc = self._fold(acc, self._lift(finer, i).sort("kid", "start", "_first_time"))
         if acc.height:
             kid = acc.get_column("kid").to_numpy()
             done = self._base.wm_of(kid) >= acc.get_column("start").to_numpy() + self.sizes[i]
@@ -176,6 +169,40 @@ class RollupOperator:
                 return acc.filter(mask)
         self._acc[i - 1] = acc
         return acc.clear()
+
+    @staticmethod
+    def _fold(acc: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
+        """``acc`` (running partials sorted by kid, start) with ``new`` (finished finer partials,
+        sorted by kid, start, _first_time) folded in, returned sorted the same way.
+
+        Keys never mix, so the fold runs over slices of about :data:`FOLD_ROWS` rows of ``new``
+        cut at key boundaries, each merged with the rows of ``acc`` in its key range: when the
+        minute windows of 100 k series x fields close together, the working memory is that of a
+        slice, not of the whole level (a sort and ~20 temporary arrays of ``acc + new`` rows).
+        Within a key, finer partials are folded one at a time per window, in time order: the float
+        arithmetic then does not depend on how many finished in one step, so the rows are
+        bit-identical however the log was cut into batches (and after a replay)."""
+        nk = new.get_column("kid").to_numpy()
+        ak = acc.get_column("kid").to_numpy()
+        cuts = np.unique(np.searchsorted(nk, nk[FOLD_ROWS::FOLD_ROWS], side="left"))
+        bounds = [0, *cuts.tolist(), new.height]
+        # acc rows up to the first key of the next slice belong to this one (keys between slices,
+        # or only in acc, go with the slice before them: they pass through unchanged)
+        a_bounds = [0, *np.searchsorted(ak, nk[cuts], side="left").tolist(), acc.height]
+        pieces: list[pl.DataFrame] = []
+        for j in range(len(bounds) - 1):
+            part = new.slice(bounds[j], bounds[j + 1] - bounds[j])
+            held = acc.slice(a_bounds[j], a_bounds[j + 1] - a_bounds[j])
+            kid = part.get_column("kid").to_numpy()
+            start = part.get_column("start").to_numpy()
+            if ((kid[1:] != kid[:-1]) | (start[1:] != start[:-1])).all():
+                held = merge_partials(pl.concat([held, part]), percentiles=(), sketch=True)
+            else:
+                rank = part.select(pl.int_range(pl.len()).over("kid", "start")).to_series()
+                for r in range(int(rank.max()) + 1):  # type: ignore[arg-type]
+                    held = merge_partials(pl.concat([held, part.filter(rank == r)]), percentiles=(), sketch=True)
+            pieces.append(held)
+        return pl.concat(pieces) if len(pieces) > 1 else pieces[0]
 
     def _open_level(self, i: int) -> pl.DataFrame:
         if i in self._open:
