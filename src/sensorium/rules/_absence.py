@@ -32,15 +32,26 @@ class Absence:
         self.gid_of_sid = np.zeros(0, dtype=np.int32)  # -1: series not in any group
         self.groups: dict[str, int] = {}
         self.names: list[str] = []
-        self.subjects: list[Subject | None] = []
+        self.first_sid = np.zeros(0, dtype=np.int64)  # per group: its first series (-1: none yet)
+        self._subjects: dict[int, Subject] = {}  # made on first use
+        self._table: SeriesTable | None = None
         self.last_arrival = np.zeros(0, dtype=np.int64)
         self.last_time = np.zeros(0, dtype=np.int64)
         self.firing = np.zeros(0, dtype=bool)
         self.fid_ok = np.zeros(0, dtype=bool)  # by field id: rows of that field count as data
 
     def subject(self, gid: int) -> Subject:
-        subj = self.subjects[gid]
-        assert subj is not None, "absence group without series"
+        """What group ``gid``'s alerts are about: from the first series seen in the group (its
+        bucket and measurement; the group's tags, or all the series' tags without ``group_by``)."""
+        subj = self._subjects.get(gid)
+        if subj is not None:
+            return subj
+        sid = int(self.first_sid[gid]) if gid < len(self.first_sid) else -1
+        assert sid >= 0 and self._table is not None, "absence group without series"
+        bucket, measurement, tags = self._table.describe(sid)
+        if self.rule.group_by:
+            tags = {g: tags[g] for g in self.rule.group_by}
+        subj = self._subjects[gid] = Subject(self.rule.name, self.names[gid], measurement, self.rule.target, tags, bucket)
         return subj
 
     def add_fields(self, names: list[str]) -> None:
@@ -50,32 +61,43 @@ class Absence:
         self.fid_ok = np.concatenate([self.fid_ok, np.array(ok, dtype=bool)])
 
     def add_series(self, fresh: pl.DataFrame, table: SeriesTable) -> None:
-        """Put new series (series-frame rows with ``sid``) into their groups."""
+        """Put new series (series-frame rows with ``sid``) into their groups. Group names are
+        built as a column; a group's subject is made when an alert first needs it."""
         rule = self.rule
+        self._table = table
         ok = series_mask(rule, fresh)
+        if rule.group_by:
+            missing = [g for g in rule.group_by if g not in fresh.columns]
+            if missing:
+                ok[:] = False
+            else:
+                ok &= fresh.select(pl.all_horizontal(pl.col(t).is_not_null() for t in rule.group_by)).to_series().to_numpy()
+                head = f"{rule.measurement}," if rule.measurement is not None and not is_glob(rule.measurement) else ""
+                parts: list[pl.Expr] = []
+                for i, tag in enumerate(sorted(rule.group_by)):
+                    parts += [pl.lit(f"{',' if i else ''}{tag}="), pl.col(tag).cast(pl.Utf8)]
+                names_col = fresh.select(pl.concat_str([pl.lit(head), *parts]).alias("n")).to_series()
+        else:
+            names_col = fresh.get_column("series")
         gids = np.full(fresh.height, -1, dtype=np.int32)
         sids = fresh.get_column("sid").to_numpy()
-        rows = fresh.select(["series", "bucket", "measurement"]).rows()
-        for i in np.flatnonzero(ok).tolist():
-            series, bucket, measurement = rows[i]
-            tags = table.tags[int(sids[i])]
-            if rule.group_by:
-                if any(g not in tags for g in rule.group_by):
-                    continue
-                gtags = {g: tags[g] for g in rule.group_by}
-                name = ",".join(f"{g}={gtags[g]}" for g in sorted(gtags))
-                if rule.measurement is not None and not is_glob(rule.measurement):
-                    name = f"{rule.measurement},{name}"
-            else:
-                gtags, name = dict(tags), series
-            gid = self.groups.get(name)
-            if gid is None:
-                gid = self.groups[name] = len(self.names)
-                self.names.append(name)
-                self.subjects.append(None)
-            if self.subjects[gid] is None:
-                self.subjects[gid] = Subject(rule.name, name, measurement, rule.target, gtags, bucket)
-            gids[i] = gid
+        rows = np.flatnonzero(ok)
+        if rows.size:
+            groups, first_sid = self.groups, self.first_sid
+            new_first: list[int] = []
+            sel_sids = sids[rows].tolist()
+            for i, name, sid in zip(rows.tolist(), names_col.gather(rows).to_list(), sel_sids, strict=True):
+                gid = groups.get(name)
+                if gid is None:
+                    gid = groups[name] = len(self.names)
+                    self.names.append(name)
+                    new_first.append(sid)
+                elif gid < len(first_sid) and first_sid[gid] < 0:
+                    first_sid[gid] = sid  # a group restored without series gets its first one
+                gids[i] = gid
+            if new_first or len(first_sid) < len(self.names):
+                pad = np.full(len(self.names) - len(first_sid) - len(new_first), -1, dtype=np.int64)
+                self.first_sid = np.concatenate([first_sid, pad, np.array(new_first, dtype=np.int64)])
         full = np.full(len(table), -1, dtype=np.int32)
         full[: len(self.gid_of_sid)] = self.gid_of_sid
         full[sids] = gids
@@ -159,7 +181,7 @@ class Absence:
         for name in st["names"]:
             self.groups[name] = len(self.names)
             self.names.append(name)
-            self.subjects.append(None)
+        self.first_sid = np.full(len(self.names), -1, dtype=np.int64)
 
     def restore(self, st: dict[str, Any]) -> None:
         """Step 2 of a restore, after the series are added: the last data of every group."""

@@ -33,13 +33,15 @@ def parse_series_key(key: str) -> tuple[str, str, dict[str, str]]:
 
 
 class SeriesTable:
-    """Series ids with their bucket, measurement and tags."""
+    """Series ids with their bucket, measurement and tags.
+
+    Kept as columns (one Polars frame per registration, concatenated on demand): at 100 k series,
+    per-series Python lists and tag dicts cost ~60 MB more. A single series' bucket, measurement
+    or tags is read as one row (when an alert needs its subject)."""
 
     def __init__(self) -> None:
         self.index = NameIndex(seed=0x5E750)
-        self.bucket: list[str] = []
-        self.measurement: list[str] = []
-        self.tags: list[dict[str, str]] = []
+        self._parts: list[pl.DataFrame] = []  # series, bucket, measurement, tag columns; by sid
 
     def __len__(self) -> int:
         return len(self.index)
@@ -55,23 +57,18 @@ class SeriesTable:
         for col in ("bucket", "measurement"):
             if col not in fresh.columns:
                 fresh = fresh.with_columns(pl.lit(None, dtype=pl.Utf8).alias(col))
-        names = fresh.get_column("series").to_list()
-        sids = self.index.add(names)
         tag_cols = [c for c in fresh.columns if c not in ("series", "bucket", "measurement")]
-        buckets = fresh.get_column("bucket").to_list()
-        meas = fresh.get_column("measurement").to_list()
-        tag_rows = fresh.select(tag_cols).rows() if tag_cols else [()] * fresh.height
-        for name, b, m, row in zip(names, buckets, meas, tag_rows, strict=True):
-            if b is None or m is None or not tag_cols:  # parse the key only when it must
-                pb, pm, ptags = parse_series_key(name)
-                b, m = pb if b is None else b, pm if m is None else m
-            self.bucket.append(b)
-            self.measurement.append(m)
-            self.tags.append({c: str(x) for c, x in zip(tag_cols, row, strict=True) if x is not None} if tag_cols else ptags)
+        part = fresh.select(
+            pl.col("series").cast(pl.Utf8), pl.col("bucket").cast(pl.Utf8), pl.col("measurement").cast(pl.Utf8),
+            *(pl.col(c).cast(pl.Utf8) for c in tag_cols),
+        )
+        need = part.select((pl.col("bucket").is_null() | pl.col("measurement").is_null()).alias("n")).to_series()
+        if not tag_cols or need.any():  # parse the keys only where they must be
+            part = _parsed(part, need if tag_cols else pl.Series([True] * part.height), bool(tag_cols))
+        sids = self.index.add(part.get_column("series").to_list())
+        self._parts.append(part)
         return fresh.with_columns(
-            pl.Series("sid", sids),
-            pl.Series("bucket", self.bucket[sids[0] :], dtype=pl.Utf8),
-            pl.Series("measurement", self.measurement[sids[0] :], dtype=pl.Utf8),
+            pl.Series("sid", sids), part.get_column("bucket"), part.get_column("measurement")
         )
 
     def register_keys(self, names: list[str]) -> pl.DataFrame:
@@ -82,33 +79,69 @@ class SeriesTable:
             rows.append({"series": name, "bucket": b, "measurement": m, **tags})
         return self.register(pl.DataFrame(rows, infer_schema_length=None))
 
+    def _rows(self) -> pl.DataFrame:
+        if len(self._parts) > 1:
+            self._parts = [pl.concat(self._parts, how="diagonal_relaxed")]
+        if not self._parts:
+            return pl.DataFrame(schema={"series": pl.Utf8, "bucket": pl.Utf8, "measurement": pl.Utf8})
+        return self._parts[0]
+
+    def name(self, sid: int) -> str:
+        return self.index.names[sid]
+
+    def describe(self, sid: int) -> tuple[str, str, dict[str, str]]:
+        """(bucket, measurement, tags) of one series."""
+        row = self._rows().row(int(sid), named=True)
+        tags = {k: v for k, v in row.items() if k not in ("series", "bucket", "measurement") and v is not None}
+        return row["bucket"], row["measurement"], tags
+
     def frame(self) -> pl.DataFrame:
         """Every known series as a series frame (with ``sid``)."""
-        rows = [
-            {"series": s, "bucket": b, "measurement": m, **t}
-            for s, b, m, t in zip(self.index.names, self.bucket, self.measurement, self.tags, strict=True)
-        ]
-        if not rows:
-            return pl.DataFrame(schema={"series": pl.Utf8, "bucket": pl.Utf8, "measurement": pl.Utf8, "sid": pl.Int32})
-        df = pl.DataFrame(rows, infer_schema_length=None)
-        return df.with_columns(pl.Series("sid", np.arange(len(rows), dtype=np.int32)))
+        rows = self._rows()
+        return rows.with_columns(pl.Series("sid", np.arange(rows.height, dtype=np.int32)))
 
     def state(self) -> dict[str, Any]:
-        return {
-            "series": list(self.index.names),
-            "bucket": list(self.bucket),
-            "measurement": list(self.measurement),
-            "tags": [dict(t) for t in self.tags],
-        }
+        # an Arrow table: pickled as its buffers (a Polars frame pickles as a serialised copy)
+        return {"rows": self._rows().to_arrow()}
 
     @classmethod
     def from_state(cls, st: dict[str, Any]) -> SeriesTable:
         out = cls()
-        out.index.add(list(st["series"]))
-        out.bucket = list(st["bucket"])
-        out.measurement = list(st["measurement"])
-        out.tags = [dict(t) for t in st["tags"]]
+        if "rows" in st:
+            rows = pl.DataFrame(pl.from_arrow(st["rows"]))
+        else:  # before the columnar table: lists by sid
+            rows = pl.DataFrame(
+                [
+                    {"series": s, "bucket": b, "measurement": m, **t}
+                    for s, b, m, t in zip(st["series"], st["bucket"], st["measurement"], st["tags"], strict=True)
+                ],
+                schema_overrides={"series": pl.Utf8, "bucket": pl.Utf8, "measurement": pl.Utf8},
+                infer_schema_length=None,
+            )
+        if rows.height:
+            out.index.add(rows.get_column("series").to_list())
+            out._parts = [rows]
         return out
+
+
+def _parsed(part: pl.DataFrame, need: pl.Series, have_tags: bool) -> pl.DataFrame:
+    """``part`` with bucket and measurement (and, without tag columns, the tags) of the rows
+    ``need`` taken from their parsed series keys."""
+    idx = np.flatnonzero(need.to_numpy())
+    names = part.get_column("series").gather(idx).to_list()
+    parsed = [parse_series_key(n) for n in names]
+    bucket = part.get_column("bucket").to_list()
+    meas = part.get_column("measurement").to_list()
+    for i, (pb, pm, _t) in zip(idx.tolist(), parsed, strict=True):
+        bucket[i] = pb if bucket[i] is None else bucket[i]
+        meas[i] = pm if meas[i] is None else meas[i]
+    out = part.with_columns(pl.Series("bucket", bucket, dtype=pl.Utf8), pl.Series("measurement", meas, dtype=pl.Utf8))
+    if have_tags:
+        return out
+    tags = pl.DataFrame([t for _b, _m, t in parsed], infer_schema_length=None)
+    if tags.width == 0:
+        return out
+    return pl.concat([out, tags.select(pl.all().cast(pl.Utf8))], how="horizontal")
 
 
 class KeyTable:

@@ -479,13 +479,14 @@ class RuleEngine:
         if rule_index in self._absence_index:
             return next(a for a in self._absences if a.index == rule_index).subject(key)
         sid = int(self._keys.sid[key])
+        bucket, measurement, tags = self._series.describe(sid)
         subj = Subject(
             self._rule_names[rule_index],
-            self._series.index.names[sid],
-            self._series.measurement[sid],
+            self._series.name(sid),
+            measurement,
             self._rfields[int(self._keys.rf[key])],
-            self._series.tags[sid],
-            self._series.bucket[sid],
+            tags,
+            bucket,
         )
         self._subject_cache[(rule_index, key)] = subj
         return subj
