@@ -121,3 +121,41 @@ def test_series_endpoint_and_stream_status(client: Any) -> None:
     assert client.get("/api/v1/series", params={"measurement": "nope", "field": "t", "start": "now-1h"}).status_code == 404
     st = client.get("/api/v1/stream").json()
     assert st["enabled"] and st["rows"] >= 360 and st["error"] is None
+
+
+def test_alert_files_are_synced_before_each_stream_checkpoint(
+    stream_platform: tuple[Sensorium, FakeClock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The alert store and the outbox commit without a sync per step (NORMAL); a checkpoint
+    (whose offset says "these transitions are kept") is saved only after both -wal files were
+    fsynced, and an acknowledgement syncs before it returns."""
+    import os
+
+    import sensorium.rules.alerts as alerts_mod
+
+    p, _ = stream_platform
+    assert p.alerts is not None and p.dispatcher is not None and p.stream is not None
+    assert p.alerts.synchronous == "NORMAL" and p.dispatcher.synchronous == "NORMAL"
+    events: list[str] = []
+    real_fsync, real_save = os.fsync, p.stream.checkpoints.save
+
+    def fsync(fd: int) -> None:
+        events.append(f"fsync {Path(os.readlink(f'/proc/self/fd/{fd}')).name}")
+        real_fsync(fd)
+
+    def save(state: dict[str, Any], stages: Any = None) -> int:
+        events.append("save")
+        return real_save(state, stages)
+
+    monkeypatch.setattr(alerts_mod.os, "fsync", fsync)
+    monkeypatch.setattr(p.stream.checkpoints, "save", save)
+    p.write("\n".join(f"climate,device_id=a temperature={v} {T0 + i * NS}" for i, v in enumerate([40.0, 65.0])))
+    p.process_stream()
+    assert [a["state"] for a in p.alerts.list(rule="hot")] == ["firing"]
+    assert "save" not in events and not any("alerts" in e for e in events)  # no sync per step
+    p.stream.checkpoint()
+    assert events.index("fsync alerts.sqlite-wal") < events.index("save")
+    assert events.index("fsync alert-deliveries.sqlite-wal") < events.index("save")
+    events.clear()
+    p.alerts.ack(p.alerts.list(rule="hot")[0]["alert_id"], by="ops")
+    assert events == ["fsync alerts.sqlite-wal"]

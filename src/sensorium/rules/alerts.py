@@ -35,6 +35,7 @@ import asyncio
 import builtins
 import logging
 import operator
+import os
 import sqlite3
 import threading
 from collections import deque
@@ -331,6 +332,23 @@ class WalCheckpointer:
             thread.join()
 
 
+def sync_wal(path: Path) -> None:
+    """Make every commit so far to the database at ``path`` durable: fsync its ``-wal`` file.
+
+    For a writer with ``synchronous=NORMAL`` (commits are not synced one by one; they survive a
+    crash of the process, not of the machine): the owner calls this at the points where durability
+    matters (the stream before its checkpoint, an acknowledgement before it returns). Without a
+    ``-wal`` file every commit is in the database file, which its last checkpoint synced."""
+    try:
+        fd = os.open(f"{path}-wal", os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def configure_writer(conn: sqlite3.Connection, synchronous: str) -> None:
     """Pragmas of a store's writing connection: WAL journal, ``synchronous`` as given, a larger
     page cache, and SQLite's automatic checkpoint only as a backstop (see
@@ -357,6 +375,7 @@ class AlertStore:
         self._lock = threading.RLock()
         self._subs: set[Subscription] = set()
         self._followers: builtins.list[threading.Event] = []
+        self.synchronous = synchronous
         self._conn: sqlite3.Connection | None = sqlite3.connect(
             str(self.path), check_same_thread=False, isolation_level=None, timeout=30.0
         )
@@ -366,6 +385,13 @@ class AlertStore:
         self._checkpointer = WalCheckpointer(
             self.path, synchronous, name="sensorium-alerts-checkpoint"
         )
+
+    def sync(self) -> None:
+        """Make every stored transition and acknowledgement durable (see :func:`sync_wal`; a
+        no-op cost with ``synchronous=FULL``, whose commits are already synced)."""
+        if self.synchronous != "FULL":
+            with self._lock:
+                sync_wal(self.path)
 
     # -- writing -------------------------------------------------------------------------------------
 
@@ -464,6 +490,7 @@ class AlertStore:
             )
             if cur.rowcount == 0:
                 raise NotFound(f"no alert {alert_id!r}", alert_id=alert_id)
+            self.sync()  # an acknowledgement is durable once it returns
             self._checkpointer.kick()
             alert = self._row(c, alert_id)
             assert alert is not None

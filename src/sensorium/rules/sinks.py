@@ -42,7 +42,7 @@ from sensorium.config import AlertSettings, CommandSettings
 from sensorium.rules._mqtt import MqttSink, format_topic
 from sensorium.rules._sink import DeliveryError, LogSink, Sink, backoff_s
 from sensorium.rules._webhook import WebhookSink
-from sensorium.rules.alerts import WalCheckpointer, configure_writer
+from sensorium.rules.alerts import WalCheckpointer, configure_writer, sync_wal
 from sensorium.rules.types import Transition
 
 __all__ = [
@@ -151,6 +151,7 @@ class Dispatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None  # what stopped the delivery thread, if anything
+        self.synchronous = synchronous
         self._conn: sqlite3.Connection | None = sqlite3.connect(
             str(self.path), check_same_thread=False, isolation_level=None, timeout=30.0
         )
@@ -160,6 +161,13 @@ class Dispatcher:
         self._checkpointer = WalCheckpointer(
             self.path, synchronous, name="sensorium-alert-outbox-checkpoint"
         )
+
+    def sync(self) -> None:
+        """Make every queued delivery durable (with ``synchronous=NORMAL``; see
+        :func:`~sensorium.rules.alerts.sync_wal`)."""
+        if self.synchronous != "FULL":
+            with self._lock:
+                sync_wal(self.path)
 
     # -- queueing ------------------------------------------------------------------------------------
 

@@ -96,6 +96,7 @@ class StreamRunner:
         rules: Any = None,
         pipelines: Sequence[UserStage] = (),
         on_transitions: Callable[[list[Transition]], None] | None = None,
+        before_checkpoint: Callable[[], None] | None = None,
         metrics: Any = None,
         derived_root: Path | None = None,
         app_id: str = DERIVED_APP_ID,
@@ -158,6 +159,9 @@ class StreamRunner:
         if len(set(ids)) != len(ids) or {"rolling", "rollups", "rules", "detect"} & set(ids):
             raise ValueError(f"pipeline step ids must be unique and not rolling/rollups/detect/rules: {ids}")
         self.on_transitions = on_transitions
+        # called before each checkpoint is saved: whoever stores the transitions without syncing
+        # every commit makes them durable here (the checkpoint's offset means "derived and kept")
+        self.before_checkpoint = before_checkpoint
         self._inbox: deque[Batch] = deque()
         self._inbox_rows = 0
         self._cond = threading.Condition()
@@ -235,11 +239,13 @@ class StreamRunner:
                 "offset": self.offset,
                 "seq": self.seq,
                 "series": self.series.state(),
-                "stages": {k: s.state() for k, s in self._stages().items()},
                 "outbox": self.derived.outbox(),
                 "written_ns": self.clock(),
             }
-            self.checkpoints.save(state)
+            if self.before_checkpoint is not None:
+                self.before_checkpoint()
+            # each stage's state is taken as it is written (one in memory at a time)
+            self.checkpoints.save(state, {k: s.state for k, s in self._stages().items()})
             self.checkpoint_offset = self.offset
             seq = self.seq
         self.derived.deliver(seq)
