@@ -12,6 +12,7 @@ import pickle
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import polars as pl
@@ -223,6 +224,21 @@ def test_micro_batch_invariance(kind: str, rows: list[Row], data: st.DataObject)
     parts = run(WindowOperator("w", make(), ALL, 5 * S), rows, cuts)
     assert whole[0].equals(parts[0])
     assert whole[1].equals(parts[1])
+
+
+@pytest.mark.parametrize("kind", sorted(WINDOWERS))
+@PROPS
+@given(rows=streams(), agg=st.integers(1, 6), data=st.data())
+def test_aggregating_in_key_slices_changes_nothing(kind: str, rows: list[Row], agg: int, data: st.DataObject) -> None:
+    """Windows closing together are aggregated in slices of whole series past AGG_ROWS rows
+    (bounded memory): the output is identical whatever the slice size."""
+    make = WINDOWERS[kind][0]
+    cuts = data.draw(st.lists(st.integers(1, max(1, len(rows) - 1)), max_size=4))
+    whole = run(WindowOperator("w", make(), ALL, 5 * S), rows, cuts)
+    with mock.patch("sensorium.stream.window_op.AGG_ROWS", agg):
+        sliced = run(WindowOperator("w", make(), ALL, 5 * S), rows, cuts)
+    assert whole[0].equals(sliced[0])
+    assert whole[1].equals(sliced[1])
 
 
 @pytest.mark.parametrize("kind", sorted(WINDOWERS))

@@ -49,6 +49,8 @@ LATE_SCHEMA: dict[str, pl.DataType] = {
     "watermark": pl.Int64(), "reason": pl.Utf8(),
 }
 STATE_VERSION = 1
+#: Rows aggregated at a time when windows close (see ``WindowOperator._aggregate``).
+AGG_ROWS = 1 << 18
 Rows = tuple[np.ndarray, np.ndarray, np.ndarray]  # kid, time, value
 Part = tuple[np.ndarray, int | np.ndarray, np.ndarray, np.ndarray]  # kid, window start(s), time, value
 
@@ -258,7 +260,30 @@ class WindowOperator:
         return out
 
     def _aggregate(self, parts: list[Part]) -> pl.DataFrame:
-        """Partials of rows given as (kid, window start(s), time, value) parts."""
+        """Partials of rows given as (kid, window start(s), time, value) parts (in arrival order).
+
+        Past :data:`AGG_ROWS` rows the keys are cut into ranges of whole series, each aggregated
+        on its own and the results concatenated (still sorted by key): the working memory (the
+        grouping order, the gathered rows, sketch keys) is that of a slice, not of every row of
+        the windows closing — when the minutes of 100 k series close together, ~2.6 M rows."""
+        total = sum(p[0].size for p in parts)
+        if total <= AGG_ROWS:
+            return self._aggregate_all(parts)
+        lo = min(int(p[0].min()) for p in parts if p[0].size) >> FIELD_BITS
+        hi = (max(int(p[0].max()) for p in parts if p[0].size) >> FIELD_BITS) + 1
+        cuts = np.unique(np.linspace(lo, hi, -(-total // AGG_ROWS) + 1).astype(np.int64)) << FIELD_BITS
+        frames = []
+        for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
+            sub: list[Part] = []
+            for k, s, t, v in parts:
+                m = (k >= a) & (k < b)
+                if m.any():
+                    sub.append((k[m], s if isinstance(s, int) else s[m], t[m], v[m]))
+            if sub:
+                frames.append(self._aggregate_all(sub))
+        return pl.concat(frames) if len(frames) > 1 else frames[0]
+
+    def _aggregate_all(self, parts: list[Part]) -> pl.DataFrame:
         if not parts:
             return pl.DataFrame(schema=partial_schema(self.percentiles, self.sketch))
         if len(parts) == 1:
@@ -298,26 +323,26 @@ class WindowOperator:
             present = pane.series(now.size)
             if not (present & (now >= win.first_end(q)) & (now > done)).any():
                 continue
-            kid, t, v = pane.rows()
-            sid: np.ndarray | None = None
+            chunks = pane.chunks  # in arrival order; never concatenated here (see _aggregate)
+            sids: list[np.ndarray] | None = None
             for st in win.window_starts(q):
                 e = st + win.size_ns
                 emit = present & (done < e) & (e <= now)
                 if not emit.any():
                     continue
                 if not (present & ~emit).any():
-                    parts.append((kid, st, t, v))
+                    parts.extend((kid, st, t, v) for kid, t, v in chunks)
                     continue
-                sid = kid >> FIELD_BITS if sid is None else sid
-                m = emit[sid]
-                parts.append((kid[m], st, t[m], v[m]))
+                sids = [c[0] >> FIELD_BITS for c in chunks] if sids is None else sids
+                for (kid, t, v), sid in zip(chunks, sids, strict=True):
+                    m = emit[sid]
+                    parts.append((kid[m], st, t[m], v[m]))
             keep = present & (now < win.last_end(q))
             if not keep.any():
                 del self._panes[q]
             elif (present & ~keep).any():
-                sid = kid >> FIELD_BITS if sid is None else sid
-                m = keep[sid]
-                pane.chunks = [_take((kid, t, v), m)]
+                sids = [c[0] >> FIELD_BITS for c in chunks] if sids is None else sids
+                pane.chunks = [_take(c, keep[sid]) for c, sid in zip(chunks, sids, strict=True)]
                 pane.present = keep
         return self._aggregate(parts)
 
@@ -392,9 +417,8 @@ class WindowOperator:
     def state(self) -> dict[str, Any]:
         """Picklable snapshot (numpy arrays, polars frames, primitives)."""
         panes = {}
-        for q, pane in self._panes.items():
-            kid, t, v = pane.rows()
-            panes[q] = {"kid": kid, "time": t, "value": v, "present": pane.present.copy()}
+        for q, pane in self._panes.items():  # chunks as they are (a concatenation is a copy)
+            panes[q] = {"chunks": list(pane.chunks), "present": pane.present.copy()}
         session = _concat(self._session) if self._session else _empty_rows()
         return {
             "version": STATE_VERSION, "step_id": self.step_id, "config": self._config(),
@@ -415,7 +439,11 @@ class WindowOperator:
         self._clock.restore(state["clock"])
         self._done = np.array(state["done"], dtype=np.int64)
         self._panes = {
-            int(q): _Pane([(p["kid"], p["time"], p["value"])], p["present"].copy()) for q, p in state["panes"].items()
+            int(q): _Pane(
+                [tuple(c) for c in p["chunks"]] if "chunks" in p else [(p["kid"], p["time"], p["value"])],
+                p["present"].copy(),
+            )
+            for q, p in state["panes"].items()
         }
         self._session = [state["session"]] if state["session"][0].size else []
         self._next_close = int(state["next_close"])
