@@ -74,7 +74,12 @@ def clock() -> FakeClock:
     return FakeClock(T0 + 3 * 3600 * NS)
 
 
-def test_rollups_equal_recomputation_from_raw(data_dir: Path, clock: FakeClock) -> None:
+@pytest.mark.parametrize("output_rows", [65_536, 3])
+def test_rollups_equal_recomputation_from_raw(
+    data_dir: Path, clock: FakeClock, output_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``output_rows``: finished rollup rows go to the lake in slices of this many (3: many)."""
+    monkeypatch.setattr("sensorium.stream.runner.OUTPUT_ROWS", output_rows)
     p = Sensorium(make_settings(data_dir), clock=clock, background=False)
     try:
         for body in _shuffled_requests(_lines(0, 7200, 6, seed=1), seed=2):

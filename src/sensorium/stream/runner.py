@@ -51,6 +51,8 @@ from sensorium.stream.outputs import APP_ID as DERIVED_APP_ID
 from sensorium.stream.outputs import LATE_TABLE, DerivedTables, stream_store, to_arrow
 from sensorium.stream.series import SeriesIndex
 
+#: Rows of finished rollup windows joined with their series' tags at a time.
+OUTPUT_ROWS = 65_536
 log = logging.getLogger("sensorium.stream")
 NS = 1_000_000_000
 ROLLING_TABLE = "rolling_stats"
@@ -429,8 +431,11 @@ class StreamRunner:
 
     def _rollup_output(self, out: Any) -> None:
         for interval, rows in out.finalized.items():
-            if rows.height:
-                for (bucket, m), (frame, tags) in self.series.attach(rows).items():
+            # in slices: the join with the series' tags and the split per measurement copy what
+            # they are given (when 100 k series' minutes close together, ~500 k rows at once)
+            for lo in range(0, rows.height, OUTPUT_ROWS):
+                part = rows.slice(lo, OUTPUT_ROWS)
+                for (bucket, m), (frame, tags) in self.series.attach(part).items():
                     self.derived.add((bucket, f"{m}_{interval}"), to_arrow(frame, [*tags, "field"]))
         self._late_output(out.late)
 
