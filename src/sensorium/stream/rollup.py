@@ -69,6 +69,16 @@ class RollupOutput:
     late: pl.DataFrame  # series, field, time, value, watermark, reason
 
 
+@dataclass(frozen=True, slots=True)
+class RollupPartials:
+    """What a step finished, as mergeable partials per interval (the operator's state already
+    moved on): :meth:`RollupOperator.rows` turns any slice of them into rollup rows, so a caller
+    can make and hand on the rows of 500 k windows a slice at a time."""
+
+    partials: dict[str, pl.DataFrame]  # interval -> partials (kid, start, ...) of finished windows
+    late: pl.DataFrame
+
+
 def _check_intervals(intervals: Sequence[str | int]) -> list[int]:
     if not intervals:
         raise ValueError("rollup needs at least one interval")
@@ -116,16 +126,31 @@ class RollupOperator:
     def process(self, values: pl.DataFrame, keys: Keys | None = None) -> RollupOutput:
         """Take a values frame (arrival order; ``keys``: its rows' ids from the framing, if
         known); return the rows of every window it finishes."""
-        part, late = self._base._process(values, keys)
-        return RollupOutput(self._cascade(part), late)
+        return self._output(self.process_partials(values, keys))
 
     def tick(self, now_ns: int) -> RollupOutput:
         """Processing-time tick (idle series); return the rows of the windows that finishes."""
-        return RollupOutput(self._cascade(self._base._tick(now_ns)), pl.DataFrame(schema=LATE_SCHEMA))
+        return self._output(self.tick_partials(now_ns))
 
     def flush(self) -> RollupOutput:
         """End of stream: finish every open window at every level."""
-        return RollupOutput(self._cascade(self._base._flush()), pl.DataFrame(schema=LATE_SCHEMA))
+        return self._output(RollupPartials(self._cascade(self._base._flush()), pl.DataFrame(schema=LATE_SCHEMA)))
+
+    def process_partials(self, values: pl.DataFrame, keys: Keys | None = None) -> RollupPartials:
+        """:meth:`process`, the finished windows left as partials (see :meth:`rows`)."""
+        part, late = self._base._process(values, keys)
+        return RollupPartials(self._cascade(part), late)
+
+    def tick_partials(self, now_ns: int) -> RollupPartials:
+        """:meth:`tick`, the finished windows left as partials (see :meth:`rows`)."""
+        return RollupPartials(self._cascade(self._base._tick(now_ns)), pl.DataFrame(schema=LATE_SCHEMA))
+
+    def rows(self, interval: str, partials: pl.DataFrame) -> pl.DataFrame:
+        """Rollup rows of finished partials at ``interval`` (row by row: any slice will do)."""
+        return self._rows(partials, self._level(interval))
+
+    def _output(self, p: RollupPartials) -> RollupOutput:
+        return RollupOutput({iv: self.rows(iv, part) for iv, part in p.partials.items()}, p.late)
 
     def open_rows(self, interval: str) -> pl.DataFrame:
         """Provisional rows of the windows at ``interval`` not finished yet (finished finer partials
@@ -144,12 +169,14 @@ class RollupOperator:
             raise ValueError(f"{self.step_id}: no rollup interval {interval!r} (have {', '.join(self.intervals)})") from None
 
     def _cascade(self, base: pl.DataFrame) -> dict[str, pl.DataFrame]:
+        """Finished partials per interval: the finest level's, then each coarser level's after
+        folding in the finer one's."""
         self._open = {}
-        out = {self.intervals[0]: self._rows(base, 0)}
+        out = {self.intervals[0]: base}
         finer = base
         for i in range(1, len(self.sizes)):
             finer = self._advance(i, finer)
-            out[self.intervals[i]] = self._rows(finer, i)
+            out[self.intervals[i]] = finer
         return out
 
     def _lift(self, finer: pl.DataFrame, i: int) -> pl.DataFrame:

@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import polars as pl
 import pyarrow as pa
@@ -50,6 +50,9 @@ from sensorium.stream.frame import Batch, empty_values, keyed_frames
 from sensorium.stream.outputs import APP_ID as DERIVED_APP_ID
 from sensorium.stream.outputs import LATE_TABLE, DerivedTables, stream_store, to_arrow
 from sensorium.stream.series import SeriesIndex
+
+if TYPE_CHECKING:
+    from sensorium.stream.rollup import RollupPartials
 
 #: Rows of finished rollup windows joined with their series' tags at a time.
 OUTPUT_ROWS = 65_536
@@ -302,7 +305,7 @@ class StreamRunner:
             held = self._hold(values)  # side pipelines' input when due, else {} (held for later)
             if values.height and self._side is not None:
                 if self.rollups is not None:
-                    side["rollups"] = self._side.submit(timed, "rollups", self.rollups.process, values, keys)
+                    side["rollups"] = self._side.submit(timed, "rollups", self.rollups.process_partials, values, keys)
                 for step_id, frame in held.items():
                     p = self._pipeline(step_id)
                     side[step_id] = self._side.submit(timed, step_id, p.process, frame, self.series.frame)
@@ -340,7 +343,7 @@ class StreamRunner:
                 done = {k: f.result() for k, f in side.items()}  # waits (and raises) even on errors
             if self.rollups is not None and values.height:
                 self._rollup_output(
-                    done["rollups"] if "rollups" in done else timed("rollups", self.rollups.process, values, keys)
+                    done["rollups"] if "rollups" in done else timed("rollups", self.rollups.process_partials, values, keys)
                 )
             for p in self.pipelines:
                 if p.step_id in done or p.step_id in outputs:
@@ -404,7 +407,7 @@ class StreamRunner:
         with self._step_lock, self.derived.lock:
             self._flush_held()
             if self.rollups is not None:
-                self._rollup_output(self.rollups.tick(now))
+                self._rollup_output(self.rollups.tick_partials(now))
             for p in self.pipelines:
                 self._pipeline_output(p.step_id, p.tick(now))
             transitions = self.rules.tick(now)
@@ -429,13 +432,15 @@ class StreamRunner:
             if self.on_transitions is not None:
                 self.on_transitions(transitions)
 
-    def _rollup_output(self, out: Any) -> None:
-        for interval, rows in out.finalized.items():
-            # in slices: the join with the series' tags and the split per measurement copy what
-            # they are given (when 100 k series' minutes close together, ~500 k rows at once)
-            for lo in range(0, rows.height, OUTPUT_ROWS):
-                part = rows.slice(lo, OUTPUT_ROWS)
-                for (bucket, m), (frame, tags) in self.series.attach(part).items():
+    def _rollup_output(self, out: RollupPartials) -> None:
+        assert self.rollups is not None
+        for interval, partials in out.partials.items():
+            # a slice at a time: the rows (names, statistics), their join with the series' tags
+            # and the split per measurement are copies (when 100 k series' minutes close
+            # together, ~500 k rows); only the stored form of each slice is kept
+            for lo in range(0, partials.height, OUTPUT_ROWS):
+                rows = self.rollups.rows(interval, partials.slice(lo, OUTPUT_ROWS))
+                for (bucket, m), (frame, tags) in self.series.attach(rows).items():
                     self.derived.add((bucket, f"{m}_{interval}"), to_arrow(frame, [*tags, "field"]))
         self._late_output(out.late)
 
