@@ -4,6 +4,7 @@ late data lands in late_data, checkpoints bound the log, downsampled series use 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -183,5 +184,53 @@ def test_downsampled_series_reads_rollups(data_dir: Path, clock: FakeClock) -> N
             assert fast.column(agg).to_pylist() == pytest.approx(slow.column(agg).to_pylist(), rel=1e-9)
         p95, src = p.series("climate", "temperature", start=start, end=end, every="30m", agg="p95")
         assert src == "climate" and p95.num_rows == 4  # no 30m rollup: raw data
+    finally:
+        p.close()
+
+
+def test_a_background_checkpoint_commits_exactly_its_outbox(
+    data_dir: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stream thread's checkpoints commit their outbox on a delivery thread: rows finished
+    after the checkpoint stay for the next one (committed under a later seq, never twice), queries
+    see every finished row meanwhile, and the next checkpoint waits for the commit."""
+    import threading
+
+    lines = _lines(0, 1800, 3, seed=7)
+    third = len(lines) // 3
+    p = Sensorium(make_settings(data_dir), clock=clock, background=False)
+    try:
+        lake = p.stream.derived.lake
+        go = threading.Event()
+        real_deliver = p.stream.derived.deliver
+
+        def held_deliver(*args: Any) -> int:
+            assert go.wait(30)  # the delivery thread starts only once the stream moved on
+            return real_deliver(*args)
+
+        monkeypatch.setattr(p.stream.derived, "deliver", held_deliver)
+        p.write("\n".join(lines[:third]))
+        p.process_stream()
+        held = sum(t.num_rows for t in p.stream.derived.outbox().get(("default", "climate_1m"), []))
+        assert held > 0
+        p.stream.checkpoint(wait=False)
+        p.write("\n".join(lines[third : 2 * third]))  # more finished minutes, after the snapshot
+        p.process_stream()
+        later = sum(t.num_rows for t in p.stream.derived.outbox().get(("default", "climate_1m"), []))
+        go.set()
+        p.stream._wait_delivery()
+        assert lake.dataset("default", "climate_1m").to_table().num_rows == held
+        assert later > held  # the rows finished after the checkpoint wait for the next one
+        _assert_same(_rolled(p, "1m"), {k: v for k, v in _recomputed(p, "1m").items() if k in _rolled(p, "1m")})
+        p.write("\n".join(lines[2 * third :]))
+        clock.advance(86_400)
+        p.process_stream()
+        p.stream.checkpoint(wait=False)
+        p.stream.checkpoint()  # waits for the first, then commits the rest
+        stored = lake.dataset("default", "climate_1m").to_table()
+        keys = list(zip(stored["time"].to_pylist(), stored["device_id"].to_pylist(), stored["field"].to_pylist(), strict=True))
+        assert len(keys) == len(set(keys))
+        for iv in ("1m", "1h"):
+            _assert_same(_rolled(p, iv), _recomputed(p, iv))
     finally:
         p.close()

@@ -139,10 +139,13 @@ class DerivedTables:
         with self._lock:
             self._outbox = {k: list(v) for k, v in outbox.items()}
 
-    def deliver(self, seq: int) -> int:
-        """Commit the outbox (as of checkpoint ``seq``) to the lake; returns rows committed."""
+    def deliver(self, seq: int, outbox: dict[Key, list[pa.Table]] | None = None) -> int:
+        """Commit the outbox (as of checkpoint ``seq``: ``outbox``, the snapshot that checkpoint
+        holds; default the outbox now) to the lake; returns rows committed. Rows added after the
+        snapshot stay for the next checkpoint: committing them under ``seq`` would store them
+        twice after a crash (the replay re-derives them into a later checkpoint)."""
         rows = 0
-        for key, tables in self.outbox().items():
+        for key, tables in (self.outbox() if outbox is None else outbox).items():
             n = len(tables)
             if self.lake.applied_offset(*key, app_id=self.app_id) < seq:
                 data = pa.concat_tables(tables, promote_options="permissive")
