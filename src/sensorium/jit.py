@@ -226,6 +226,12 @@ def segment_sums(a: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return kernels().segment_sums(_c(a, np.float64), _c(starts, np.int64))  # type: ignore[no-any-return]
 
 
+def _inplace(name: str, arr: np.ndarray, dtype: Any) -> np.ndarray:
+    if arr.dtype != dtype or not arr.flags.c_contiguous:
+        raise TypeError(f"{name} must be a C-contiguous {np.dtype(dtype).name} array (updated in place)")
+    return arr
+
+
 def observe_rows(
     sid: np.ndarray, time: np.ndarray, max_time: np.ndarray, wm: np.ndarray, lateness: int,
     seen: np.ndarray, before: np.ndarray,
@@ -234,18 +240,10 @@ def observe_rows(
     row i (``max(wm, running max event time - lateness)``, saturating at int64 min); updates
     ``max_time`` and marks ``seen`` (both in place: int64 and bool, C-contiguous); ``wm`` is
     read only. Returns whether some row is behind its watermark."""
-    for name, arr, dt in (("max_time", max_time, np.int64), ("seen", seen, np.bool_), ("before", before, np.int64)):
-        if arr.dtype != dt or not arr.flags.c_contiguous:
-            raise TypeError(f"observe_rows: {name} must be a C-contiguous {np.dtype(dt).name} array")
     return bool(kernels().observe_rows(
-        _c(sid, np.int64), _c(time, np.int64), max_time, _c(wm, np.int64), int(lateness), seen, before
+        _c(sid, np.int64), _c(time, np.int64), _inplace("max_time", max_time, np.int64), _c(wm, np.int64),
+        int(lateness), _inplace("seen", seen, np.bool_), _inplace("before", before, np.int64),
     ))
-
-
-def _inplace(name: str, arr: np.ndarray, dtype: Any) -> np.ndarray:
-    if arr.dtype != dtype or not arr.flags.c_contiguous:
-        raise TypeError(f"{name} must be a C-contiguous {np.dtype(dtype).name} array (updated in place)")
-    return arr
 
 
 def rolling_stats(

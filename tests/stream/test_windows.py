@@ -228,14 +228,19 @@ def test_micro_batch_invariance(kind: str, rows: list[Row], data: st.DataObject)
 
 @pytest.mark.parametrize("kind", sorted(WINDOWERS))
 @PROPS
-@given(rows=streams(), agg=st.integers(1, 6), data=st.data())
-def test_aggregating_in_key_slices_changes_nothing(kind: str, rows: list[Row], agg: int, data: st.DataObject) -> None:
+@given(rows=streams(), agg=st.integers(1, 6), chunks=st.integers(2, 4), data=st.data())
+def test_aggregating_in_key_slices_changes_nothing(
+    kind: str, rows: list[Row], agg: int, chunks: int, data: st.DataObject
+) -> None:
     """Windows closing together are aggregated in slices of whole series past AGG_ROWS rows
-    (bounded memory): the output is identical whatever the slice size."""
+    (bounded memory), and a pane's chunks are joined every PANE_CHUNKS steps: the output is
+    identical whatever the slice size and however the chunks were joined."""
     make = WINDOWERS[kind][0]
-    cuts = data.draw(st.lists(st.integers(1, max(1, len(rows) - 1)), max_size=4))
+    cuts = data.draw(st.lists(st.integers(1, max(1, len(rows) - 1)), max_size=6))
     whole = run(WindowOperator("w", make(), ALL, 5 * S), rows, cuts)
-    with mock.patch("sensorium.stream.window_op.AGG_ROWS", agg):
+    with mock.patch("sensorium.stream.window_op.AGG_ROWS", agg), mock.patch(
+        "sensorium.stream.window_op.PANE_CHUNKS", chunks
+    ):
         sliced = run(WindowOperator("w", make(), ALL, 5 * S), rows, cuts)
     assert whole[0].equals(sliced[0])
     assert whole[1].equals(sliced[1])

@@ -51,6 +51,8 @@ LATE_SCHEMA: dict[str, pl.DataType] = {
 STATE_VERSION = 1
 #: Rows aggregated at a time when windows close (see ``WindowOperator._aggregate``).
 AGG_ROWS = 1 << 18
+#: Chunks a pane holds before they are joined into one (see ``_Pane.add``).
+PANE_CHUNKS = 64
 Rows = tuple[np.ndarray, np.ndarray, np.ndarray]  # kid, time, value
 Part = tuple[np.ndarray, int | np.ndarray, np.ndarray, np.ndarray]  # kid, window start(s), time, value
 
@@ -99,6 +101,14 @@ class _Pane:
         if self.present.size < n:
             self.mark(np.empty(0, dtype=np.int64), n)
         return self.present
+
+    def add(self, rows: Rows) -> None:
+        """Append a step's rows. Chunks are kept as they come (finalizing and checkpoints go
+        chunk by chunk, no copy), joined into one only every :data:`PANE_CHUNKS` steps, so a
+        long window fed by many small steps does not cost a Python pass per step's chunk."""
+        self.chunks.append(rows)
+        if len(self.chunks) >= PANE_CHUNKS:
+            self.rows()
 
     def rows(self) -> Rows:
         self.chunks = [_concat(self.chunks)]
@@ -244,7 +254,7 @@ class WindowOperator:
         if pane is None:
             pane = self._panes[q] = _Pane([rows], np.zeros(0, dtype=bool))
         else:
-            pane.chunks.append(rows)
+            pane.add(rows)
         return pane
 
     def _finalize(self) -> pl.DataFrame:
