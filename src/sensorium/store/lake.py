@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,8 @@ from sensorium.schema import TIME, TIME_TYPE, for_storage, is_tag
 APP_ID = "sensorium-wal"
 NS_PER_DAY = 86_400_000_000_000
 DAY = "day"
+#: rows per slice a commit prepares and hands to the writer at a time (:meth:`Lake.prepared`)
+PREPARE_ROWS = 131_072
 
 
 _SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
@@ -141,7 +143,7 @@ class Lake:
         return -1 if v is None else int(v)
 
     # -- writing -------------------------------------------------------------------------------
-    def _writer_properties(self, table: pa.Table) -> WriterProperties:
+    def _writer_properties(self) -> WriterProperties:
         cols: dict[str, ColumnProperties] = {
             TIME: ColumnProperties(dictionary_enabled=False, encoding="DELTA_BINARY_PACKED")
         }
@@ -154,10 +156,22 @@ class Lake:
 
     @staticmethod
     def prepare(table: pa.Table) -> pa.Table:
-        """Storage form: tags as strings, a ``day`` partition column, sorted by day, series, time.
+        """Storage form: tags as strings, a ``day`` partition column, sorted by day, series, time
+        (see :meth:`prepared`, of which this is the whole in one table)."""
+        schema, parts = Lake.prepared(table, rows=None)
+        return pa.Table.from_batches([b for t in parts for b in t.to_batches()], schema=schema)
+
+    @staticmethod
+    def prepared(table: pa.Table, rows: int | None) -> tuple[pa.Schema, Iterator[pa.Table]]:
+        """The storage form of ``table`` as its schema and an iterator of consecutive slices of
+        about ``rows`` rows (None: one slice), made one at a time: tags as strings, a ``day``
+        partition column, sorted by day, series, time, rows of one series and time merged (later
+        fields win). A writer that consumes the slices in turn never holds a sorted copy of the
+        whole batch.
 
         The sort runs on integers (tag dictionary ranks and nanoseconds, ``np.lexsort``), not on
-        strings, and day labels are formatted once per distinct day."""
+        strings, and day labels are formatted once per distinct day. Slices end only between
+        different (series, time), so merging within a slice merges every duplicate."""
         tags = [f.name for f in table.schema if is_tag(f.type)]
         ns = table[TIME].cast(pa.int64()).to_numpy()
         day = ns // NS_PER_DAY
@@ -178,17 +192,34 @@ class Lake:
         order = np.lexsort(keys)
         days, inverse = np.unique(day[order], return_inverse=True)
         labels = pc.strftime(pa.array(days * NS_PER_DAY, pa.int64()).cast(TIME_TYPE), format="%Y-%m-%d")
-        day_col = pa.DictionaryArray.from_arrays(pa.array(inverse, pa.int32()), labels).cast(pa.string())
-        t = for_storage(table.take(pa.array(order)))
-        t = t.append_column(DAY, day_col)
         # same series and time sort next to each other (lexsort is stable: arrival order kept)
-        same = np.ones(max(len(order) - 1, 0), dtype=bool)
+        n = len(order)
+        same = np.ones(max(n - 1, 0), dtype=bool)
         for k in keys[:-1]:
             ks = k[order]
             same &= ks[1:] == ks[:-1]
-        if same.any():  # a point written again in a later request: later fields win (merge)
-            t = dedup_sorted(t, tags)
-        return t
+        del keys, ns, day
+        schema = for_storage(table.slice(0, 0)).schema.append(pa.field(DAY, pa.string()))
+        # slice ends: every ``rows`` rows, moved on to the next change of (series, time)
+        ends = [n]
+        if rows is not None and n > rows:
+            free = np.flatnonzero(~same) + 1  # a slice may end before these rows
+            at = np.searchsorted(free, np.arange(rows, n, rows), side="left")
+            ends = sorted({int(free[i]) for i in at.tolist() if i < len(free)} | {n})
+
+        def parts() -> Iterator[pa.Table]:
+            a = 0
+            for b in ends:
+                idx = order[a:b]
+                t = for_storage(table.take(pa.array(idx)))
+                day_col = pa.DictionaryArray.from_arrays(pa.array(inverse[a:b], pa.int32()), labels)
+                t = t.append_column(DAY, day_col.cast(pa.string()))
+                if same[a : max(b - 1, a)].any():  # a point written again: later fields win (merge)
+                    t = dedup_sorted(t, tags).select(schema.names).cast(schema)
+                yield t
+                a = b
+
+        return schema, parts()
 
     def append(
         self, bucket: str, measurement: str, table: pa.Table, offset: int | None, app_id: str = APP_ID
@@ -196,7 +227,6 @@ class Lake:
         """Commit ``table`` (batch form); record ``offset`` of ``app_id`` atomically when given.
         A batch whose ``offset`` is at or below the one already recorded is skipped (stored once).
         Returns the new version."""
-        data = self.prepare(table)
         path = self.path(bucket, measurement)
         path.parent.mkdir(parents=True, exist_ok=True)
         commit = CommitProperties(
@@ -211,6 +241,9 @@ class Lake:
                     done = dt.transaction_version(app_id)
                     if done is not None and offset <= int(done):
                         return int(dt.version())
+                # prepared a slice at a time as the writer reads it (again on each attempt)
+                schema, parts = self.prepared(table, PREPARE_ROWS)
+                data = pa.RecordBatchReader.from_batches(schema, (b for t in parts for b in t.to_batches()))
                 try:
                     write_deltalake(
                         dt if dt is not None else str(path),
@@ -218,7 +251,7 @@ class Lake:
                         mode="append",
                         partition_by=[DAY],
                         schema_mode="merge",
-                        writer_properties=self._writer_properties(data),
+                        writer_properties=self._writer_properties(),
                         commit_properties=commit,
                     )
                     break
@@ -357,7 +390,7 @@ class Lake:
                     predicate=f"{DAY} = '{day}'",
                     partition_by=[DAY],
                     schema_mode="merge",
-                    writer_properties=self._writer_properties(part),
+                    writer_properties=self._writer_properties(),
                 )
                 dt.update_incremental()
                 done += 1
