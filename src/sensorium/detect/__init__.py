@@ -3,10 +3,9 @@
 Detectors share one interface (:class:`~sensorium.detect.base.Detector`): per-series state,
 ``score_many`` / ``learn_many`` on Polars batches, scores in [0, 1], checkpointable state.
 ``make(name, **params)`` builds one from the registry; ``names()`` lists them; ``"default"`` is
-the detector tuned on NAB (see docs/detection.md).
+the detector tuned on NAB (see docs/detection.md). The built-in detectors register on first use.
 """
 
-from sensorium.detect import combine, forest, likelihood, univariate  # noqa: F401  (register the detectors)
 from sensorium.detect.base import Detector, Layout, StateTable, make, names, score_frame, squash
 
 __all__ = ["Detector", "Layout", "StateTable", "make", "names", "score_frame", "squash"]

@@ -295,13 +295,32 @@ def register_factory(name: str, factory: Callable[..., Detector]) -> None:
     _REGISTRY[name] = factory
 
 
+#: the built-in detectors' modules, imported (and so registered) on the first :func:`make` or
+#: :func:`names`: a process that detects nothing (``detect.enabled = false``) never loads them
+#: or what they need (SciPy's special functions, ~11 MB resident)
+_BUILTINS = ("combine", "forest", "likelihood", "univariate")
+_loaded = False
+
+
+def _load_builtins() -> None:
+    global _loaded
+    if not _loaded:
+        import importlib
+
+        for m in _BUILTINS:
+            importlib.import_module(f"sensorium.detect.{m}")
+        _loaded = True
+
+
 def names() -> list[str]:
     """Registered detector names."""
+    _load_builtins()
     return sorted(_REGISTRY)
 
 
 def make(name: str, **params: Any) -> Detector:
     """A new detector by registry name (``"default"`` is the tuned default)."""
+    _load_builtins()
     try:
         factory = _REGISTRY[name]
     except KeyError:
