@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sensorium.store.lake as lake_mod
-
 from sensorium.schema import TAG_TYPE, TIME_TYPE
 from sensorium.store.lake import Lake
 
@@ -140,3 +139,101 @@ def test_append_writes_the_batch_a_slice_at_a_time(tmp_path: Path, monkeypatch: 
         _rows(expected), key=repr
     )
     assert lake.applied_offset("b", "m") == 3
+
+
+def _spy_commits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the commits made from files the lake wrote itself (add actions per commit)."""
+    from deltalake import DeltaTable
+
+    made: list[int] = []
+    real = DeltaTable.create_write_transaction
+
+    def spy(self: DeltaTable, actions: list[object], *a: object, **k: object) -> None:
+        made.append(len(actions))
+        real(self, actions, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(DeltaTable, "create_write_transaction", spy)
+    return made
+
+
+def test_appends_to_a_table_with_the_batch_columns_write_their_own_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = _spy_commits(monkeypatch)
+    lake = Lake(tmp_path)
+    lake.append("b", "m", _batch(), offset=1)  # creates the table: delta-rs's writer
+    assert made == []
+    later = _batch()
+    later = later.set_column(0, "time", pa.array([t + 100 for t in later["time"].cast(pa.int64()).to_pylist()], pa.int64()).cast(TIME_TYPE))
+    lake.append("b", "m", later, offset=2)
+    assert made == [2]  # one file per day, one commit
+    assert lake.applied_offset("b", "m") == 2
+    stored = lake.read("b", "m")
+    assert stored.num_rows == 12
+    assert sorted(stored["v"].to_pylist()) == sorted([1.0, 2.0, 3.0, 4.0, 5.0, 6.0] * 2)
+    # file statistics: what readers prune on
+    from deltalake import DeltaTable
+
+    acts = pa.table(DeltaTable(str(lake.path("b", "m"))).get_add_actions(flatten=True)).to_pylist()
+    ours = [a for a in acts if a["max.time"] > T0 + 100 or a["min.time"] >= T0 + 100]
+    assert sum(a["num_records"] for a in acts) == 12
+    day1 = next(a for a in ours if a["partition.day"] == "2026-01-01")
+    assert (day1["num_records"], day1["min.time"], day1["max.time"]) == (4, T0 + 101, T0 + 107)
+    assert (day1["null_count.device_id"], day1["min.v"], day1["max.v"]) == (1, 2.0, 6.0)
+    # a replay of the same offset stores nothing and leaves no file behind
+    files = sorted(p.name for p in lake.path("b", "m").rglob("*.parquet"))
+    lake.append("b", "m", later, offset=2)
+    assert lake.read("b", "m").num_rows == 12
+    assert sorted(p.name for p in lake.path("b", "m").rglob("*.parquet")) == files
+
+
+def test_new_columns_and_type_clashes_go_through_the_merging_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sensorium.errors import TypeConflictError
+
+    made = _spy_commits(monkeypatch)
+    lake = Lake(tmp_path)
+    lake.append("b", "m", _batch(), offset=1)
+    wider = _batch().append_column("w", pa.array([7.0] * 6))
+    lake.append("b", "m", wider, offset=2)  # a new column: the schema is merged
+    assert made == []
+    assert lake.read("b", "m")["w"].null_count == 6
+    clash = _batch().set_column(2, "v", pa.array(["x"] * 6))
+    with pytest.raises(TypeConflictError):
+        lake.append("b", "m", clash, offset=3)
+    assert lake.applied_offset("b", "m") == 2
+
+
+def test_files_of_a_failed_commit_are_removed_and_a_lost_race_commits_them_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deltalake import DeltaTable
+    from deltalake.exceptions import CommitFailedError
+
+    lake = Lake(tmp_path)
+    lake.append("b", "m", _batch(), offset=1)
+    before = set(lake.path("b", "m").rglob("*.parquet"))
+    real = DeltaTable.create_write_transaction
+    calls: list[list[str]] = []
+
+    def once_lost(self: DeltaTable, actions: list, *a: object, **k: object) -> None:  # type: ignore[type-arg]
+        calls.append([x.path for x in actions])
+        if len(calls) == 1:
+            raise CommitFailedError("version 2 already exists")  # another writer was first
+        real(self, actions, *a, **k)
+
+    monkeypatch.setattr(DeltaTable, "create_write_transaction", once_lost)
+    lake.append("b", "m", _batch(), offset=2)
+    assert len(calls) == 2 and calls[0] == calls[1]  # the same files, committed on the retry
+    assert lake.applied_offset("b", "m") == 2 and lake.read("b", "m").num_rows == 12
+
+    def broken(self: DeltaTable, actions: list, *a: object, **k: object) -> None:  # type: ignore[type-arg]
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(DeltaTable, "create_write_transaction", broken)
+    now = set(lake.path("b", "m").rglob("*.parquet"))
+    with pytest.raises(OSError, match="disk gone"):
+        lake.append("b", "m", _batch(), offset=3)
+    assert set(lake.path("b", "m").rglob("*.parquet")) == now  # nothing left behind
+    assert len(now - before) == 2

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 from deltalake import (
     ColumnProperties,
     CommitProperties,
@@ -27,8 +30,9 @@ from deltalake import (
     WriterProperties,
     write_deltalake,
 )
+from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import CommitFailedError
-from deltalake.transaction import Transaction
+from deltalake.transaction import AddAction, RemoveAction, Transaction
 
 from sensorium.config import StoreSettings
 from sensorium.errors import TypeConflictError
@@ -226,50 +230,131 @@ class Lake:
     ) -> int:
         """Commit ``table`` (batch form); record ``offset`` of ``app_id`` atomically when given.
         A batch whose ``offset`` is at or below the one already recorded is skipped (stored once).
-        Returns the new version."""
+        Returns the new version.
+
+        When the table exists and already has every column of the batch with the same type (the
+        usual case), the batch is written as Parquet files by :meth:`_write_files` (a slice at a
+        time, ~1x the data in memory) and committed with their add actions; otherwise (a new
+        table, new columns, a type clash) delta-rs's writer writes it, merging the schema (it
+        holds ~3-4x the batch while writing)."""
         path = self.path(bucket, measurement)
         path.parent.mkdir(parents=True, exist_ok=True)
         commit = CommitProperties(
             app_transactions=[Transaction(app_id=app_id, version=offset)] if offset is not None else None
         )
+        files: _Files | None = None
         with self.lock(bucket, measurement):
-            for attempt in range(COMMIT_ATTEMPTS):
-                dt = self._table(bucket, measurement)
-                if dt is not None:
-                    dt.update_incremental()  # other processes may write this table (workers)
-                if offset is not None and dt is not None:  # already stored (a replay): store once
-                    done = dt.transaction_version(app_id)
-                    if done is not None and offset <= int(done):
-                        return int(dt.version())
-                # prepared a slice at a time as the writer reads it (again on each attempt)
-                schema, parts = self.prepared(table, PREPARE_ROWS)
-                data = pa.RecordBatchReader.from_batches(schema, (b for t in parts for b in t.to_batches()))
-                try:
-                    write_deltalake(
-                        dt if dt is not None else str(path),
-                        data,
-                        mode="append",
-                        partition_by=[DAY],
-                        schema_mode="merge",
-                        writer_properties=self._writer_properties(),
-                        commit_properties=commit,
-                    )
-                    break
-                except Exception as exc:  # delta-rs raises a generic error for a column type clash
-                    if "Cast error" in str(exc) or "Schema error" in str(exc):
-                        raise TypeConflictError(
-                            f"{bucket}/{measurement}: a column's type conflicts with the stored one: {exc}",
-                            bucket=bucket,
-                            measurement=measurement,
-                        ) from exc
-                    if attempt + 1 < COMMIT_ATTEMPTS and _concurrent_commit(exc):
-                        # another process committed (or created the table) first: look again
-                        self._tables.pop((bucket, measurement), None)
-                        time.sleep(0.01 * (attempt + 1))
-                        continue
-                    raise
+            try:
+                for attempt in range(COMMIT_ATTEMPTS):
+                    dt = self._table(bucket, measurement)
+                    if dt is not None:
+                        dt.update_incremental()  # other processes may write this table (workers)
+                    if offset is not None and dt is not None:  # already stored (a replay): store once
+                        done = dt.transaction_version(app_id)
+                        if done is not None and offset <= int(done):
+                            return int(dt.version())
+                    try:
+                        if dt is not None and (files is not None or _fits(dt, table)):
+                            if files is None:
+                                files = self._write_files(path, table)
+                            dt.create_write_transaction(
+                                list[AddAction | RemoveAction](files.actions), mode="append", schema=dt.schema(),
+                                partition_by=[DAY],
+                                commit_properties=commit,
+                            )
+                            files = None  # committed: the table's now
+                        else:
+                            self._write_merging(path, dt, table, commit)
+                        break
+                    except Exception as exc:  # delta-rs raises a generic error for a column type clash
+                        if "Cast error" in str(exc) or "Schema error" in str(exc):
+                            raise TypeConflictError(
+                                f"{bucket}/{measurement}: a column's type conflicts with the stored one: {exc}",
+                                bucket=bucket,
+                                measurement=measurement,
+                            ) from exc
+                        if attempt + 1 < COMMIT_ATTEMPTS and _concurrent_commit(exc):
+                            # another process committed (or created the table) first: look again
+                            # (files already written are committed as they are)
+                            self._tables.pop((bucket, measurement), None)
+                            time.sleep(0.01 * (attempt + 1))
+                            continue
+                        raise
+            finally:
+                if files is not None:  # written but not committed (skipped as a replay, or failed)
+                    files.remove()
             self._tables.pop((bucket, measurement), None)
             return self.version(bucket, measurement)
+
+    def _write_merging(self, path: Path, dt: DeltaTable | None, table: pa.Table, commit: CommitProperties) -> None:
+        """delta-rs's writer, merging new columns into the table's schema (creates the table)."""
+        # prepared a slice at a time as the writer reads it (again on each attempt)
+        schema, parts = self.prepared(table, PREPARE_ROWS)
+        data = pa.RecordBatchReader.from_batches(schema, (b for t in parts for b in t.to_batches()))
+        write_deltalake(
+            dt if dt is not None else str(path),
+            data,
+            mode="append",
+            partition_by=[DAY],
+            schema_mode="merge",
+            writer_properties=self._writer_properties(),
+            commit_properties=commit,
+        )
+
+    def _write_files(self, path: Path, table: pa.Table) -> _Files:
+        """Write ``table`` in storage form as Parquet files under ``path`` (one per day, a new one
+        past :data:`FILE_ROWS` rows), a prepared slice at a time; their add actions (with
+        statistics) to commit. Written with the table's writer settings: zstd, ``time``
+        delta-encoded without a dictionary, a row group per slice."""
+        schema, parts = self.prepared(table, PREPARE_ROWS)
+        data_schema = pa.schema([f for f in schema if f.name != DAY])
+        out = _Files(path)
+        current: tuple[str, pq.ParquetWriter, str, _Stats] | None = None
+
+        def close() -> None:
+            nonlocal current
+            if current is not None:
+                day, w, rel, stats = current
+                current = None
+                w.close()
+                out.add(rel, day, stats)
+
+        try:
+            for t in parts:
+                if not t.num_rows:
+                    continue
+                runs = pc.run_end_encode(t[DAY].combine_chunks())
+                ends = runs.run_ends.to_numpy().tolist()
+                days = runs.values.to_pylist()
+                a = 0
+                for day, b in zip(days, ends, strict=True):
+                    piece = t.slice(a, b - a).drop_columns([DAY])
+                    a = b
+                    if current is not None and (current[0] != day or current[3].rows >= FILE_ROWS):
+                        close()
+                    if current is None:
+                        rel = f"{DAY}={day}/part-{len(out.actions):05d}-{uuid.uuid4()}-c000.zstd.parquet"
+                        (path / rel).parent.mkdir(parents=True, exist_ok=True)
+                        out.paths.append(path / rel)
+                        w = pq.ParquetWriter(
+                            str(path / rel),
+                            data_schema,
+                            compression="zstd",
+                            compression_level=self.settings.compression_level,
+                            use_dictionary=[n for n in data_schema.names if n != TIME],
+                            column_encoding={TIME: "DELTA_BINARY_PACKED"} if TIME in data_schema.names else None,
+                            write_statistics=True,
+                        )
+                        current = (day, w, rel, _Stats(data_schema))
+                    current[1].write_table(piece, row_group_size=max(piece.num_rows, 1))
+                    current[3].add(piece)
+            close()
+        except BaseException:
+            if current is not None:
+                current[1].close()
+            out.remove()
+            raise
+        return out
 
     # -- reading -------------------------------------------------------------------------------
     def dataset(self, bucket: str, measurement: str, version: int | None = None) -> Any:
@@ -433,3 +518,99 @@ def dedup_sorted(part: pa.Table, tags: list[str]) -> pa.Table:
     order = [c for c in (DAY, *tags, TIME) if c in df.columns]
     df = df.sort(order, nulls_last=False)
     return df.to_arrow()
+
+
+#: rows per Parquet file a commit writes (more start a new file of the same day)
+FILE_ROWS = 4_194_304
+#: strings longer than this get no min/max statistics (Delta's default truncation length)
+_STAT_CHARS = 32
+
+
+def _fits(dt: DeltaTable, table: pa.Table) -> bool:
+    """Whether ``table`` (batch form) can be committed without a schema change: the table is
+    partitioned by day and has every column of the batch's storage form with the same type."""
+    if list(dt.metadata().partition_columns) != [DAY]:
+        return False
+    storage = for_storage(table.slice(0, 0)).schema
+    if not all(_plain(f.type) for f in storage):
+        return False  # e.g. timestamps (Delta stores microseconds) or unsigned: delta-rs converts them
+    have = {f.name: f.type for f in dt.schema().fields}
+    want = DeltaSchema.from_arrow(storage)
+    return all(f.name in have and f.name != DAY and have[f.name] == f.type for f in want.fields)
+
+
+def _plain(t: pa.DataType) -> bool:
+    """A type Parquet stores as Delta reads it, with no conversion."""
+    return (
+        pa.types.is_signed_integer(t)
+        or pa.types.is_floating(t)
+        or pa.types.is_boolean(t)
+        or pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_binary(t)
+    )
+
+
+class _Stats:
+    """Delta file statistics (``numRecords``, ``minValues``, ``maxValues``, ``nullCount``) of
+    the pieces written to one file, merged as they come."""
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.rows = 0
+        self.nulls = dict.fromkeys(schema.names, 0)
+        self.lo: dict[str, Any] = {}
+        self.hi: dict[str, Any] = {}
+        self._ranged = [
+            f.name for f in schema
+            if pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_string(f.type)
+        ]
+        self._dropped: set[str] = set()  # no range (a NaN, an overlong string)
+
+    def add(self, piece: pa.Table) -> None:
+        self.rows += piece.num_rows
+        for name in self.nulls:
+            self.nulls[name] += piece[name].null_count
+        for name in self._ranged:
+            if name in self._dropped:
+                continue
+            mm = pc.min_max(piece[name]).as_py()
+            lo, hi = mm["min"], mm["max"]
+            if lo is None:
+                continue  # all null here
+            if isinstance(lo, float) and (lo != lo or hi != hi or abs(lo) == float("inf") or abs(hi) == float("inf")):
+                self._dropped.add(name)
+                continue
+            if isinstance(lo, str) and (len(lo) > _STAT_CHARS or len(hi) > _STAT_CHARS):
+                self._dropped.add(name)
+                continue
+            self.lo[name] = lo if name not in self.lo else min(self.lo[name], lo)
+            self.hi[name] = hi if name not in self.hi else max(self.hi[name], hi)
+
+    def json(self) -> str:
+        keep = [n for n in self.lo if n not in self._dropped]
+        return orjson.dumps({
+            "numRecords": self.rows,
+            "minValues": {n: self.lo[n] for n in keep},
+            "maxValues": {n: self.hi[n] for n in keep},
+            "nullCount": self.nulls,
+        }).decode()
+
+
+class _Files:
+    """Parquet files written for one commit, and their add actions."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.paths: list[Path] = []
+        self.actions: list[AddAction] = []
+
+    def add(self, rel: str, day: str, stats: _Stats) -> None:
+        full = self.root / rel
+        st = full.stat()
+        self.actions.append(
+            AddAction(rel, st.st_size, {DAY: day}, int(st.st_mtime * 1000), True, stats.json())
+        )
+
+    def remove(self) -> None:
+        for p in self.paths:
+            p.unlink(missing_ok=True)
