@@ -161,12 +161,13 @@ def test_appends_to_a_table_with_the_batch_columns_write_their_own_files(
 ) -> None:
     made = _spy_commits(monkeypatch)
     lake = Lake(tmp_path)
-    lake.append("b", "m", _batch(), offset=1)  # creates the table: delta-rs's writer
-    assert made == []
+    lake.append("b", "m", _batch(), offset=1)  # creates the table (its schema: a commit of no rows)
+    assert made == [2]
+    assert lake.version("b", "m") == 1 and lake.applied_offset("b", "m") == 1
     later = _batch()
     later = later.set_column(0, "time", pa.array([t + 100 for t in later["time"].cast(pa.int64()).to_pylist()], pa.int64()).cast(TIME_TYPE))
     lake.append("b", "m", later, offset=2)
-    assert made == [2]  # one file per day, one commit
+    assert made == [2, 2]  # one file per day, one commit
     assert lake.applied_offset("b", "m") == 2
     stored = lake.read("b", "m")
     assert stored.num_rows == 12
@@ -187,7 +188,7 @@ def test_appends_to_a_table_with_the_batch_columns_write_their_own_files(
     assert sorted(p.name for p in lake.path("b", "m").rglob("*.parquet")) == files
 
 
-def test_new_columns_and_type_clashes_go_through_the_merging_writer(
+def test_new_columns_are_merged_first_and_type_clashes_are_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from sensorium.errors import TypeConflictError
@@ -196,13 +197,17 @@ def test_new_columns_and_type_clashes_go_through_the_merging_writer(
     lake = Lake(tmp_path)
     lake.append("b", "m", _batch(), offset=1)
     wider = _batch().append_column("w", pa.array([7.0] * 6))
-    lake.append("b", "m", wider, offset=2)  # a new column: the schema is merged
-    assert made == []
-    assert lake.read("b", "m")["w"].null_count == 6
+    lake.append("b", "m", wider, offset=2)  # a new column: the schema is merged, then the rows
+    assert made == [2, 2]
+    assert lake.read("b", "m")["w"].to_pylist().count(7.0) == 6
     clash = _batch().set_column(2, "v", pa.array(["x"] * 6))
     with pytest.raises(TypeConflictError):
         lake.append("b", "m", clash, offset=3)
-    assert lake.applied_offset("b", "m") == 2
+    assert lake.applied_offset("b", "m") == 2 and lake.read("b", "m").num_rows == 12
+    stamped = _batch().append_column("at", pa.array([T0] * 6, pa.int64()).cast(TIME_TYPE))
+    lake.append("b", "m", stamped, offset=4)  # a timestamp column: delta-rs converts it
+    assert made == [2, 2]
+    assert lake.read("b", "m")["at"].drop_null().to_pylist()[0].timestamp() * 1e9 == T0
 
 
 def test_files_of_a_failed_commit_are_removed_and_a_lost_race_commits_them_again(

@@ -232,11 +232,12 @@ class Lake:
         A batch whose ``offset`` is at or below the one already recorded is skipped (stored once).
         Returns the new version.
 
-        When the table exists and already has every column of the batch with the same type (the
-        usual case), the batch is written as Parquet files by :meth:`_write_files` (a slice at a
-        time, ~1x the data in memory) and committed with their add actions; otherwise (a new
-        table, new columns, a type clash) delta-rs's writer writes it, merging the schema (it
-        holds ~3-4x the batch while writing)."""
+        The batch is written as Parquet files by :meth:`_write_files` (a slice at a time, ~1x the
+        data in memory) and committed with their add actions. A new table or new columns are
+        first committed with no rows by delta-rs's writer, which merges the schema; a batch that
+        clashes with a stored column's type, or has columns Delta stores differently from
+        Parquet (timestamps, unsigned integers), is written by delta-rs's writer whole (it holds
+        ~3-4x the batch while writing; a clash raises :class:`TypeConflictError`)."""
         path = self.path(bucket, measurement)
         path.parent.mkdir(parents=True, exist_ok=True)
         commit = CommitProperties(
@@ -254,6 +255,12 @@ class Lake:
                         if done is not None and offset <= int(done):
                             return int(dt.version())
                     try:
+                        if files is None and (dt is None or not _fits(dt, table)) and _plain_schema(table):
+                            # a new table or new columns: the schema first (a commit of no rows,
+                            # no offset), then the rows as files, like any other append
+                            self._write_merging(path, dt, table.slice(0, 0), None)
+                            self._tables.pop((bucket, measurement), None)
+                            dt = self._table(bucket, measurement)
                         if dt is not None and (files is not None or _fits(dt, table)):
                             if files is None:
                                 files = self._write_files(path, table)
@@ -286,7 +293,9 @@ class Lake:
             self._tables.pop((bucket, measurement), None)
             return self.version(bucket, measurement)
 
-    def _write_merging(self, path: Path, dt: DeltaTable | None, table: pa.Table, commit: CommitProperties) -> None:
+    def _write_merging(
+        self, path: Path, dt: DeltaTable | None, table: pa.Table, commit: CommitProperties | None
+    ) -> None:
         """delta-rs's writer, merging new columns into the table's schema (creates the table)."""
         # prepared a slice at a time as the writer reads it (again on each attempt)
         schema, parts = self.prepared(table, PREPARE_ROWS)
@@ -531,12 +540,18 @@ def _fits(dt: DeltaTable, table: pa.Table) -> bool:
     partitioned by day and has every column of the batch's storage form with the same type."""
     if list(dt.metadata().partition_columns) != [DAY]:
         return False
-    storage = for_storage(table.slice(0, 0)).schema
-    if not all(_plain(f.type) for f in storage):
-        return False  # e.g. timestamps (Delta stores microseconds) or unsigned: delta-rs converts them
+    if not _plain_schema(table):
+        return False
     have = {f.name: f.type for f in dt.schema().fields}
-    want = DeltaSchema.from_arrow(storage)
+    want = DeltaSchema.from_arrow(for_storage(table.slice(0, 0)).schema)
     return all(f.name in have and f.name != DAY and have[f.name] == f.type for f in want.fields)
+
+
+def _plain_schema(table: pa.Table) -> bool:
+    """Whether every column of ``table``'s storage form is stored by Parquet as Delta reads it
+    (not so timestamps, which Delta keeps in microseconds, or unsigned integers: delta-rs's writer
+    converts those)."""
+    return all(_plain(f.type) for f in for_storage(table.slice(0, 0)).schema)
 
 
 def _plain(t: pa.DataType) -> bool:
