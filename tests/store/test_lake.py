@@ -242,3 +242,70 @@ def test_files_of_a_failed_commit_are_removed_and_a_lost_race_commits_them_again
         lake.append("b", "m", _batch(), offset=3)
     assert set(lake.path("b", "m").rglob("*.parquet")) == now  # nothing left behind
     assert len(now - before) == 2
+
+
+def test_files_of_a_commit_that_failed_after_it_was_durable_are_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # e.g. a post-commit hook (checkpoint, log cleanup) failing: the rows are in the table
+    from deltalake import DeltaTable
+
+    lake = Lake(tmp_path)
+    lake.append("b", "m", _batch(), offset=1)
+    real = DeltaTable.create_write_transaction
+
+    def late_failure(self: DeltaTable, actions: list, *a: object, **k: object) -> None:  # type: ignore[type-arg]
+        real(self, actions, *a, **k)
+        raise OSError("checkpoint could not be written")
+
+    monkeypatch.setattr(DeltaTable, "create_write_transaction", late_failure)
+    with pytest.raises(OSError, match="checkpoint"):
+        lake.append("b", "m", _batch(), offset=2)
+    assert lake.applied_offset("b", "m") == 2
+    assert lake.read("b", "m").num_rows == 12  # every referenced file still there
+
+
+def test_file_statistics_are_the_ones_delta_rs_writes(tmp_path: Path) -> None:
+    # readers prune files on them: a missing range where other files have one prunes the file
+    # for any filter on that column, so they must be what delta-rs's own writer records
+    from deltalake import DeltaTable, write_deltalake
+
+    b = _batch().append_column("s", pa.array(["x" * 40, "b", None, "d", "é", "f"]))
+    b = b.set_column(2, "v", pa.array([1.0, float("nan"), None, float("nan"), -0.0, float("inf")]))
+    b = b.append_column("n", pa.array([3, None, -7, 2**40, 0, 1], pa.int64()))
+    b = b.append_column("ok", pa.array([True, None, False, True, None, True]))
+    b = b.append_column("none", pa.array([None] * 6, pa.float64()))
+    b = b.append_column("raw", pa.array([b"\x00", b"z", None, b"", b"a", b"b"]))
+    lake = Lake(tmp_path / "ours")
+    lake.append("b", "m", b, offset=1)
+    write_deltalake(str(tmp_path / "theirs"), Lake.prepare(b), partition_by=["day"])
+
+    def stats(path: Path) -> list[dict[str, object]]:
+        acts = pa.table(DeltaTable(str(path)).get_add_actions(flatten=True)).drop_columns(
+            ["path", "size_bytes", "modification_time"]
+        )
+        rows = [{k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()} for r in acts.to_pylist()]
+        return sorted(rows, key=lambda r: str(r["partition.day"]))
+
+    assert stats(lake.path("b", "m")) == stats(tmp_path / "theirs")
+
+
+def test_a_batch_over_several_days_and_slices_splits_into_files_per_day(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lake_mod, "PREPARE_ROWS", 3)
+    monkeypatch.setattr(lake_mod, "FILE_ROWS", 4)
+    made = _spy_commits(monkeypatch)
+    n = 20
+    t = pa.table({
+        "time": pa.array([T0 + (i % 3) * DAY_NS + i for i in range(n)], pa.int64()).cast(TIME_TYPE),
+        "device_id": pa.array([f"d{i % 4}" for i in range(n)]).dictionary_encode().cast(TAG_TYPE),
+        "v": pa.array([float(i) for i in range(n)]),
+    })
+    lake = Lake(tmp_path)
+    lake.append("b", "m", t, offset=1)
+    assert len(made) == 1 and made[0] >= 6  # 3 days, each past 4 rows more than once
+    days = {p.parent.name: 0 for p in lake.path("b", "m").rglob("*.parquet")}
+    assert sorted(days) == ["day=2026-01-01", "day=2026-01-02", "day=2026-01-03"]
+    stored = lake.read("b", "m")
+    assert sorted(stored["v"].to_pylist()) == [float(i) for i in range(n)]

@@ -9,6 +9,7 @@ rows are stored but the offset is not (or the reverse).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -39,6 +40,7 @@ from sensorium.errors import TypeConflictError
 from sensorium.schema import TIME, TIME_TYPE, for_storage, is_tag
 
 APP_ID = "sensorium-wal"
+log = logging.getLogger("sensorium.lake")
 NS_PER_DAY = 86_400_000_000_000
 DAY = "day"
 #: rows per slice a commit prepares and hands to the writer at a time (:meth:`Lake.prepared`)
@@ -234,10 +236,11 @@ class Lake:
 
         The batch is written as Parquet files by :meth:`_write_files` (a slice at a time, ~1x the
         data in memory) and committed with their add actions. A new table or new columns are
-        first committed with no rows by delta-rs's writer, which merges the schema; a batch that
-        clashes with a stored column's type, or has columns Delta stores differently from
-        Parquet (timestamps, unsigned integers), is written by delta-rs's writer whole (it holds
-        ~3-4x the batch while writing; a clash raises :class:`TypeConflictError`)."""
+        first committed with no rows (and no offset) by delta-rs's writer, which merges the
+        schema; a column whose type clashes with the stored one raises
+        :class:`TypeConflictError` (delta-rs's writer refuses it, nothing is stored). A batch with columns Delta stores differently from
+        Parquet (timestamps, narrow unsigned integers) is written by delta-rs's writer, fed a
+        slice at a time (it holds ~3-4x the batch while writing)."""
         path = self.path(bucket, measurement)
         path.parent.mkdir(parents=True, exist_ok=True)
         commit = CommitProperties(
@@ -288,8 +291,10 @@ class Lake:
                             continue
                         raise
             finally:
-                if files is not None:  # written but not committed (skipped as a replay, or failed)
-                    files.remove()
+                if files is not None:  # maybe not committed (skipped as a replay, or an error)
+                    # a commit can fail after its log entry is durable (e.g. in a post-commit
+                    # hook): only files the table does not reference are removed
+                    files.remove_uncommitted(path)
             self._tables.pop((bucket, measurement), None)
             return self.version(bucket, measurement)
 
@@ -313,8 +318,8 @@ class Lake:
     def _write_files(self, path: Path, table: pa.Table) -> _Files:
         """Write ``table`` in storage form as Parquet files under ``path`` (one per day, a new one
         past :data:`FILE_ROWS` rows), a prepared slice at a time; their add actions (with
-        statistics) to commit. Written with the table's writer settings: zstd, ``time``
-        delta-encoded without a dictionary, a row group per slice."""
+        statistics) to commit. zstd at the store's level, ``time`` delta-encoded without a
+        dictionary, one row group per slice of a day (at most :data:`PREPARE_ROWS` rows)."""
         schema, parts = self.prepared(table, PREPARE_ROWS)
         data_schema = pa.schema([f for f in schema if f.name != DAY])
         out = _Files(path)
@@ -531,10 +536,6 @@ def dedup_sorted(part: pa.Table, tags: list[str]) -> pa.Table:
 
 #: rows per Parquet file a commit writes (more start a new file of the same day)
 FILE_ROWS = 4_194_304
-#: strings longer than this get no min/max statistics (Delta's default truncation length)
-_STAT_CHARS = 32
-
-
 def _fits(dt: DeltaTable, table: pa.Table) -> bool:
     """Whether ``table`` (batch form) can be committed without a schema change: the table is
     partitioned by day and has every column of the batch's storage form with the same type."""
@@ -568,45 +569,40 @@ def _plain(t: pa.DataType) -> bool:
 
 class _Stats:
     """Delta file statistics (``numRecords``, ``minValues``, ``maxValues``, ``nullCount``) of
-    the pieces written to one file, merged as they come."""
+    the pieces written to one file, merged as they come — as delta-rs's writer makes them:
+    min/max of numbers (NaN skipped; an infinity is written as null), booleans and strings, null
+    counts of every column but binary ones. A reader (delta-rs's ``to_pyarrow_dataset``) turns a
+    missing min/max of a column that other files have into a guarantee that prunes the file for
+    any filter on it, so no column with values is left without its range."""
 
     def __init__(self, schema: pa.Schema) -> None:
         self.rows = 0
-        self.nulls = dict.fromkeys(schema.names, 0)
+        self.nulls = {f.name: 0 for f in schema if not pa.types.is_binary(f.type)}
         self.lo: dict[str, Any] = {}
         self.hi: dict[str, Any] = {}
         self._ranged = [
             f.name for f in schema
-            if pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_string(f.type)
+            if pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_boolean(f.type)
+            or pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
         ]
-        self._dropped: set[str] = set()  # no range (a NaN, an overlong string)
 
     def add(self, piece: pa.Table) -> None:
         self.rows += piece.num_rows
         for name in self.nulls:
             self.nulls[name] += piece[name].null_count
         for name in self._ranged:
-            if name in self._dropped:
-                continue
             mm = pc.min_max(piece[name]).as_py()
             lo, hi = mm["min"], mm["max"]
-            if lo is None:
-                continue  # all null here
-            if isinstance(lo, float) and (lo != lo or hi != hi or abs(lo) == float("inf") or abs(hi) == float("inf")):
-                self._dropped.add(name)
-                continue
-            if isinstance(lo, str) and (len(lo) > _STAT_CHARS or len(hi) > _STAT_CHARS):
-                self._dropped.add(name)
-                continue
+            if lo is None or (isinstance(lo, float) and lo != lo):
+                continue  # all null (or all NaN) here
             self.lo[name] = lo if name not in self.lo else min(self.lo[name], lo)
             self.hi[name] = hi if name not in self.hi else max(self.hi[name], hi)
 
     def json(self) -> str:
-        keep = [n for n in self.lo if n not in self._dropped]
         return orjson.dumps({
             "numRecords": self.rows,
-            "minValues": {n: self.lo[n] for n in keep},
-            "maxValues": {n: self.hi[n] for n in keep},
+            "minValues": self.lo,
+            "maxValues": self.hi,
             "nullCount": self.nulls,
         }).decode()
 
@@ -629,3 +625,16 @@ class _Files:
     def remove(self) -> None:
         for p in self.paths:
             p.unlink(missing_ok=True)
+
+    def remove_uncommitted(self, table_path: Path) -> None:
+        """Remove the files the table at ``table_path`` does not reference (all kept when the
+        table cannot be read: an orphan file wastes space, a removed committed one loses rows)."""
+        try:
+            acts = pa.table(DeltaTable(str(table_path)).get_add_actions(flatten=True))
+            committed = {str(table_path / p) for p in acts["path"].to_pylist()}
+        except Exception:  # noqa: BLE001 - keep everything
+            log.warning("could not read %s to clean up uncommitted files; kept them", table_path, exc_info=True)
+            return
+        for p in self.paths:
+            if str(p) not in committed:
+                p.unlink(missing_ok=True)
