@@ -153,6 +153,13 @@ def _spy_commits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         real(self, actions, *a, **k)  # type: ignore[arg-type]
 
     monkeypatch.setattr(DeltaTable, "create_write_transaction", spy)
+    real_create = lake_mod.create_table_with_add_actions
+
+    def spy_create(uri: str, schema: object, actions: list[object], *a: object, **k: object) -> None:
+        made.append(len(actions))
+        real_create(uri, schema, actions, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(lake_mod, "create_table_with_add_actions", spy_create)
     return made
 
 
@@ -161,9 +168,9 @@ def test_appends_to_a_table_with_the_batch_columns_write_their_own_files(
 ) -> None:
     made = _spy_commits(monkeypatch)
     lake = Lake(tmp_path)
-    lake.append("b", "m", _batch(), offset=1)  # creates the table (its schema: a commit of no rows)
+    lake.append("b", "m", _batch(), offset=1)  # creates the table with its files
     assert made == [2]
-    assert lake.version("b", "m") == 1 and lake.applied_offset("b", "m") == 1
+    assert lake.version("b", "m") == 0 and lake.applied_offset("b", "m") == 1
     later = _batch()
     later = later.set_column(0, "time", pa.array([t + 100 for t in later["time"].cast(pa.int64()).to_pylist()], pa.int64()).cast(TIME_TYPE))
     lake.append("b", "m", later, offset=2)
@@ -309,3 +316,28 @@ def test_a_batch_over_several_days_and_slices_splits_into_files_per_day(
     assert sorted(days) == ["day=2026-01-01", "day=2026-01-02", "day=2026-01-03"]
     stored = lake.read("b", "m")
     assert sorted(stored["v"].to_pylist()) == [float(i) for i in range(n)]
+
+
+def test_a_table_another_writer_created_first_gets_the_files_on_the_retry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deltalake.exceptions import DeltaError
+
+    real = lake_mod.create_table_with_add_actions
+    raced: list[bool] = []
+
+    def race(uri: str, schema: object, actions: list[object], *a: object, **k: object) -> None:
+        if raced:
+            real(uri, schema, actions, *a, **k)  # type: ignore[arg-type]
+            return
+        raced.append(True)
+        Lake(tmp_path).append("b", "m", _batch().slice(0, 2), offset=None)  # another process, first
+        raise DeltaError("Generic error: A Delta Lake table already exists at that location.")
+
+    monkeypatch.setattr(lake_mod, "create_table_with_add_actions", race)
+    lake = Lake(tmp_path)
+    lake.append("b", "m", _batch(), offset=4)
+    assert lake.applied_offset("b", "m") == 4
+    assert lake.read("b", "m").num_rows == 8  # the other writer's 2 rows and our 6
+    files = len(list(lake.path("b", "m").rglob("*.parquet")))
+    assert lake.stats("b", "m").files == files  # no orphan, none lost

@@ -33,7 +33,12 @@ from deltalake import (
 )
 from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import CommitFailedError
-from deltalake.transaction import AddAction, RemoveAction, Transaction
+from deltalake.transaction import (
+    AddAction,
+    RemoveAction,
+    Transaction,
+    create_table_with_add_actions,
+)
 
 from sensorium.config import StoreSettings
 from sensorium.errors import TypeConflictError
@@ -235,9 +240,9 @@ class Lake:
         Returns the new version.
 
         The batch is written as Parquet files by :meth:`_write_files` (a slice at a time, ~1x the
-        data in memory) and committed with their add actions. A new table or new columns are
-        first committed with no rows (and no offset) by delta-rs's writer, which merges the
-        schema; a column whose type clashes with the stored one raises
+        data in memory) and committed with their add actions (a new table is created with them,
+        version 0). New columns are first committed with no rows (and no offset) by delta-rs's
+        writer, which merges the schema; a column whose type clashes with the stored one raises
         :class:`TypeConflictError` (delta-rs's writer refuses it, nothing is stored). A batch with columns Delta stores differently from
         Parquet (timestamps, narrow unsigned integers) is written by delta-rs's writer, fed a
         slice at a time (it holds ~3-4x the batch while writing)."""
@@ -258,23 +263,32 @@ class Lake:
                         if done is not None and offset <= int(done):
                             return int(dt.version())
                     try:
-                        if files is None and (dt is None or not _fits(dt, table)) and _plain_schema(table):
-                            # a new table or new columns: the schema first (a commit of no rows,
-                            # no offset), then the rows as files, like any other append
+                        if not _plain_schema(table):
+                            self._write_merging(path, dt, table, commit)
+                            break
+                        if dt is not None and not _fits(dt, table):
+                            # new columns: the schema first (a commit of no rows, no offset)
                             self._write_merging(path, dt, table.slice(0, 0), None)
                             self._tables.pop((bucket, measurement), None)
                             dt = self._table(bucket, measurement)
-                        if dt is not None and (files is not None or _fits(dt, table)):
-                            if files is None:
-                                files = self._write_files(path, table)
-                            dt.create_write_transaction(
-                                list[AddAction | RemoveAction](files.actions), mode="append", schema=dt.schema(),
-                                partition_by=[DAY],
+                            assert dt is not None
+                            if not _fits(dt, table):  # a type clash: delta-rs's writer refuses it
+                                self._write_merging(path, dt, table, commit)
+                                break
+                        if files is None:
+                            files = self._write_files(path, table)
+                        actions = list[AddAction | RemoveAction](files.actions)
+                        if dt is None:  # a new table, created with the files (version 0)
+                            create_table_with_add_actions(
+                                str(path), files.schema, files.actions, mode="error", partition_by=[DAY],
                                 commit_properties=commit,
                             )
-                            files = None  # committed: the table's now
                         else:
-                            self._write_merging(path, dt, table, commit)
+                            dt.create_write_transaction(
+                                actions, mode="append", schema=dt.schema(), partition_by=[DAY],
+                                commit_properties=commit,
+                            )
+                        files = None  # committed: the table's now
                         break
                     except Exception as exc:  # delta-rs raises a generic error for a column type clash
                         if "Cast error" in str(exc) or "Schema error" in str(exc):
@@ -322,7 +336,7 @@ class Lake:
         dictionary, one row group per slice of a day (at most :data:`PREPARE_ROWS` rows)."""
         schema, parts = self.prepared(table, PREPARE_ROWS)
         data_schema = pa.schema([f for f in schema if f.name != DAY])
-        out = _Files(path)
+        out = _Files(path, DeltaSchema.from_arrow(schema))
         current: tuple[str, pq.ParquetWriter, str, _Stats] | None = None
 
         def close() -> None:
@@ -610,8 +624,9 @@ class _Stats:
 class _Files:
     """Parquet files written for one commit, and their add actions."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, schema: DeltaSchema) -> None:
         self.root = root
+        self.schema = schema  # of the files, with the partition column (for a new table)
         self.paths: list[Path] = []
         self.actions: list[AddAction] = []
 
