@@ -341,3 +341,11 @@ def test_a_table_another_writer_created_first_gets_the_files_on_the_retry(
     assert lake.read("b", "m").num_rows == 8  # the other writer's 2 rows and our 6
     files = len(list(lake.path("b", "m").rglob("*.parquet")))
     assert lake.stats("b", "m").files == files  # no orphan, none lost
+
+
+def test_a_table_whose_creator_died_before_its_first_commit_is_created_again(tmp_path: Path) -> None:
+    lake = Lake(tmp_path)
+    (lake.path("b", "m") / "_delta_log").mkdir(parents=True)  # the log directory, no commit in it
+    assert lake.version("b", "m") == -1 and lake.applied_offset("b", "m") == -1
+    lake.append("b", "m", _batch(), offset=1)
+    assert lake.version("b", "m") == 0 and lake.read("b", "m").num_rows == 6

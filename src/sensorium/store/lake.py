@@ -32,7 +32,7 @@ from deltalake import (
     write_deltalake,
 )
 from deltalake import Schema as DeltaSchema
-from deltalake.exceptions import CommitFailedError
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import (
     AddAction,
     RemoveAction,
@@ -133,7 +133,10 @@ class Lake:
             p = self.path(bucket, measurement)
             if not (p / "_delta_log").is_dir():
                 return None
-            dt = DeltaTable(str(p))
+            try:
+                dt = DeltaTable(str(p))
+            except TableNotFoundError:  # a log with no commit yet (being created, or its creator died)
+                return None
             self._tables[key] = dt
         return dt
 
@@ -277,7 +280,6 @@ class Lake:
                                 break
                         if files is None:
                             files = self._write_files(path, table)
-                        actions = list[AddAction | RemoveAction](files.actions)
                         if dt is None:  # a new table, created with the files (version 0)
                             create_table_with_add_actions(
                                 str(path), files.schema, files.actions, mode="error", partition_by=[DAY],
@@ -285,7 +287,7 @@ class Lake:
                             )
                         else:
                             dt.create_write_transaction(
-                                actions, mode="append", schema=dt.schema(), partition_by=[DAY],
+                                list[AddAction | RemoveAction](files.actions), mode="append", schema=dt.schema(), partition_by=[DAY],
                                 commit_properties=commit,
                             )
                         files = None  # committed: the table's now
