@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -50,6 +50,8 @@ NS_PER_DAY = 86_400_000_000_000
 DAY = "day"
 #: rows per slice a commit prepares and hands to the writer at a time (:meth:`Lake.prepared`)
 PREPARE_ROWS = 131_072
+#: rows per Parquet file a commit writes (more start a new file of the same day)
+FILE_ROWS = 4_194_304
 
 
 _SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
@@ -246,15 +248,18 @@ class Lake:
         data in memory) and committed with their add actions (a new table is created with them,
         version 0). New columns are first committed with no rows (and no offset) by delta-rs's
         writer, which merges the schema; a column whose type clashes with the stored one raises
-        :class:`TypeConflictError` (delta-rs's writer refuses it, nothing is stored). A batch with columns Delta stores differently from
-        Parquet (timestamps, narrow unsigned integers) is written by delta-rs's writer, fed a
-        slice at a time (it holds ~3-4x the batch while writing)."""
+        :class:`TypeConflictError` (delta-rs's writer refuses it, nothing is stored). A batch with
+        columns Delta stores differently from Parquet (timestamps, narrow unsigned integers) is
+        written by delta-rs's writer, fed a slice at a time (it holds ~3-4x the batch while
+        writing)."""
         path = self.path(bucket, measurement)
         path.parent.mkdir(parents=True, exist_ok=True)
         commit = CommitProperties(
             app_transactions=[Transaction(app_id=app_id, version=offset)] if offset is not None else None
         )
         files: _Files | None = None
+        storage = for_storage(table.slice(0, 0)).schema  # the batch's columns as stored
+        plain = all(_plain(f.type) for f in storage)
         with self.lock(bucket, measurement):
             try:
                 for attempt in range(COMMIT_ATTEMPTS):
@@ -266,33 +271,33 @@ class Lake:
                         if done is not None and offset <= int(done):
                             return int(dt.version())
                     try:
-                        if not _plain_schema(table):
+                        if not plain:
                             self._write_merging(path, dt, table, commit)
                             break
-                        if dt is not None and not _fits(dt, table):
+                        if dt is not None and not _fits(dt, storage):
                             # new columns: the schema first (a commit of no rows, no offset)
                             self._write_merging(path, dt, table.slice(0, 0), None)
                             self._tables.pop((bucket, measurement), None)
                             dt = self._table(bucket, measurement)
                             assert dt is not None
-                            if not _fits(dt, table):  # a type clash: delta-rs's writer refuses it
+                            if not _fits(dt, storage):  # a type clash: delta-rs's writer refuses it
                                 self._write_merging(path, dt, table, commit)
                                 break
                         if files is None:
                             files = self._write_files(path, table)
                         if dt is None:  # a new table, created with the files (version 0)
                             create_table_with_add_actions(
-                                str(path), files.schema, files.actions, mode="error", partition_by=[DAY],
-                                commit_properties=commit,
+                                str(path), files.schema, files.actions, mode="error",
+                                partition_by=[DAY], commit_properties=commit,
                             )
                         else:
                             dt.create_write_transaction(
-                                list[AddAction | RemoveAction](files.actions), mode="append", schema=dt.schema(), partition_by=[DAY],
-                                commit_properties=commit,
+                                list[AddAction | RemoveAction](files.actions), mode="append",
+                                schema=dt.schema(), partition_by=[DAY], commit_properties=commit,
                             )
                         files = None  # committed: the table's now
                         break
-                    except Exception as exc:  # delta-rs raises a generic error for a column type clash
+                    except Exception as exc:  # delta-rs: a generic error for a column type clash
                         if "Cast error" in str(exc) or "Schema error" in str(exc):
                             raise TypeConflictError(
                                 f"{bucket}/{measurement}: a column's type conflicts with the stored one: {exc}",
@@ -338,16 +343,16 @@ class Lake:
         dictionary, one row group per slice of a day (at most :data:`PREPARE_ROWS` rows)."""
         schema, parts = self.prepared(table, PREPARE_ROWS)
         data_schema = pa.schema([f for f in schema if f.name != DAY])
+        has_time = TIME in data_schema.names
         out = _Files(path, DeltaSchema.from_arrow(schema))
-        current: tuple[str, pq.ParquetWriter, str, _Stats] | None = None
+        current: _Open | None = None
 
         def close() -> None:
             nonlocal current
             if current is not None:
-                day, w, rel, stats = current
-                current = None
-                w.close()
-                out.add(rel, day, stats)
+                done, current = current, None
+                done.writer.close()
+                out.add(done.rel, done.day, done.stats)
 
         try:
             for t in parts:
@@ -360,7 +365,7 @@ class Lake:
                 for day, b in zip(days, ends, strict=True):
                     piece = t.slice(a, b - a).drop_columns([DAY])
                     a = b
-                    if current is not None and (current[0] != day or current[3].rows >= FILE_ROWS):
+                    if current is not None and (current.day != day or current.stats.rows >= FILE_ROWS):
                         close()
                     if current is None:
                         rel = f"{DAY}={day}/part-{len(out.actions):05d}-{uuid.uuid4()}-c000.zstd.parquet"
@@ -372,16 +377,16 @@ class Lake:
                             compression="zstd",
                             compression_level=self.settings.compression_level,
                             use_dictionary=[n for n in data_schema.names if n != TIME],
-                            column_encoding={TIME: "DELTA_BINARY_PACKED"} if TIME in data_schema.names else None,
+                            column_encoding={TIME: "DELTA_BINARY_PACKED"} if has_time else None,
                             write_statistics=True,
                         )
-                        current = (day, w, rel, _Stats(data_schema))
-                    current[1].write_table(piece, row_group_size=max(piece.num_rows, 1))
-                    current[3].add(piece)
+                        current = _Open(day, w, rel, _Stats(data_schema))
+                    current.writer.write_table(piece, row_group_size=max(piece.num_rows, 1))
+                    current.stats.add(piece)
             close()
         except BaseException:
             if current is not None:
-                current[1].close()
+                current.writer.close()
             out.remove()
             raise
         return out
@@ -550,29 +555,19 @@ def dedup_sorted(part: pa.Table, tags: list[str]) -> pa.Table:
     return df.to_arrow()
 
 
-#: rows per Parquet file a commit writes (more start a new file of the same day)
-FILE_ROWS = 4_194_304
-def _fits(dt: DeltaTable, table: pa.Table) -> bool:
-    """Whether ``table`` (batch form) can be committed without a schema change: the table is
-    partitioned by day and has every column of the batch's storage form with the same type."""
+def _fits(dt: DeltaTable, storage: pa.Schema) -> bool:
+    """Whether a batch whose columns are stored as ``storage`` can be committed without a schema
+    change: the table is partitioned by day and has every one of them with the same type."""
     if list(dt.metadata().partition_columns) != [DAY]:
         return False
-    if not _plain_schema(table):
-        return False
     have = {f.name: f.type for f in dt.schema().fields}
-    want = DeltaSchema.from_arrow(for_storage(table.slice(0, 0)).schema)
+    want = DeltaSchema.from_arrow(storage)
     return all(f.name in have and f.name != DAY and have[f.name] == f.type for f in want.fields)
 
 
-def _plain_schema(table: pa.Table) -> bool:
-    """Whether every column of ``table``'s storage form is stored by Parquet as Delta reads it
-    (not so timestamps, which Delta keeps in microseconds, or unsigned integers: delta-rs's writer
-    converts those)."""
-    return all(_plain(f.type) for f in for_storage(table.slice(0, 0)).schema)
-
-
 def _plain(t: pa.DataType) -> bool:
-    """A type Parquet stores as Delta reads it, with no conversion."""
+    """A type Parquet stores as Delta reads it, with no conversion (not so timestamps, which
+    Delta keeps in microseconds, or unsigned integers: delta-rs's writer converts those)."""
     return (
         pa.types.is_signed_integer(t)
         or pa.types.is_floating(t)
@@ -581,6 +576,15 @@ def _plain(t: pa.DataType) -> bool:
         or pa.types.is_large_string(t)
         or pa.types.is_binary(t)
     )
+
+
+class _Open(NamedTuple):
+    """The file :meth:`Lake._write_files` is writing."""
+
+    day: str
+    writer: pq.ParquetWriter
+    rel: str  # path in the table
+    stats: _Stats
 
 
 class _Stats:
@@ -650,7 +654,8 @@ class _Files:
             acts = pa.table(DeltaTable(str(table_path)).get_add_actions(flatten=True))
             committed = {str(table_path / p) for p in acts["path"].to_pylist()}
         except Exception:  # noqa: BLE001 - keep everything
-            log.warning("could not read %s to clean up uncommitted files; kept them", table_path, exc_info=True)
+            log.warning("could not read %s to clean up uncommitted files; kept them", table_path,
+                        exc_info=True)
             return
         for p in self.paths:
             if str(p) not in committed:
