@@ -33,15 +33,15 @@ def test_allocator_modes(env: dict[str, str], mode: str | None, trims: bool) -> 
 def test_auto_turns_lean_when_resident_memory_passes_the_limit() -> None:
     code = (
         "from sensorium.obs import memory as m; m.tune_allocator(); a = m.mode(); "
-        "m.trim(force=True); print(a, m.mode(), m.resident_bytes() > 0)"
+        "m.trim(force=True); print(a, m.mode(), m.resident_bytes() > 0, m.lean())"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("SENSORIUM_MALLOC_TUNE", "MALLOC_MMAP_THRESHOLD_")}
     lean = subprocess.run([sys.executable, "-c", code], env={**env, "SENSORIUM_MALLOC_LEAN_MB": "1"},
                           capture_output=True, text=True, check=True)
-    assert lean.stdout.split() == ["auto", "mmap", "True"]
+    assert lean.stdout.split() == ["auto", "mmap", "True", "True"]
     roomy = subprocess.run([sys.executable, "-c", code], env={**env, "SENSORIUM_MALLOC_LEAN_MB": "100000"},
                            capture_output=True, text=True, check=True)
-    assert roomy.stdout.split() == ["auto", "auto", "True"]
+    assert roomy.stdout.split() == ["auto", "auto", "True", "False"]
 
 
 def test_frozen_objects_are_released_at_exit() -> None:

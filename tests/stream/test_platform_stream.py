@@ -3,6 +3,7 @@ late data lands in late_data, checkpoints bound the log, downsampled series use 
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,36 @@ def test_rollups_equal_recomputation_from_raw(
         for iv in ("1m", "1h", "1d"):
             _assert_same(_rolled(p, iv), _recomputed(p, iv))
         assert p.query("SELECT count(*) AS n FROM climate_1h").column("n")[0].as_py() == 6 * 2 * 2
+    finally:
+        p.close()
+
+
+@pytest.mark.parametrize("lean", [False, True])
+def test_a_lean_process_runs_the_stages_one_after_the_other(
+    data_dir: Path, clock: FakeClock, lean: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the allocator's lean limit (sensorium.obs.memory.lean) the rollups run on the stream
+    thread instead of the side thread; the stored rollups are the same either way."""
+    monkeypatch.setattr("sensorium.stream.runner.lean", lambda: lean)
+    p = Sensorium(make_settings(data_dir), clock=clock, background=False)
+    threads: set[str] = set()
+    assert p.stream.rollups is not None
+    process = p.stream.rollups.process_partials
+
+    def spy(*a: Any) -> Any:
+        threads.add(threading.current_thread().name)
+        return process(*a)
+
+    monkeypatch.setattr(p.stream.rollups, "process_partials", spy)
+    try:
+        for body in _shuffled_requests(_lines(0, 1800, 3, seed=7), seed=8):
+            p.write(body)
+            p.process_stream()
+        clock.advance(86_400)
+        p.process_stream()
+        p.stream.checkpoint()
+        assert threads and all(n.startswith("sensorium-stream-side") != lean for n in threads), threads
+        _assert_same(_rolled(p, "1m"), _recomputed(p, "1m"))
     finally:
         p.close()
 

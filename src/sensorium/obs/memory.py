@@ -21,7 +21,9 @@ points, 2 cores) and the memory bench (``--mode memory``, 100 k series):
 
 The default, ``auto``, is ``trim`` until the process's resident memory passes
 ``SENSORIUM_MALLOC_LEAN_MB`` (768 MB): then it switches to ``mmap`` for good — fast while memory
-is plentiful, lean once it is not.
+is plentiful, lean once it is not. :func:`lean` tells other parts of the process that it is lean
+(``mmap`` in force): the stream then runs its stages one at a time instead of two side by side
+(two threads' working sets at once were ~100 MB of the peak at 100 k series).
 
 :func:`freeze_startup` takes what start-up made (modules, classes, schemas, the platform's tables:
 ~200 k objects once everything is loaded) out of the garbage collector's full collections, which
@@ -105,6 +107,12 @@ def mode() -> str | None:
     return _mode
 
 
+def lean() -> bool:
+    """True once the process trades speed for memory (mode ``mmap``, set or switched to by
+    ``auto``): callers that can do work either fast or lean should do it lean."""
+    return _mode == "mmap"
+
+
 def _lean() -> bool:
     """Large blocks to their own mappings from now on (mode ``mmap``)."""
     global _mode
@@ -163,4 +171,4 @@ def freeze_startup() -> bool:
     return True
 
 
-__all__ = ["TRIM_INTERVAL_S", "freeze_startup", "mode", "resident_bytes", "trim", "tune_allocator"]
+__all__ = ["TRIM_INTERVAL_S", "freeze_startup", "lean", "mode", "resident_bytes", "trim", "tune_allocator"]

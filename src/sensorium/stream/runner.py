@@ -42,6 +42,7 @@ from sensorium import jit
 from sensorium.config import Settings
 from sensorium.errors import ConfigError
 from sensorium.keyindex import Keys, NameIndex, keys_of
+from sensorium.obs.memory import lean
 from sensorium.obs.memory import trim as trim_heap
 from sensorium.rules.types import Transition
 from sensorium.stream.checkpoint import CheckpointStore
@@ -322,7 +323,9 @@ class StreamRunner:
             # output is applied below in one fixed order, so the outbox is the same either way
             side: dict[str, Future[Any]] = {}
             held = self._hold(values)  # side pipelines' input when due, else {} (held for later)
-            if values.height and self._side is not None:
+            # a lean process (see sensorium.obs.memory) runs them one after the other: two
+            # stages' working sets at once cost more memory than the second core gains time
+            if values.height and self._side is not None and not lean():
                 if self.rollups is not None:
                     side["rollups"] = self._side.submit(timed, "rollups", self.rollups.process_partials, values, keys)
                 for step_id, frame in held.items():
