@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sensorium.stream.aggregate import SKETCH_ALPHA
+from sensorium.stream.aggregate import SKETCH_ALPHA, merge_partials
 from sensorium.stream.rollup import RollupOperator, merge_rows, row_columns, row_schema
 from sensorium.stream.windows import parse_duration
 from tests.stream.test_windows import (
@@ -233,3 +233,34 @@ def test_single_level_and_schema() -> None:
     assert out.schema == pl.Schema(row_schema((90,)))
     row: dict[str, Any] = out.row(0, named=True)
     assert row["p90"] == pytest.approx(2.8) and row["_sketch"] is None  # no coarser level: no sketch
+
+
+def test_a_fold_failing_part_way_refuses_to_checkpoint() -> None:
+    """The fold releases the running partials slice by slice (never two copies of a level in
+    memory); if it fails part-way the level is lost, so the operator must not checkpoint it —
+    the stream restarts from the last checkpoint instead."""
+    rows = dense(seconds=150)
+    op = RollupOperator("r", ("1s", "10s", "1m"), lateness_ns=S)
+    df = frame(rows)
+    op.process(df.head(len(rows) // 2))
+    before = pickle.dumps(op.state())
+    calls = {"n": 0}
+    real = merge_partials
+
+    def failing(*a: object, **k: object) -> pl.DataFrame:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise MemoryError("no room")
+        return real(*a, **k)  # type: ignore[arg-type]
+
+    with mock.patch("sensorium.stream.rollup.FOLD_ROWS", 1), mock.patch("sensorium.stream.rollup.merge_partials", failing):
+        with pytest.raises(MemoryError):
+            op.process(df.slice(len(rows) // 2))
+    with pytest.raises(RuntimeError, match="restart from the last checkpoint"):
+        op.state()
+    again = RollupOperator("r", ("1s", "10s", "1m"), lateness_ns=S)
+    again.restore(pickle.loads(before))  # the last checkpoint still works
+    whole = RollupOperator("r", ("1s", "10s", "1m"), lateness_ns=S)
+    assert again.process(df.slice(len(rows) // 2)).finalized["10s"].equals(
+        (whole.process(df.head(len(rows) // 2)), whole.process(df.slice(len(rows) // 2)))[1].finalized["10s"]
+    )
