@@ -53,3 +53,21 @@ def test_frozen_objects_are_released_at_exit() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "42"
     assert "leak" not in out.stderr, out.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+@pytest.mark.parametrize(("env", "pool"), [
+    ({}, "system"),
+    ({"SENSORIUM_MALLOC_TUNE": "mmap"}, "system"),
+    ({"SENSORIUM_MALLOC_TUNE": "0"}, "mimalloc"),
+    ({"ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}, "jemalloc"),  # the user's choice stands
+])
+def test_arrow_buffers_come_from_glibc_when_the_allocator_is_tuned(env: dict[str, str], pool: str) -> None:
+    code = (
+        "import pyarrow as pa; from sensorium.obs import memory as m; m.tune_allocator(); "
+        "b = pa.array(range(100_000)); print(pa.default_memory_pool().backend_name, pa.total_allocated_bytes() > 0)"
+    )
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("SENSORIUM_MALLOC_TUNE", "MALLOC_MMAP_THRESHOLD_", "ARROW_DEFAULT_MEMORY_POOL")}
+    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [pool, "True"]

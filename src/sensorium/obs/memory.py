@@ -19,9 +19,16 @@ points, 2 cores) and the memory bench (``--mode memory``, 100 k series):
   checkpoints, the platform after its flushes). Arrays are reused between trims (fast), but
   fragmentation keeps ~100–150 MB more resident at 100 k series (1.03–1.14 GB).
 
-The default, ``auto``, is ``trim`` until the process's resident memory passes
-``SENSORIUM_MALLOC_LEAN_MB`` (768 MB): then it switches to ``mmap`` for good — fast while memory
-is plentiful, lean once it is not. :func:`lean` tells other parts of the process that it is lean
+The default, ``auto``, is ``trim`` until the process's resident memory has passed
+``SENSORIUM_MALLOC_LEAN_MB`` (768 MB; its peak counts, checked at each trim): then it switches to
+``mmap`` for good — fast while memory is plentiful, lean once it is not.
+
+Every mode but ``0`` also gives Arrow's buffers to glibc (``pyarrow.system_memory_pool()``)
+instead of pyarrow's bundled mimalloc, unless ``ARROW_DEFAULT_MEMORY_POOL`` is set: each
+allocator keeps its own freed memory for reuse, so with three of them (glibc, mimalloc for
+Arrow, jemalloc inside Polars) none can reuse what the others freed. At 100 k series that was
+~100 MB of the stream process's steady resident memory, at no measurable cost in speed
+(docs/benchmarks.md, session 11). :func:`lean` tells other parts of the process that it is lean
 (``mmap`` in force): the stream then runs its stages one at a time instead of two side by side
 (two threads' working sets at once were ~100 MB of the peak at 100 k series).
 
@@ -40,6 +47,7 @@ import gc
 import logging
 import mmap
 import os
+import resource
 import sys
 import threading
 import time
@@ -88,6 +96,7 @@ def tune_allocator() -> str | None:
     _libc = _glibc()
     if _libc is None:
         return None
+    _arrow_on_glibc()
     if mode == "mmap":
         _mode = "mmap" if _lean() else None
         return _mode
@@ -100,6 +109,15 @@ def tune_allocator() -> str | None:
             log.warning("SENSORIUM_MALLOC_LEAN_MB is not a number; using 768")
             _lean_above = 768_000_000
     return mode
+
+
+def _arrow_on_glibc() -> None:
+    """Arrow's allocations from glibc's heap (see the module docs), unless the user chose."""
+    if "ARROW_DEFAULT_MEMORY_POOL" in os.environ:
+        return
+    import pyarrow as pa
+
+    pa.set_memory_pool(pa.system_memory_pool())
 
 
 def mode() -> str | None:
@@ -133,6 +151,11 @@ def resident_bytes() -> int | None:
         return None
 
 
+def peak_resident_bytes() -> int:
+    """The most resident memory this process has had (``ru_maxrss``)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
 def trim(force: bool = False) -> bool:
     """Give free heap pages back to the system (``malloc_trim``), at most every
     :data:`TRIM_INTERVAL_S` unless ``force``; only in ``trim`` mode. True when it trimmed."""
@@ -147,10 +170,11 @@ def trim(force: bool = False) -> bool:
             return False
         _last_trim = now
         _libc.malloc_trim(0)
-        if _lean_above and (rss := resident_bytes()) is not None and rss > _lean_above:
+        if _lean_above and (rss := peak_resident_bytes()) > _lean_above:
             _lean_above = 0
             if _lean():
-                log.info("resident memory %d MB: large blocks now get mappings of their own", rss // 1_000_000)
+                log.info("resident memory reached %d MB: large blocks now get mappings of their own, "
+                         "the stream runs its stages one after the other", rss // 1_000_000)
     return True
 
 
@@ -171,4 +195,4 @@ def freeze_startup() -> bool:
     return True
 
 
-__all__ = ["TRIM_INTERVAL_S", "freeze_startup", "lean", "mode", "resident_bytes", "trim", "tune_allocator"]
+__all__ = ["TRIM_INTERVAL_S", "freeze_startup", "lean", "mode", "peak_resident_bytes", "resident_bytes", "trim", "tune_allocator"]
