@@ -104,11 +104,19 @@ def test_checkpoint_restore_continues_exactly(rows: list[tuple[str, str, int, fl
     expected = collect([whole.process(frame(rows))])
     first = RollingStats("rolling")
     frames = [first.process(frame(rows[:k]))]
+    state = pickle.loads(pickle.dumps(first.state()))
     second = RollingStats("rolling")
-    second.restore(pickle.loads(pickle.dumps(first.state())))
+    second.restore(state)
     frames.append(second.process(frame(rows[k:])))
     assert collect(frames) == expected
     assert second.latest().equals(whole.latest())
+    # a checkpoint from before session 11 (every key's names) restores the same
+    old = {k: v for k, v in state.items() if k not in ("series_names", "key_sid", "field_names", "key_fid")}
+    old["series"] = [state["series_names"][i] for i in state["key_sid"]]
+    old["fields"] = [state["field_names"][i] for i in state["key_fid"]]
+    third = RollingStats("rolling")
+    third.restore(old)
+    assert collect([*frames[:1], third.process(frame(rows[k:]))]) == expected
 
 
 ONLY = st.sampled_from(

@@ -494,7 +494,9 @@ class RuleEngine:
     # ------------------------------------------------------------------ state
 
     def state(self) -> dict[str, Any]:
-        """Everything needed to continue exactly where this engine is (picklable)."""
+        """Everything needed to continue exactly where this engine is (picklable). The per-key
+        arrays are the engine's own, not copies (the checkpoint pickles the state at once, under
+        the step lock) — pickle it before the engine processes again."""
         k = len(self._keys)
         rules: dict[str, Any] = {}
         for e in self._events:
@@ -520,10 +522,10 @@ class RuleEngine:
             "version": _STATE_VERSION,
             "step_id": self.step_id,
             "series": self._series.state(),
-            "key_series": self._keys.sid.copy(),
-            "key_field": [self._rfields[int(f)] for f in self._keys.rf],
-            "last_t": self._last_t[:k].copy(),
-            "last_v": self._last_v[:k].copy(),
+            "key_series": self._keys.sid,
+            "key_field": [self._rfields[f] for f in self._keys.rf.tolist()],
+            "last_t": self._last_t[:k],
+            "last_v": self._last_v[:k],
             "rules": rules,
             "absences": absences,
             "alerts": alerts,
