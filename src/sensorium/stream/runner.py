@@ -456,14 +456,25 @@ class StreamRunner:
 
     def _rollup_output(self, out: RollupPartials) -> None:
         assert self.rollups is not None
-        for interval, partials in out.partials.items():
+        for interval in list(out.partials):
             # a slice at a time: the rows (names, statistics), their join with the series' tags
             # and the split per measurement are copies (when 100 k series' minutes close
-            # together, ~500 k rows); only the stored form of each slice is kept
-            for lo in range(0, partials.height, OUTPUT_ROWS):
-                rows = self.rollups.rows(interval, partials.slice(lo, OUTPUT_ROWS))
+            # together, ~500 k rows); only the stored form of each slice is kept. The partials
+            # are taken out of ``out`` and held only as those slices, each dropped once stored:
+            # the partials (chunked by key range) go as the outbox grows, not after it
+            partials = out.partials.pop(interval)
+            slices: list[pl.DataFrame | None] = [
+                partials.slice(lo, OUTPUT_ROWS) for lo in range(0, partials.height, OUTPUT_ROWS)
+            ]
+            del partials
+            for j in range(len(slices)):
+                part, slices[j] = slices[j], None
+                assert part is not None
+                rows = self.rollups.rows(interval, part)
+                del part
                 for (bucket, m), (frame, tags) in self.series.attach(rows).items():
                     self.derived.add((bucket, f"{m}_{interval}"), to_arrow(frame, [*tags, "field"]))
+                del rows
         self._late_output(out.late)
 
     def _late_output(self, late: pl.DataFrame) -> None:
