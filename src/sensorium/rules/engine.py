@@ -209,7 +209,8 @@ class RuleEngine:
         self, values: pl.DataFrame, series: pl.DataFrame | None = None, keys: Keys | None = None
     ) -> list[Transition]:
         """Evaluate one batch (values frame in arrival order, and its series frame; ``keys``: its
-        rows' ids from the framing, if known — then no series or field name is hashed)."""
+        rows' ids from the framing, if known — then no series or field name is hashed, and
+        ``values`` needs only ``time``, ``value`` and, if known, ``arrival``)."""
         if series is not None and series.height and series is not self._seen_frame:
             self._on_new_series(self._series.register(series))
             self._seen_frame = series  # the runner passes the same frame until series are added

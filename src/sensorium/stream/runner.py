@@ -350,14 +350,18 @@ class StreamRunner:
                 if self.detect is not None and values.height:
                     scores, score_rows = timed("detect", self.detect.process, values, self.series.frame)
                 if values.height:
-                    parts, rule_keys = [values], [keys]
+                    # the rules read names from the keys: their input is only time, value and
+                    # arrival (a concatenation of the series and field strings was a copy of
+                    # every name of the batch)
+                    cols = [c for c in ("time", "value", "arrival") if c in values.columns]
+                    parts, rule_keys = [values.select(cols)], [keys]
                     for extra, extra_keys in ((derived, derived_keys), (scores, None)):
                         if extra.height:
                             if "arrival" not in extra.columns:
                                 extra = extra.with_columns(pl.lit(None, pl.Int64).alias("arrival"))
-                            parts.append(extra.select(values.columns).cast(values.schema))
+                            parts.append(extra.select(cols).cast(parts[0].schema))
                             rule_keys.append(extra_keys if extra_keys is not None else keys_of(extra, *self._names))
-                    rule_input = pl.concat(parts, how="vertical") if len(parts) > 1 else values
+                    rule_input = pl.concat(parts, how="vertical") if len(parts) > 1 else parts[0]
                     transitions = timed(
                         "rules", self.rules.process, rule_input, self.series.frame, Keys.concat(rule_keys)
                     )
