@@ -71,3 +71,20 @@ def test_arrow_buffers_come_from_glibc_when_the_allocator_is_tuned(env: dict[str
              if k not in ("SENSORIUM_MALLOC_TUNE", "MALLOC_MMAP_THRESHOLD_", "ARROW_DEFAULT_MEMORY_POOL")}
     out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, check=True)
     assert out.stdout.split() == [pool, "True"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/status")
+def test_the_peak_is_this_process_not_its_parent() -> None:
+    """ru_maxrss survives exec (a child of a big parent would start lean); VmHWM does not."""
+    code = (
+        "import resource; from sensorium.obs import memory as m; "
+        "print(m.peak_resident_bytes() // 2**20, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)"
+    )
+    parent = (
+        "import subprocess, sys; big = bytearray(400 * 2**20); "
+        f"print(subprocess.run([sys.executable, '-c', {code!r}], capture_output=True, text=True, check=True).stdout)"
+    )
+    out = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, check=True)
+    own, inherited = (int(x) for x in out.stdout.split())
+    assert inherited >= 400  # the parent's peak, reported by the child's ru_maxrss
+    assert own < 300  # the child's own peak

@@ -102,8 +102,8 @@ class StreamSettings(_Frozen):
     parallel_stages: bool = Field(
         True, description="Run the rollups and the built-in quality and compression stages on a second thread "
         "beside rolling statistics, detection and rules (NumPy and Polars release the GIL; outputs are "
-        "applied in the same order either way). Once the process is lean (resident memory past "
-        "`SENSORIUM_MALLOC_LEAN_MB`, see docs/stream.md) they run one after the other."
+        "applied in the same order either way). Once the process is lean (`SENSORIUM_MALLOC_TUNE=mmap`, or "
+        "resident memory past `SENSORIUM_MALLOC_LEAN_MB`; see docs/stream.md) they run one after the other."
     )
     tick_interval_s: float = Field(1.0, gt=0, description="Processing-time tick (idle watermarks, absence rules).")
     rollups: tuple[str, ...] = Field(

@@ -258,6 +258,11 @@ def test_a_fold_failing_part_way_refuses_to_checkpoint() -> None:
             op.process(df.slice(len(rows) // 2))
     with pytest.raises(RuntimeError, match="restart from the last checkpoint"):
         op.state()
+    for iv in op.intervals:  # queries of open rows still answer (the lost level reads as empty)
+        assert op.open_rows(iv).columns == row_columns()
+    op.process(df.tail(5))  # later folds succeed; the lost level stays lost
+    with pytest.raises(RuntimeError, match="restart from the last checkpoint"):
+        op.state()
     again = RollupOperator("r", ("1s", "10s", "1m"), lateness_ns=S)
     again.restore(pickle.loads(before))  # the last checkpoint still works
     whole = RollupOperator("r", ("1s", "10s", "1m"), lateness_ns=S)

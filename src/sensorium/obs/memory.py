@@ -152,7 +152,15 @@ def resident_bytes() -> int | None:
 
 
 def peak_resident_bytes() -> int:
-    """The most resident memory this process has had (``ru_maxrss``)."""
+    """The most resident memory this process has had: ``VmHWM`` (Linux), else ``ru_maxrss`` —
+    which a child keeps from its parent across ``exec``, so it is only the fallback."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 

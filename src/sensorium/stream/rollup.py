@@ -217,8 +217,9 @@ class RollupOperator:
         arithmetic then does not depend on how many finished in one step, so the rows are
         bit-identical however the log was cut into batches (and after a replay).
 
-        A failure part-way leaves the level lost (its partials were released): the operator then
-        refuses to take a checkpoint (:meth:`state`), and the stream restarts from the last one."""
+        A failure part-way leaves the level lost (its partials were released; open rows read it
+        as empty): the operator then refuses to take a checkpoint (:meth:`state`) until restored,
+        and the stream restarts from the last one."""
         acc = self._acc[i - 1]
         nk = new.get_column("kid").to_numpy()
         ak = acc.get_column("kid").to_numpy()
@@ -230,9 +231,17 @@ class RollupOperator:
         held_parts: list[pl.DataFrame | None] = [
             acc.slice(a_bounds[j], a_bounds[j + 1] - a_bounds[j]) for j in range(len(bounds) - 1)
         ]
+        empty = acc.clear()
         del acc, ak
-        self._acc[i - 1] = None  # type: ignore[call-overload]  # the slices hold it now
-        self._failed = True  # until the level is whole again
+        self._acc[i - 1] = empty  # the slices hold the partials now
+        try:
+            self._acc[i - 1] = self._fold_slices(new, bounds, held_parts)
+        except BaseException:
+            self._failed = True  # for good: only a restore makes the operator whole again
+            raise
+
+    @staticmethod
+    def _fold_slices(new: pl.DataFrame, bounds: list[int], held_parts: list[pl.DataFrame | None]) -> pl.DataFrame:
         pieces: list[pl.DataFrame] = []
         for j in range(len(bounds) - 1):
             held, held_parts[j] = held_parts[j], None
@@ -248,8 +257,7 @@ class RollupOperator:
                     held = merge_partials(pl.concat([held, part.filter(rank == r)]), percentiles=(), sketch=True)
             pieces.append(held)
             del held
-        self._acc[i - 1] = pl.concat(pieces, rechunk=False) if len(pieces) > 1 else pieces[0]
-        self._failed = False
+        return pl.concat(pieces, rechunk=False) if len(pieces) > 1 else pieces[0]
 
     def _open_level(self, i: int) -> pl.DataFrame:
         if i in self._open:
