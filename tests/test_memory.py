@@ -88,3 +88,19 @@ def test_the_peak_is_this_process_not_its_parent() -> None:
     own, inherited = (int(x) for x in out.stdout.split())
     assert inherited >= 400  # the parent's peak, reported by the child's ru_maxrss
     assert own < 300  # the child's own peak
+
+
+@pytest.mark.parametrize(("pre", "env", "want"), [
+    ("", {}, "dirty_decay_ms:0,muzzy_decay_ms:0"),  # set before Polars loads
+    ("", {"_RJEM_MALLOC_CONF": "dirty_decay_ms:200"}, "dirty_decay_ms:200"),  # the user's choice
+    ("", {"SENSORIUM_MALLOC_TUNE": "0"}, "polars-default"),  # allocator left alone
+    ("import polars; ", {}, "polars-default"),  # too late: Polars already chose
+])
+def test_polars_jemalloc_returns_freed_pages_at_once(pre: str, env: dict[str, str], want: str) -> None:
+    code = f"{pre}import os, sensorium, polars; print(os.environ.get('_RJEM_MALLOC_CONF'))"
+    clean = {k: v for k, v in os.environ.items() if k not in ("SENSORIUM_MALLOC_TUNE", "_RJEM_MALLOC_CONF")}
+    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, check=True)
+    default = subprocess.run([sys.executable, "-c", "import os, polars; print(os.environ.get('_RJEM_MALLOC_CONF'))"],
+                             env=clean, capture_output=True, text=True, check=True).stdout.strip()
+    # Polars puts a given value after its own defaults (the later option wins)
+    assert out.stdout.strip() == (default if want == "polars-default" else f"{default},{want}")

@@ -2,6 +2,10 @@
 
 __version__ = "0.1.0"
 
+from sensorium.obs._jemalloc import configure_polars_allocator  # noqa: E402  (before Polars loads)
+
+configure_polars_allocator()
+
 from sensorium.config import Settings, load_settings  # noqa: E402
 from sensorium.schema import Point  # noqa: E402
 
