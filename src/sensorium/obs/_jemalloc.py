@@ -12,7 +12,9 @@ jemalloc reads its options once, when Polars loads, from ``_RJEM_MALLOC_CONF`` (
 its prefixed build; Polars appends it to its own, and the later option wins); importing
 :mod:`sensorium` sets it unless it is set already or ``SENSORIUM_MALLOC_TUNE=0``. A process that
 imported Polars before Sensorium keeps Polars' setting. Child processes (parse workers) inherit
-the variable.
+the variable. The deltalake wheel bundles a jemalloc of the same build that reads the same
+variable, so the lake's delta-rs paths (merging writes, compaction) run without decay too; the
+memory bench above includes them.
 """
 
 from __future__ import annotations
