@@ -39,6 +39,9 @@ def test_series_are_described_one_at_a_time() -> None:
     assert t.describe(2) == ("home", "energy", {"site": "s1"})
     assert t.describe(3) == ("x", "power", {"id": "7"})
     assert t.describe(4) == ("default", "gas", {"meter": "m9"})
+    # many at once (an alert burst): the same answers, in the order asked, repeats allowed
+    assert t.describe_many([4, 0, 2, 0]) == [t.describe(4), t.describe(0), t.describe(2), t.describe(0)]
+    assert t.describe_many([]) == []
     f = t.frame()
     assert f.get_column("sid").to_list() == [0, 1, 2, 3, 4]
     assert f.get_column("room").to_list() == ["kitchen", None, None, None, None]

@@ -91,9 +91,20 @@ class SeriesTable:
 
     def describe(self, sid: int) -> tuple[str, str, dict[str, str]]:
         """(bucket, measurement, tags) of one series."""
-        row = self._rows().row(int(sid), named=True)
-        tags = {k: v for k, v in row.items() if k not in ("series", "bucket", "measurement") and v is not None}
-        return row["bucket"], row["measurement"], tags
+        return self.describe_many([int(sid)])[0]
+
+    def describe_many(self, sids: list[int]) -> list[tuple[str, str, dict[str, str]]]:
+        """:meth:`describe` of several series, with one read of the table (an alert burst
+        touches thousands of series: one row read each cost ~30 µs)."""
+        rows = self._rows()[sids].to_dicts()
+        return [
+            (
+                row["bucket"],
+                row["measurement"],
+                {k: v for k, v in row.items() if k not in ("series", "bucket", "measurement") and v is not None},
+            )
+            for row in rows
+        ]
 
     def frame(self) -> pl.DataFrame:
         """Every known series as a series frame (with ``sid``)."""

@@ -433,6 +433,7 @@ class RuleEngine:
         flappy = self._flappy_rows(er, s) if er.flapping else cidx[:0]
         if len(cidx) == 0 and len(flappy) == 0:
             return
+        self._subjects(er.index, s.kid[cidx], s.kid[flappy])
         touched = apply_changes(
             self._book, er.index, er.describe, s, sev, lvl, sig, cidx, flappy, self._subject_of, out
         )
@@ -478,24 +479,28 @@ class RuleEngine:
 
     # ------------------------------------------------------------------ subjects
 
+    def _subjects(self, rule_index: int, *keys: np.ndarray) -> None:
+        """Cache the subjects of event-rule ``keys`` not cached yet, reading their series in one go."""
+        cache = self._subject_cache
+        todo = [k for k in np.unique(np.concatenate(keys)).tolist() if (rule_index, k) not in cache]
+        if not todo:
+            return
+        sids = self._keys.sid[todo].tolist()
+        rfs = self._keys.rf[todo].tolist()
+        rule = self._rule_names[rule_index]
+        for k, sid, rf, (bucket, measurement, tags) in zip(
+            todo, sids, rfs, self._series.describe_many(sids), strict=True
+        ):
+            cache[(rule_index, k)] = Subject(rule, self._series.name(sid), measurement, self._rfields[rf], tags, bucket)
+
     def _subject_of(self, rule_index: int, key: int) -> Subject:
         subj = self._subject_cache.get((rule_index, key))
         if subj is not None:
             return subj
         if rule_index in self._absence_index:
             return next(a for a in self._absences if a.index == rule_index).subject(key)
-        sid = int(self._keys.sid[key])
-        bucket, measurement, tags = self._series.describe(sid)
-        subj = Subject(
-            self._rule_names[rule_index],
-            self._series.name(sid),
-            measurement,
-            self._rfields[int(self._keys.rf[key])],
-            tags,
-            bucket,
-        )
-        self._subject_cache[(rule_index, key)] = subj
-        return subj
+        self._subjects(rule_index, np.array([key], dtype=np.int64))
+        return self._subject_cache[(rule_index, key)]
 
     # ------------------------------------------------------------------ state
 
