@@ -267,7 +267,7 @@ class KeyIndex:
             self.field_id = np.concatenate([self.field_id, pf])
         return kid
 
-    def add(self, series: list[str], fields: list[str]) -> None:
+    def add(self, series: list[str] | pl.Series, fields: list[str] | pl.Series) -> None:
         """Add keys in this order (restoring a state)."""
         self.keys(*self.ids(pl.Series(series, dtype=pl.Utf8), pl.Series(fields, dtype=pl.Utf8)))
 

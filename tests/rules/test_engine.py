@@ -6,6 +6,7 @@ import pickle
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -413,6 +414,20 @@ def test_restore_drops_the_state_of_an_edited_rule() -> None:
     edited.restore(st)
     assert edited.open_alerts() == []
     assert feed(edited, [(D7, "temperature", T0 + S, 71.0)])[0].seq == 1
+
+
+def test_restore_reads_the_key_field_names_of_older_checkpoints() -> None:
+    """Before session 11 a checkpoint held every key's field name; now ids into the names."""
+    eng = engine(temp_rule())
+    feed(eng, [(D7, "temperature", T0, 61.0), ("climate,device_id=d8", "temperature", T0, 20.0)])
+    st = pickle.loads(pickle.dumps(eng.state()))
+    old = {k: v for k, v in st.items() if k not in ("rfields", "key_rf")}
+    old["key_field"] = [st["rfields"][i] for i in st["key_rf"]]
+    for state in (st, old):
+        back = engine(temp_rule())
+        back.restore(state)
+        assert np.array_equal(back._keys.sid, eng._keys.sid) and np.array_equal(back._keys.rf, eng._keys.rf)
+        assert [(t.seq, t.state) for t in feed(back, [(D7, "temperature", T0 + S, 20.0)])] == [(2, "resolved")]
 
 
 def test_empty_and_unwatched_batches() -> None:

@@ -59,3 +59,23 @@ def test_a_bool_field_missing_on_some_rows() -> None:
     values, _ = to_frames(Batch(1, "default", "motion", t, ("device_id",), 5))
     ok = values.filter(values["field"] == "ok")
     assert ok["time"].to_list() == [1] and ok["value"].to_list() == [1.0]
+
+
+def test_released_yields_in_order_and_lets_each_go() -> None:
+    import gc
+    import weakref
+
+    from sensorium.stream.frame import released
+
+    class Box:
+        pass
+
+    items = [Box(), Box(), Box()]
+    refs = [weakref.ref(b) for b in items]
+    seen = []
+    for i, box in enumerate(released(items)):
+        seen.append(refs.index(weakref.ref(box)))
+        del box
+        gc.collect()
+        assert [r() is None for r in refs[:i]] == [True] * i  # the earlier ones are gone
+    assert seen == [0, 1, 2] and items == []

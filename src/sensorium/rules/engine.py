@@ -534,7 +534,9 @@ class RuleEngine:
             "step_id": self.step_id,
             "series": self._series.state(),
             "key_series": self._keys.sid,
-            "key_field": [self._rfields[f] for f in self._keys.rf.tolist()],
+            # each key's watched field as an id into these names (not a name per key)
+            "rfields": list(self._rfields),
+            "key_rf": self._keys.rf,
             "last_t": self._last_t[:k],
             "last_v": self._last_v[:k],
             "rules": rules,
@@ -562,14 +564,21 @@ class RuleEngine:
                 ab.restore_groups(st)
         self._on_new_series(self._series.frame())
         # keys, in their old order
-        kf = list(state["key_field"])
-        for name in dict.fromkeys(kf):
+        if "key_rf" in state:
+            names, old_rf = list(state["rfields"]), np.asarray(state["key_rf"], dtype=np.int64)
+        else:  # before session 11: the field name of every key
+            names = list(dict.fromkeys(state["key_field"]))
+            pos = {name: i for i, name in enumerate(names)}
+            old_rf = np.array([pos[f] for f in state["key_field"]], dtype=np.int64)
+        _, first = np.unique(old_rf, return_index=True)
+        field_names = [names[i] for i in old_rf[np.sort(first)].tolist()]  # in order of first key
+        for name in field_names:
             self._rfield(name)
-        field_names = list(dict.fromkeys(kf))
         self._fields.add(field_names)
         self._on_new_fields(field_names)
         ks = np.asarray(state["key_series"], dtype=np.int32)
-        kr = np.array([self._rfields.index(f) for f in kf], dtype=np.int32)
+        remap = np.array([self._rfields.index(n) if n in field_names else -1 for n in names], dtype=np.int32)
+        kr = remap[old_rf] if len(old_rf) else np.zeros(0, dtype=np.int32)
         self._keys.ids(ks, kr, len(self._series), len(self._rfields))  # same ids, same order
         k = len(self._keys)
         self._new_keys(np.arange(k, dtype=np.int32))  # same slots

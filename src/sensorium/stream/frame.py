@@ -18,8 +18,9 @@ one ``concat_str`` for the keys and one ``unpivot`` for the values.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import polars as pl
@@ -27,6 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sensorium.keyindex import Keys, NameIndex
+
+T = TypeVar("T")
 
 VALUES_SCHEMA: dict[str, pl.DataType] = {
     "series": pl.Utf8(),
@@ -250,3 +253,12 @@ def concat_frames(
         else empty_series()
     )
     return values, series
+
+
+def released(parts: list[T]) -> Iterator[T]:
+    """The items of ``parts`` in order, the list emptied as they go: a caller that rebinds its
+    variable to each in turn holds one at a time (slices of a frame release its chunks as they
+    are consumed, instead of all at the end)."""
+    parts.reverse()
+    while parts:
+        yield parts.pop()

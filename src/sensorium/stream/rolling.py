@@ -346,12 +346,12 @@ class RollingStats:
             return
         self._keys = _KeyIndex()
         if "key_sid" in state:
-            names, fields = state["series_names"], state["field_names"]
-            series = [names[i] for i in np.asarray(state["key_sid"]).tolist()]
-            field = [fields[i] for i in np.asarray(state["key_fid"]).tolist()]
+            series = pl.Series(state["series_names"], dtype=pl.Utf8).gather(np.asarray(state["key_sid"]))
+            field = pl.Series(state["field_names"], dtype=pl.Utf8).gather(np.asarray(state["key_fid"]))
         else:  # before session 11: the names of every key
-            series, field = list(state["series"]), list(state["fields"])
-        if series:
+            series = pl.Series(list(state["series"]), dtype=pl.Utf8)
+            field = pl.Series(list(state["fields"]), dtype=pl.Utf8)
+        if series.len():
             self._keys.add(series, field)
         self._buf = state["buf"].copy()
         self._count = state["count"].copy()

@@ -40,6 +40,7 @@ from sensorium.stream.aggregate import (
     percentile_name,
     with_percentiles,
 )
+from sensorium.stream.frame import released
 from sensorium.stream.window_op import LATE_SCHEMA, WindowOperator
 from sensorium.stream.windows import Tumbling, format_duration, parse_duration
 
@@ -228,9 +229,7 @@ class RollupOperator:
         # acc rows up to the first key of the next slice belong to this one (keys between slices,
         # or only in acc, go with the slice before them: they pass through unchanged)
         a_bounds = [0, *np.searchsorted(ak, nk[cuts], side="left").tolist(), acc.height]
-        held_parts: list[pl.DataFrame | None] = [
-            acc.slice(a_bounds[j], a_bounds[j + 1] - a_bounds[j]) for j in range(len(bounds) - 1)
-        ]
+        held_parts = [acc.slice(a_bounds[j], a_bounds[j + 1] - a_bounds[j]) for j in range(len(bounds) - 1)]
         empty = acc.clear()
         del acc, ak
         self._acc[i - 1] = empty  # the slices hold the partials now
@@ -241,11 +240,9 @@ class RollupOperator:
             raise
 
     @staticmethod
-    def _fold_slices(new: pl.DataFrame, bounds: list[int], held_parts: list[pl.DataFrame | None]) -> pl.DataFrame:
+    def _fold_slices(new: pl.DataFrame, bounds: list[int], held_parts: list[pl.DataFrame]) -> pl.DataFrame:
         pieces: list[pl.DataFrame] = []
-        for j in range(len(bounds) - 1):
-            held, held_parts[j] = held_parts[j], None
-            assert held is not None
+        for j, held in enumerate(released(held_parts)):
             part = new.slice(bounds[j], bounds[j + 1] - bounds[j])
             kid = part.get_column("kid").to_numpy()
             start = part.get_column("start").to_numpy()
@@ -256,7 +253,6 @@ class RollupOperator:
                 for r in range(int(rank.max()) + 1):  # type: ignore[arg-type]
                     held = merge_partials(pl.concat([held, part.filter(rank == r)]), percentiles=(), sketch=True)
             pieces.append(held)
-            del held
         return pl.concat(pieces, rechunk=False) if len(pieces) > 1 else pieces[0]
 
     def _open_level(self, i: int) -> pl.DataFrame:

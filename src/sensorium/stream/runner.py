@@ -47,7 +47,7 @@ from sensorium.obs.memory import trim as trim_heap
 from sensorium.rules.types import Transition
 from sensorium.stream.checkpoint import CheckpointStore
 from sensorium.stream.detect_stage import SCORES_TABLE, DetectStage, specs_from_settings
-from sensorium.stream.frame import Batch, empty_values, keyed_frames
+from sensorium.stream.frame import Batch, empty_values, keyed_frames, released
 from sensorium.stream.outputs import APP_ID as DERIVED_APP_ID
 from sensorium.stream.outputs import LATE_TABLE, DerivedTables, stream_store, to_arrow
 from sensorium.stream.series import SeriesIndex
@@ -467,18 +467,12 @@ class StreamRunner:
             # are taken out of ``out`` and held only as those slices, each dropped once stored:
             # the partials (chunked by key range) go as the outbox grows, not after it
             partials = out.partials.pop(interval)
-            slices: list[pl.DataFrame | None] = [
-                partials.slice(lo, OUTPUT_ROWS) for lo in range(0, partials.height, OUTPUT_ROWS)
-            ]
+            slices = [partials.slice(lo, OUTPUT_ROWS) for lo in range(0, partials.height, OUTPUT_ROWS)]
             del partials
-            for j in range(len(slices)):
-                part, slices[j] = slices[j], None
-                assert part is not None
+            for part in released(slices):
                 rows = self.rollups.rows(interval, part)
-                del part
                 for (bucket, m), (frame, tags) in self.series.attach(rows).items():
                     self.derived.add((bucket, f"{m}_{interval}"), to_arrow(frame, [*tags, "field"]))
-                del rows
         self._late_output(out.late)
 
     def _late_output(self, late: pl.DataFrame) -> None:
