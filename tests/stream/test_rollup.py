@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import pickle
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -15,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sensorium.stream.aggregate import SKETCH_ALPHA, merge_partials
+from sensorium.stream.checkpoint import CheckpointStore
 from sensorium.stream.rollup import RollupOperator, merge_rows, row_columns, row_schema
 from sensorium.stream.windows import parse_duration
 from tests.stream.test_windows import (
@@ -136,14 +139,25 @@ def test_batching_and_checkpoints_do_not_change_results(rows: list[Row], data: s
 
     cut = data.draw(st.integers(0, len(rows)))
     df = frame(rows)
-    first = RollupOperator("r", lateness_ns=lateness)
-    a = first.process(df.head(cut))
-    first.open_rows("1d")
-    second = RollupOperator("r", lateness_ns=lateness)
-    second.restore(pickle.loads(pickle.dumps(first.state())))
-    for iv in second.intervals:
-        assert second.open_rows(iv).equals(first.open_rows(iv))
-    b, c = second.process(df.slice(cut)), second.flush()
+    spill = data.draw(st.booleans())
+    with tempfile.TemporaryDirectory() as tmp:
+        # spilled levels go through a checkpoint file (their rows written as parts), the others
+        # through a plain pickle (parts pickle as lists)
+        first = RollupOperator("r", lateness_ns=lateness, spill_dir=Path(tmp) / "a" if spill else None)
+        a = first.process(df.head(cut))
+        first.open_rows("1d")
+        second = RollupOperator("r", lateness_ns=lateness, spill_dir=Path(tmp) / "b" if spill else None)
+        if spill:
+            store = CheckpointStore(Path(tmp) / "cp")
+            store.save({"offset": 1}, {"r": first.state})
+            loaded = store.load()
+            assert loaded is not None
+            second.restore(loaded["stages"]["r"])
+        else:
+            second.restore(pickle.loads(pickle.dumps(first.state())))
+        for iv in second.intervals:
+            assert second.open_rows(iv).equals(first.open_rows(iv))
+        b, c = second.process(df.slice(cut)), second.flush()
     resumed = {iv: pl.concat([a.finalized[iv], b.finalized[iv], c.finalized[iv]]).sort("series", "field", "time") for iv in second.intervals}
     for iv in whole[0]:
         assert whole[0][iv].equals(resumed[iv])
@@ -157,12 +171,15 @@ def test_folding_in_slices_does_not_change_results(rows: list[Row], fold: int, d
     lateness = 30 * MIN
     cuts = data.draw(st.lists(st.integers(1, len(rows) - 1), max_size=4))
     whole = run(RollupOperator("r", lateness_ns=lateness), rows, cuts)
-    with mock.patch("sensorium.stream.rollup.FOLD_ROWS", fold):
-        op = RollupOperator("r", lateness_ns=lateness)
-        sliced = run(op, rows, cuts)
+    with mock.patch("sensorium.stream.rollup.FOLD_ROWS", fold), tempfile.TemporaryDirectory() as tmp:
+        sliced = run(RollupOperator("r", lateness_ns=lateness), rows, cuts)
+        # the coarser levels spilled to files between folds: the same rows, and no file left over
+        spilled = run(RollupOperator("r", lateness_ns=lateness, spill_dir=Path(tmp)), rows, cuts)
+        assert not list(Path(tmp).iterdir())  # flushed: every level empty
     for iv in whole[0]:
         assert whole[0][iv].equals(sliced[0][iv])
-    assert whole[1].equals(sliced[1])
+        assert whole[0][iv].equals(spilled[0][iv])
+    assert whole[1].equals(sliced[1]) and whole[1].equals(spilled[1])
 
 
 def dense(n_series: int = 3, seconds: int = 200, seed: int = 3) -> list[Row]:
@@ -235,12 +252,13 @@ def test_single_level_and_schema() -> None:
     assert row["p90"] == pytest.approx(2.8) and row["_sketch"] is None  # no coarser level: no sketch
 
 
-def test_a_fold_failing_part_way_refuses_to_checkpoint() -> None:
+@pytest.mark.parametrize("spill", [False, True])
+def test_a_fold_failing_part_way_refuses_to_checkpoint(spill: bool, tmp_path: Path) -> None:
     """The fold releases the running partials slice by slice (never two copies of a level in
     memory); if it fails part-way the level is lost, so the operator must not checkpoint it —
     the stream restarts from the last checkpoint instead."""
     rows = dense(seconds=150)
-    op = RollupOperator("r", ("1s", "10s", "1m"), lateness_ns=S)
+    op = RollupOperator("r", ("1s", "10s", "1m"), lateness_ns=S, spill_dir=tmp_path if spill else None)
     df = frame(rows)
     op.process(df.head(len(rows) // 2))
     before = pickle.dumps(op.state())

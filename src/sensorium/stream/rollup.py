@@ -22,13 +22,13 @@ longer range (percentiles then come from the merged ``_sketch``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 
 from sensorium.keyindex import Keys
 from sensorium.stream.aggregate import (
@@ -40,7 +40,8 @@ from sensorium.stream.aggregate import (
     percentile_name,
     with_percentiles,
 )
-from sensorium.stream.frame import released
+from sensorium.stream.checkpoint import Parts
+from sensorium.stream.level import Level
 from sensorium.stream.window_op import LATE_SCHEMA, WindowOperator
 from sensorium.stream.windows import Tumbling, format_duration, parse_duration
 
@@ -106,7 +107,10 @@ class RollupOperator:
         percentiles: Sequence[float] = (50, 95, 99),
         lateness_ns: int | str = 0,
         idle_timeout_ns: int | str = 60_000_000_000,
+        spill_dir: Path | None = None,
     ) -> None:
+        """``spill_dir``: where the coarser levels' running partials are kept between the steps
+        that change them (see :mod:`sensorium.stream.level`); in memory without one."""
         self.step_id = step_id
         self.sizes = _check_intervals(intervals)
         self.intervals = tuple(str(i) for i in intervals)
@@ -118,7 +122,12 @@ class RollupOperator:
             partials=True, sketch=len(self.sizes) > 1,
         )
         empty = pl.DataFrame(schema={c: d for c, d in partial_schema((), True).items()})
-        self._acc: list[pl.DataFrame] = [empty for _ in self.sizes[1:]]  # running partials per coarser level
+        self._empty_partials = empty
+        # running partials per coarser level
+        self._levels = [
+            Level(empty, None if spill_dir is None else Path(spill_dir) / f"{_file_name(step_id)}-{iv}")
+            for iv in self.intervals[1:]
+        ]
         self._open: dict[int, pl.DataFrame] = {}
         self._failed = False  # a fold failed part-way: the running partials are lost (see _fold)
         self._empty = pl.DataFrame(schema=row_schema(self.percentiles))
@@ -186,63 +195,66 @@ class RollupOperator:
         return finer.select(_MERGE_COLS).with_columns((pl.col("start") // size * size).alias("start"))
 
     def _advance(self, i: int, finer: pl.DataFrame) -> pl.DataFrame:
-        """Fold finished finer partials into level ``i``; return its windows that finish now."""
-        if finer.height:
-            self._fold(i, _sorted(self._lift(finer, i)))
-        acc = self._acc[i - 1]
-        if acc.height:
-            kid = acc.get_column("kid").to_numpy()
-            done = self._base.wm_of(kid) >= acc.get_column("start").to_numpy() + self.sizes[i]
-            if done.all():  # e.g. the hour of every series closing together: no copies
-                self._acc[i - 1] = acc.clear()
-                return acc
-            if done.any():
-                mask = pl.Series(done)
-                self._acc[i - 1] = acc.filter(~mask)
-                return acc.filter(mask)
-        return acc.clear()
+        """Fold finished finer partials into level ``i``; return its windows that finish now.
 
-    def _fold(self, i: int, new: pl.DataFrame) -> None:
+        The level's rows pass through once, a slice at a time (see :meth:`_fold`): each slice's
+        finished windows are split off as it goes, the rest written back to the level. A failure
+        part-way leaves the level lost (its partials were released; open rows read it as empty):
+        the operator then refuses to take a checkpoint (:meth:`state`) until restored, and the
+        stream restarts from the last one."""
+        level = self._levels[i - 1]
+        size = self.sizes[i]
+        if finer.height:
+            pieces = self._fold(level, _sorted(self._lift(finer, i)))
+        elif level.height and (self._base.wm_of(level.kid) >= level.start + size).any():
+            pieces = level.take()
+        else:
+            return self._empty_partials
+        done_parts: list[pl.DataFrame] = []
+        out = level.writer()
+        try:
+            for piece in pieces:
+                done = self._base.wm_of(piece.get_column("kid").to_numpy()) >= piece.get_column("start").to_numpy() + size
+                if done.all():  # e.g. the hour of every series closing together: no copies
+                    done_parts.append(piece)
+                elif done.any():
+                    mask = pl.Series(done)
+                    done_parts.append(piece.filter(mask))
+                    out.add(piece.filter(~mask))
+                else:
+                    out.add(piece)
+                del piece
+            out.commit()
+        except BaseException:
+            out.abort()
+            self._failed = True  # for good: only a restore makes the operator whole again
+            raise
+        if not done_parts:
+            return self._empty_partials
+        return pl.concat(done_parts, rechunk=False) if len(done_parts) > 1 else done_parts[0]
+
+    def _fold(self, level: Level, new: pl.DataFrame) -> Iterator[pl.DataFrame]:
         """Fold ``new`` (finished finer partials, sorted by kid, start, _first_time) into the
-        running partials of level ``i`` (sorted by kid, start), which stay sorted the same way.
+        running partials of ``level`` (sorted by kid, start): the new running partials, in order.
 
         Keys never mix, so the fold runs over slices of about :data:`FOLD_ROWS` rows of ``new``
         cut at key boundaries, each merged with the rows of the running partials in its key
         range: when the minute windows of 100 k series x fields close together, the working
         memory is that of a slice, not of the whole level (a sort and ~20 temporary arrays of
-        ``acc + new`` rows). The running partials are held only as those slices while folding,
-        each dropped once its replacement is made, and the result keeps the replacements as its
-        chunks: the old and the new partials of a whole level are never in memory together (at
-        100 k series that was ~55 MB per coarser level when the minutes closed).
+        ``acc + new`` rows). The level hands its rows over as those slices (:meth:`Level.take`),
+        each released once its replacement is made: the old and the new partials of a whole
+        level are never in memory together.
         Within a key, finer partials are folded one at a time per window, in time order: the float
         arithmetic then does not depend on how many finished in one step, so the rows are
-        bit-identical however the log was cut into batches (and after a replay).
-
-        A failure part-way leaves the level lost (its partials were released; open rows read it
-        as empty): the operator then refuses to take a checkpoint (:meth:`state`) until restored,
-        and the stream restarts from the last one."""
-        acc = self._acc[i - 1]
+        bit-identical however the log was cut into batches (and after a replay)."""
         nk = new.get_column("kid").to_numpy()
-        ak = acc.get_column("kid").to_numpy()
         cuts = np.unique(np.searchsorted(nk, nk[FOLD_ROWS::FOLD_ROWS], side="left"))
         bounds = [0, *cuts.tolist(), new.height]
-        # acc rows up to the first key of the next slice belong to this one (keys between slices,
-        # or only in acc, go with the slice before them: they pass through unchanged)
-        a_bounds = [0, *np.searchsorted(ak, nk[cuts], side="left").tolist(), acc.height]
-        held_parts = [acc.slice(a_bounds[j], a_bounds[j + 1] - a_bounds[j]) for j in range(len(bounds) - 1)]
-        empty = acc.clear()
-        del acc, ak
-        self._acc[i - 1] = empty  # the slices hold the partials now
-        try:
-            self._acc[i - 1] = self._fold_slices(new, bounds, held_parts)
-        except BaseException:
-            self._failed = True  # for good: only a restore makes the operator whole again
-            raise
-
-    @staticmethod
-    def _fold_slices(new: pl.DataFrame, bounds: list[int], held_parts: list[pl.DataFrame]) -> pl.DataFrame:
-        pieces: list[pl.DataFrame] = []
-        for j, held in enumerate(released(held_parts)):
+        # level rows up to the first key of the next slice belong to this one (keys between
+        # slices, or only in the level, go with the slice before them: they pass through unchanged)
+        held_parts = level.take(nk[cuts])
+        del nk
+        for j, held in enumerate(held_parts):
             part = new.slice(bounds[j], bounds[j + 1] - bounds[j])
             kid = part.get_column("kid").to_numpy()
             start = part.get_column("start").to_numpy()
@@ -252,8 +264,8 @@ class RollupOperator:
                 rank = part.select(pl.int_range(pl.len()).over("kid", "start")).to_series()
                 for r in range(int(rank.max()) + 1):  # type: ignore[arg-type]
                     held = merge_partials(pl.concat([held, part.filter(rank == r)]), percentiles=(), sketch=True)
-            pieces.append(held)
-        return pl.concat(pieces, rechunk=False) if len(pieces) > 1 else pieces[0]
+            yield held
+            del held, part
 
     def _open_level(self, i: int) -> pl.DataFrame:
         if i in self._open:
@@ -262,7 +274,7 @@ class RollupOperator:
             part = self._base.open_partials()
         else:
             finer = self._open_level(i - 1)
-            both = pl.concat([self._acc[i - 1], self._lift(finer, i)])
+            both = pl.concat([self._levels[i - 1].frame(), self._lift(finer, i)])
             part = merge_partials(both, percentiles=(), sketch=True)
         self._open[i] = part
         return part
@@ -292,7 +304,9 @@ class RollupOperator:
             # Arrow tables, not Polars frames: a frame pickles as one serialised bytes copy of
             # itself (at 100 k series the open hour's partials made a checkpoint the peak),
             # a table's buffers stream to the checkpoint file as they are
-            "base": self._base.state(), "acc": [a.to_arrow() for a in self._acc],
+            # each level's rows as Arrow record batches, read one at a time while the checkpoint
+            # is written (see sensorium.stream.checkpoint.Parts)
+            "base": self._base.state(), "acc": [Parts(level.batches) for level in self._levels],
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -304,9 +318,14 @@ class RollupOperator:
                 f"not {self._config()!r}"
             )
         self._base.restore(state["base"])
-        self._acc = [pl.DataFrame(pl.from_arrow(a)) if isinstance(a, pa.Table) else a for a in state["acc"]]
+        for level, rows in zip(self._levels, state["acc"], strict=True):
+            level.restore(rows)
         self._open = {}
         self._failed = False
+
+
+def _file_name(step_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in step_id)
 
 
 def _sorted(new: pl.DataFrame) -> pl.DataFrame:

@@ -142,6 +142,9 @@ class StreamRunner:
                 percentiles=tuple(st.rollup_percentiles),
                 lateness_ns=lateness,
                 idle_timeout_ns=idle,
+                # the hour's and the day's running partials (~90 MB each at 100 k series) wait
+                # on disk between the folds that change them
+                spill_dir=self.root / "spill",
             )
             if self.intervals
             else None
