@@ -287,3 +287,17 @@ def test_a_fold_failing_part_way_refuses_to_checkpoint(spill: bool, tmp_path: Pa
     assert again.process(df.slice(len(rows) // 2)).finalized["10s"].equals(
         (whole.process(df.head(len(rows) // 2)), whole.process(df.slice(len(rows) // 2)))[1].finalized["10s"]
     )
+
+
+def test_a_failure_anywhere_in_the_cascade_refuses_to_checkpoint() -> None:
+    """Not only a fold: once the finest level has moved on, any failure before the coarser levels
+    took its finished partials loses them."""
+    rows = dense(seconds=150)
+    op = RollupOperator("r", ("1s", "10s", "1m"), lateness_ns=S)
+    df = frame(rows)
+    op.process(df.head(len(rows) // 2))
+    with mock.patch("sensorium.stream.rollup._sorted", side_effect=MemoryError("no room")):
+        with pytest.raises(MemoryError):
+            op.process(df.slice(len(rows) // 2))
+    with pytest.raises(RuntimeError, match="restart from the last checkpoint"):
+        op.state()

@@ -129,7 +129,7 @@ class RollupOperator:
             for iv in self.intervals[1:]
         ]
         self._open: dict[int, pl.DataFrame] = {}
-        self._failed = False  # a fold failed part-way: the running partials are lost (see _fold)
+        self._failed = False  # a step failed part-way: finished partials are lost (see _cascade)
         self._empty = pl.DataFrame(schema=row_schema(self.percentiles))
 
     # --- public face ---------------------------------------------------------------------------
@@ -181,13 +181,19 @@ class RollupOperator:
 
     def _cascade(self, base: pl.DataFrame) -> dict[str, pl.DataFrame]:
         """Finished partials per interval: the finest level's, then each coarser level's after
-        folding in the finer one's."""
+        folding in the finer one's. The finer level has already moved on when this runs, so a
+        failure anywhere in it (not only in a fold) loses finished partials: the operator is then
+        marked failed (see :meth:`_advance`)."""
         self._open = {}
         out = {self.intervals[0]: base}
         finer = base
-        for i in range(1, len(self.sizes)):
-            finer = self._advance(i, finer)
-            out[self.intervals[i]] = finer
+        try:
+            for i in range(1, len(self.sizes)):
+                finer = self._advance(i, finer)
+                out[self.intervals[i]] = finer
+        except BaseException:
+            self._failed = True
+            raise
         return out
 
     def _lift(self, finer: pl.DataFrame, i: int) -> pl.DataFrame:
@@ -226,8 +232,7 @@ class RollupOperator:
                 del piece
             out.commit()
         except BaseException:
-            out.abort()
-            self._failed = True  # for good: only a restore makes the operator whole again
+            out.abort()  # the level was handed over: lost (and the operator failed, see _cascade)
             raise
         if not done_parts:
             return self._empty_partials
