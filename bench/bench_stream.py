@@ -182,7 +182,7 @@ def throughput(args: argparse.Namespace, tmp: Path) -> None:
     log("warm-up run ...")
     warm_s = warm_up(tmp, rules_text)
     data_dir = tmp / "throughput"
-    p = make_platform(data_dir, rules_text)
+    p = make_platform(data_dir, rules_text, stream={"parallel_stages": False} if args.profile else None)
     try:
         log(f"writing {args.devices:,} devices x {duration:.0f} s through Sensorium.write (stream paused) ...")
         sim_points = sim_values = lines = accepted = rejected = dups = 0
@@ -220,7 +220,16 @@ def throughput(args: argparse.Namespace, tmp: Path) -> None:
         rss_before = rss_mb()
         s0 = stage_seconds(p)
         t0 = time.perf_counter()
-        rows = st.drain()
+        if args.profile:  # where the drain's time goes (cProfile: slower; stages one at a time)
+            import cProfile
+
+            prof = cProfile.Profile()
+            prof.enable()
+            rows = st.drain()
+            prof.disable()
+            prof.dump_stats(args.profile)
+        else:
+            rows = st.drain()
         drain_s = time.perf_counter() - t0
         stages = {k: v - s0[k] for k, v in stage_seconds(p).items()}
         rss_after_drain = rss_mb()
@@ -582,6 +591,8 @@ def main() -> None:
     ap.add_argument("--checkpoint-every", type=int, default=1, help="memory: checkpoint every N chunks (10 s each)")
     ap.add_argument("--faults", action="store_true", help="memory: simulator faults on")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--profile", metavar="FILE",
+                    help="throughput: run the drain under cProfile, stages one after the other, and write its stats to FILE")
     ap.add_argument("--data-dir", help=argparse.SUPPRESS)
     ap.add_argument("--quick", action="store_true",
                     help="throughput 1,000 devices x 180 s, baseline 30 k points; memory 10 k series x 3 min")

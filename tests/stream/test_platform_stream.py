@@ -138,7 +138,10 @@ def test_rollups_survive_restart_exactly_once(data_dir: Path, clock: FakeClock) 
         p.write(body)
     p.process_stream()
     p.stream.checkpoint()
+    spill = data_dir / "stream" / "spill"
+    assert len(list(spill.glob("rollups-1h.*.arrow"))) == 1  # the open hour waits on disk
     p.close()
+    assert not list(spill.iterdir())  # the checkpoint holds it
     p = Sensorium(make_settings(data_dir), clock=clock, background=False)
     try:
         for body in _shuffled_requests(lines[half:], seed=5):

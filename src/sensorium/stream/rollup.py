@@ -171,6 +171,13 @@ class RollupOperator:
     def watermarks(self) -> pl.DataFrame:
         return self._base.watermarks()
 
+    def close(self) -> None:
+        """Drop the coarser levels' running partials (and their spill files): for after the last
+        checkpoint, which holds them; :meth:`restore` makes the operator usable again."""
+        for level in self._levels:
+            level.clear()
+        self._open = {}
+
     # --- levels ---------------------------------------------------------------------------------
 
     def _level(self, interval: str) -> int:

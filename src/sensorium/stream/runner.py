@@ -604,6 +604,8 @@ class StreamRunner:
         if self.error is None:
             self.drain()
             self.checkpoint()
+            if self.rollups is not None:
+                self.rollups.close()  # their spill files: the checkpoint holds the rows
         self.release()
         if hasattr(self.derived.lake, "close"):  # a store with a connection (PostgreSQL)
             self.derived.lake.close()
