@@ -484,6 +484,11 @@ def memory_child(args: argparse.Namespace) -> dict[str, Any]:
     rules_text, _n_base, _n_extra = ruleset_text(args.rules)
     data_dir = Path(args.data_dir)
     rss_import = rss_mb()
+    probe = None
+    if args.probe:
+        from _memprobe import stream_probe
+
+        probe = stream_probe()
     p = make_platform(data_dir, rules_text, store={"flush_rows": args.flush_rows})
     rss_start = rss_mb()
     cfg = SimConfig(devices=args.series, rate=0.1, duration_s=args.minutes * 60, seed=args.seed, faults=args.faults)
@@ -531,6 +536,9 @@ def memory_child(args: argparse.Namespace) -> dict[str, Any]:
             "checkpoint_bytes_max": max(cp_max, cp_bytes or 0),
             "malloc_mode_at_end": malloc_mode(),
         }
+        if probe is not None:
+            probe.stop()
+            rec["phases"] = probe.report()
     finally:
         p.close()
     rec["peak_rss_mb_after_close"] = peak_rss_mb()
@@ -548,6 +556,8 @@ def memory(args: argparse.Namespace, tmp: Path) -> None:
            "--stages", args.stages]
     if args.faults:
         cmd.append("--faults")
+    if args.probe:
+        cmd.append("--probe")
     log(f"memory: {args.series:,} series x 1 point / 10 s x {args.minutes} min in a fresh process ...")
     r = subprocess.run(cmd, stdout=subprocess.PIPE, env=_child_env(None, None), cwd=tmp, text=True)
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("{")), None)
@@ -591,6 +601,9 @@ def main() -> None:
     ap.add_argument("--checkpoint-every", type=int, default=1, help="memory: checkpoint every N chunks (10 s each)")
     ap.add_argument("--faults", action="store_true", help="memory: simulator faults on")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--probe", action="store_true",
+                    help="memory: record which phase (write, each stage, rollup output, checkpoint, delivery, flush) "
+                         "raises resident memory (bench/_memprobe.py; a sampling thread: slower)")
     ap.add_argument("--profile", metavar="FILE",
                     help="throughput: run the drain under cProfile, stages one after the other, and write its stats to FILE")
     ap.add_argument("--data-dir", help=argparse.SUPPRESS)

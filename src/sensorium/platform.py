@@ -533,6 +533,16 @@ class Sensorium:
             self._register_lake_tables()
         return sorted({b for b, _ in self.registry.tables()})
 
+    def _derived_keys(self, key: Key) -> list[str]:
+        """Sort columns of a stream output table after its day: a rollup's series tags and
+        field; for tables shared by the measurements, measurement, field, then every tag."""
+        bucket, table = key
+        for iv in self.settings.stream.rollups:
+            if table.endswith(f"_{iv}"):
+                return [*self._tags_of((bucket, table[: -len(iv) - 1])), "field"]
+        tags = dict.fromkeys(t for m in self.measurements(bucket) for t in self._tags_of((bucket, m)))
+        return ["measurement", "field", *tags]
+
     def _tags_of(self, key: Key) -> list[str]:
         return [c for c, role in self.registry.columns(*key).items() if role == "tag"]
 
@@ -966,6 +976,11 @@ class Sensorium:
                     self.hot.set_lake_version((b, m), self.lake.version(b, m))
             done += n
             self.lake.vacuum(b, m, retention_hours=vacuum_hours)
+        if self.stream is not None:  # the stream's outputs (rollups, late data, ...)
+            done += self.stream.derived.maintain(
+                self._derived_keys, min_files=min_files, settled_s=self.settings.store.settle_s,
+                vacuum_hours=vacuum_hours,
+            )
         self.metrics.compactions.inc(done)
         self._apply_retention()
         return done

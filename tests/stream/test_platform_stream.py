@@ -268,3 +268,44 @@ def test_a_background_checkpoint_commits_exactly_its_outbox(
             _assert_same(_rolled(p, iv), _recomputed(p, iv))
     finally:
         p.close()
+
+
+def test_maintenance_compacts_the_stream_outputs_and_keeps_exactly_once(data_dir: Path, clock: FakeClock) -> None:
+    """Every checkpoint adds a file per output table and day; maintenance merges them (every row
+    kept, the checkpoint numbers kept), queries read the compacted version, and a restart still
+    stores each window once."""
+    lines = _lines(0, 1800, 3, seed=8)
+    p = Sensorium(make_settings(data_dir), clock=clock, background=False)
+    try:
+        for i, body in enumerate(_shuffled_requests(lines, seed=9, size=40)):
+            p.write(body)
+            if i % 3 == 2:
+                p.process_stream()
+                p.stream.checkpoint()  # a commit per checkpoint with rows
+        p.process_stream()
+        p.stream.checkpoint()
+        lake = p.stream.derived.lake
+        table = lake.path("default", "climate_1m")
+        before_files = len(list(table.rglob("*.parquet")))
+        assert before_files > 3
+        before = _rolled(p, "1m")
+        applied = lake.applied_offset("default", "climate_1m", app_id=p.stream.derived.app_id)
+        assert p.maintain(vacuum_hours=0, min_files=2) >= 1
+        assert len(list(table.rglob("*.parquet"))) == 1  # one day, one file (old ones vacuumed)
+        assert lake.applied_offset("default", "climate_1m", app_id=p.stream.derived.app_id) == applied
+        _assert_same(_rolled(p, "1m"), before)
+        _assert_same(_rolled(p, "1m"), _recomputed(p, "1m"))
+    finally:
+        p.close()
+    p = Sensorium(make_settings(data_dir), clock=clock, background=False)
+    try:
+        p.write("\n".join(_lines(1800, 600, 3, seed=10)))
+        clock.advance(86_400)
+        p.process_stream()
+        p.stream.checkpoint()
+        _assert_same(_rolled(p, "1m"), _recomputed(p, "1m"))
+        stored = p.stream.derived.lake.dataset("default", "climate_1m").to_table()
+        keys = list(zip(stored["time"].to_pylist(), stored["device_id"].to_pylist(), stored["field"].to_pylist(), strict=True))
+        assert len(keys) == len(set(keys))
+    finally:
+        p.close()

@@ -467,11 +467,14 @@ class Lake:
         min_files: int | None = None,
         settled_s: float | None = None,
         now_ms: int | None = None,
+        dedup: bool = True,
     ) -> int:
         """Rewrite day partitions as one sorted, de-duplicated (merged) file set: those holding
         ``>= min_files`` files, and those with 2 or more files none of which is younger than
         ``settled_s`` (a quiet partition, e.g. an old day that got a late rewrite). Returns the
-        number of partitions rewritten. Keeps the table's WAL offset."""
+        number of partitions rewritten. Keeps the table's transaction versions (the WAL offset,
+        the stream's checkpoint numbers). ``dedup=False``: rows are only sorted (by day, ``tags``
+        and time), every one kept (stream outputs, where a row is not keyed by series and time)."""
         min_files = min_files or self.settings.compact_min_files
         dt = self._table(bucket, measurement)
         if dt is None:
@@ -502,7 +505,7 @@ class Lake:
             ds = dt.to_pyarrow_dataset()
             for day in days:
                 part = ds.to_table(filter=pads.field(DAY) == day)
-                part = dedup_sorted(part, tags)
+                part = dedup_sorted(part, tags) if dedup else sorted_rows(part, tags)
                 write_deltalake(
                     dt,
                     part,
@@ -529,6 +532,12 @@ class Lake:
             )
             dt.cleanup_metadata()
         return len(removed)
+
+
+def sorted_rows(part: pa.Table, keys: list[str]) -> pa.Table:
+    """Rows sorted by day, the ``keys`` the table has, and time (stable: ties keep their order)."""
+    order = [(c, "ascending") for c in (DAY, *keys, TIME) if c in part.column_names]
+    return part.sort_by(order) if order else part
 
 
 def dedup_sorted(part: pa.Table, tags: list[str]) -> pa.Table:

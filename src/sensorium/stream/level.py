@@ -37,8 +37,8 @@ class Level:
         self._empty = empty.clear()
         self.path = path
         self._frames: list[pl.DataFrame] = []  # in memory
-        self._file: Path | None = None  # spilled: the current file, its batches' first rows
-        self._offsets = np.zeros(1, dtype=np.int64)
+        self._file: Path | None = None  # spilled: the current file
+        self._offsets = np.zeros(1, dtype=np.int64)  # the first row of each of its batches, then the height
         self.kid = np.empty(0, dtype=np.int64)
         self.start = np.empty(0, dtype=np.int64)
         self._stale: list[Path] = []  # files taken, removed once read (or at the next commit)

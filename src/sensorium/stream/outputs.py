@@ -157,10 +157,36 @@ class DerivedTables:
                 self._outbox[key] = self._outbox.get(key, [])[n:]
                 if not self._outbox[key]:
                     del self._outbox[key]
-                self._versions[key] = version
+                # versions only move on (a compaction may have committed one after this append)
+                self._versions[key] = max(version, self._versions.get(key, -1))
                 if version >= 0:
                     self._stored.add(key)
         return rows
+
+    def maintain(
+        self, keys_of: Callable[[Key], list[str]], *, min_files: int | None = None,
+        settled_s: float | None = None, vacuum_hours: float = 1.0,
+    ) -> int:
+        """Compact the stored outputs' small files (one per table and day at each checkpoint:
+        ~1,440 a day for a 1-minute rollup) into one sorted file set per day, and vacuum old
+        versions; ``keys_of(key)``: the columns to sort by after the day (the series' tags and
+        ``field``). Rows are kept as they are (no merging: a late-data row is not keyed by series
+        and time). Queries then read the compacted version. Returns partitions compacted. Only
+        for a local lake written by this process (not PostgreSQL, not a lake other processes
+        write)."""
+        if not isinstance(self.lake, Lake) or self.follow:
+            return 0
+        done = 0
+        for key in self.lake.tables():
+            with self.lake.lock(*key):
+                n = self.lake.compact(*key, keys_of(key), min_files=min_files, settled_s=settled_s, dedup=False)
+                if n:
+                    version = self.lake.version(*key)
+                    with self._lock:
+                        self._versions[key] = max(version, self._versions.get(key, -1))
+            done += n
+            self.lake.vacuum(*key, retention_hours=vacuum_hours)
+        return done
 
     # -- reading -------------------------------------------------------------------------------
     def names(self, bucket: str) -> list[str]:
