@@ -33,19 +33,26 @@ def fill(level: Level, *pieces: list[int]) -> None:
     w.commit()
 
 
-def test_take_cuts_at_keys_across_pieces_and_empties_the_level(level: Level) -> None:
+def test_a_cursor_reads_forward_by_key_across_pieces_and_empties_the_level(level: Level) -> None:
     fill(level, [1, 2, 3], [5, 8], [9, 12, 13, 14])
     assert level.height == 9 and level.kid.tolist() == [1, 2, 3, 5, 8, 9, 12, 13, 14]
-    pieces = level.take(np.array([2, 4, 9, 9, 20]))
+    cur = level.cursor()
     assert level.height == 0 and level.frame().height == 0  # handed over at once
-    got = [p.get_column("kid").to_list() for p in pieces]
-    assert got == [[1], [2, 3], [5, 8], [], [9, 12, 13, 14], []]
+    got = [cur.until(k).get_column("kid").to_list() for k in (1, 4, 9, 9, 0, 12)]
+    assert got == [[1], [2, 3], [5, 8, 9], [], [], [12]]
+    assert cur.rest().get_column("kid").to_list() == [13, 14]
+    assert cur.rest().height == 0
+    cur.close()
+    if level.path is not None:
+        assert list(level.path.parent.iterdir()) == []  # the handed-over file went
 
 
-def test_take_without_keys_gives_every_row_in_order(level: Level) -> None:
+def test_a_cursor_keeps_columns_and_order(level: Level) -> None:
     fill(level, [1, 2], [4])
-    assert pl.concat(list(level.take())).equals(rows([1, 2, 4]))
-    assert list(level.take()) == []
+    cur = level.cursor()
+    assert cur.rest().equals(rows([1, 2, 4]))
+    cur.close()
+    assert level.cursor().rest().height == 0
 
 
 def test_writer_replaces_the_level_and_the_spill_file(level: Level, tmp_path: Path) -> None:

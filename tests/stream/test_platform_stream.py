@@ -76,12 +76,17 @@ def clock() -> FakeClock:
     return FakeClock(T0 + 3 * 3600 * NS)
 
 
-@pytest.mark.parametrize("output_rows", [65_536, 3])
+@pytest.mark.parametrize(("output_rows", "lean"), [(65_536, False), (3, False), (65_536, True), (3, True)])
 def test_rollups_equal_recomputation_from_raw(
-    data_dir: Path, clock: FakeClock, output_rows: int, monkeypatch: pytest.MonkeyPatch
+    data_dir: Path, clock: FakeClock, output_rows: int, lean: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``output_rows``: finished rollup rows go to the lake in slices of this many (3: many)."""
+    """``output_rows``: finished rollup rows go to the lake in slices of this many (3: many).
+    ``lean``: the rollups run on the stream thread and hand each slice of finished partials to
+    the store as the levels advance (slices of 7 keys' partials here: many)."""
     monkeypatch.setattr("sensorium.stream.runner.OUTPUT_ROWS", output_rows)
+    monkeypatch.setattr("sensorium.stream.runner.lean", lambda: lean)
+    if lean:
+        monkeypatch.setattr("sensorium.stream.rollup.FOLD_ROWS", 7)
     p = Sensorium(make_settings(data_dir), clock=clock, background=False)
     try:
         for body in _shuffled_requests(_lines(0, 7200, 6, seed=1), seed=2):

@@ -163,6 +163,31 @@ def test_batching_and_checkpoints_do_not_change_results(rows: list[Row], data: s
         assert whole[0][iv].equals(resumed[iv])
 
 
+def run_sink(op: RollupOperator, rows: Sequence[Row], cuts: Sequence[int] = ()) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
+    """:func:`run` through ``process_partials`` with a sink (the runner's way): slices of
+    finished partials, each a key range of one level, turned into rows as they come."""
+    df = frame(rows)
+    bounds = [0, *sorted(set(cuts)), df.height]
+    fin: dict[str, list[pl.DataFrame]] = {iv: [] for iv in op.intervals}
+    late = []
+
+    def sink(iv: str, part: pl.DataFrame) -> None:
+        assert part.height
+        kid = part.get_column("kid").to_numpy()
+        assert (np.diff(kid) >= 0).all()  # a slice is in key order
+        fin[iv].append(op.rows(iv, part))
+
+    for a, b in zip(bounds, bounds[1:], strict=False):
+        out = op.process_partials(df.slice(a, b - a), sink=sink)
+        assert out.partials == {}
+        late.append(out.late)
+    last = op.flush()  # the eager way, for the end
+    late.append(last.late)
+    for iv, f in last.finalized.items():
+        fin[iv].append(f)
+    return {iv: pl.concat(fs).sort("series", "field", "time") for iv, fs in fin.items()}, pl.concat(late)
+
+
 @PROPS
 @given(rows=days(), fold=st.integers(1, 5), data=st.data())
 def test_folding_in_slices_does_not_change_results(rows: list[Row], fold: int, data: st.DataObject) -> None:
@@ -176,10 +201,13 @@ def test_folding_in_slices_does_not_change_results(rows: list[Row], fold: int, d
         # the coarser levels spilled to files between folds: the same rows, and no file left over
         spilled = run(RollupOperator("r", lateness_ns=lateness, spill_dir=Path(tmp)), rows, cuts)
         assert not list(Path(tmp).iterdir())  # flushed: every level empty
+        # finished partials handed to a sink slice by slice as the levels advance together
+        sunk = run_sink(RollupOperator("r", lateness_ns=lateness, spill_dir=Path(tmp)), rows, cuts)
     for iv in whole[0]:
         assert whole[0][iv].equals(sliced[0][iv])
         assert whole[0][iv].equals(spilled[0][iv])
-    assert whole[1].equals(sliced[1]) and whole[1].equals(spilled[1])
+        assert whole[0][iv].equals(sunk[0][iv])
+    assert whole[1].equals(sliced[1]) and whole[1].equals(spilled[1]) and whole[1].equals(sunk[1])
 
 
 def dense(n_series: int = 3, seconds: int = 200, seed: int = 3) -> list[Row]:

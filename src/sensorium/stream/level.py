@@ -25,8 +25,6 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from sensorium.stream.frame import released
-
 _gen = itertools.count()
 
 
@@ -70,35 +68,15 @@ class Level:
             for b in range(len(self._offsets) - 1):
                 yield spill.batch(b)
 
-    def take(self, keys: np.ndarray | None = None) -> Iterator[pl.DataFrame]:
-        """Hand the rows over, in order, and leave the level empty (until a :meth:`writer`
-        commits): the pieces are released as the caller goes. With ``keys`` (sorted), exactly
-        ``len(keys) + 1`` pieces, cut before the first row whose kid is ≥ each key."""
-        n = self.height
-        bounds = None if keys is None else [0, *np.searchsorted(self.kid, keys, side="left").tolist(), n]
-        file, offsets, frames = self._file, self._offsets, self._frames
+    def cursor(self) -> LevelCursor:
+        """Hand the rows over, to be read forward by key, and leave the level empty (until a
+        :meth:`writer` commits): what the cursor has read is released as it goes."""
+        cur = LevelCursor(self.kid, self._offsets if self._file is not None else None,
+                          self._frames, self._file, self._empty)
+        if self._file is not None:
+            self._stale.append(self._file)
         self._reset()
-        if file is not None:
-            self._stale.append(file)
-            return self._take_file(file, offsets, bounds or offsets.tolist())
-        whole = pl.concat(frames, rechunk=False) if frames else self._empty
-        del frames
-        if bounds is None:
-            return released([whole]) if n else iter(())
-        parts = [whole.slice(lo, hi - lo) for lo, hi in itertools.pairwise(bounds)]
-        del whole
-        return released(parts)
-
-    @staticmethod
-    def _take_file(file: Path, offsets: np.ndarray, bounds: list[int]) -> Iterator[pl.DataFrame]:
-        try:
-            with _Spill(file, offsets) as spill:
-                for lo, hi in itertools.pairwise(bounds):
-                    parts = list(spill.rows(lo, hi))
-                    yield pl.concat(parts, rechunk=False) if len(parts) > 1 else parts[0]
-                    del parts
-        finally:
-            file.unlink(missing_ok=True)
+        return cur
 
     def _reset(self) -> None:
         self._frames = []
@@ -124,13 +102,63 @@ class Level:
         w.commit()
 
     def clear(self) -> None:
-        for _ in self.take():
-            pass
+        self.cursor().close()
         self._sweep()
 
     def _sweep(self) -> None:
         while self._stale:
             self._stale.pop().unlink(missing_ok=True)
+
+
+class LevelCursor:
+    """A level's rows handed over (see :meth:`Level.cursor`), read forward in key order."""
+
+    def __init__(self, kid: np.ndarray, offsets: np.ndarray | None, frames: list[pl.DataFrame],
+                 file: Path | None, empty: pl.DataFrame) -> None:
+        self.kid = kid
+        self.pos = 0
+        self._empty = empty
+        self._file = file
+        self._spill = _Spill(file, offsets) if file is not None and offsets is not None else None
+        self._frames: list[pl.DataFrame | None] = list(frames)
+        self._starts = np.concatenate([[0], np.cumsum([f.height for f in frames], dtype=np.int64)])
+
+    def until(self, kid: int) -> pl.DataFrame:
+        """The rows not read yet whose kid is at most ``kid``."""
+        return self._upto(int(np.searchsorted(self.kid, kid, side="right")))
+
+    def rest(self) -> pl.DataFrame:
+        """Every row not read yet."""
+        return self._upto(len(self.kid))
+
+    def _upto(self, end: int) -> pl.DataFrame:
+        lo = self.pos
+        if end <= lo:
+            return self._empty
+        self.pos = end
+        if self._spill is not None:
+            parts = list(self._spill.rows(lo, end))
+        else:
+            parts = []
+            for b in range(int(np.searchsorted(self._starts, lo, side="right")) - 1, len(self._frames)):
+                b_lo, b_hi = int(self._starts[b]), int(self._starts[b + 1])
+                if b_lo >= end:
+                    break
+                f = self._frames[b]
+                assert f is not None
+                parts.append(f.slice(max(lo, b_lo) - b_lo, min(end, b_hi) - max(lo, b_lo)))
+                if b_hi <= end:
+                    self._frames[b] = None  # read to its end: released with the caller's slice
+        return pl.concat(parts, rechunk=False) if len(parts) > 1 else parts[0]
+
+    def close(self) -> None:
+        """Drop what was not read (and the spill file)."""
+        self._frames = []
+        if self._spill is not None:
+            self._spill.__exit__()
+            self._spill = None
+        if self._file is not None:
+            self._file.unlink(missing_ok=True)
 
 
 class _Spill:

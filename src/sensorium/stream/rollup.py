@@ -22,7 +22,7 @@ longer range (percentiles then come from the merged ``_sketch``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,8 @@ from sensorium.stream.aggregate import (
     with_percentiles,
 )
 from sensorium.stream.checkpoint import Parts
-from sensorium.stream.level import Level
+from sensorium.stream.frame import released
+from sensorium.stream.level import Level, LevelCursor, LevelWriter
 from sensorium.stream.window_op import LATE_SCHEMA, WindowOperator
 from sensorium.stream.windows import Tumbling, format_duration, parse_duration
 
@@ -49,6 +50,8 @@ STATE_VERSION = 1
 #: Rows of finished finer partials folded into a coarser level at a time (see ``RollupOperator._fold``).
 FOLD_ROWS = 65_536
 _MERGE_COLS = ["kid", "start", *PARTIAL, "_sketch"]
+#: where a cascade hands finished partials: (interval, a key-complete slice of them)
+Sink = Callable[[str, pl.DataFrame], None]
 
 
 def row_columns(percentiles: Sequence[float] = (50, 95, 99)) -> list[str]:
@@ -147,14 +150,15 @@ class RollupOperator:
         """End of stream: finish every open window at every level."""
         return self._output(RollupPartials(self._cascade(self._base._flush()), pl.DataFrame(schema=LATE_SCHEMA)))
 
-    def process_partials(self, values: pl.DataFrame, keys: Keys | None = None) -> RollupPartials:
-        """:meth:`process`, the finished windows left as partials (see :meth:`rows`)."""
+    def process_partials(self, values: pl.DataFrame, keys: Keys | None = None, sink: Sink | None = None) -> RollupPartials:
+        """:meth:`process`, the finished windows left as partials (see :meth:`rows`); with a
+        ``sink``, handed to it slice by slice as they finish instead (see :meth:`_cascade`)."""
         part, late = self._base._process(values, keys)
-        return RollupPartials(self._cascade(part), late)
+        return RollupPartials(self._cascade(part, sink), late)
 
-    def tick_partials(self, now_ns: int) -> RollupPartials:
-        """:meth:`tick`, the finished windows left as partials (see :meth:`rows`)."""
-        return RollupPartials(self._cascade(self._base._tick(now_ns)), pl.DataFrame(schema=LATE_SCHEMA))
+    def tick_partials(self, now_ns: int, sink: Sink | None = None) -> RollupPartials:
+        """:meth:`tick`, the finished windows left as partials (see :meth:`process_partials`)."""
+        return RollupPartials(self._cascade(self._base._tick(now_ns), sink), pl.DataFrame(schema=LATE_SCHEMA))
 
     def rows(self, interval: str, partials: pl.DataFrame) -> pl.DataFrame:
         """Rollup rows of finished partials at ``interval`` (row by row: any slice will do)."""
@@ -186,98 +190,67 @@ class RollupOperator:
         except ValueError:
             raise ValueError(f"{self.step_id}: no rollup interval {interval!r} (have {', '.join(self.intervals)})") from None
 
-    def _cascade(self, base: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    def _cascade(self, base: pl.DataFrame, sink: Sink | None = None) -> dict[str, pl.DataFrame]:
         """Finished partials per interval: the finest level's, then each coarser level's after
-        folding in the finer one's. The finer level has already moved on when this runs, so a
-        failure anywhere in it (not only in a fold) loses finished partials: the operator is then
-        marked failed (see :meth:`_advance`)."""
+        folding in the finer one's.
+
+        The levels are advanced together, one key range at a time (see :class:`_Cascade`): a
+        slice of about :data:`FOLD_ROWS` finished finer partials, cut at key boundaries, is folded
+        into the next level's running partials of its key range, whose finished windows fold into
+        the level above, and so on; each slice of finished partials goes to ``sink(interval,
+        partials)`` once the level above has taken it. With a sink (the runner, storing rows as
+        they come), the finished partials of 100 k series' hours closing together are never in
+        memory whole; without one they are collected and returned (an empty dict with a sink).
+
+        The finer level has already moved on when this runs, so a failure anywhere in it loses
+        finished partials: the operator is then marked failed (:meth:`state` refuses, open rows
+        read the lost levels as empty) until restored from the last checkpoint."""
         self._open = {}
-        out = {self.intervals[0]: base}
-        finer = base
+        got: dict[str, list[pl.DataFrame]] = {iv: [] for iv in self.intervals}
+        base_empty = base.clear()
+        run = _Cascade(self, sink if sink is not None else lambda iv, part: got[iv].append(part))
         try:
-            for i in range(1, len(self.sizes)):
-                finer = self._advance(i, finer)
-                out[self.intervals[i]] = finer
+            base = base.sort("kid", "start", maintain_order=True) if not _ascending(base) else base
+            kid = base.get_column("kid").to_numpy()
+            cuts = np.unique(np.searchsorted(kid, kid[FOLD_ROWS::FOLD_ROWS], side="left"))
+            del kid
+            bounds = [0, *cuts.tolist(), base.height]
+            pieces = [base.slice(lo, hi - lo) for lo, hi in zip(bounds, bounds[1:], strict=False) if hi > lo]
+            del base
+            for piece in released(pieces):
+                run.push(0, piece)
+                del piece
+            run.finish()
         except BaseException:
-            self._failed = True
+            run.abort()
+            self._failed = True  # for good: only a restore makes the operator whole again
             raise
-        return out
+        if sink is not None:
+            return {}
+        return {
+            iv: (pl.concat(parts, rechunk=False) if len(parts) > 1 else parts[0]) if parts
+            else (base_empty if i == 0 else self._empty_partials)
+            for i, (iv, parts) in enumerate(got.items())
+        }
 
     def _lift(self, finer: pl.DataFrame, i: int) -> pl.DataFrame:
         size = self.sizes[i]
         return finer.select(_MERGE_COLS).with_columns((pl.col("start") // size * size).alias("start"))
 
-    def _advance(self, i: int, finer: pl.DataFrame) -> pl.DataFrame:
-        """Fold finished finer partials into level ``i``; return its windows that finish now.
-
-        The level's rows pass through once, a slice at a time (see :meth:`_fold`): each slice's
-        finished windows are split off as it goes, the rest written back to the level. A failure
-        part-way leaves the level lost (its partials were released; open rows read it as empty):
-        the operator then refuses to take a checkpoint (:meth:`state`) until restored, and the
-        stream restarts from the last one."""
-        level = self._levels[i - 1]
-        size = self.sizes[i]
-        if finer.height:
-            pieces = self._fold(level, _sorted(self._lift(finer, i)))
-        elif level.height and (self._base.wm_of(level.kid) >= level.start + size).any():
-            pieces = level.take()
-        else:
-            return self._empty_partials
-        done_parts: list[pl.DataFrame] = []
-        out = level.writer()
-        try:
-            for piece in pieces:
-                done = self._base.wm_of(piece.get_column("kid").to_numpy()) >= piece.get_column("start").to_numpy() + size
-                if done.all():  # e.g. the hour of every series closing together: no copies
-                    done_parts.append(piece)
-                elif done.any():
-                    mask = pl.Series(done)
-                    done_parts.append(piece.filter(mask))
-                    out.add(piece.filter(~mask))
-                else:
-                    out.add(piece)
-                del piece
-            out.commit()
-        except BaseException:
-            out.abort()  # the level was handed over: lost (and the operator failed, see _cascade)
-            raise
-        if not done_parts:
-            return self._empty_partials
-        return pl.concat(done_parts, rechunk=False) if len(done_parts) > 1 else done_parts[0]
-
-    def _fold(self, level: Level, new: pl.DataFrame) -> Iterator[pl.DataFrame]:
-        """Fold ``new`` (finished finer partials, sorted by kid, start, _first_time) into the
-        running partials of ``level`` (sorted by kid, start): the new running partials, in order.
-
-        Keys never mix, so the fold runs over slices of about :data:`FOLD_ROWS` rows of ``new``
-        cut at key boundaries, each merged with the rows of the running partials in its key
-        range: when the minute windows of 100 k series x fields close together, the working
-        memory is that of a slice, not of the whole level (a sort and ~20 temporary arrays of
-        ``acc + new`` rows). The level hands its rows over as those slices (:meth:`Level.take`),
-        each released once its replacement is made: the old and the new partials of a whole
-        level are never in memory together.
+    def _merge(self, held: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
+        """Running partials ``held`` (sorted by kid, start) with finished finer partials ``new``
+        folded in (sorted by kid, start, _first_time; lifted to the level's windows).
         Within a key, finer partials are folded one at a time per window, in time order: the float
         arithmetic then does not depend on how many finished in one step, so the rows are
         bit-identical however the log was cut into batches (and after a replay)."""
-        nk = new.get_column("kid").to_numpy()
-        cuts = np.unique(np.searchsorted(nk, nk[FOLD_ROWS::FOLD_ROWS], side="left"))
-        bounds = [0, *cuts.tolist(), new.height]
-        # level rows up to the first key of the next slice belong to this one (keys between
-        # slices, or only in the level, go with the slice before them: they pass through unchanged)
-        held_parts = level.take(nk[cuts])
-        del nk
-        for j, held in enumerate(held_parts):
-            part = new.slice(bounds[j], bounds[j + 1] - bounds[j])
-            kid = part.get_column("kid").to_numpy()
-            start = part.get_column("start").to_numpy()
-            if ((kid[1:] != kid[:-1]) | (start[1:] != start[:-1])).all():
-                held = merge_partials(pl.concat([held, part]), percentiles=(), sketch=True)
-            else:
-                rank = part.select(pl.int_range(pl.len()).over("kid", "start")).to_series()
-                for r in range(int(rank.max()) + 1):  # type: ignore[arg-type]
-                    held = merge_partials(pl.concat([held, part.filter(rank == r)]), percentiles=(), sketch=True)
-            yield held
-            del held, part
+        kid = new.get_column("kid").to_numpy()
+        start = new.get_column("start").to_numpy()
+        if ((kid[1:] != kid[:-1]) | (start[1:] != start[:-1])).all():
+            return merge_partials(pl.concat([held, new]), percentiles=(), sketch=True)
+        rank = new.select(pl.int_range(pl.len()).over("kid", "start")).to_series()
+        for r in range(int(rank.max()) + 1):  # type: ignore[arg-type]
+            held = merge_partials(pl.concat([held, new.filter(rank == r)]), percentiles=(), sketch=True)
+        return held
 
     def _open_level(self, i: int) -> pl.DataFrame:
         if i in self._open:
@@ -334,6 +307,92 @@ class RollupOperator:
             level.restore(rows)
         self._open = {}
         self._failed = False
+
+
+class _Cascade:
+    """One pass of finished partials up through the coarser levels (see
+    :meth:`RollupOperator._cascade`). Each coarser level opened by the pass hands its running
+    partials over as a :class:`~sensorium.stream.level.LevelCursor` and gets the new ones
+    through a writer, both in key order: the input of a level comes in key-complete slices in
+    ascending key order, so the rows of the level it merges with are the cursor's rows up to the
+    slice's last key (rows of keys the slice lacks pass through with it); what is left of a
+    level at the end passes through last. A slice's merged rows are split into windows still open
+    (written back) and finished ones (pushed to the level above, then to the sink)."""
+
+    def __init__(self, op: RollupOperator, sink: Sink) -> None:
+        self.op = op
+        self.sink = sink
+        self.open: dict[int, tuple[LevelCursor, LevelWriter]] = {}
+
+    def _level(self, i: int) -> tuple[LevelCursor, LevelWriter]:
+        if i not in self.open:
+            level = self.op._levels[i - 1]
+            self.open[i] = (level.cursor(), level.writer())
+        return self.open[i]
+
+    def push(self, i: int, done: pl.DataFrame) -> None:
+        """``done``: finished partials of level ``i`` (a key-complete slice, after every slice of
+        lower keys): fold them into level ``i + 1``, then hand them to the sink."""
+        if done.height and i + 1 < len(self.op.sizes):
+            new = _sorted(self.op._lift(done, i + 1))
+            cursor, _ = self._level(i + 1)
+            held = cursor.until(int(new.get_column("kid")[-1]))
+            merged = self.op._merge(held, new)
+            del held, new
+            up = self._split(i + 1, merged)
+            del merged
+        else:
+            up = None
+        if done.height:
+            self.sink(self.op.intervals[i], done)
+        del done
+        if up is not None and up.height:
+            self.push(i + 1, up)
+
+    def _split(self, i: int, rows: pl.DataFrame) -> pl.DataFrame:
+        """Write the rows of windows still open back to level ``i``; return the finished ones."""
+        _, writer = self._level(i)
+        wm = self.op._base.wm_of(rows.get_column("kid").to_numpy())
+        done = wm >= rows.get_column("start").to_numpy() + self.op.sizes[i]
+        if done.all():  # e.g. the hour of every series closing together: no copies
+            return rows
+        if not done.any():
+            writer.add(rows)
+            return rows.clear()
+        mask = pl.Series(done)
+        writer.add(rows.filter(~mask))
+        return rows.filter(mask)
+
+    def finish(self) -> None:
+        """Pass what is left of each level through (windows whose series' watermark passed
+        them finish too), lowest level first, and commit the levels."""
+        for i in range(1, len(self.op.sizes)):
+            level = self.op._levels[i - 1]
+            if i not in self.open:
+                if not level.height or not (self.op._base.wm_of(level.kid) >= level.start + self.op.sizes[i]).any():
+                    continue  # untouched: nothing came in, nothing finishes
+            cursor, writer = self._level(i)
+            rest = cursor.rest()
+            if rest.height:
+                self.push(i, self._split(i, rest))
+            del rest
+            cursor.close()
+            writer.commit()
+        self.open = {}
+
+    def abort(self) -> None:
+        for cursor, writer in self.open.values():
+            cursor.close()
+            writer.abort()
+        self.open = {}
+
+
+def _ascending(part: pl.DataFrame) -> bool:
+    """Whether ``part`` is sorted by kid, start (finished partials come that way)."""
+    kid = part.get_column("kid").to_numpy()
+    start = part.get_column("start").to_numpy()
+    dk = np.diff(kid)
+    return bool(((dk > 0) | ((dk == 0) & (np.diff(start) >= 0))).all())
 
 
 def _file_name(step_id: str) -> str:

@@ -371,9 +371,10 @@ class StreamRunner:
             finally:
                 done = {k: f.result() for k, f in side.items()}  # waits (and raises) even on errors
             if self.rollups is not None and values.height:
-                self._rollup_output(
-                    done["rollups"] if "rollups" in done else timed("rollups", self.rollups.process_partials, values, keys)
-                )
+                if "rollups" in done:
+                    self._rollup_output(done["rollups"])
+                else:  # one after the other: each slice of finished partials stored as it comes
+                    self._rollup_output(timed("rollups", self.rollups.process_partials, values, keys, self._rollup_slice))
             for p in self.pipelines:
                 if p.step_id in done or p.step_id in outputs:
                     self._pipeline_output(p.step_id, done[p.step_id] if p.step_id in done else outputs[p.step_id])
@@ -436,7 +437,7 @@ class StreamRunner:
         with self._step_lock, self.derived.lock:
             self._flush_held()
             if self.rollups is not None:
-                self._rollup_output(self.rollups.tick_partials(now))
+                self._rollup_output(self.rollups.tick_partials(now, self._rollup_slice))
             for p in self.pipelines:
                 self._pipeline_output(p.step_id, p.tick(now))
             transitions = self.rules.tick(now)
@@ -462,21 +463,24 @@ class StreamRunner:
                 self.on_transitions(transitions)
 
     def _rollup_output(self, out: RollupPartials) -> None:
-        assert self.rollups is not None
+        """Store what a rollup step finished (partials taken out of ``out`` as they are stored)."""
         for interval in list(out.partials):
-            # a slice at a time: the rows (names, statistics), their join with the series' tags
-            # and the split per measurement are copies (when 100 k series' minutes close
-            # together, ~500 k rows); only the stored form of each slice is kept. The partials
-            # are taken out of ``out`` and held only as those slices, each dropped once stored:
-            # the partials (chunked by key range) go as the outbox grows, not after it
-            partials = out.partials.pop(interval)
-            slices = [partials.slice(lo, OUTPUT_ROWS) for lo in range(0, partials.height, OUTPUT_ROWS)]
-            del partials
-            for part in released(slices):
-                rows = self.rollups.rows(interval, part)
-                for (bucket, m), (frame, tags) in self.series.attach(rows).items():
-                    self.derived.add((bucket, f"{m}_{interval}"), to_arrow(frame, [*tags, "field"]))
+            self._rollup_slice(interval, out.partials.pop(interval))
         self._late_output(out.late)
+
+    def _rollup_slice(self, interval: str, partials: pl.DataFrame) -> None:
+        """Store finished rollup partials of ``interval`` (a whole step's, or a slice of them as
+        the rollups hand them over). A slice at a time: the rows (names, statistics), their join
+        with the series' tags and the split per measurement are copies (when 100 k series'
+        minutes close together, ~500 k rows); only the stored form of each slice is kept, and the
+        partials are held only as those slices, each dropped once stored."""
+        assert self.rollups is not None
+        slices = [partials.slice(lo, OUTPUT_ROWS) for lo in range(0, partials.height, OUTPUT_ROWS)]
+        del partials
+        for part in released(slices):
+            rows = self.rollups.rows(interval, part)
+            for (bucket, m), (frame, tags) in self.series.attach(rows).items():
+                self.derived.add((bucket, f"{m}_{interval}"), to_arrow(frame, [*tags, "field"]))
 
     def _late_output(self, late: pl.DataFrame) -> None:
         if not late.height:
