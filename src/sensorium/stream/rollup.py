@@ -11,6 +11,12 @@ finished too, so it is emitted exactly once and complete. Percentiles are exact 
 level and estimated from the merged sketch above it (within 1 % of the value, see
 :mod:`~sensorium.stream.aggregate`); with a single interval no sketch is built (``_sketch`` null).
 
+Memory: the coarser levels' running partials can wait on disk between the steps that change them
+(``spill_dir``, :mod:`sensorium.stream.level`), and a step advances all levels together one key
+range at a time, handing each slice of finished partials to a sink as it goes
+(:meth:`RollupOperator._cascade`): at 100 k series x fields the levels and the windows that close
+together are never in memory whole.
+
 Rows (long format, one per series, field and window)::
 
     series, field, time (window start, ns), count, sum, mean, min, max, stddev, first, last,
