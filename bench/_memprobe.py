@@ -26,7 +26,7 @@ def rss_bytes() -> int:
 class PhaseProbe:
     def __init__(self, interval_s: float = 0.001) -> None:
         self.interval_s = interval_s
-        self._active: list[list[int]] = []  # [highest sample] of each call in progress
+        self._active: dict[int, list[int]] = {}  # [highest sample] of each call in progress, by id
         self.stats: dict[str, dict[str, float]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, name="memprobe", daemon=True)
@@ -34,7 +34,7 @@ class PhaseProbe:
     def _sample(self) -> None:
         while not self._stop.is_set():
             r = rss_bytes()
-            for rec in list(self._active):
+            for rec in list(self._active.values()):
                 if r > rec[0]:
                     rec[0] = r
             time.sleep(self.interval_s)
@@ -58,11 +58,11 @@ class PhaseProbe:
             key = name(*args, **kwargs) if callable(name) else name
             before = rss_bytes()
             rec = [before]
-            probe._active.append(rec)
+            probe._active[id(rec)] = rec
             try:
                 return fn(*args, **kwargs)
             finally:
-                probe._active.remove(rec)
+                del probe._active[id(rec)]
                 after = rss_bytes()
                 s = probe.stats.setdefault(key, {"calls": 0, "max_mb": 0.0, "max_rise_mb": 0.0, "net_mb": 0.0})
                 s["calls"] += 1

@@ -512,6 +512,8 @@ def memory_child(args: argparse.Namespace) -> dict[str, Any]:
                 rss_series.append(rss_mb())
                 log(f"{(i + 1) * 10:>5} s of event time: {written:,} points, hot {p.hot.rows():,} rows, "
                     f"RSS {rss_series[-1]} MB, peak {peak_rss_mb()} MB, malloc {heap_mb()}")
+                if probe is not None and (i + 1) % 60 == 0:  # every 10 minutes: the top phases so far
+                    log(f"  phases: {json.dumps(dict(list(probe.report().items())[:6]))}")
         st.checkpoint()
         cp = data_dir / "stream" / "checkpoint.pkl"
         cp_bytes = cp.stat().st_size if cp.exists() else None
@@ -563,7 +565,7 @@ def memory(args: argparse.Namespace, tmp: Path) -> None:
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("{")), None)
     if r.returncode != 0 or line is None:
         emit({"bench": "stream_memory", "error": f"child exited {r.returncode}", "stdout": r.stdout[-1500:]})
-        return
+        raise SystemExit(1)
     rec = json.loads(line)
     peak_bytes = rec["peak_rss_mb"] * 1024 * 1024
     emit({"bench": "stream_memory", "system": "sensorium",

@@ -154,17 +154,19 @@ class RollupOperator:
 
     def flush(self) -> RollupOutput:
         """End of stream: finish every open window at every level."""
-        return self._output(RollupPartials(self._cascade(self._base._flush()), pl.DataFrame(schema=LATE_SCHEMA)))
+        return self._output(RollupPartials(self._cascade([self._base._flush()]), pl.DataFrame(schema=LATE_SCHEMA)))
 
     def process_partials(self, values: pl.DataFrame, keys: Keys | None = None, sink: Sink | None = None) -> RollupPartials:
         """:meth:`process`, the finished windows left as partials (see :meth:`rows`); with a
         ``sink``, handed to it slice by slice as they finish instead (see :meth:`_cascade`)."""
         part, late = self._base._process(values, keys)
-        return RollupPartials(self._cascade(part, sink), late)
+        held = [part]
+        del part  # the cascade owns the finished minutes: released slice by slice as they are stored
+        return RollupPartials(self._cascade(held, sink), late)
 
     def tick_partials(self, now_ns: int, sink: Sink | None = None) -> RollupPartials:
         """:meth:`tick`, the finished windows left as partials (see :meth:`process_partials`)."""
-        return RollupPartials(self._cascade(self._base._tick(now_ns), sink), pl.DataFrame(schema=LATE_SCHEMA))
+        return RollupPartials(self._cascade([self._base._tick(now_ns)], sink), pl.DataFrame(schema=LATE_SCHEMA))
 
     def rows(self, interval: str, partials: pl.DataFrame) -> pl.DataFrame:
         """Rollup rows of finished partials at ``interval`` (row by row: any slice will do)."""
@@ -196,7 +198,7 @@ class RollupOperator:
         except ValueError:
             raise ValueError(f"{self.step_id}: no rollup interval {interval!r} (have {', '.join(self.intervals)})") from None
 
-    def _cascade(self, base: pl.DataFrame, sink: Sink | None = None) -> dict[str, pl.DataFrame]:
+    def _cascade(self, held: list[pl.DataFrame], sink: Sink | None = None) -> dict[str, pl.DataFrame]:
         """Finished partials per interval: the finest level's, then each coarser level's after
         folding in the finer one's.
 
@@ -207,11 +209,14 @@ class RollupOperator:
         partials)`` once the level above has taken it. With a sink (the runner, storing rows as
         they come), the finished partials of 100 k series' hours closing together are never in
         memory whole; without one they are collected and returned (an empty dict with a sink).
+        ``held``: a list holding the finest level's finished partials, emptied here (so that
+        they are released slice by slice as they are handed on, not at the end).
 
         The finer level has already moved on when this runs, so a failure anywhere in it loses
         finished partials: the operator is then marked failed (:meth:`state` refuses, open rows
         read the lost levels as empty) until restored from the last checkpoint."""
         self._open = {}
+        base = held.pop()
         got: dict[str, list[pl.DataFrame]] = {iv: [] for iv in self.intervals}
         base_empty = base.clear()
         run = _Cascade(self, sink if sink is not None else lambda iv, part: got[iv].append(part))
