@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -75,6 +75,17 @@ def _dec(name: str) -> str:
             raw.extend(name[i].encode())
             i += 1
     return raw.decode()
+
+
+@dataclass(frozen=True, slots=True)
+class Pieces:
+    """A batch given as pieces with one ``schema`` (``read()`` yields them, again on each call),
+    each prepared (sorted, merged) on its own, so the whole batch is never in memory at once: for
+    rows no two pieces share a (series, time) of — stream outputs, one row per window. The files
+    of one append are then sorted piece by piece, not as a whole (compaction sorts them)."""
+
+    schema: pa.Schema
+    read: Callable[[], Iterator[pa.Table]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,9 +249,10 @@ class Lake:
         return schema, parts()
 
     def append(
-        self, bucket: str, measurement: str, table: pa.Table, offset: int | None, app_id: str = APP_ID
+        self, bucket: str, measurement: str, table: pa.Table | Pieces, offset: int | None, app_id: str = APP_ID
     ) -> int:
-        """Commit ``table`` (batch form); record ``offset`` of ``app_id`` atomically when given.
+        """Commit ``table`` (batch form, or :class:`Pieces` of it); record ``offset`` of
+        ``app_id`` atomically when given.
         A batch whose ``offset`` is at or below the one already recorded is skipped (stored once).
         Returns the new version.
 
@@ -258,7 +270,8 @@ class Lake:
             app_transactions=[Transaction(app_id=app_id, version=offset)] if offset is not None else None
         )
         files: _Files | None = None
-        storage = for_storage(table.slice(0, 0)).schema  # the batch's columns as stored
+        empty = table.schema.empty_table()
+        storage = for_storage(empty).schema  # the batch's columns as stored
         plain = all(_plain(f.type) for f in storage)
         with self.lock(bucket, measurement):
             try:
@@ -276,7 +289,7 @@ class Lake:
                             break
                         if dt is not None and not _fits(dt, storage):
                             # new columns: the schema first (a commit of no rows, no offset)
-                            self._write_merging(path, dt, table.slice(0, 0), None)
+                            self._write_merging(path, dt, empty, None)
                             self._tables.pop((bucket, measurement), None)
                             dt = self._table(bucket, measurement)
                             assert dt is not None
@@ -319,12 +332,19 @@ class Lake:
             self._tables.pop((bucket, measurement), None)
             return self.version(bucket, measurement)
 
+    def _prepared(self, table: pa.Table | Pieces) -> tuple[pa.Schema, Iterator[pa.Table]]:
+        """:meth:`prepared` of a batch, or of each of its pieces in turn."""
+        if isinstance(table, pa.Table):
+            return self.prepared(table, PREPARE_ROWS)
+        schema, _ = self.prepared(table.schema.empty_table(), PREPARE_ROWS)
+        return schema, (part for piece in table.read() for part in self.prepared(piece, PREPARE_ROWS)[1])
+
     def _write_merging(
-        self, path: Path, dt: DeltaTable | None, table: pa.Table, commit: CommitProperties | None
+        self, path: Path, dt: DeltaTable | None, table: pa.Table | Pieces, commit: CommitProperties | None
     ) -> None:
         """delta-rs's writer, merging new columns into the table's schema (creates the table)."""
         # prepared a slice at a time as the writer reads it (again on each attempt)
-        schema, parts = self.prepared(table, PREPARE_ROWS)
+        schema, parts = self._prepared(table)
         data = pa.RecordBatchReader.from_batches(schema, (b for t in parts for b in t.to_batches()))
         write_deltalake(
             dt if dt is not None else str(path),
@@ -336,12 +356,12 @@ class Lake:
             commit_properties=commit,
         )
 
-    def _write_files(self, path: Path, table: pa.Table) -> _Files:
+    def _write_files(self, path: Path, table: pa.Table | Pieces) -> _Files:
         """Write ``table`` in storage form as Parquet files under ``path`` (one per day, a new one
         past :data:`FILE_ROWS` rows), a prepared slice at a time; their add actions (with
         statistics) to commit. zstd at the store's level, ``time`` delta-encoded without a
         dictionary, one row group per slice of a day (at most :data:`PREPARE_ROWS` rows)."""
-        schema, parts = self.prepared(table, PREPARE_ROWS)
+        schema, parts = self._prepared(table)
         data_schema = pa.schema([f for f in schema if f.name != DAY])
         has_time = TIME in data_schema.names
         out = _Files(path, DeltaSchema.from_arrow(schema))

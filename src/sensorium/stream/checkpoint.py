@@ -109,7 +109,9 @@ class CheckpointStore:
             return None
         try:
             with self.path.open("rb") as fh:
-                data = pickle.load(fh)
+                head = _Unpickler(fh)
+                data = head.load()
+                head.load_parts()
                 if isinstance(data, dict) and data.get("format") in (2, FORMAT):
                     stages: dict[str, Any] = {}
                     for _ in data.pop("stage_ids"):
@@ -136,7 +138,10 @@ class CheckpointStore:
         with tmp.open("wb") as fh:
             # streamed to the file (not built as one bytes object first: with 100 k series the
             # state is a few hundred MB, and a second copy of it was the process's peak)
-            pickle.dump({**state, "format": FORMAT, "stage_ids": list(stages)}, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            p = _Pickler(fh)  # the header may hold parts too (the outbox, a table at a time)
+            p.dump({**state, "format": FORMAT, "stage_ids": list(stages)})
+            p.dump_parts()
+            del p
             for step_id, take in stages.items():
                 p = _Pickler(fh)
                 p.dump((step_id, take()))

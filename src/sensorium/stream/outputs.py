@@ -12,15 +12,18 @@ under one lock with the lake version they belong to, as the hot buffer does for 
 
 from __future__ import annotations
 
+import itertools
+import os
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import polars as pl
 import pyarrow as pa
 
-from sensorium.store.lake import Lake
+from sensorium.store.lake import Lake, Pieces
 
 APP_ID = "sensorium-stream"
 LATE_TABLE = "late_data"
@@ -42,6 +45,29 @@ def to_arrow(df: pl.DataFrame, tags: list[str]) -> pa.Table:
         cols.append(c)
     return pa.Table.from_arrays(cols, names=t.column_names)
 
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """Outbox rows waiting in a file of their own (Arrow IPC, written once; a cache: the
+    checkpoint holds the rows themselves)."""
+
+    path: Path
+    num_rows: int
+    schema: pa.Schema
+
+    def read(self) -> pa.Table:
+        with pa.OSFile(str(self.path), "rb") as f:  # read, not mapped
+            return pa.ipc.open_file(f).read_all()
+
+
+Rows: TypeAlias = pa.Table | Segment  # an outbox item
+
+
+def rows_of(item: Rows) -> pa.Table:
+    return item.read() if isinstance(item, Segment) else item
+
+
+_seq = itertools.count()
 
 STREAM_SCHEMA_SUFFIX = "__stream"
 
@@ -104,10 +130,14 @@ class DerivedTables:
         app_id: str = APP_ID,
         follow: bool = False,
         store: Any = None,
+        spill_dir: Path | None = None,
     ) -> None:
         """``app_id``: the transaction id of this writer's commits (one per stream partition when
         several workers share the lake, see docs/deployment.md). ``follow``: other processes
-        write the lake (a reader beside workers): every read looks at its newest version."""
+        write the lake (a reader beside workers): every read looks at its newest version.
+        ``spill_dir``: outbox rows wait there in files (:class:`Segment`) instead of in memory —
+        at 100 k series a minute's rollup rows are ~80 MB — and a delivery to the local lake
+        reads them back one at a time (:class:`~sensorium.store.lake.Pieces`)."""
         # ``store``: another store port for the outputs (:class:`StreamSchemas` in PostgreSQL)
         self.lake: Any = store if store is not None else Lake(root, lake_settings)  # type: ignore[arg-type]
         self.app_id = app_id
@@ -116,7 +146,12 @@ class DerivedTables:
         # while they read both: a row is in exactly one of lake, outbox and open windows
         self.lock = threading.RLock()
         self._lock = self.lock
-        self._outbox: dict[Key, list[pa.Table]] = {}
+        self._outbox: dict[Key, list[Rows]] = {}
+        self.spill_dir = spill_dir
+        if spill_dir is not None:
+            spill_dir.mkdir(parents=True, exist_ok=True)
+            for old in spill_dir.glob("*.arrow"):  # a previous process's cache
+                old.unlink(missing_ok=True)
         self._versions: dict[Key, int] = {}
         # tables in the lake: read from disk once, then kept as deliveries create them (no
         # directory walk per query)
@@ -127,36 +162,56 @@ class DerivedTables:
 
     # -- outbox --------------------------------------------------------------------------------
     def add(self, key: Key, table: pa.Table) -> None:
-        if table.num_rows:
-            with self._lock:
-                self._outbox.setdefault(key, []).append(table)
+        if not table.num_rows:
+            return
+        item: Rows = table
+        if self.spill_dir is not None:
+            path = self.spill_dir / f"{os.getpid()}-{next(_seq)}.arrow"
+            with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+                w.write_table(table)
+            item = Segment(path, table.num_rows, table.schema)
+        with self._lock:
+            self._outbox.setdefault(key, []).append(item)
 
-    def outbox(self) -> dict[Key, list[pa.Table]]:
+    def outbox(self) -> dict[Key, list[Rows]]:
         with self._lock:
             return {k: list(v) for k, v in self._outbox.items()}
+
+    @staticmethod
+    def checkpoint_form(outbox: dict[Key, list[Rows]]) -> dict[Key, Any]:
+        """``outbox`` for a checkpoint: the rows themselves, a table at a time (see
+        :class:`~sensorium.stream.checkpoint.Parts`; loads as lists of tables)."""
+        from sensorium.stream.checkpoint import Parts
+
+        def parts(items: list[Rows]) -> Parts:
+            return Parts(lambda: (rows_of(it) for it in items))
+
+        return {k: parts(v) for k, v in outbox.items()}
 
     def restore_outbox(self, outbox: dict[Key, list[pa.Table]]) -> None:
         with self._lock:
             self._outbox = {k: list(v) for k, v in outbox.items()}
 
-    def deliver(self, seq: int, outbox: dict[Key, list[pa.Table]] | None = None) -> int:
+    def deliver(self, seq: int, outbox: dict[Key, list[Rows]] | None = None) -> int:
         """Commit the outbox (as of checkpoint ``seq``: ``outbox``, the snapshot that checkpoint
         holds; default the outbox now) to the lake; returns rows committed. Rows added after the
         snapshot stay for the next checkpoint: committing them under ``seq`` would store them
         twice after a crash (the replay re-derives them into a later checkpoint)."""
         rows = 0
-        for key, tables in (self.outbox() if outbox is None else outbox).items():
-            n = len(tables)
+        for key, items in (self.outbox() if outbox is None else outbox).items():
+            n = len(items)
             if self.lake.applied_offset(*key, app_id=self.app_id) < seq:
-                data = pa.concat_tables(tables, promote_options="permissive")
-                version = self.lake.append(key[0], key[1], data, offset=seq, app_id=self.app_id)
-                rows += data.num_rows
+                version = self.lake.append(key[0], key[1], self._batch(items), offset=seq, app_id=self.app_id)
+                rows += sum(it.num_rows for it in items)
             else:
                 version = self.lake.version(*key)
             with self._lock:
                 self._outbox[key] = self._outbox.get(key, [])[n:]
                 if not self._outbox[key]:
                     del self._outbox[key]
+            for it in items:  # committed (and in the checkpoint): the files have served
+                if isinstance(it, Segment):
+                    it.path.unlink(missing_ok=True)
                 # versions only move on (a compaction may have committed one after this append)
                 self._versions[key] = max(version, self._versions.get(key, -1))
                 if version >= 0:
@@ -188,6 +243,13 @@ class DerivedTables:
             self.lake.vacuum(*key, retention_hours=vacuum_hours)
         return done
 
+    def _batch(self, items: list[Rows]) -> pa.Table | Pieces:
+        """What one append commits: the items one at a time when they share a schema and the
+        lake takes pieces, else one table."""
+        if isinstance(self.lake, Lake) and len({it.schema for it in items}) == 1:
+            return Pieces(items[0].schema, lambda: (rows_of(it) for it in items))
+        return pa.concat_tables([rows_of(it) for it in items], promote_options="permissive")
+
     # -- reading -------------------------------------------------------------------------------
     def names(self, bucket: str) -> list[str]:
         if self.follow:
@@ -202,13 +264,14 @@ class DerivedTables:
         """(rows not in the lake yet: outbox + open windows, lake version they go with)."""
         key = (bucket, table)
         with self._lock:
-            parts = list(self._outbox.get(key, []))
+            items = list(self._outbox.get(key, []))
             version = None if self.follow else self._versions.get(key)
             opened = self.open_rows(bucket, table)
         if version is None:
             version = self.lake.version(bucket, table)
             with self._lock:
                 self._versions.setdefault(key, version)
+        parts = [rows_of(it) for it in items]
         if opened is not None and opened.num_rows:
             parts.append(opened)
         if not parts:
