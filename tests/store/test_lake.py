@@ -349,3 +349,24 @@ def test_a_table_whose_creator_died_before_its_first_commit_is_created_again(tmp
     assert lake.version("b", "m") == -1 and lake.applied_offset("b", "m") == -1
     lake.append("b", "m", _batch(), offset=1)
     assert lake.version("b", "m") == 0 and lake.read("b", "m").num_rows == 6
+
+
+def test_an_append_of_pieces_commits_them_once_each_prepared_on_its_own(tmp_path: Path) -> None:
+    """Stream outputs go to the lake a piece at a time (never the whole batch in memory): one
+    commit with the offset, every row stored, each piece sorted on its own; a replay skips."""
+    lake = Lake(tmp_path)
+    whole = _batch()
+    pieces = [whole.slice(0, 2), whole.slice(2, 3), whole.slice(5)]
+    reads = []
+
+    def read() -> Iterator[pa.Table]:
+        reads.append(1)
+        return iter(pieces)
+
+    v = lake.append("b", "m", lake_mod.Pieces(whole.schema, read), offset=3, app_id="s")
+    assert lake.applied_offset("b", "m", app_id="s") == 3 and v == lake.version("b", "m")
+    stored = lake.dataset("b", "m").to_table().sort_by([("time", "ascending")])
+    want = Lake.prepare(whole).drop_columns(["day"]).sort_by([("time", "ascending")])
+    assert stored.select(want.column_names).to_pylist() == want.to_pylist()
+    assert lake.append("b", "m", lake_mod.Pieces(whole.schema, read), offset=3, app_id="s") == v  # stored once
+    assert len(reads) == 1

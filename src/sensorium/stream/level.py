@@ -28,6 +28,28 @@ import pyarrow as pa
 _gen = itertools.count()
 
 
+def remove_orphans(directory: Path, pattern: str) -> None:
+    """Remove the files matching ``pattern`` (names ``...<pid>-<n>.arrow``) left by processes
+    that are gone: spill files are a cache of one process, and another live process on the host
+    (a worker handing a partition over) may still be reading its own."""
+    for f in directory.glob(pattern):
+        try:
+            pid = int(f.name.rsplit(".", 2)[-2].split("-")[0])
+        except ValueError:
+            pid = -1
+        if pid > 0 and pid != os.getpid():
+            try:
+                os.kill(pid, 0)
+                continue  # alive: its own
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue  # alive, someone else's
+        elif pid == os.getpid():
+            continue  # this process's (another runner of it may be finishing with them)
+        f.unlink(missing_ok=True)
+
+
 class Level:
     """Rows sorted by ``(kid, start)``; ``path`` (a file name prefix) spills them to disk."""
 
@@ -42,8 +64,7 @@ class Level:
         self._stale: list[Path] = []  # files taken, removed once read (or at the next commit)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            for old in path.parent.glob(f"{path.name}.*.arrow"):  # a previous process's cache
-                old.unlink(missing_ok=True)
+            remove_orphans(path.parent, f"{path.name}.*.arrow")  # a previous process's cache
 
     @property
     def height(self) -> int:

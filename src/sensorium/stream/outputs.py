@@ -24,6 +24,7 @@ import polars as pl
 import pyarrow as pa
 
 from sensorium.store.lake import Lake, Pieces
+from sensorium.stream.level import remove_orphans
 
 APP_ID = "sensorium-stream"
 LATE_TABLE = "late_data"
@@ -150,8 +151,7 @@ class DerivedTables:
         self.spill_dir = spill_dir
         if spill_dir is not None:
             spill_dir.mkdir(parents=True, exist_ok=True)
-            for old in spill_dir.glob("*.arrow"):  # a previous process's cache
-                old.unlink(missing_ok=True)
+            remove_orphans(spill_dir, "*.arrow")  # a previous process's cache
         self._versions: dict[Key, int] = {}
         # tables in the lake: read from disk once, then kept as deliveries create them (no
         # directory walk per query)
