@@ -47,3 +47,32 @@ def test_spilled_rows_are_read_checkpointed_and_delivered_once(tmp_path: Path) -
     assert [t.num_rows for t in cp["outbox"][key]] == [4, 3]
     assert again.deliver(1) == 0  # the lake holds checkpoint 1 already: stored once
     assert again.lake.dataset(*key).to_table().num_rows == 7
+
+
+def test_a_view_taken_while_a_delivery_removes_the_files_sees_every_row_once(tmp_path: Path) -> None:
+    """A query reads the spilled rows under the outbox lock: a delivery that commits them and
+    removes their files either happened before (rows in the lake, at the view's version) or
+    after (rows read from the files)."""
+    import threading
+
+    d = DerivedTables(tmp_path / "lake", spill_dir=tmp_path / "outbox")
+    key = ("default", "climate_1m")
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def query() -> None:
+        while not stop.is_set() or not seen:
+            mem, version = d.view(*key)
+            stored = d.lake.dataset(*key, version=version).to_table().num_rows if version >= 0 else 0
+            seen.append((0 if mem is None else mem.num_rows) + stored)
+
+    for seq in range(1, 6):
+        d.add(key, rows(3, start=3 * seq))
+        t = threading.Thread(target=query)
+        stop.clear()
+        t.start()
+        d.deliver(seq)
+        stop.set()
+        t.join()
+        assert seen and all(n == 3 * seq for n in seen), seen
+        seen.clear()

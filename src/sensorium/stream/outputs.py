@@ -171,6 +171,10 @@ class DerivedTables:
                 w.write_table(table)
             item = Segment(path, table.num_rows, table.schema)
         with self._lock:
+            if key not in self._versions and not self.follow:
+                # the lake version its waiting rows go with, known before a delivery can start
+                # (a view reading it later could see a delivered version and the rows still here)
+                self._versions[key] = self.lake.version(*key)
             self._outbox.setdefault(key, []).append(item)
 
     def outbox(self) -> dict[Key, list[Rows]]:
@@ -264,14 +268,15 @@ class DerivedTables:
         """(rows not in the lake yet: outbox + open windows, lake version they go with)."""
         key = (bucket, table)
         with self._lock:
-            items = list(self._outbox.get(key, []))
+            # spilled rows are read under the lock: a delivery removes their files once it has
+            # taken them out of the outbox, under the same lock
+            parts = [rows_of(it) for it in self._outbox.get(key, [])]
             version = None if self.follow else self._versions.get(key)
             opened = self.open_rows(bucket, table)
         if version is None:
             version = self.lake.version(bucket, table)
             with self._lock:
                 self._versions.setdefault(key, version)
-        parts = [rows_of(it) for it in items]
         if opened is not None and opened.num_rows:
             parts.append(opened)
         if not parts:
