@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -80,12 +81,15 @@ def test_batches_restore_and_a_previous_process_files(level: Level, tmp_path: Pa
     other.restore(level.frame().to_arrow())  # a checkpoint of the previous format: one table
     assert other.frame().equals(level.frame())
     if level.path is not None:
-        dead = level.path.with_name(f"{level.path.name}.999999999-0.arrow")  # no such process
+        dead = level.path.with_name(f"{level.path.name}.999999999-abc-0.arrow")  # no such process
         dead.write_bytes(b"x")
+        # this pid, another nonce: an earlier process that had the same pid (a restarted container)
+        earlier = level.path.with_name(f"{level.path.name}.{os.getpid()}-0123456789ab-0.arrow")
+        earlier.write_bytes(b"x")
         mine = sorted(level.path.parent.glob(f"{level.path.name}.*"))
         again = Level(rows([]), level.path)  # a new level removes what gone processes left
-        assert again.height == 0 and not dead.exists()
-        assert sorted(level.path.parent.glob(f"{level.path.name}.*")) == [m for m in mine if m != dead]
+        assert again.height == 0 and not dead.exists() and not earlier.exists()
+        assert sorted(level.path.parent.glob(f"{level.path.name}.*")) == [m for m in mine if m not in (dead, earlier)]
 
 
 class Counted:

@@ -84,6 +84,10 @@ class _Unpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
     def _slot(self, n: int) -> list[Any]:
+        # filled after the pickle is loaded: Parts may only be values of dicts and lists (a
+        # container that copied the list while loading would keep it empty)
+        if n != len(self.slots):
+            raise CheckpointError(f"checkpoint parts out of order ({n} after {len(self.slots)})")
         self.slots.append([])
         return self.slots[-1]
 
@@ -140,11 +144,13 @@ class CheckpointStore:
             # state is a few hundred MB, and a second copy of it was the process's peak)
             p = _Pickler(fh)  # the header may hold parts too (the outbox, a table at a time)
             p.dump({**state, "format": FORMAT, "stage_ids": list(stages)})
+            p.clear_memo()  # what was pickled is not kept alive while the parts are written
             p.dump_parts()
             del p
             for step_id, take in stages.items():
                 p = _Pickler(fh)
                 p.dump((step_id, take()))
+                p.clear_memo()
                 p.dump_parts()
                 del p
             fh.flush()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,18 +27,30 @@ import polars as pl
 import pyarrow as pa
 
 _gen = itertools.count()
+_NONCE = uuid.uuid4().hex[:12]  # this process (a restarted container may get the same pid)
+
+
+def spill_name() -> str:
+    """The part of a spill file's name that says which process wrote it: ``<pid>-<nonce>``."""
+    return f"{os.getpid()}-{_NONCE}"
 
 
 def remove_orphans(directory: Path, pattern: str) -> None:
-    """Remove the files matching ``pattern`` (names ``...<pid>-<n>.arrow``) left by processes
-    that are gone: spill files are a cache of one process, and another live process on the host
-    (a worker handing a partition over) may still be reading its own."""
+    """Remove the files matching ``pattern`` (names ``...<pid>-<nonce>-<n>.arrow``) left by
+    processes that are gone: spill files are a cache of one process, and another live process on
+    the host (a worker handing a partition over) may still be reading its own. A file with this
+    process's pid but another nonce is from an earlier process that had the same pid."""
     for f in directory.glob(pattern):
+        pid_s, _, rest = f.name.rsplit(".", 2)[-2].partition("-")
+        nonce = rest.partition("-")[0]
         try:
-            pid = int(f.name.rsplit(".", 2)[-2].split("-")[0])
+            pid = int(pid_s)
         except ValueError:
             pid = -1
-        if pid > 0 and pid != os.getpid():
+        if pid == os.getpid():
+            if nonce == _NONCE:
+                continue  # this process's (another runner of it may be finishing with them)
+        elif pid > 0:
             try:
                 os.kill(pid, 0)
                 continue  # alive: its own
@@ -45,8 +58,6 @@ def remove_orphans(directory: Path, pattern: str) -> None:
                 pass
             except PermissionError:
                 continue  # alive, someone else's
-        elif pid == os.getpid():
-            continue  # this process's (another runner of it may be finishing with them)
         f.unlink(missing_ok=True)
 
 
@@ -248,7 +259,7 @@ class LevelWriter:
             return
         table = part.to_arrow()
         if self._ipc is None:
-            self._file = self.level.path.with_name(f"{self.level.path.name}.{os.getpid()}-{next(_gen)}.arrow")
+            self._file = self.level.path.with_name(f"{self.level.path.name}.{spill_name()}-{next(_gen)}.arrow")
             self._sink = pa.OSFile(str(self._file), "wb")
             self._ipc = pa.ipc.new_file(self._sink, table.schema)
         for batch in table.to_batches():

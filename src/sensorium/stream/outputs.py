@@ -13,7 +13,6 @@ under one lock with the lake version they belong to, as the hot buffer does for 
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ import polars as pl
 import pyarrow as pa
 
 from sensorium.store.lake import Lake, Pieces
-from sensorium.stream.level import remove_orphans
+from sensorium.stream.level import remove_orphans, spill_name
 
 APP_ID = "sensorium-stream"
 LATE_TABLE = "late_data"
@@ -166,7 +165,7 @@ class DerivedTables:
             return
         item: Rows = table
         if self.spill_dir is not None:
-            path = self.spill_dir / f"{os.getpid()}-{next(_seq)}.arrow"
+            path = self.spill_dir / f"{spill_name()}-{next(_seq)}.arrow"
             with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
                 w.write_table(table)
             item = Segment(path, table.num_rows, table.schema)
@@ -204,22 +203,26 @@ class DerivedTables:
         rows = 0
         for key, items in (self.outbox() if outbox is None else outbox).items():
             n = len(items)
-            if self.lake.applied_offset(*key, app_id=self.app_id) < seq:
-                version = self.lake.append(key[0], key[1], self._batch(items), offset=seq, app_id=self.app_id)
-                rows += sum(it.num_rows for it in items)
-            else:
-                version = self.lake.version(*key)
-            with self._lock:
-                self._outbox[key] = self._outbox.get(key, [])[n:]
-                if not self._outbox[key]:
-                    del self._outbox[key]
+            # the table's lock from the commit until the rows leave the outbox: a compaction
+            # (which takes it first too) cannot slip a newer version in between, which a view
+            # would pair with the rows still waiting (seen twice)
+            with self.lake.lock(*key):
+                if self.lake.applied_offset(*key, app_id=self.app_id) < seq:
+                    version = self.lake.append(key[0], key[1], self._batch(items), offset=seq, app_id=self.app_id)
+                    rows += sum(it.num_rows for it in items)
+                else:
+                    version = self.lake.version(*key)
+                with self._lock:  # rows and the version they are in change together for views
+                    self._outbox[key] = self._outbox.get(key, [])[n:]
+                    if not self._outbox[key]:
+                        del self._outbox[key]
+                    # versions only move on (a compaction may have committed one after this append)
+                    self._versions[key] = max(version, self._versions.get(key, -1))
+                    if version >= 0:
+                        self._stored.add(key)
             for it in items:  # committed (and in the checkpoint): the files have served
                 if isinstance(it, Segment):
                     it.path.unlink(missing_ok=True)
-                # versions only move on (a compaction may have committed one after this append)
-                self._versions[key] = max(version, self._versions.get(key, -1))
-                if version >= 0:
-                    self._stored.add(key)
         return rows
 
     def maintain(

@@ -612,7 +612,8 @@ class StreamRunner:
             self.drain()
             self.checkpoint()
             if self.rollups is not None:
-                self.rollups.close()  # their spill files: the checkpoint holds the rows
+                with self._step_lock, self.derived.lock:  # not under a query of open rows
+                    self.rollups.close()  # their spill files: the checkpoint holds the rows
         self.release()
         if hasattr(self.derived.lake, "close"):  # a store with a connection (PostgreSQL)
             self.derived.lake.close()
