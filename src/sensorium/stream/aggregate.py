@@ -338,12 +338,27 @@ def with_percentiles(frame: pl.DataFrame, percentiles: Sequence[float]) -> pl.Da
     return frame.with_columns(pl.Series(name, a, dtype=pl.Float64).fill_nan(None) for name, a in est.items())
 
 
-def derived() -> list[pl.Expr]:
-    """``mean``, ``stddev`` (ddof=1) and ``rate`` (per second) from partial columns."""
-    cnt = pl.col("count")
-    span = (pl.col("_last_time") - pl.col("_first_time")).cast(pl.Float64) * 1e-9
+def derived(part: pl.DataFrame) -> list[pl.Series]:
+    """``mean``, ``stddev`` (ddof=1) and ``rate`` (per second) of partial rows, computed with
+    NumPy: element by element, the same bits however the rows were sliced or batched (Polars'
+    expressions gave last-bit differences for the same inputs, seen in ``mean`` and ``rate``)."""
+    cnt = part.get_column("count").to_numpy().astype(np.float64)
+    total = part.get_column("sum").to_numpy()
+    m2 = part.get_column("_m2").to_numpy()
+    span = (part.get_column("_last_time").to_numpy() - part.get_column("_first_time").to_numpy()).astype(np.float64) * 1e-9
+    delta = part.get_column("last").to_numpy() - part.get_column("first").to_numpy()
+    two = cnt >= 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = total / cnt
+        std = np.where(two, np.sqrt(np.clip(m2, 0.0, None) / (cnt - 1)), np.nan)
+        rate = np.where(two & (span > 0), delta / span, np.nan)
     return [
-        (pl.col("sum") / cnt).alias("mean"),
-        pl.when(cnt >= 2).then((pl.col("_m2").clip(0.0) / (cnt - 1)).sqrt()).alias("stddev"),
-        pl.when((cnt >= 2) & (span > 0)).then((pl.col("last") - pl.col("first")) / span).alias("rate"),
+        pl.Series("mean", mean, dtype=pl.Float64),
+        _nulls("stddev", std, two),
+        _nulls("rate", rate, two & (span > 0)),
     ]
+
+
+def _nulls(name: str, values: np.ndarray, valid: np.ndarray) -> pl.Series:
+    """``values`` with null where not ``valid`` (NaN where valid stays NaN)."""
+    return pl.Series(name, values, dtype=pl.Float64).scatter(np.flatnonzero(~valid), None)

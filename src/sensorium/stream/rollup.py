@@ -221,7 +221,7 @@ class RollupOperator:
         base_empty = base.clear()
         run = _Cascade(self, sink if sink is not None else lambda iv, part: got[iv].append(part))
         try:
-            base = base.sort("kid", "start", maintain_order=True) if not _ascending(base) else base
+            base = _sorted(base, ("kid", "start"))
             kid = base.get_column("kid").to_numpy()
             cuts = np.unique(np.searchsorted(kid, kid[FOLD_ROWS::FOLD_ROWS], side="left"))
             del kid
@@ -345,7 +345,7 @@ class _Cascade:
         """``done``: finished partials of level ``i`` (a key-complete slice, after every slice of
         lower keys): fold them into level ``i + 1``, then hand them to the sink."""
         if done.height and i + 1 < len(self.op.sizes):
-            new = _sorted(self.op._lift(done, i + 1))
+            new = _sorted(self.op._lift(done, i + 1), ("kid", "start", "_first_time"))
             cursor, _ = self._level(i + 1)
             held = cursor.until(int(new.get_column("kid")[-1]))
             merged = self.op._merge(held, new)
@@ -360,11 +360,14 @@ class _Cascade:
         if up is not None and up.height:
             self.push(i + 1, up)
 
+    def _done(self, i: int, kid: np.ndarray, start: np.ndarray) -> np.ndarray:
+        """Which windows of level ``i`` are finished: their series' watermark passed their end."""
+        return self.op._base.wm_of(kid) >= start + self.op.sizes[i]
+
     def _split(self, i: int, rows: pl.DataFrame) -> pl.DataFrame:
         """Write the rows of windows still open back to level ``i``; return the finished ones."""
         _, writer = self._level(i)
-        wm = self.op._base.wm_of(rows.get_column("kid").to_numpy())
-        done = wm >= rows.get_column("start").to_numpy() + self.op.sizes[i]
+        done = self._done(i, rows.get_column("kid").to_numpy(), rows.get_column("start").to_numpy())
         if done.all():  # e.g. the hour of every series closing together: no copies
             return rows
         if not done.any():
@@ -380,7 +383,7 @@ class _Cascade:
         for i in range(1, len(self.op.sizes)):
             level = self.op._levels[i - 1]
             if i not in self.open:
-                if not level.height or not (self.op._base.wm_of(level.kid) >= level.start + self.op.sizes[i]).any():
+                if not level.height or not self._done(i, level.kid, level.start).any():
                     continue  # untouched: nothing came in, nothing finishes
             cursor, writer = self._level(i)
             rest = cursor.rest()
@@ -398,28 +401,21 @@ class _Cascade:
         self.open = {}
 
 
-def _ascending(part: pl.DataFrame) -> bool:
-    """Whether ``part`` is sorted by kid, start (finished partials come that way)."""
-    kid = part.get_column("kid").to_numpy()
-    start = part.get_column("start").to_numpy()
-    dk = np.diff(kid)
-    return bool(((dk > 0) | ((dk == 0) & (np.diff(start) >= 0))).all())
-
-
 def _file_name(step_id: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in step_id)
 
 
-def _sorted(new: pl.DataFrame) -> pl.DataFrame:
-    """``new`` sorted by kid, start, _first_time. Finished partials come sorted by kid and their
-    own start, which lifting to the coarser start keeps: then this is a check, not a copy."""
-    kid = new.get_column("kid").to_numpy()
-    start = new.get_column("start").to_numpy()
-    ft = new.get_column("_first_time").to_numpy()
-    dk, ds, df = np.diff(kid), np.diff(start), np.diff(ft)
-    if ((dk > 0) | ((dk == 0) & ((ds > 0) | ((ds == 0) & (df >= 0))))).all():
-        return new
-    return new.sort("kid", "start", "_first_time")
+def _sorted(part: pl.DataFrame, cols: tuple[str, ...]) -> pl.DataFrame:
+    """``part`` sorted by ``cols`` (stable). Finished partials come sorted by kid and their own
+    start, which lifting to a coarser start keeps: then this is a check, not a copy."""
+    ok = np.ones(max(part.height - 1, 0), dtype=bool)  # rows 1.. are >= the row before so far
+    tie = ok.copy()  # and equal to it in every column so far
+    for c in cols:
+        d = np.diff(part.get_column(c).to_numpy())
+        ok &= ~tie | (d >= 0)
+        ok |= tie & (d > 0)
+        tie &= d == 0
+    return part if ok.all() else part.sort(*cols, maintain_order=True)
 
 
 def merge_rows(
@@ -433,5 +429,5 @@ def merge_rows(
     else:
         f = f.with_columns(pl.col("time").min().over("series", "field"))
     merged = merge_partials(f, by=("series", "field", "time"), percentiles=percentiles, sketch=True)
-    return merged.with_columns(*derived()).select(row_columns(percentiles))
+    return merged.with_columns(*derived(merged)).select(row_columns(percentiles))
 

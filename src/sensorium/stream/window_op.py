@@ -211,7 +211,7 @@ class WindowOperator:
             end = (pl.col("_last_time") + self.windower.gap_ns).alias("end")
         else:
             end = (pl.col("start") + self.windower.size_ns).alias("end")
-        out = part.with_columns(series, field, end, *derived())
+        out = part.with_columns(series, field, end, *derived(part))
         extra = ["kid", *PARTIAL, *(["_sketch"] if self.sketch else [])] if self.partials else []
         cols = ["series", "field", "start", "end", *self.aggregations]
         return out.select(cols + [c for c in extra if c not in cols])
