@@ -41,7 +41,11 @@ class WALSettings(_Frozen):
 class StoreSettings(_Frozen):
     flush_rows: int = Field(500_000, ge=1, description="Flush a table's hot buffer to Delta Lake at this many rows.")
     flush_interval_s: float = Field(5.0, gt=0, description="... or when its oldest unflushed row is this old.")
-    compact_min_files: int = Field(8, ge=2, description="Compact a day partition once it holds this many files.")
+    compact_min_files: int = Field(8, ge=2, description="Compact a day partition once it holds this many small files.")
+    compact_max_rows: int = Field(
+        500_000, ge=2, description="Rows one compaction merges at a time (its memory bound); files of half "
+        "as many rows or more are left as they are."
+    )
     maintenance_interval_s: float = Field(60.0, gt=0, description="How often compaction and vacuum run.")
     settle_s: float = Field(
         300.0, gt=0, description="Also compact a partition with 2+ files once none is younger than this."

@@ -370,3 +370,116 @@ def test_an_append_of_pieces_commits_them_once_each_prepared_on_its_own(tmp_path
     assert stored.select(want.column_names).to_pylist() == want.to_pylist()
     assert lake.append("b", "m", lake_mod.Pieces(whole.schema, read), offset=3, app_id="s") == v  # stored once
     assert len(reads) == 1
+
+
+# -- compaction: bounded groups of small files, merges across however many writes ----------------
+
+def _points(rows: list[tuple[int, str | None, float | None, float | None]]) -> pa.Table:
+    """A batch of (time offset, device, v, w) points on the first day."""
+    return pa.table({
+        "time": pa.array([T0 + t for t, _, _, _ in rows], pa.int64()).cast(TIME_TYPE),
+        "device_id": pa.array([d for _, d, _, _ in rows], pa.string()).dictionary_encode().cast(TAG_TYPE),
+        "v": pa.array([v for _, _, v, _ in rows], pa.float64()),
+        "w": pa.array([w for _, _, _, w in rows], pa.float64()),
+    })
+
+
+def _file_rows(lake: Lake) -> dict[str, int]:
+    from deltalake import DeltaTable
+
+    acts = pa.table(DeltaTable(str(lake.path("b", "m"))).get_add_actions(flatten=True))
+    return dict(zip(acts["path"].to_pylist(), acts["num_records"].to_pylist(), strict=True))
+
+
+def _stored(lake: Lake) -> list[tuple[object, ...]]:
+    t = lake.read("b", "m")
+    t = t.set_column(t.schema.get_field_index("time"), "time", t["time"].cast(pa.int64()))
+    return sorted(((r["time"], r["device_id"], r.get("v"), r.get("w")) for r in t.to_pylist()), key=repr)
+
+
+def test_compaction_merges_small_files_in_groups_of_at_most_max_rows(tmp_path: Path) -> None:
+    lake = Lake(tmp_path)
+    for i in range(10):  # 10 files of 10 points, consecutive in time
+        lake.append("b", "m", _points([(i * 10 + k, "a", float(k), None) for k in range(10)]), offset=i)
+    before = _stored(lake)
+    assert lake.compact("b", "m", ["device_id"], min_files=2, max_rows=40) == 1
+    assert sorted(_file_rows(lake).values()) == [20, 40, 40]  # 4 + 4 + 2 files, never more than 40 rows
+    assert _stored(lake) == before
+    assert lake.applied_offset("b", "m") == 9
+    # files of half the bound or more are left alone: nothing more to do
+    assert lake.compact("b", "m", ["device_id"], min_files=2, max_rows=40) == 0
+
+
+def test_compaction_leaves_large_files_alone_unless_they_hold_a_point_written_again(tmp_path: Path) -> None:
+    lake = Lake(tmp_path)
+    lake.append("b", "m", _points([(k, "a", float(k), None) for k in range(30)]), offset=0)  # large: [0, 29]
+    lake.append("b", "m", _points([(100 + k, "a", float(k), None) for k in range(30)]), offset=1)  # large: [100, 129]
+    large = set(_file_rows(lake))
+    # two small writes: a point of the first large file again (a new field), and new points
+    lake.append("b", "m", _points([(5, "a", None, 7.0), (50, "b", 1.0, None)]), offset=2)
+    lake.append("b", "m", _points([(60, "b", 2.0, None), (61, "b", 3.0, None)]), offset=3)
+    assert lake.compact("b", "m", ["device_id"], min_files=2, max_rows=40) == 1
+    files = _file_rows(lake)
+    kept = large & set(files)
+    assert len(kept) == 1 and files[kept.pop()] == 30  # [100, 129] shares no point: not rewritten
+    rows = _stored(lake)
+    assert len(rows) == 30 + 30 + 3  # the point written twice is one row ...
+    assert (T0 + 5, "a", 5.0, 7.0) in rows  # ... with both writes' fields
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(st.integers(0, 11), st.sampled_from(["a", "b", None]),
+                      st.one_of(st.none(), st.floats(0, 9)), st.one_of(st.none(), st.floats(0, 9))),
+            min_size=1, max_size=6,
+        ),
+        min_size=1, max_size=6,
+    ),
+    st.lists(st.integers(2, 12), min_size=6, max_size=6),
+)
+def test_compactions_between_writes_give_the_writes_merged_in_order(
+    tmp_path_factory: pytest.TempPathFactory, writes: list[list[tuple[int, str | None, float | None, float | None]]],
+    bounds: list[int],
+) -> None:
+    # whatever the group bounds and wherever compactions fall between writes, once quiet the
+    # table holds each (series, time) once, later fields winning and earlier ones filling the
+    # gaps: the same as all writes prepared as one batch
+    lake = Lake(tmp_path_factory.mktemp("lake"))
+    for i, rows in enumerate(writes):
+        lake.append("b", "m", _points(rows), offset=i)
+        lake.compact("b", "m", ["device_id"], min_files=2, max_rows=bounds[i])
+    # once the partition is quiet, every point written more than once is merged
+    lake.compact("b", "m", ["device_id"], min_files=2, max_rows=bounds[-1], settled_s=1, now_ms=2**62)
+    expected = Lake.prepare(pa.concat_tables([_points(rows) for rows in writes])).drop_columns(["day"])
+    want = sorted(((r["time"], r["device_id"], r.get("v"), r.get("w")) for r in expected.to_pylist()), key=repr)
+    assert _stored(lake) == want
+    assert lake.applied_offset("b", "m") == len(writes) - 1
+
+
+def test_large_files_are_looked_at_once_even_across_restarts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lake = Lake(tmp_path)
+    lake.append("b", "m", _points([(k, "a", float(k), None) for k in range(30)]), offset=0)
+    lake.append("b", "m", _points([(20 + k, "b", float(k), None) for k in range(30)]), offset=1)  # meets the first
+    looked: list[int] = []
+    real = Lake._sharing
+
+    def spy(self: Lake, *a: object, **k: object) -> object:
+        looked.append(1)
+        return real(self, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Lake, "_sharing", spy)
+    assert lake.compact("b", "m", ["device_id"], min_files=2, max_rows=40) == 0  # no point shared
+    assert len(looked) == 2
+    assert lake.compact("b", "m", ["device_id"], min_files=2, max_rows=40) == 0
+    assert len(looked) == 2  # not again ...
+    lake.vacuum("b", "m", retention_hours=0)
+    assert lake.compact("b", "m", ["device_id"], min_files=2, max_rows=40) == 0
+    assert Lake(tmp_path).compact("b", "m", ["device_id"], min_files=2, max_rows=40) == 0  # a new process
+    assert len(looked) == 2  # ... nor by the next process (the list survives a vacuum)
+    # a later write of a point they hold: looked at, merged
+    lake.append("b", "m", _points([(25, "b", None, 1.0)] + [(100 + k, "c", 1.0, None) for k in range(25)]), offset=2)
+    assert lake.compact("b", "m", ["device_id"], min_files=2, max_rows=40) == 1
+    assert (T0 + 25, "b", 5.0, 1.0) in _stored(lake)
+    assert len(_stored(lake)) == 30 + 30 + 25

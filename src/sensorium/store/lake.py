@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -42,7 +42,8 @@ from deltalake.transaction import (
 
 from sensorium.config import StoreSettings
 from sensorium.errors import TypeConflictError
-from sensorium.schema import TIME, TIME_TYPE, for_storage, is_tag
+from sensorium.obs.memory import trim as trim_heap
+from sensorium.schema import TAG_TYPE, TIME, TIME_TYPE, for_storage, is_tag
 
 APP_ID = "sensorium-wal"
 log = logging.getLogger("sensorium.lake")
@@ -118,6 +119,9 @@ class Lake:
         self._locks: dict[tuple[str, str], threading.RLock] = {}
         self._locks_guard = threading.Lock()
         self._tables: dict[tuple[str, str], DeltaTable] = {}
+        # files compaction looked at and found sharing no point with another (see compact;
+        # kept in each table's INSPECTED file too)
+        self._inspected: dict[tuple[str, str], set[str]] = {}
 
     # -- layout --------------------------------------------------------------------------------
     def path(self, bucket: str, measurement: str) -> Path:
@@ -361,7 +365,11 @@ class Lake:
         past :data:`FILE_ROWS` rows), a prepared slice at a time; their add actions (with
         statistics) to commit. zstd at the store's level, ``time`` delta-encoded without a
         dictionary, one row group per slice of a day (at most :data:`PREPARE_ROWS` rows)."""
-        schema, parts = self._prepared(table)
+        return self._write_parts(path, *self._prepared(table))
+
+    def _write_parts(self, path: Path, schema: pa.Schema, parts: Iterable[pa.Table]) -> _Files:
+        """Write storage-form ``parts`` (``schema``: with the ``day`` column; each part sorted,
+        days in order) as Parquet files under ``path``; see :meth:`_write_files`."""
         data_schema = pa.schema([f for f in schema if f.name != DAY])
         has_time = TIME in data_schema.names
         out = _Files(path, DeltaSchema.from_arrow(schema))
@@ -488,57 +496,165 @@ class Lake:
         settled_s: float | None = None,
         now_ms: int | None = None,
         dedup: bool = True,
+        max_rows: int | None = None,
     ) -> int:
-        """Rewrite day partitions as one sorted, de-duplicated (merged) file set: those holding
-        ``>= min_files`` files, and those with 2 or more files none of which is younger than
-        ``settled_s`` (a quiet partition, e.g. an old day that got a late rewrite). Returns the
-        number of partitions rewritten. Keeps the table's transaction versions (the WAL offset,
-        the stream's checkpoint numbers). ``dedup=False``: rows are only sorted (by day, ``tags``
-        and time), every one kept (stream outputs, where a row is not keyed by series and time)."""
+        """Merge the small files of day partitions into larger sorted, de-duplicated (merged)
+        ones, a bounded group at a time. Returns the number of partitions compacted.
+
+        A file is *small* below half of ``max_rows`` (``store.compact_max_rows``) rows. A day is
+        compacted once it holds ``>= min_files`` small files, or 2 or more small files none of
+        its files younger than ``settled_s`` (a quiet partition with 2 or more files of which one
+        is small, e.g. an old day that got a late rewrite). Its small files, in time order, are packed into groups of at most ``max_rows``
+        rows; each group of 2 or more files is read, merged and written as new files, and the
+        group's files removed, in one commit. A file that is not small is rewritten only when it
+        holds a point (same series and time) of such a group — it then joins the group, and so
+        does any file sharing a point with it, and so on — or of another file: each large file
+        is looked at once (the files found clean are listed in the table's :data:`INSPECTED`
+        file), reading only its keys and those of the files whose time range meets its own. So a point written twice merges however far apart the two writes were,
+        and memory is bounded by a group (and the files it shares points with), not by the day:
+        at 100 k series a day is ~10^9 points.
+
+        Keeps the table's transaction versions (the WAL offset, the stream's checkpoint numbers).
+        ``dedup=False``: rows are only sorted (by day, ``tags`` and time), every one kept (stream
+        outputs, where a row is not keyed by series and time). Of two files, the one written later
+        (modification time) holds the later writes: its fields win a merge."""
         min_files = min_files or self.settings.compact_min_files
+        max_rows = max_rows or self.settings.compact_max_rows
         dt = self._table(bucket, measurement)
         if dt is None:
             return 0
+        path = self.path(bucket, measurement)
         with self.lock(bucket, measurement):
             dt.update_incremental()
-            acts = pa.table(dt.get_add_actions(flatten=True))
-            if acts.num_rows == 0:
-                return 0
-            part_col = "partition.day" if "partition.day" in acts.column_names else None
-            if part_col is None:
-                return 0
-            counts = acts.group_by(part_col).aggregate(
-                [("path", "count"), ("modification_time", "max")]
-            )
-            newest = counts["modification_time_max"].cast(pa.int64()).to_pylist()
+            by_day = _files_by_day(pa.table(dt.get_add_actions(flatten=True)))
             quiet_before = None
             if settled_s is not None:
                 quiet_before = (now_ms if now_ms is not None else int(time.time() * 1000)) - int(settled_s * 1000)
-            days = [
-                d
-                for d, n, t in zip(counts[part_col].to_pylist(), counts["path_count"].to_pylist(), newest, strict=True)
-                if n >= min_files or (quiet_before is not None and n >= 2 and t is not None and t <= quiet_before)
-            ]
-            if not days:
-                return 0
             done = 0
-            ds = dt.to_pyarrow_dataset()
-            for day in days:
-                part = ds.to_table(filter=pads.field(DAY) == day)
-                part = dedup_sorted(part, tags) if dedup else sorted_rows(part, tags)
-                write_deltalake(
-                    dt,
-                    part,
-                    mode="overwrite",
-                    predicate=f"{DAY} = '{day}'",
-                    partition_by=[DAY],
-                    schema_mode="merge",
-                    writer_properties=self._writer_properties(),
+            live = {f.path for fs in by_day.values() for f in fs}
+            seen = self._inspected.get((bucket, measurement))
+            if seen is None:
+                seen = self._inspected[(bucket, measurement)] = _load_inspected(path)
+            seen &= live  # forget files gone
+            before = set(seen)
+            for day, files in sorted(by_day.items()):
+                small = [f for f in files if 2 * f.rows < max_rows]
+                due = len(small) >= min_files or (
+                    quiet_before is not None and small and len(files) >= 2
+                    and max(f.mtime for f in files) <= quiet_before
                 )
-                dt.update_incremental()
-                done += 1
-            self._tables.pop((bucket, measurement), None)
+                rewrote = False
+                for group in _pack(small, max_rows) if due else []:
+                    members = self._closure(dt, day, group, files, tags) if dedup else group
+                    seen |= self._rewrite(dt, path, day, members, files, tags, dedup)
+                    rewrote = True
+                # a large file (and, when due, a small one left out of the groups) is looked at
+                # once: does it share a point with another file (a point written again, e.g. a
+                # bulk load run twice)? Then the two are merged.
+                for f in [f for f in files if dedup and (due or 2 * f.rows >= max_rows) and f.path not in seen]:
+                    if f not in files:
+                        continue  # merged already, with a file looked at before it
+                    members = self._closure(dt, day, [f], files, tags)
+                    if len(members) > 1:
+                        seen |= self._rewrite(dt, path, day, members, files, tags, dedup)
+                        rewrote = True
+                    else:
+                        seen.add(f.path)
+                done += rewrote
+            if seen != before:
+                _save_inspected(path, seen)
+            if done:
+                self._tables.pop((bucket, measurement), None)
             return done
+
+    @staticmethod
+    def _day_dataset(dt: DeltaTable, day: str) -> tuple[Any, dict[str, Any]]:
+        ds = dt.to_pyarrow_dataset()
+        return ds, {f.path: f for f in ds.get_fragments(filter=pads.field(DAY) == day)}
+
+    @staticmethod
+    def _read(ds: Any, frags: dict[str, Any], fs: list[_File], columns: list[str] | None = None, flt: Any = None) -> pa.Table:
+        sub = pads.FileSystemDataset([frags[f.path] for f in fs], ds.schema, ds.format, ds.filesystem)
+        return sub.to_table(columns=columns, filter=flt)
+
+    def _closure(self, dt: DeltaTable, day: str, start: list[_File], files: list[_File], tags: list[str]) -> list[_File]:
+        """``start`` and every file of ``files`` linked to it by shared points (series and time),
+        directly or through another such file: what a merge must rewrite together, so that no
+        file left out holds a point of the result (whose write order is then its own)."""
+        members, frontier = list(start), list(start)
+        while frontier:
+            inside = {f.path for f in members}
+            frontier = self._sharing(dt, day, frontier, [f for f in files if f.path not in inside], tags)
+            members += frontier
+        return members
+
+    def _sharing(self, dt: DeltaTable, day: str, group: list[_File], others: list[_File], tags: list[str]) -> list[_File]:
+        """The ``others`` that hold a point (series and time) of ``group``: only files whose time
+        range meets the group's are read, and only their keys in that range."""
+        import polars as pl
+
+        lo, hi = min(f.tmin for f in group), max(f.tmax for f in group)
+        near = [f for f in others if f.tmin <= hi and f.tmax >= lo]
+        if not near:
+            return []
+        ds, frags = self._day_dataset(dt, day)
+        keys = [c for c in (*tags, TIME) if c in ds.schema.names]
+
+        def hashes(t: pa.Table) -> np.ndarray:  # 8 bytes a point (a collision only costs a merge)
+            return np.unique(pl.DataFrame(t).hash_rows(seed=0).to_numpy())
+
+        mine = np.unique(np.concatenate([hashes(self._read(ds, frags, [f], keys)) for f in group]))
+        span = (pads.field(TIME) >= lo) & (pads.field(TIME) <= hi)
+        out = [f for f in near if np.isin(hashes(self._read(ds, frags, [f], keys, span)), mine).any()]
+        del mine
+        trim_heap(force=True)
+        return out
+
+    def _rewrite(
+        self,
+        dt: DeltaTable,
+        path: Path,
+        day: str,
+        members: list[_File],
+        files: list[_File],
+        tags: list[str],
+        dedup: bool,
+    ) -> set[str]:
+        """Rewrite ``members`` (files of ``day``) as sorted (with ``dedup``: merged) files and
+        remove them, in one commit; ``files`` is updated (members out, the new files in).
+        Returns the new files' paths."""
+        ds, frags = self._day_dataset(dt, day)
+        members = sorted(members, key=lambda f: (f.mtime, f.seq))  # older writes first: later fields win
+        schema = pa.schema([f.with_type(pa.string()) if f.name == DAY else f for f in ds.schema])
+        part = pa.concat_tables([self._read(ds, frags, [f]).cast(schema) for f in members])
+        if dedup:  # back to batch form: sorted and merged a slice at a time, as appends are
+            batch = _batch_form(part.drop_columns([DAY]), tags)
+            del part
+            parts: Iterator[pa.Table] = (p.select(schema.names).cast(schema) for p in self.prepared(batch, PREPARE_ROWS)[1])
+        else:
+            part = sorted_rows(part, tags)
+            parts = (part.slice(i, PREPARE_ROWS) for i in range(0, part.num_rows, PREPARE_ROWS))
+        out = self._write_parts(path, schema, parts)
+        del parts
+        now = int(time.time() * 1000)
+        removes = [RemoveAction(f.path, True, now, f.size, {DAY: day}) for f in members]
+        try:
+            dt.create_write_transaction(
+                list[AddAction | RemoveAction]([*out.actions, *removes]), mode="append",
+                schema=dt.schema(), partition_by=[DAY],
+            )
+        except BaseException:
+            out.remove_uncommitted(path)
+            raise
+        dt.update_incremental()
+        trim_heap(force=True)  # the group's buffers, before the next group is read
+        gone = {f.path for f in members}
+        new = [
+            _File(a.path, day, s.rows, a.size, s.lo.get(TIME, _MIN), s.hi.get(TIME, _MAX), a.modification_time, 0)
+            for a, s in zip(out.actions, out.stats, strict=True)
+        ]
+        files[:] = [f for f in files if f.path not in gone] + new
+        return {f.path for f in new}
 
     def vacuum(self, bucket: str, measurement: str, retention_hours: float = 1.0) -> int:
         dt = self._table(bucket, measurement)
@@ -552,6 +668,89 @@ class Lake:
             )
             dt.cleanup_metadata()
         return len(removed)
+
+
+_MIN, _MAX = -(2**63), 2**63 - 1  # a file without time statistics spans all time
+
+
+class _File(NamedTuple):
+    """A data file of a day partition, as compaction sees it."""
+
+    path: str
+    day: str
+    rows: int
+    size: int
+    tmin: int  # time range (statistics; unknown: all time)
+    tmax: int
+    mtime: int  # modification time (ms): the order of writes
+    seq: int  # place in the table's file list (ties of mtime)
+
+
+def _files_by_day(acts: pa.Table) -> dict[str, list[_File]]:
+    """The table's data files (its add actions) by day partition."""
+    part_col = "partition.day"
+    if acts.num_rows == 0 or part_col not in acts.column_names:
+        return {}
+
+    def ints(name: str, default: int) -> list[int]:
+        if name not in acts.column_names:
+            return [default] * acts.num_rows
+        col = acts[name]
+        if not pa.types.is_integer(col.type):
+            col = col.cast(pa.int64())
+        return [default if v is None else int(v) for v in col.to_pylist()]
+
+    out: dict[str, list[_File]] = {}
+    for i, (path, day, rows, size, lo, hi, mtime) in enumerate(zip(
+        acts["path"].to_pylist(), acts[part_col].to_pylist(), ints("num_records", 0),
+        ints("size_bytes", 0), ints(f"min.{TIME}", _MIN), ints(f"max.{TIME}", _MAX),
+        ints("modification_time", 0), strict=True,
+    )):
+        out.setdefault(day, []).append(_File(path, day, rows, size, lo, hi, mtime, i))
+    return out
+
+
+#: the files compaction found sharing no point with another (a table's own, not Delta's: a name
+#: starting with "_" is left alone by vacuum)
+INSPECTED = "_sensorium_inspected.txt"
+
+
+def _load_inspected(table_path: Path) -> set[str]:
+    try:
+        return set((table_path / INSPECTED).read_text().split("\n")) - {""}
+    except FileNotFoundError:
+        return set()
+
+
+def _save_inspected(table_path: Path, paths: set[str]) -> None:
+    tmp = table_path / (INSPECTED + ".tmp")
+    tmp.write_text("".join(p + "\n" for p in sorted(paths)))
+    tmp.replace(table_path / INSPECTED)  # a crash leaves the old list: files are looked at again
+
+
+def _pack(small: list[_File], max_rows: int) -> list[list[_File]]:
+    """Small files in time order, packed into runs of at most ``max_rows`` rows; the runs of 2
+    or more files (a file alone is already sorted and merged)."""
+    groups: list[list[_File]] = []
+    cur: list[_File] = []
+    rows = 0
+    for f in sorted(small, key=lambda f: (f.tmin, f.tmax, f.seq)):
+        if cur and rows + f.rows > max_rows:
+            groups.append(cur)
+            cur, rows = [], 0
+        cur.append(f)
+        rows += f.rows
+    groups.append(cur)
+    return [g for g in groups if len(g) >= 2]
+
+
+def _batch_form(t: pa.Table, tags: list[str]) -> pa.Table:
+    """Storage-form rows (no ``day``) as a batch: ``tags`` dictionary-encoded, ``time`` a
+    timestamp (what :meth:`Lake.prepared` sorts and merges)."""
+    for name in tags:
+        if name in t.column_names:
+            t = t.set_column(t.schema.get_field_index(name), name, pc.dictionary_encode(t[name]).cast(TAG_TYPE))
+    return t.set_column(t.schema.get_field_index(TIME), TIME, t[TIME].cast(TIME_TYPE))
 
 
 def sorted_rows(part: pa.Table, keys: list[str]) -> pa.Table:
@@ -656,6 +855,19 @@ class _Stats:
         }).decode()
 
 
+_order_lock = threading.Lock()
+_last_ms = 0
+
+
+def _write_order(mtime_ms: int) -> int:
+    """A file's modification time, later than every earlier file's of this process (compaction
+    merges files in this order: within a millisecond, file system times would tie)."""
+    global _last_ms
+    with _order_lock:
+        _last_ms = max(mtime_ms, _last_ms + 1)
+        return _last_ms
+
+
 class _Files:
     """Parquet files written for one commit, and their add actions."""
 
@@ -664,12 +876,14 @@ class _Files:
         self.schema = schema  # of the files, with the partition column (for a new table)
         self.paths: list[Path] = []
         self.actions: list[AddAction] = []
+        self.stats: list[_Stats] = []  # of each action's file
 
     def add(self, rel: str, day: str, stats: _Stats) -> None:
         full = self.root / rel
         st = full.stat()
+        self.stats.append(stats)
         self.actions.append(
-            AddAction(rel, st.st_size, {DAY: day}, int(st.st_mtime * 1000), True, stats.json())
+            AddAction(rel, st.st_size, {DAY: day}, _write_order(int(st.st_mtime * 1000)), True, stats.json())
         )
 
     def remove(self) -> None:
