@@ -163,6 +163,44 @@ def test_rollups_survive_restart_exactly_once(data_dir: Path, clock: FakeClock) 
         p.close()
 
 
+def test_a_dropped_runner_leaves_no_files_and_its_successor_loses_nothing(data_dir: Path, clock: FakeClock) -> None:
+    # a scale-out worker whose lease was lost drops its runner (release, no final checkpoint):
+    # the rollup levels' spill files and the outbox's segments go with it; the next owner starts
+    # from the last checkpoint and the log, and stores every window once
+    import os
+
+    lines = _lines(0, 3600, 4, seed=7)
+    third = len(lines) // 3
+    p = Sensorium(make_settings(data_dir), clock=clock, background=False)
+    for body in _shuffled_requests(lines[:third], seed=8):
+        p.write(body)
+    p.process_stream()
+    p.stream.checkpoint()
+    for body in _shuffled_requests(lines[third : 2 * third], seed=9):
+        p.write(body)
+    p.process_stream()  # windows finished after the checkpoint wait in the outbox
+    spill, outbox = data_dir / "stream" / "spill", data_dir / "stream" / "outbox"
+    assert list(spill.iterdir()) and list(outbox.iterdir())
+    p.stream.release()
+    assert not list(spill.iterdir()) and not list(outbox.iterdir())
+    os.close(p._lock_fd)  # type: ignore[arg-type]
+    p.wal.close()  # gone without a final checkpoint
+    p = Sensorium(make_settings(data_dir), clock=clock, background=False)
+    try:
+        for body in _shuffled_requests(lines[2 * third :], seed=10):
+            p.write(body)
+        clock.advance(86_400)
+        p.process_stream()
+        p.stream.checkpoint()
+        for iv in ("1m", "1h"):
+            _assert_same(_rolled(p, iv), _recomputed(p, iv))
+        stored = p.stream.derived.lake.dataset("default", "climate_1m").to_table()
+        keys = list(zip(stored["time"].to_pylist(), stored["device_id"].to_pylist(), stored["field"].to_pylist(), strict=True))
+        assert len(keys) == len(set(keys))  # each window stored once
+    finally:
+        p.close()
+
+
 def test_late_points_go_to_late_data_with_reason(data_dir: Path, clock: FakeClock) -> None:
     p = Sensorium(make_settings(data_dir), clock=clock, background=False)
     try:

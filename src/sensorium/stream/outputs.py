@@ -195,6 +195,16 @@ class DerivedTables:
         with self._lock:
             self._outbox = {k: list(v) for k, v in outbox.items()}
 
+    def discard(self) -> None:
+        """Forget the rows waiting for a checkpoint and remove their files (a runner being
+        dropped: the last checkpoint holds its own copy of what it covers)."""
+        with self._lock:
+            items = [it for v in self._outbox.values() for it in v]
+            self._outbox = {}
+        for it in items:
+            if isinstance(it, Segment):
+                it.path.unlink(missing_ok=True)
+
     def deliver(self, seq: int, outbox: dict[Key, list[Rows]] | None = None) -> int:
         """Commit the outbox (as of checkpoint ``seq``: ``outbox``, the snapshot that checkpoint
         holds; default the outbox now) to the lake; returns rows committed. Rows added after the

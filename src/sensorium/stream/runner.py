@@ -611,18 +611,20 @@ class StreamRunner:
         if self.error is None:
             self.drain()
             self.checkpoint()
-            if self.rollups is not None:
-                with self._step_lock, self.derived.lock:  # not under a query of open rows
-                    self.rollups.close()  # their spill files: the checkpoint holds the rows
         self.release()
         if hasattr(self.derived.lake, "close"):  # a store with a connection (PostgreSQL)
             self.derived.lake.close()
 
     def release(self) -> None:
-        """Stop the side thread and the delivery thread (a runner dropped without :meth:`close`,
-        e.g. a partition whose lease was lost: a delivery in progress finishes; its outbox is in
-        the checkpoint either way)."""
+        """Stop the side thread and the delivery thread, and drop the files the state waits in
+        (the rollup levels' spill files, the outbox's segments): after :meth:`close`, or for a
+        runner dropped without it, e.g. a partition whose lease was lost. A delivery in progress
+        finishes; the last checkpoint holds its own copy of everything it needs."""
         if self._side is not None:
             self._side.shutdown(wait=True)
             self._side = None
         self._deliverer.shutdown(wait=True)
+        with self._step_lock, self.derived.lock:  # not under a step or a query of open rows
+            if self.rollups is not None:
+                self.rollups.close()
+            self.derived.discard()
