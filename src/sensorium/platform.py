@@ -966,16 +966,21 @@ class Sensorium:
         """Compact small files (sorted, de-duplicated) and vacuum old versions. Returns partitions
         compacted."""
         done = 0
+        failed: Exception | None = None
         for b, m in self.lake.tables():
-            with self.lake.lock(b, m):
-                n = self.lake.compact(
-                    b, m, self._tags_of((b, m)), min_files=min_files,
-                    settled_s=self.settings.store.settle_s,
-                )
-                if n:
-                    self.hot.set_lake_version((b, m), self.lake.version(b, m))
-            done += n
-            self.lake.vacuum(b, m, retention_hours=vacuum_hours)
+            try:  # one table's failure (a commit race with another writer, say) spares the others
+                with self.lake.lock(b, m):
+                    n = self.lake.compact(
+                        b, m, self._tags_of((b, m)), min_files=min_files,
+                        settled_s=self.settings.store.settle_s,
+                    )
+                    if n:
+                        self.hot.set_lake_version((b, m), self.lake.version(b, m))
+                done += n
+                self.lake.vacuum(b, m, retention_hours=vacuum_hours)
+            except Exception as exc:  # noqa: BLE001 - raised below, after the other tables
+                log.warning("maintenance of %s/%s failed: %s", b, m, exc)
+                failed = failed or exc
         if self.stream is not None:  # the stream's outputs (rollups, late data, ...)
             done += self.stream.derived.maintain(
                 self._derived_keys, min_files=min_files, settled_s=self.settings.store.settle_s,
@@ -983,6 +988,8 @@ class Sensorium:
             )
         self.metrics.compactions.inc(done)
         self._apply_retention()
+        if failed is not None:
+            raise failed
         return done
 
     def _apply_retention(self) -> int:

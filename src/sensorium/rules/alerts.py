@@ -101,8 +101,11 @@ CHECKPOINT_DELAY_S = 1.0
 #: WAL pages past which a commit checkpoints by itself, in case the background checkpoint falls
 #: behind (SQLite's default, 1000 pages, would put that work back into the commits of a burst).
 BACKSTOP_CHECKPOINT_PAGES = 10_000
-#: Page cache of a store's writing connection, KiB (SQLite's default is 2 MiB).
-CACHE_KIB = 16_384
+#: Page cache of a store's writing connection, KiB: SQLite's default, 2 MiB. 16 MiB filled up as
+#: the store grew (~1 MB a minute of the stream process's resident memory at 100 k series, per
+#: connection, until full) and made no difference to a burst of 10 k transitions applied to an
+#: 809 MB store: median 1.10-1.17 s with 16 MiB, 1.17 s with 2 MiB (docs/benchmarks.md, session 13).
+CACHE_KIB = 2_048
 
 
 class AlertEvent:

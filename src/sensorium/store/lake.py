@@ -10,6 +10,7 @@ rows are stored but the offset is not (or the reverse).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -367,12 +368,16 @@ class Lake:
         dictionary, one row group per slice of a day (at most :data:`PREPARE_ROWS` rows)."""
         return self._write_parts(path, *self._prepared(table))
 
-    def _write_parts(self, path: Path, schema: pa.Schema, parts: Iterable[pa.Table]) -> _Files:
+    def _write_parts(
+        self, path: Path, schema: pa.Schema, parts: Iterable[pa.Table], written_ms: int | None = None
+    ) -> _Files:
         """Write storage-form ``parts`` (``schema``: with the ``day`` column; each part sorted,
-        days in order) as Parquet files under ``path``; see :meth:`_write_files`."""
+        days in order) as Parquet files under ``path``; see :meth:`_write_files`.
+        ``written_ms``: the files' write order (modification time) when they hold older writes
+        (a compaction's output: its newest input's), instead of the time they are written."""
         data_schema = pa.schema([f for f in schema if f.name != DAY])
         has_time = TIME in data_schema.names
-        out = _Files(path, DeltaSchema.from_arrow(schema))
+        out = _Files(path, DeltaSchema.from_arrow(schema), written_ms)
         current: _Open | None = None
 
         def close() -> None:
@@ -526,6 +531,10 @@ class Lake:
         path = self.path(bucket, measurement)
         with self.lock(bucket, measurement):
             dt.update_incremental()
+            odd = [f.name for f in pa.schema(dt.schema().to_arrow()) if f.name != DAY and not _plain(f.type)]
+            if odd:  # the lake's writer keeps no statistics for these: readers would prune rows
+                log.info("%s/%s not compacted: columns %s are not plain types", bucket, measurement, odd)
+                return 0
             by_day = _files_by_day(pa.table(dt.get_add_actions(flatten=True)))
             quiet_before = None
             if settled_s is not None:
@@ -535,6 +544,10 @@ class Lake:
             seen = self._inspected.get((bucket, measurement))
             if seen is None:
                 seen = self._inspected[(bucket, measurement)] = _load_inspected(path)
+                if not (path / INSPECTED).exists() and quiet_before is not None:
+                    # a table compacted before the list existed (an upgrade): its settled files
+                    # count as looked at (no scan of its whole history under the table's lock)
+                    seen |= {f.path for fs in by_day.values() for f in fs if f.mtime <= quiet_before}
             seen &= live  # forget files gone
             before = set(seen)
             for day, files in sorted(by_day.items()):
@@ -545,6 +558,9 @@ class Lake:
                 )
                 rewrote = False
                 for group in _pack(small, max_rows) if due else []:
+                    group = [f for f in group if f in files]  # an earlier group's closure took some
+                    if len(group) < 2:
+                        continue
                     members = self._closure(dt, day, group, files, tags) if dedup else group
                     seen |= self._rewrite(dt, path, day, members, files, tags, dedup)
                     rewrote = True
@@ -634,7 +650,9 @@ class Lake:
         else:
             part = sorted_rows(part, tags)
             parts = (part.slice(i, PREPARE_ROWS) for i in range(0, part.num_rows, PREPARE_ROWS))
-        out = self._write_parts(path, schema, parts)
+        # the output holds writes up to its newest input's: a file written meanwhile (another
+        # process, or this one's flush) is newer, whatever the time this output is written
+        out = self._write_parts(path, schema, parts, written_ms=max(f.mtime for f in members))
         del parts
         now = int(time.time() * 1000)
         removes = [RemoveAction(f.path, True, now, f.size, {DAY: day}) for f in members]
@@ -723,7 +741,7 @@ def _load_inspected(table_path: Path) -> set[str]:
 
 
 def _save_inspected(table_path: Path, paths: set[str]) -> None:
-    tmp = table_path / (INSPECTED + ".tmp")
+    tmp = table_path / f"{INSPECTED}.{os.getpid()}.tmp"
     tmp.write_text("".join(p + "\n" for p in sorted(paths)))
     tmp.replace(table_path / INSPECTED)  # a crash leaves the old list: files are looked at again
 
@@ -871,8 +889,9 @@ def _write_order(mtime_ms: int) -> int:
 class _Files:
     """Parquet files written for one commit, and their add actions."""
 
-    def __init__(self, root: Path, schema: DeltaSchema) -> None:
+    def __init__(self, root: Path, schema: DeltaSchema, written_ms: int | None = None) -> None:
         self.root = root
+        self.written_ms = written_ms
         self.schema = schema  # of the files, with the partition column (for a new table)
         self.paths: list[Path] = []
         self.actions: list[AddAction] = []
@@ -883,7 +902,11 @@ class _Files:
         st = full.stat()
         self.stats.append(stats)
         self.actions.append(
-            AddAction(rel, st.st_size, {DAY: day}, _write_order(int(st.st_mtime * 1000)), True, stats.json())
+            AddAction(
+                rel, st.st_size, {DAY: day},
+                _write_order(int(st.st_mtime * 1000)) if self.written_ms is None else self.written_ms,
+                True, stats.json(),
+            )
         )
 
     def remove(self) -> None:
