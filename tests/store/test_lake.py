@@ -427,7 +427,7 @@ def test_compaction_leaves_large_files_alone_unless_they_hold_a_point_written_ag
     assert (T0 + 5, "a", 5.0, 7.0) in rows  # ... with both writes' fields
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(
     st.lists(
         st.lists(
