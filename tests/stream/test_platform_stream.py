@@ -71,6 +71,25 @@ def _assert_same(a: dict[tuple, tuple], b: dict[tuple, tuple]) -> None:
         assert a[k][1:] == pytest.approx(b[k][1:], rel=1e-9, abs=1e-9), k
 
 
+def _finish_and_check(data_dir: Path, clock: FakeClock, lines: list[str], seed: int) -> None:
+    """A new platform on ``data_dir`` takes the rest of the ``lines``, closes every window, and
+    its stored rollups equal recomputation from raw data, each window stored once."""
+    p = Sensorium(make_settings(data_dir), clock=clock, background=False)
+    try:
+        for body in _shuffled_requests(lines, seed=seed):
+            p.write(body)
+        clock.advance(86_400)
+        p.process_stream()
+        p.stream.checkpoint()
+        for iv in ("1m", "1h"):
+            _assert_same(_rolled(p, iv), _recomputed(p, iv))
+        stored = p.stream.derived.lake.dataset("default", "climate_1m").to_table()
+        keys = list(zip(stored["time"].to_pylist(), stored["device_id"].to_pylist(), stored["field"].to_pylist(), strict=True))
+        assert len(keys) == len(set(keys))  # each window stored once
+    finally:
+        p.close()
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(T0 + 3 * 3600 * NS)
@@ -147,20 +166,7 @@ def test_rollups_survive_restart_exactly_once(data_dir: Path, clock: FakeClock) 
     assert len(list(spill.glob("rollups-1h.*.arrow"))) == 1  # the open hour waits on disk
     p.close()
     assert not list(spill.iterdir())  # the checkpoint holds it
-    p = Sensorium(make_settings(data_dir), clock=clock, background=False)
-    try:
-        for body in _shuffled_requests(lines[half:], seed=5):
-            p.write(body)
-        clock.advance(86_400)
-        p.process_stream()
-        p.stream.checkpoint()
-        for iv in ("1m", "1h"):
-            _assert_same(_rolled(p, iv), _recomputed(p, iv))
-        stored = p.stream.derived.lake.dataset("default", "climate_1m").to_table()
-        keys = list(zip(stored["time"].to_pylist(), stored["device_id"].to_pylist(), stored["field"].to_pylist(), strict=True))
-        assert len(keys) == len(set(keys))  # each window stored once
-    finally:
-        p.close()
+    _finish_and_check(data_dir, clock, lines[half:], seed=5)
 
 
 def test_a_dropped_runner_leaves_no_files_and_its_successor_loses_nothing(data_dir: Path, clock: FakeClock) -> None:
@@ -185,20 +191,7 @@ def test_a_dropped_runner_leaves_no_files_and_its_successor_loses_nothing(data_d
     assert not list(spill.iterdir()) and not list(outbox.iterdir())
     os.close(p._lock_fd)  # type: ignore[arg-type]
     p.wal.close()  # gone without a final checkpoint
-    p = Sensorium(make_settings(data_dir), clock=clock, background=False)
-    try:
-        for body in _shuffled_requests(lines[2 * third :], seed=10):
-            p.write(body)
-        clock.advance(86_400)
-        p.process_stream()
-        p.stream.checkpoint()
-        for iv in ("1m", "1h"):
-            _assert_same(_rolled(p, iv), _recomputed(p, iv))
-        stored = p.stream.derived.lake.dataset("default", "climate_1m").to_table()
-        keys = list(zip(stored["time"].to_pylist(), stored["device_id"].to_pylist(), stored["field"].to_pylist(), strict=True))
-        assert len(keys) == len(set(keys))  # each window stored once
-    finally:
-        p.close()
+    _finish_and_check(data_dir, clock, lines[2 * third :], seed=10)
 
 
 def test_late_points_go_to_late_data_with_reason(data_dir: Path, clock: FakeClock) -> None:

@@ -9,6 +9,7 @@ rows are stored but the offset is not (or the reverse).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -597,14 +598,18 @@ class Lake:
         """``start`` and every file of ``files`` linked to it by shared points (series and time),
         directly or through another such file: what a merge must rewrite together, so that no
         file left out holds a point of the result (whose write order is then its own)."""
+        # read once, when a file first needs looking at (the table does not change meanwhile)
+        view = functools.cache(lambda: self._day_dataset(dt, day))
         members, frontier = list(start), list(start)
         while frontier:
             inside = {f.path for f in members}
-            frontier = self._sharing(dt, day, frontier, [f for f in files if f.path not in inside], tags)
+            frontier = self._sharing(view, frontier, [f for f in files if f.path not in inside], tags)
             members += frontier
         return members
 
-    def _sharing(self, dt: DeltaTable, day: str, group: list[_File], others: list[_File], tags: list[str]) -> list[_File]:
+    def _sharing(
+        self, view: Callable[[], tuple[Any, dict[str, Any]]], group: list[_File], others: list[_File], tags: list[str]
+    ) -> list[_File]:
         """The ``others`` that hold a point (series and time) of ``group``: only files whose time
         range meets the group's are read, and only their keys in that range."""
         import polars as pl
@@ -613,7 +618,7 @@ class Lake:
         near = [f for f in others if f.tmin <= hi and f.tmax >= lo]
         if not near:
             return []
-        ds, frags = self._day_dataset(dt, day)
+        ds, frags = view()
         keys = [c for c in (*tags, TIME) if c in ds.schema.names]
 
         def hashes(t: pa.Table) -> np.ndarray:  # 8 bytes a point (a collision only costs a merge)
