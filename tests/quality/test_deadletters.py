@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sensorium.quality.deadletters import DeadLetter, DeadLetterStore
+from sensorium.quality.deadletters import DeadLetter, DeadLetterStore, StatsRecord
 
 from .helpers import T0, S
 
@@ -53,6 +53,35 @@ def test_add_is_idempotent_per_offset(store: DeadLetterStore) -> None:
     assert c["flagged_rows"] == 2 and c["batches"] == 1 and c["pending"] == 2
     assert c["rules"] == {"range:temperature": 4}
     assert store.device_stats() == {"d1": {"accepted": 10, "rejected": 2}}
+
+
+def test_add_many_equals_one_add_per_record(tmp_path: Path) -> None:
+    """Records applied together (one transaction, counters summed first) leave the store as
+    applying them one by one does; a record applied before is skipped, not counted twice."""
+    recs = [
+        StatsRecord(1, (letter(1, device="d1"),), duplicates=1, accepted_rows=4,
+                    accepted_by_device={"d1": 3, "d2": 1}, flagged_rows=1, rule_counts={"range:temperature": 2}),
+        StatsRecord(2, (), accepted_rows=5, accepted_by_device={"d2": 4, "é \"q\"": 1}),
+        StatsRecord(3, (letter(7, device=None, rule="parse"),), accepted_rows=0, rule_counts={"parse": 1}),
+    ]
+    one = DeadLetterStore(tmp_path / "one.sqlite")
+    many = DeadLetterStore(tmp_path / "many.sqlite")
+    try:
+        for r in recs:
+            assert one.add(r.log_offset, r.letters, duplicates=r.duplicates, accepted_rows=r.accepted_rows,
+                           accepted_by_device=r.accepted_by_device, flagged_rows=r.flagged_rows,
+                           rule_counts=r.rule_counts)
+        assert many.add_many(recs[:1]) == 1
+        assert many.add_many(recs) == 2  # offset 1 is applied already
+        assert many.add_many(recs) == 0
+        assert many.counters() == one.counters()
+        assert many.device_stats() == one.device_stats()
+        assert many.device_stats()["d2"] == {"accepted": 5, "rejected": 0}
+        assert many.device_stats()['é "q"']["accepted"] == 1
+        assert [(d["log_offset"], d["line"]) for d in many.list()] == [(d["log_offset"], d["line"]) for d in one.list()]
+    finally:
+        one.close()
+        many.close()
 
 
 def test_counters_accumulate_and_offsets_out_of_order(store: DeadLetterStore) -> None:

@@ -1,7 +1,7 @@
 """The dead-letter store: rejected lines with their reasons, and the quality counters, in SQLite.
 
-Each :meth:`DeadLetterStore.add` is tied to the WAL offset of the write it comes from and applied in
-ONE transaction together with that offset, so applying the same write again (WAL replay after a
+Each :meth:`DeadLetterStore.add` (each record of :meth:`DeadLetterStore.add_many`) is tied to the
+WAL offset of the write it comes from and applied in ONE transaction together with that offset, so applying the same write again (WAL replay after a
 crash) is a no-op: the store never double-counts. Journal mode is WAL; ``synchronous`` defaults to
 FULL (each ``add`` is durable when it returns). One connection, guarded by a lock, serves all threads.
 
@@ -13,10 +13,12 @@ Tables: ``dead_letters`` (one row per rejected line; ``rule`` holds the failing 
 from __future__ import annotations
 
 import builtins
+import json
 import sqlite3
 import threading
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -68,6 +70,19 @@ class DeadLetter:
     received_ns: int
 
 
+@dataclass(frozen=True, slots=True)
+class StatsRecord:
+    """One write's dead letters and quality counters, tied to its log offset."""
+
+    log_offset: int
+    letters: Sequence[DeadLetter] = ()
+    duplicates: int = 0
+    accepted_rows: int = 0
+    accepted_by_device: Mapping[str, int] = field(default_factory=dict)
+    flagged_rows: int = 0
+    rule_counts: Mapping[str, int] = field(default_factory=dict)
+
+
 class DeadLetterStore:
     """Durable dead letters and quality counters (SQLite, WAL journal)."""
 
@@ -108,66 +123,73 @@ class DeadLetterStore:
 
         Returns False (and changes nothing) if this offset was applied before.
         """
+        rec = StatsRecord(log_offset, tuple(letters), duplicates, accepted_rows,
+                          accepted_by_device or {}, flagged_rows, rule_counts or {})
+        return self.add_many([rec]) == 1
+
+    def add_many(self, records: Sequence[StatsRecord]) -> int:
+        """Apply several writes' records in ONE transaction, each at most once (by its
+        ``log_offset``); returns how many were new. The counters of all of them are summed first,
+        so a device seen in many writes is one upsert, and every table is written by one statement
+        (the per-device counts as one JSON array through ``json_each``): applying the records of a
+        busy second costs a handful of SQLite calls, not one per device and write."""
+        if not records:
+            return 0
         with self._lock:
             c = self._db()
             c.execute("BEGIN IMMEDIATE")
             try:
-                cur = c.execute(
-                    "INSERT OR IGNORE INTO applied (log_offset) VALUES (?)", (log_offset,)
-                )
-                if cur.rowcount == 0:
+                new: list[StatsRecord] = []
+                for r in records:
+                    cur = c.execute("INSERT OR IGNORE INTO applied (log_offset) VALUES (?)", (r.log_offset,))
+                    if cur.rowcount:
+                        new.append(r)
+                if not new:
                     c.execute("ROLLBACK")
-                    return False
+                    return 0
+                cap = self._max_raw
+                letters = [
+                    (r.log_offset, d.bucket, d.measurement, d.line, d.raw[:cap], d.reason, d.rule,
+                     d.source, d.device_id, d.received_ns)
+                    for r in new
+                    for d in r.letters
+                ]
                 if letters:
-                    cap = self._max_raw
                     c.executemany(
                         "INSERT INTO dead_letters (log_offset, bucket, measurement, line, raw, reason, "
                         "rule, source, device_id, received_ns) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                        [
-                            (
-                                log_offset,
-                                d.bucket,
-                                d.measurement,
-                                d.line,
-                                d.raw[:cap],
-                                d.reason,
-                                d.rule,
-                                d.source,
-                                d.device_id,
-                                d.received_ns,
-                            )
-                            for d in letters
-                        ],
+                        letters,
                     )
                 deltas = {
-                    "accepted_rows": accepted_rows,
+                    "accepted_rows": sum(r.accepted_rows for r in new),
                     "rejected_rows": len(letters),
-                    "duplicates": duplicates,
-                    "flagged_rows": flagged_rows,
-                    "batches": 1,
+                    "duplicates": sum(r.duplicates for r in new),
+                    "flagged_rows": sum(r.flagged_rows for r in new),
+                    "batches": len(new),
                 }
-                c.executemany(
-                    "INSERT INTO counters (name, value) VALUES (?, ?) "
-                    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-                    [(k, v) for k, v in deltas.items() if v],
-                )
-                if accepted_by_device:
-                    c.executemany(
-                        "INSERT INTO device_counts (device_id, accepted) VALUES (?, ?) "
-                        "ON CONFLICT(device_id) DO UPDATE SET accepted = accepted + excluded.accepted",
-                        [(k, v) for k, v in accepted_by_device.items() if v],
-                    )
-                if rule_counts:
-                    c.executemany(
-                        "INSERT INTO rule_counts (rule, failed) VALUES (?, ?) "
-                        "ON CONFLICT(rule) DO UPDATE SET failed = failed + excluded.failed",
-                        [(k, v) for k, v in rule_counts.items() if v],
-                    )
+                rules: Counter[str] = Counter()
+                devices: Counter[str] = Counter()
+                for r in new:
+                    rules.update(r.rule_counts)
+                    devices.update(r.accepted_by_device)
+                for table, key, col, counts in (
+                    ("counters", "name", "value", deltas),
+                    ("rule_counts", "rule", "failed", rules),
+                    ("device_counts", "device_id", "accepted", devices),
+                ):
+                    rows = [[k, v] for k, v in counts.items() if v]
+                    if rows:
+                        c.execute(
+                            f"INSERT INTO {table} ({key}, {col}) "
+                            "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') "
+                            f"FROM json_each(?) WHERE true ON CONFLICT({key}) DO UPDATE SET {col} = {col} + excluded.{col}",
+                            (json.dumps(rows),),
+                        )
                 c.execute("COMMIT")
             except BaseException:
                 c.execute("ROLLBACK")
                 raise
-            return True
+            return len(new)
 
     def mark_replayed(self, ids: Sequence[int], replayed_ns: int) -> None:
         """Mark dead letters as replayed (they leave the default listings and the rejected totals)."""
