@@ -159,7 +159,9 @@ def run(srv: SensoriumServer, args: argparse.Namespace) -> dict[str, Any]:
     def prober() -> None:
         conn = http.client.HTTPConnection(HOST, port, timeout=60)
         spacing = args.probe_interval_ms / 1000
-        time.sleep(min(1.0, args.duration / 10))  # let the writers reach their pace
+        # let the writers reach their pace and the server its steady state (the first pass over
+        # --devices registers every device and creates every series)
+        probes_stop.wait(args.warmup if args.warmup is not None else min(1.0, args.duration / 10))
         i = 0
         next_at = time.perf_counter()
         while not probes_stop.is_set():
@@ -208,12 +210,12 @@ def run(srv: SensoriumServer, args: argparse.Namespace) -> dict[str, Any]:
     t_start = writers.t_start
     pthread = threading.Thread(target=prober, daemon=True)
     pthread.start()
-    deadline = t_start + max(args.max_duration, args.duration)
+    deadline = t_start + (args.warmup or 0) + max(args.max_duration, args.duration)
     while True:
         time.sleep(0.2)
         now = time.perf_counter()
         done, timed_out = settled(now)
-        if now - t_start >= args.duration and len(sent) >= args.probes:
+        if now - t_start >= args.duration + (args.warmup or 0) and len(sent) >= args.probes:
             break
         if now >= deadline:
             log(f"stopping at {now - t_start:.0f}s with {done} probes alerted")
@@ -258,6 +260,12 @@ def run(srv: SensoriumServer, args: argparse.Namespace) -> dict[str, Any]:
     def ms(x: float | None) -> float | None:
         return r3(x * 1000 if x is not None else None, 2)
 
+    if args.dump:  # one line per probe: when it was sent (s since the writers started), latencies
+        with open(args.dump, "w") as fh:
+            for dev, t0 in sorted(sent.items(), key=lambda kv: kv[1]):
+                ta = listener.arrivals.get(dev)
+                fh.write(json.dumps({"sent_s": r3(t0 - t_start, 3), "ack_ms": ms(acked[dev] - t0),
+                                     "alert_ms": ms(ta - t0) if ta is not None else None}) + "\n")
     p99 = percentile(lat, 99)
     return {
         "bench": "ingest_to_alert_latency",
@@ -278,6 +286,7 @@ def run(srv: SensoriumServer, args: argparse.Namespace) -> dict[str, Any]:
         "probes_without_alert": len(missed),
         "probe_write_errors": pstats["write_errors"],
         "probe_interval_ms": args.probe_interval_ms,
+        "warmup_s": args.warmup,
         "p50_ms": ms(percentile(lat, 50)),
         "p99_ms": ms(p99),
         "max_ms": ms(max(lat) if lat else None),
@@ -308,6 +317,9 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=25.0, help="seconds (extended until --probes sent)")
     ap.add_argument("--max-duration", type=float, default=120.0, help="hard cap on the probing, seconds")
     ap.add_argument("--probes", type=int, default=200)
+    ap.add_argument("--warmup", type=float, default=None,
+                    help="seconds of paced load before the first probe (default: 1 s, or duration/10 if less)")
+    ap.add_argument("--dump", help="write one JSON line per probe (sent_s, ack_ms, alert_ms) to this file")
     ap.add_argument("--probe-interval-ms", type=float, default=100.0)
     ap.add_argument("--probe-timeout", type=float, default=30.0, help="a probe with no alert after this long is missed")
     ap.add_argument("--fsync", choices=["always", "interval", "never"], help="Sensorium wal.fsync (default: always)")

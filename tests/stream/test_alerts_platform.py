@@ -137,18 +137,18 @@ def test_alert_files_are_synced_before_each_stream_checkpoint(
     assert p.alerts is not None and p.dispatcher is not None and p.stream is not None
     assert p.alerts.synchronous == "NORMAL" and p.dispatcher.synchronous == "NORMAL"
     events: list[str] = []
-    real_fsync, real_save = os.fsync, p.stream.checkpoints.save
+    real_fsync, real_write = os.fsync, p.stream.checkpoints.write
 
     def fsync(fd: int) -> None:
         events.append(f"fsync {Path(os.readlink(f'/proc/self/fd/{fd}')).name}")
         real_fsync(fd)
 
-    def save(state: dict[str, Any], stages: Any = None) -> int:
+    def write(state: dict[str, Any], stages: Any = None) -> int:  # the checkpoint's file, before its fsync
         events.append("save")
-        return real_save(state, stages)
+        return real_write(state, stages)
 
     monkeypatch.setattr(alerts_mod.os, "fsync", fsync)
-    monkeypatch.setattr(p.stream.checkpoints, "save", save)
+    monkeypatch.setattr(p.stream.checkpoints, "write", write)
     p.write("\n".join(f"climate,device_id=a temperature={v} {T0 + i * NS}" for i, v in enumerate([40.0, 65.0])))
     p.process_stream()
     assert [a["state"] for a in p.alerts.list(rule="hot")] == ["firing"]

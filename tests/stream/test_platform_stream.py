@@ -231,6 +231,45 @@ def test_checkpoint_bounds_the_log(data_dir: Path, clock: FakeClock) -> None:
         p.close()
 
 
+def test_a_background_checkpoint_counts_only_once_on_disk(data_dir: Path, clock: FakeClock) -> None:
+    """The stream thread's checkpoint is pickled under the step lock, but made durable (fsync,
+    rename) on the delivery thread: until then the stream goes on, the log keeps what the old
+    checkpoint needs, the file on disk is the old one and nothing of its outbox is in the lake."""
+    lines = _lines(0, 900, 3, seed=11)
+    p = Sensorium(make_settings(data_dir, wal={"segment_bytes": 4096}), clock=clock, background=False)
+    try:
+        st = p.stream
+        p.write("\n".join(lines[: len(lines) // 2]))
+        p.process_stream()
+        st.checkpoint()
+        before = (st.checkpoint_offset, st.checkpoints.path.read_bytes())
+        go, entered = threading.Event(), threading.Event()
+        real_commit = st.checkpoints.commit
+
+        def held_commit(size: int) -> int:
+            entered.set()
+            assert go.wait(30)
+            return real_commit(size)
+
+        st.checkpoints.commit = held_commit  # type: ignore[method-assign]
+        p.write("\n".join(lines[len(lines) // 2 :]))
+        p.process_stream()
+        st.checkpoint(wait=False)
+        assert entered.wait(30)
+        assert (st.checkpoint_offset, st.checkpoints.path.read_bytes()) == before
+        assert st.retain_from == before[0] + 1  # the log keeps everything after the old one
+        clock.advance(120)
+        p.write(f"climate,device_id=x temperature=1 {T0 + 2000 * NS}")
+        assert p.process_stream() >= 1  # the stream is not blocked meanwhile
+        go.set()
+        st._wait_delivery()
+        assert st.checkpoint_offset > before[0] and st.checkpoints.path.read_bytes() != before[1]
+    finally:
+        go.set()
+        p.close()
+    _finish_and_check(data_dir, clock, lines[:0], seed=3)
+
+
 def test_downsampled_series_reads_rollups(data_dir: Path, clock: FakeClock) -> None:
     p = Sensorium(make_settings(data_dir), clock=clock, background=False)
     try:

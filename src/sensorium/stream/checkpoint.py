@@ -136,10 +136,16 @@ class CheckpointStore:
     def save(self, state: dict[str, Any], stages: Mapping[str, Callable[[], Any]] | None = None) -> int:
         """Write ``state`` and the states of ``stages`` (step id -> function returning its state,
         called one at a time while writing) atomically; returns the bytes written."""
+        return self.commit(self.write(state, stages))
+
+    def write(self, state: dict[str, Any], stages: Mapping[str, Callable[[], Any]] | None = None) -> int:
+        """The first half of :meth:`save`: pickle everything to the temporary file (the stages'
+        states taken one at a time) and return its size. Nothing is durable or in place until
+        :meth:`commit`, so a caller may let its state change again in between (the stream goes on
+        while the file reaches the disk)."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
         stages = stages or {}
-        with tmp.open("wb") as fh:
+        with self._tmp.open("wb") as fh:
             # streamed to the file (not built as one bytes object first: with 100 k series the
             # state is a few hundred MB, and a second copy of it was the process's peak)
             p = _Pickler(fh)  # the header may hold parts too (the outbox, a table at a time)
@@ -153,13 +159,24 @@ class CheckpointStore:
                 p.clear_memo()
                 p.dump_parts()
                 del p
-            fh.flush()
-            os.fsync(fh.fileno())
-            size = fh.tell()
-        os.replace(tmp, self.path)
+            return fh.tell()
+
+    def commit(self, size: int) -> int:
+        """The second half of :meth:`save`: the file written by :meth:`write` made durable and
+        renamed into place (then the directory synced). Returns ``size``."""
+        fd = os.open(self._tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(self._tmp, self.path)
         fd = os.open(self.dir, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
         return size
+
+    @property
+    def _tmp(self) -> Path:
+        return self.path.with_suffix(".tmp")
