@@ -11,22 +11,118 @@ dropped once written: the memory a checkpoint needs is one stage's state, not al
 100 k series, ~180 MB of copies at once were a peak of the process). A value of a state may be
 :class:`Parts` (items produced one at a time, e.g. record batches read back from a spill file):
 its items follow the stage's pickle, one pickle each, so only one is in memory while writing;
-it loads as a list. Formats 1 (one pickle of everything) and 2 (no parts) are still read.
+it loads as a list. Format 4: a large array its owner never changes again, marked
+:class:`Frozen` (the raw values of an open window, in blocks), is written once to a file of its own
+under ``arrays/`` and named by every later checkpoint that still holds it — with a minute of
+100 k points/s open, a checkpoint writes the last seconds' values, not the minute's ~300 MB again.
+Array files are synced before the checkpoint that names them, and removed once a checkpoint that
+no longer names them is in place. Formats 1 (one pickle of everything), 2 (no parts) and 3 (no
+array files) are still read.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import uuid
+import weakref
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sensorium.errors import SensoriumError
 
-FORMAT = 3
+FORMAT = 4
 NAME = "checkpoint.pkl"
+ARRAYS = "arrays"
 _END = "sensorium.checkpoint.parts.end"
+#: Smaller :class:`Frozen` arrays are pickled in the checkpoint itself (a file each would cost more).
+FROZEN_MIN_BYTES = 1 << 20
+
+
+class Frozen:
+    """Marks an array of stage state that its owner never changes again (in place or otherwise:
+    new rows make new arrays). A checkpoint writes it to a file of its own the first time and only
+    names the file after that (see the module docs). Pickled outside a checkpoint, it is the array."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_itself, (self.array,))
+
+
+def _itself(x: Any) -> Any:
+    return x
+
+
+def _array_slot(name: str) -> np.ndarray:
+    raise CheckpointError("checkpoint array files can only be read by CheckpointStore.load")
+
+
+@dataclass
+class Written:
+    """A checkpoint written by :meth:`CheckpointStore.write`, not yet committed."""
+
+    size: int
+    arrays: set[str] = field(default_factory=set)  # the array files it names
+    new: list[str] = field(default_factory=list)  # of which written for it (to sync)
+
+
+class _Arrays:
+    """The ``arrays/`` directory: one ``.npy`` file per :class:`Frozen` array, remembered by the
+    array's identity (a weak reference: an id reused by another array is not mistaken for it)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self._known: dict[int, tuple[weakref.ref[np.ndarray], str]] = {}
+
+    def name_of(self, a: np.ndarray, written: Written) -> str:
+        hit = self._known.get(id(a))
+        if hit is not None and hit[0]() is a:
+            name = hit[1]
+        else:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            name = f"{uuid.uuid4().hex}.npy"
+            with (self.dir / name).open("wb") as fh:
+                np.save(fh, a, allow_pickle=False)
+            self._known[id(a)] = (weakref.ref(a), name)
+            written.new.append(name)
+        written.arrays.add(name)
+        return name
+
+    def load(self, name: str, names: set[str]) -> np.ndarray:
+        a = np.load(self.dir / name, allow_pickle=False)
+        self._known[id(a)] = (weakref.ref(a), name)
+        names.add(name)
+        return a
+
+    def sync(self, names: list[str]) -> None:
+        for name in names:
+            _fsync(self.dir / name)
+        if names:
+            _fsync(self.dir)
+
+    def keep_only(self, names: set[str]) -> None:
+        """Remove the files (and forget the arrays) a committed checkpoint does not name."""
+        self._known = {k: v for k, v in self._known.items() if v[1] in names and v[0]() is not None}
+        if self.dir.is_dir():
+            for f in self.dir.iterdir():
+                if f.name not in names:
+                    f.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class Parts:
@@ -52,15 +148,21 @@ def _parts_slot(n: int) -> list[Any]:
 class _Pickler(pickle.Pickler):
     """Writes :class:`Parts` as a slot, then (:meth:`dump_parts`) their items one pickle each."""
 
-    def __init__(self, fh: Any) -> None:
+    def __init__(self, fh: Any, arrays: _Arrays | None = None, written: Written | None = None) -> None:
         super().__init__(fh, protocol=pickle.HIGHEST_PROTOCOL)
         self.fh = fh
         self.parts: list[Parts] = []
+        self.arrays, self.written = arrays, written
 
     def reducer_override(self, obj: Any) -> Any:  # not called for str, list, dict, int, ...: cheap
         if type(obj) is Parts:
             self.parts.append(obj)
             return (_parts_slot, (len(self.parts) - 1,))
+        if type(obj) is Frozen:
+            a = obj.array
+            if self.arrays is None or self.written is None or a.nbytes < FROZEN_MIN_BYTES or a.dtype.hasobject:
+                return (_itself, (a,))
+            return (_array_slot, (self.arrays.name_of(a, self.written),))
         return NotImplemented
 
     def dump_parts(self) -> None:
@@ -73,14 +175,18 @@ class _Pickler(pickle.Pickler):
 
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, fh: Any) -> None:
+    def __init__(self, fh: Any, arrays: _Arrays | None = None, names: set[str] | None = None) -> None:
         super().__init__(fh)
         self.fh = fh
         self.slots: list[list[Any]] = []
+        self.arrays, self.names = arrays, names if names is not None else set()
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) == (__name__, "_parts_slot"):
             return self._slot
+        if (module, name) == (__name__, "_array_slot") and self.arrays is not None:
+            arrays, names = self.arrays, self.names
+            return lambda file: arrays.load(file, names)
         return super().find_class(module, name)
 
     def _slot(self, n: int) -> list[Any]:
@@ -106,20 +212,22 @@ class CheckpointStore:
     def __init__(self, directory: Path) -> None:
         self.dir = Path(directory)
         self.path = self.dir / NAME
+        self._arrays = _Arrays(self.dir / ARRAYS)
 
     def load(self) -> dict[str, Any] | None:
         """The last checkpoint, or None when there is none (``stages`` holds each stage's state)."""
         if not self.path.exists():
             return None
+        names: set[str] = set()  # the array files it names
         try:
             with self.path.open("rb") as fh:
-                head = _Unpickler(fh)
+                head = _Unpickler(fh, self._arrays, names)
                 data = head.load()
                 head.load_parts()
-                if isinstance(data, dict) and data.get("format") in (2, FORMAT):
+                if isinstance(data, dict) and data.get("format") in (2, 3, FORMAT):
                     stages: dict[str, Any] = {}
                     for _ in data.pop("stage_ids"):
-                        u = _Unpickler(fh)
+                        u = _Unpickler(fh, self._arrays, names)
                         step_id, st = u.load()
                         u.load_parts()
                         stages[step_id] = st
@@ -129,8 +237,9 @@ class CheckpointStore:
                 f"stream checkpoint {self.path} cannot be read ({exc}); move it away to rebuild "
                 "the stream state from the log"
             ) from None
-        if not isinstance(data, dict) or data.get("format") not in (1, 2, FORMAT):
+        if not isinstance(data, dict) or data.get("format") not in (1, 2, 3, FORMAT):
             raise CheckpointError(f"stream checkpoint {self.path} has an unknown format")
+        self._arrays.keep_only(names)  # files of a checkpoint that was written but never put in place
         return data
 
     def save(self, state: dict[str, Any], stages: Mapping[str, Callable[[], Any]] | None = None) -> int:
@@ -138,44 +247,42 @@ class CheckpointStore:
         called one at a time while writing) atomically; returns the bytes written."""
         return self.commit(self.write(state, stages))
 
-    def write(self, state: dict[str, Any], stages: Mapping[str, Callable[[], Any]] | None = None) -> int:
+    def write(self, state: dict[str, Any], stages: Mapping[str, Callable[[], Any]] | None = None) -> Written:
         """The first half of :meth:`save`: pickle everything to the temporary file (the stages'
         states taken one at a time) and return its size. Nothing is durable or in place until
         :meth:`commit`, so a caller may let its state change again in between (the stream goes on
-        while the file reaches the disk)."""
+        while the file reaches the disk). :class:`Frozen` arrays not written before are written to
+        their own files now."""
         self.dir.mkdir(parents=True, exist_ok=True)
         stages = stages or {}
+        written = Written(0)
         with self._tmp.open("wb") as fh:
             # streamed to the file (not built as one bytes object first: with 100 k series the
             # state is a few hundred MB, and a second copy of it was the process's peak)
-            p = _Pickler(fh)  # the header may hold parts too (the outbox, a table at a time)
+            p = _Pickler(fh, self._arrays, written)  # the header may hold parts too (the outbox, a table at a time)
             p.dump({**state, "format": FORMAT, "stage_ids": list(stages)})
             p.clear_memo()  # what was pickled is not kept alive while the parts are written
             p.dump_parts()
             del p
             for step_id, take in stages.items():
-                p = _Pickler(fh)
+                p = _Pickler(fh, self._arrays, written)
                 p.dump((step_id, take()))
                 p.clear_memo()
                 p.dump_parts()
                 del p
-            return fh.tell()
+            written.size = fh.tell()
+        return written
 
-    def commit(self, size: int) -> int:
-        """The second half of :meth:`save`: the file written by :meth:`write` made durable and
-        renamed into place (then the directory synced). Returns ``size``."""
-        fd = os.open(self._tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    def commit(self, written: Written) -> int:
+        """The second half of :meth:`save`: the file written by :meth:`write` (and the array
+        files it was the first to name) made durable, renamed into place, the directory synced;
+        then the array files it does not name removed. Returns the bytes written."""
+        self._arrays.sync(written.new)
+        _fsync(self._tmp)
         os.replace(self._tmp, self.path)
-        fd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        return size
+        _fsync(self.dir)
+        self._arrays.keep_only(written.arrays)
+        return written.size
 
     @property
     def _tmp(self) -> Path:

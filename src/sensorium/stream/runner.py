@@ -45,7 +45,7 @@ from sensorium.keyindex import Keys, NameIndex, keys_of
 from sensorium.obs.memory import lean
 from sensorium.obs.memory import trim as trim_heap
 from sensorium.rules.types import Transition
-from sensorium.stream.checkpoint import CheckpointStore
+from sensorium.stream.checkpoint import CheckpointStore, Written
 from sensorium.stream.detect_stage import SCORES_TABLE, DetectStage, specs_from_settings
 from sensorium.stream.frame import Batch, empty_values, keyed_frames, released
 from sensorium.stream.outputs import APP_ID as DERIVED_APP_ID
@@ -264,25 +264,25 @@ class StreamRunner:
             if self.before_checkpoint is not None:
                 self.before_checkpoint()
             # each stage's state is taken as it is written (one in memory at a time)
-            size = self.checkpoints.write(state, {k: s.state for k, s in self._stages().items()})
+            written = self.checkpoints.write(state, {k: s.state for k, s in self._stages().items()})
             offset, seq = self.offset, self.seq
         if wait:
-            self._complete(size, offset, seq, outbox)
+            self._complete(written, offset, seq, outbox)
         else:
             # the file's fsync (0.1-1 s under a write load) and the lake commit (~0.4 s for a
             # checkpoint's rollup rows) off the stream thread: until they are done the log keeps
             # everything after the previous checkpoint, the outbox stays in memory and queries
             # read it there
-            self._delivery = self._deliverer.submit(self._complete, size, offset, seq, outbox)
+            self._delivery = self._deliverer.submit(self._complete, written, offset, seq, outbox)
         del state, outbox
         self._last_checkpoint = time.monotonic()
         trim_heap(force=True)  # the checkpoint's buffers and the state copies it freed
         return seq
 
-    def _complete(self, size: int, offset: int, seq: int, outbox: Any) -> None:
+    def _complete(self, written: Written, offset: int, seq: int, outbox: Any) -> None:
         """A written checkpoint made durable, then its outbox committed to the lake (in this
         order: a lake commit names its checkpoint, which must survive a crash)."""
-        self.checkpoints.commit(size)
+        self.checkpoints.commit(written)
         self.checkpoint_offset = offset
         self.derived.deliver(seq, outbox)
 

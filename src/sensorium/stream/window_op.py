@@ -34,6 +34,7 @@ from sensorium.stream.aggregate import (
     parse_aggregations,
     partial_schema,
 )
+from sensorium.stream.checkpoint import Frozen
 from sensorium.stream.watermark import FIELD_BITS, MAX, MIN, KeyIndex, Watermarks
 from sensorium.stream.windows import (
     Hopping,
@@ -53,6 +54,8 @@ STATE_VERSION = 1
 AGG_ROWS = 1 << 18
 #: Chunks a pane holds before they are joined into one (see ``_Pane.add``).
 PANE_CHUNKS = 64
+#: Rows of a pane's chunk that is never joined with others again (see ``_Pane.add``).
+BLOCK_ROWS = 1 << 18
 Rows = tuple[np.ndarray, np.ndarray, np.ndarray]  # kid, time, value
 Part = tuple[np.ndarray, int | np.ndarray, np.ndarray, np.ndarray]  # kid, window start(s), time, value
 
@@ -72,6 +75,13 @@ def _concat(chunks: list[Rows]) -> Rows:
         return chunks[0]
     k, t, v = zip(*chunks, strict=True)
     return np.concatenate(k), np.concatenate(t), np.concatenate(v)
+
+
+def _unfrozen(chunk: Any) -> Rows:
+    """A chunk of state as restored: arrays (read back from a checkpoint) or, from a state taken
+    in this process and never pickled, :class:`Frozen` marks around them."""
+    k, t, v = (a.array if isinstance(a, Frozen) else a for a in chunk)
+    return k, t, v
 
 
 def _take(rows: Rows, idx: np.ndarray) -> Rows:
@@ -104,11 +114,17 @@ class _Pane:
 
     def add(self, rows: Rows) -> None:
         """Append a step's rows. Chunks are kept as they come (finalizing and checkpoints go
-        chunk by chunk, no copy), joined into one only every :data:`PANE_CHUNKS` steps, so a
-        long window fed by many small steps does not cost a Python pass per step's chunk."""
+        chunk by chunk, no copy); every :data:`PANE_CHUNKS` chunks the small ones at the end are
+        joined into one, so a long window fed by many small steps does not cost a Python pass per
+        step's chunk. Chunks of :data:`BLOCK_ROWS` rows or more are never joined again: a
+        checkpoint writes each such block to a file once (``checkpoint.Frozen``)."""
         self.chunks.append(rows)
         if len(self.chunks) >= PANE_CHUNKS:
-            self.rows()
+            i = len(self.chunks)
+            while i > 0 and self.chunks[i - 1][0].size < BLOCK_ROWS:
+                i -= 1
+            if len(self.chunks) - i >= 2:
+                self.chunks[i:] = [_concat(self.chunks[i:])]
 
     def rows(self) -> Rows:
         self.chunks = [_concat(self.chunks)]
@@ -428,7 +444,9 @@ class WindowOperator:
         """Picklable snapshot (numpy arrays, polars frames, primitives)."""
         panes = {}
         for q, pane in self._panes.items():  # chunks as they are (a concatenation is a copy)
-            panes[q] = {"chunks": list(pane.chunks), "present": pane.present.copy()}
+            # chunks are never changed once made (new rows, a trim: new arrays), so each large
+            # one is written to a file by the first checkpoint only
+            panes[q] = {"chunks": [tuple(Frozen(a) for a in c) for c in pane.chunks], "present": pane.present.copy()}
         session = _concat(self._session) if self._session else _empty_rows()
         return {
             "version": STATE_VERSION, "step_id": self.step_id, "config": self._config(),
@@ -450,7 +468,7 @@ class WindowOperator:
         self._done = np.array(state["done"], dtype=np.int64)
         self._panes = {
             int(q): _Pane(
-                [tuple(c) for c in p["chunks"]] if "chunks" in p else [(p["kid"], p["time"], p["value"])],
+                [_unfrozen(c) for c in p["chunks"]] if "chunks" in p else [(p["kid"], p["time"], p["value"])],
                 p["present"].copy(),
             )
             for q, p in state["panes"].items()
