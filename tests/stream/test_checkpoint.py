@@ -99,7 +99,9 @@ def test_array_files_of_a_checkpoint_never_put_in_place_are_removed_on_load(tmp_
     store = CheckpointStore(tmp_path / "cp")
     kept = np.arange(200_000, dtype=np.int64)
     store.save({"offset": 1}, {"w": lambda: [Frozen(kept)]})
-    store.write({"offset": 2}, {"w": lambda: [Frozen(kept), Frozen(np.ones(200_000))]})  # no commit: the crash
+    w = store.write({"offset": 2}, {"w": lambda: [Frozen(kept), Frozen(np.ones(200_000))]})
+    assert len(_files(store)) == 1  # write only names a new array; its commit writes the file
+    store._arrays.write_new(w)  # the crash comes after that, before the rename
     assert len(_files(store)) == 2
     after = CheckpointStore(tmp_path / "cp")
     got = after.load()

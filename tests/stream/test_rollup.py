@@ -163,6 +163,51 @@ def test_batching_and_checkpoints_do_not_change_results(rows: list[Row], data: s
         assert same(whole[0][iv], resumed[iv])
 
 
+@PROPS
+@given(rows=days(), budget=st.integers(1, 40), data=st.data())
+def test_a_close_budget_does_not_change_results(rows: list[Row], budget: int, data: st.DataObject) -> None:
+    """``close_max_rows``: windows due to close past the budget wait for later calls (a call
+    with no values closes the next part); every level's rows and the late rows are those of an
+    unlimited close, bit for bit."""
+    lateness = 30 * MIN
+    whole = run(RollupOperator("r", lateness_ns=lateness), rows)
+    cuts = sorted(set(data.draw(st.lists(st.integers(1, len(rows) - 1), max_size=8))))
+    op = RollupOperator("r", lateness_ns=lateness, close_max_rows=budget)
+    df = frame(rows)
+    fin: dict[str, list[pl.DataFrame]] = {iv: [] for iv in op.intervals}
+    late = []
+    for a, b in zip([0, *cuts], [*cuts, df.height], strict=True):
+        outs = [op.process(df.slice(a, b - a))]
+        for _ in range(data.draw(st.integers(0, 3))):  # idle calls between batches close more
+            outs.append(op.process(df.clear()))
+        if b == df.height:
+            outs.append(op.flush())
+        for out in outs:
+            late.append(out.late)
+            for iv, f in out.finalized.items():
+                fin[iv].append(f)
+    assert not op.deferred
+    got = {iv: pl.concat(fs).sort("series", "field", "time") for iv, fs in fin.items()}
+    for iv in whole[0]:
+        assert same(whole[0][iv], got[iv]), iv
+    assert whole[1].equals(pl.concat(late))
+
+
+def test_a_close_past_the_budget_goes_on_in_later_calls() -> None:
+    """Three series' minutes close together; with a budget of one series' rows, each call
+    aggregates the next series (in id order) until none waits."""
+    rows = [(f"m,dev={d}", "f", T0 + i * S, float(i)) for d in range(3) for i in range(50)]
+    rows += [(f"m,dev={d}", "f", T0 + 3 * MIN, 0.0) for d in range(3)]  # every watermark past minute 0
+    df = frame([(*r, T0) for r in rows])
+    op = RollupOperator("r", ("1m", "1h"), close_max_rows=50)
+    out = op.process(df)
+    assert op.deferred and out.finalized["1m"].get_column("series").to_list() == ["m,dev=0"]
+    seen = ["m,dev=0"]
+    while op.deferred:
+        seen += op.process(df.clear()).finalized["1m"].get_column("series").to_list()
+    assert seen == ["m,dev=0", "m,dev=1", "m,dev=2"]
+
+
 def same(a: pl.DataFrame, b: pl.DataFrame) -> bool:
     """Rows bit-identical (mean, stddev and rate are computed with NumPy: Polars' expressions gave
     last-bit differences for the same inputs)."""

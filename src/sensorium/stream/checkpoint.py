@@ -71,7 +71,7 @@ class Written:
 
     size: int
     arrays: set[str] = field(default_factory=set)  # the array files it names
-    new: list[str] = field(default_factory=list)  # of which written for it (to sync)
+    new: dict[int, tuple[str, np.ndarray]] = field(default_factory=dict)  # of which not yet written
 
 
 class _Arrays:
@@ -83,30 +83,39 @@ class _Arrays:
         self._known: dict[int, tuple[weakref.ref[np.ndarray], str]] = {}
 
     def name_of(self, a: np.ndarray, written: Written) -> str:
+        """The file name of ``a`` in ``written``: its file's if a committed checkpoint wrote one,
+        else a new name, written at :meth:`write_new` (the array does not change meanwhile)."""
         hit = self._known.get(id(a))
         if hit is not None and hit[0]() is a:
             name = hit[1]
+        elif id(a) in written.new:
+            name = written.new[id(a)][0]
         else:
-            self.dir.mkdir(parents=True, exist_ok=True)
             name = f"{uuid.uuid4().hex}.npy"
-            with (self.dir / name).open("wb") as fh:
-                np.save(fh, a, allow_pickle=False)
-            self._known[id(a)] = (weakref.ref(a), name)
-            written.new.append(name)
+            written.new[id(a)] = (name, a)
         written.arrays.add(name)
         return name
+
+    def write_new(self, written: Written) -> None:
+        """Write and sync the files ``written`` names first; from now on they are known."""
+        if not written.new:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for name, a in written.new.values():
+            with (self.dir / name).open("wb") as fh:
+                np.save(fh, a, allow_pickle=False)
+                fh.flush()
+                os.fsync(fh.fileno())
+        _fsync(self.dir)
+        for name, a in written.new.values():
+            self._known[id(a)] = (weakref.ref(a), name)
+        written.new = {}
 
     def load(self, name: str, names: set[str]) -> np.ndarray:
         a = np.load(self.dir / name, allow_pickle=False)
         self._known[id(a)] = (weakref.ref(a), name)
         names.add(name)
         return a
-
-    def sync(self, names: list[str]) -> None:
-        for name in names:
-            _fsync(self.dir / name)
-        if names:
-            _fsync(self.dir)
 
     def keep_only(self, names: set[str]) -> None:
         """Remove the files (and forget the arrays) a committed checkpoint does not name."""
@@ -251,8 +260,8 @@ class CheckpointStore:
         """The first half of :meth:`save`: pickle everything to the temporary file (the stages'
         states taken one at a time) and return its size. Nothing is durable or in place until
         :meth:`commit`, so a caller may let its state change again in between (the stream goes on
-        while the file reaches the disk). :class:`Frozen` arrays not written before are written to
-        their own files now."""
+        while the file reaches the disk). :class:`Frozen` arrays no committed checkpoint wrote are
+        only named here; :meth:`commit` writes their files."""
         self.dir.mkdir(parents=True, exist_ok=True)
         stages = stages or {}
         written = Written(0)
@@ -274,10 +283,10 @@ class CheckpointStore:
         return written
 
     def commit(self, written: Written) -> int:
-        """The second half of :meth:`save`: the file written by :meth:`write` (and the array
-        files it was the first to name) made durable, renamed into place, the directory synced;
+        """The second half of :meth:`save`: the array files :meth:`write` was the first to name
+        written and synced, then its file made durable, renamed into place, the directory synced;
         then the array files it does not name removed. Returns the bytes written."""
-        self._arrays.sync(written.new)
+        self._arrays.write_new(written)
         _fsync(self._tmp)
         os.replace(self._tmp, self.path)
         _fsync(self.dir)

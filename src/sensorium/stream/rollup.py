@@ -117,9 +117,12 @@ class RollupOperator:
         lateness_ns: int | str = 0,
         idle_timeout_ns: int | str = 60_000_000_000,
         spill_dir: Path | None = None,
+        close_max_rows: int | None = None,
     ) -> None:
         """``spill_dir``: where the coarser levels' running partials are kept between the steps
-        that change them (see :mod:`sensorium.stream.level`); in memory without one."""
+        that change them (see :mod:`sensorium.stream.level`); in memory without one.
+        ``close_max_rows``: the most buffered values one step aggregates for the finest level's
+        windows that close; the rest close on the next calls (:attr:`deferred`)."""
         self.step_id = step_id
         self.sizes = _check_intervals(intervals)
         self.intervals = tuple(str(i) for i in intervals)
@@ -128,7 +131,7 @@ class RollupOperator:
         aggs = [*BASIC, *(percentile_name(q) for q in self.percentiles)]
         self._base = WindowOperator(
             f"{step_id}/{self.intervals[0]}", Tumbling(self.sizes[0]), aggs, lateness_ns, idle_timeout_ns,
-            partials=True, sketch=len(self.sizes) > 1,
+            partials=True, sketch=len(self.sizes) > 1, close_max_rows=close_max_rows,
         )
         empty = pl.DataFrame(schema={c: d for c, d in partial_schema((), True).items()})
         self._empty_partials = empty
@@ -182,6 +185,12 @@ class RollupOperator:
 
     def watermarks(self) -> pl.DataFrame:
         return self._base.watermarks()
+
+    @property
+    def deferred(self) -> bool:
+        """Windows due to close wait for the next call (``close_max_rows``): a call with no
+        values (:meth:`process_partials` of an empty frame) closes the next part of them."""
+        return self._base.deferred
 
     def close(self) -> None:
         """Drop the coarser levels' running partials (and their spill files): for after the last

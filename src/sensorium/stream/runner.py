@@ -148,6 +148,7 @@ class StreamRunner:
                 # the hour's and the day's running partials (~90 MB each at 100 k series) wait
                 # on disk between the folds that change them
                 spill_dir=self.root / "spill",
+                close_max_rows=st.close_max_rows,
             )
             if self.intervals
             else None
@@ -463,15 +464,30 @@ class StreamRunner:
         return len(transitions)
 
     def drain(self) -> int:
-        """Process everything queued (synchronously). Returns rows processed."""
+        """Process everything queued (synchronously), and close every window a step left due.
+        Returns rows processed."""
         total = 0
         while True:
             n = self.step()
             if not n:
                 break
             total += n
+        while self.settle():
+            pass
         self.caught_up = True
         return total
+
+    def settle(self) -> bool:
+        """Close the next part of the rollup windows the steps left due (``stream.close_max_rows``:
+        a minute of many series closes over several steps, or, with no more input, over several
+        calls of this). Returns whether windows still wait."""
+        if self.rollups is None or not self.rollups.deferred:
+            return False
+        with self._step_lock, self.derived.lock:
+            self._rollup_output(
+                self._timed("rollups", self.rollups.process_partials, empty_values(), None, self._rollup_slice)
+            )
+        return self.rollups.deferred
 
     def _emit(self, transitions: list[Transition]) -> None:
         if transitions:
@@ -599,6 +615,8 @@ class StreamRunner:
         while not self._stop.is_set():
             try:
                 n = self.step()
+                if not n and self.settle():
+                    continue  # windows still due: the next part now, not after a wait
                 if not n:
                     self.caught_up = True
                     with self._cond:
