@@ -621,12 +621,17 @@ class Lake:
         ds, frags = view()
         keys = [c for c in (*tags, TIME) if c in ds.schema.names]
 
-        def hashes(t: pa.Table) -> np.ndarray:  # 8 bytes a point (a collision only costs a merge)
-            return np.unique(pl.DataFrame(t).hash_rows(seed=0).to_numpy())
+        def hashes(t: pa.Table) -> pl.Series:  # 8 bytes a point (a collision only costs a merge)
+            return pl.DataFrame(t).hash_rows(seed=0)
 
-        mine = np.unique(np.concatenate([hashes(self._read(ds, frags, [f], keys)) for f in group]))
+        # only the group's points where a near file has points too: files flushed one after
+        # another meet at their ends only, so this is a few rows of each, not all of them
+        a, b = max(lo, min(f.tmin for f in near)), min(hi, max(f.tmax for f in near))
+        mine = pl.concat(
+            [hashes(self._read(ds, frags, [f], keys, (pads.field(TIME) >= a) & (pads.field(TIME) <= b))) for f in group]
+        ).unique()
         span = (pads.field(TIME) >= lo) & (pads.field(TIME) <= hi)
-        out = [f for f in near if np.isin(hashes(self._read(ds, frags, [f], keys, span)), mine).any()]
+        out = [f for f in near if mine.len() and hashes(self._read(ds, frags, [f], keys, span)).is_in(mine).any()]
         del mine
         trim_heap(force=True)
         return out

@@ -291,7 +291,9 @@ class WindowOperator:
                 now, self.deferred = self._budget(self.windower, now, done, self.close_max_rows)
             else:
                 self.deferred = False
-            out = self._finalize_panes(self.windower, now, done)
+            # while windows wait (a budgeted close), the closed series' rows stay in their panes:
+            # trimming would copy every row left in them once per part
+            out = self._finalize_panes(self.windower, now, done, trim=not self.deferred)
         self._done = now.copy()
         return out
 
@@ -317,7 +319,7 @@ class WindowOperator:
                 break
             pane = self._panes[q]
             present = pane.series(now.size)
-            due = present & moved & (now >= win.first_end(q))
+            due = present & moved & (now >= win.first_end(q)) & (done < win.last_end(q))
             n_due = int(np.count_nonzero(due))
             if not n_due:
                 continue
@@ -383,7 +385,7 @@ class WindowOperator:
             s = np.full(1, s, dtype=np.int64)
         return aggregate_rows(k, s, t, v, percentiles=self.percentiles, sketch=self.sketch)
 
-    def _finalize_panes(self, win: Hopping, now: np.ndarray, done: np.ndarray) -> pl.DataFrame:
+    def _finalize_panes(self, win: Hopping, now: np.ndarray, done: np.ndarray, trim: bool = True) -> pl.DataFrame:
         """Emit the windows whose end the watermark of their series passed in this step; drop
         the rows no open window needs. Decisions are per series (arrays over series ids); rows are
         only masked when a pane's series do not all decide alike."""
@@ -416,7 +418,7 @@ class WindowOperator:
             keep = present & (now < win.last_end(q))
             if not keep.any():
                 del self._panes[q]
-            elif (present & ~keep).any():
+            elif trim and (present & ~keep).any():
                 sids = [c[0] >> FIELD_BITS for c in chunks] if sids is None else sids
                 pane.chunks = [_take(c, keep[sid]) for c, sid in zip(chunks, sids, strict=True)]
                 pane.present = keep
