@@ -95,3 +95,13 @@ def test_stages_give_the_same_with_keys_as_by_name() -> None:
     assert plain[1]._base._keys.series.names.equals(keyed[1]._base._keys.series.names)
     assert np.array_equal(plain[2].state()["key_series"], keyed[2].state()["key_series"])
     assert plain[2].state()["series"] == keyed[2].state()["series"]
+
+
+def test_unique_and_distinct_agree_with_numpy() -> None:
+    from sensorium.keyindex import distinct, unique
+
+    rng = np.random.default_rng(5)
+    for a in (np.zeros(0, np.int64), np.array([3], np.int32), rng.integers(0, 50, 1000),
+              rng.integers(0, 2**62, 1000).astype(np.uint64), np.sort(rng.integers(-5, 5, 200))):
+        assert np.array_equal(unique(a), np.unique(a)) and unique(a).dtype == a.dtype
+        assert distinct(a) == (np.unique(a).size == a.size)

@@ -179,7 +179,8 @@ def in_order(s: Segments, carry: np.ndarray) -> np.ndarray:
         return ok
     # only groups with a row not after its predecessor need the running maximum
     late = np.flatnonzero(~ok)
-    bad = np.unique(np.searchsorted(s.si, late, side="right") - 1)
+    g = np.searchsorted(s.si, late, side="right") - 1  # non-decreasing: distinct by a diff
+    bad = g[np.concatenate(([True], g[1:] != g[:-1]))] if g.size else g
     lo = s.si[bad]
     n = s.ei[bad] - lo + 1
     sub_si = np.zeros(len(bad), dtype=np.intp)

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from sensorium.keyindex import Keys, NameIndex, Remap, stable_argsort, unknown_names
+from sensorium.keyindex import Keys, NameIndex, Remap, stable_argsort, unique, unknown_names
 from sensorium.rules._absence import Absence, arrival_of, per_series
 from sensorium.rules._book import Book, Record, Subject
 from sensorium.rules._changes import apply_changes
@@ -482,7 +482,7 @@ class RuleEngine:
     def _subjects(self, rule_index: int, *keys: np.ndarray) -> None:
         """Cache the subjects of event-rule ``keys`` not cached yet, reading their series in one go."""
         cache = self._subject_cache
-        todo = [k for k in np.unique(np.concatenate(keys)).tolist() if (rule_index, k) not in cache]
+        todo = [k for k in unique(np.concatenate(keys)).tolist() if (rule_index, k) not in cache]
         if not todo:
             return
         sids = self._keys.sid[todo].tolist()

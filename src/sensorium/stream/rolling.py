@@ -35,7 +35,7 @@ import polars as pl
 
 from sensorium.jit import rolling_stats, rolling_update
 from sensorium.keyindex import KeyIndex as _KeyIndex
-from sensorium.keyindex import Keys, stable_argsort
+from sensorium.keyindex import Keys, stable_argsort, unique
 from sensorium.keyindex import grow as _grow
 from sensorium.stream.frame import empty_values
 
@@ -223,7 +223,7 @@ class RollingStats:
         lengths = ends - starts + 1
         val: dict[int, np.ndarray] = {}  # by statistic, in arrival order (set where wanted)
         has: dict[int, np.ndarray] = {}
-        for b in np.unique(bits[bits != 0]).tolist():
+        for b in unique(bits[bits != 0]).tolist():
             which = tuple(i for i in range(len(STATS)) if b >> i & 1)
             pick = bits == b
             if pick.all():

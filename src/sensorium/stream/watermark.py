@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 
 from sensorium.jit import observe_rows
-from sensorium.keyindex import Keys, Remap
+from sensorium.keyindex import Keys, Remap, distinct
 
 MIN = int(np.iinfo(np.int64).min)
 MAX = int(np.iinfo(np.int64).max)
@@ -72,7 +72,7 @@ class _Dictionary:
             cap *= 2
         self._table = np.zeros(cap, dtype=_SLOT)  # (first hash, id); id -1: a free slot
         self._table["i"] = -1
-        if np.unique(self._h1).size != self._h1.size:
+        if not distinct(self._h1):
             self._exact = True
         self._place(np.arange(len(self._h1)))
 
@@ -120,7 +120,7 @@ class _Dictionary:
         self._h1, self._h2 = np.concatenate([self._h1, h1]), np.concatenate([self._h2, h2])
         if self._exact:
             return
-        if 4 * len(self._h1) > self._table.size or np.unique(h1).size != h1.size:
+        if 4 * len(self._h1) > self._table.size or not distinct(h1):
             self._rebuild()
         else:
             self._place(np.arange(n, len(self._h1)))
