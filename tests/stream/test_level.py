@@ -47,6 +47,15 @@ def test_a_cursor_reads_forward_by_key_across_pieces_and_empties_the_level(level
         assert list(level.path.parent.iterdir()) == []  # the handed-over file went
 
 
+def test_the_rest_comes_in_slices_cut_between_keys(level: Level) -> None:
+    fill(level, [1, 2, 2, 2, 3], [3, 5, 8, 8], [9, 9, 9, 9, 9, 12])
+    cur = level.cursor()
+    assert cur.until(1).get_column("kid").to_list() == [1]
+    slices = [s.get_column("kid").to_list() for s in cur.rest_slices(2)]
+    assert slices == [[2, 2, 2], [3, 3], [5], [8, 8], [9, 9, 9, 9, 9], [12]]
+    assert list(cur.rest_slices(2)) == [] and cur.rest().height == 0
+
+
 def test_a_cursor_keeps_columns_and_order(level: Level) -> None:
     fill(level, [1, 2], [4])
     cur = level.cursor()

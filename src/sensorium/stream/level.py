@@ -163,6 +163,17 @@ class LevelCursor:
         """Every row not read yet."""
         return self._upto(len(self.kid))
 
+    def rest_slices(self, rows: int) -> Iterator[pl.DataFrame]:
+        """:meth:`rest` about ``rows`` rows at a time, each slice ending where a key's rows end."""
+        n = len(self.kid)
+        while self.pos < n:
+            end = min(self.pos + rows, n)
+            if end < n:
+                end = int(np.searchsorted(self.kid, self.kid[end], side="left"))
+                if end <= self.pos:  # one key with more rows than that
+                    end = int(np.searchsorted(self.kid, self.kid[self.pos], side="right"))
+            yield self._upto(end)
+
     def _upto(self, end: int) -> pl.DataFrame:
         lo = self.pos
         if end <= lo:
