@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 
+from sensorium.errors import SensoriumError
 from sensorium.platform import Sensorium
 from tests.conftest import T0, FakeClock, make_settings
 
@@ -264,3 +266,37 @@ def test_a_rewrite_is_one_point_in_queries_before_the_flush_too(platform: Sensor
     assert platform.query("SELECT d, a, b FROM dd ORDER BY d").to_pylist() == [
         {"d": "1", "a": 2.0, "b": 5.0}, {"d": "2", "a": 7.0, "b": None}
     ]
+
+
+def test_a_write_whose_dead_letters_cannot_be_stored_holds_up_no_other(
+    data_dir: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writes' dead letters are stored together; when that fails, one at a time: the others are
+    stored, the failing one stays queued (and its log record held) for the next drain."""
+    import sensorium.platform as platform_mod
+
+    p = Sensorium(make_settings(data_dir), clock=clock, background=False)
+    try:
+        p._threads = [object()]  # type: ignore[list-item]  # queue the records as a server does
+        p.write(f"climate,device_id=a temperature=20 {T0}\nclimate,device_id=a temperature=oops {T0}")
+        p.write(f"climate,device_id=b temperature=21 {T0}\nbad line")
+        real = platform_mod.stats_record
+        poison = p._dl_pending[0].offset
+
+        def failing(rec):  # type: ignore[no-untyped-def]
+            if rec.offset == poison:
+                raise OSError("disk full")
+            return real(rec)
+
+        monkeypatch.setattr(platform_mod, "stats_record", failing)
+        with pytest.raises(SensoriumError, match="could not be stored"):
+            p.drain_dead_letters()
+        assert [r.offset for r in p._dl_pending] == [poison]
+        assert p._dl_store.count() == 1 and p._dl_store.counters()["accepted_rows"] == 1
+        assert p.hot.min_offset() is not None and p.hot.min_offset() <= poison  # still held
+        monkeypatch.setattr(platform_mod, "stats_record", real)
+        assert p.drain_dead_letters() == 1
+        assert p._dl_store.count() == 2 and p._dl_store.counters()["accepted_rows"] == 2
+    finally:
+        p._threads = []
+        p.close()

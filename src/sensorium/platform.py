@@ -43,6 +43,7 @@ from sensorium.errors import (
     NotFound,
     PartialWriteError,
     SensoriumError,
+    StoreUnavailable,
     WrongNode,
 )
 from sensorium.log.open import open_log
@@ -184,6 +185,7 @@ class Sensorium:
             self._dl_store = DeadLetterStore(self.dir / "deadletters.sqlite", synchronous="NORMAL")
             # dead-letter/stats records wait here (durable in the WAL) for the background applier
             self._dl_pending: list[WALRecord] = []
+            self._dl_apply_lock = threading.Lock()
             self._dl_lock = threading.Lock()
             self.validator = Validator(self.settings.quality, now=self.clock)
             self.stream: StreamRunner | None = None
@@ -444,15 +446,32 @@ class Sensorium:
 
     def drain_dead_letters(self) -> int:
         """Apply pending dead-letter/stats records to the store (idempotent, in log order)."""
-        with self._dl_lock:
-            pending, self._dl_pending = self._dl_pending, []
+        # the store is written outside the lock writes take to queue their records (a write
+        # waits for a list swap, not for SQLite); a second drain waits for the first, so a reader
+        # that drained sees every record acknowledged before it
+        with self._dl_apply_lock:
+            with self._dl_lock:
+                pending, self._dl_pending = self._dl_pending, []
             try:  # one transaction for all of them (each still once per offset)
                 self._dl_store.add_many([stats_record(rec) for rec in pending])
-            except BaseException:  # kept, still held in the WAL: the next drain tries again
-                self._dl_pending[:0] = pending
-                raise
+                failed: list[WALRecord] = []
+            except Exception:  # one at a time: a record that cannot be stored holds up no other
+                log.exception("storing %d writes' dead letters together failed; one at a time", len(pending))
+                failed = []
+                for rec in pending:
+                    try:
+                        self._dl_store.add_many([stats_record(rec)])
+                    except Exception:
+                        failed.append(rec)
+            if failed:  # kept, still held in the WAL: the next drain tries them again
+                with self._dl_lock:
+                    self._dl_pending[:0] = failed
+            kept = {id(rec) for rec in failed}
             for rec in pending:
-                self.hot.unhold(rec.offset)
+                if id(rec) not in kept:
+                    self.hot.unhold(rec.offset)
+            if failed:
+                raise StoreUnavailable(f"{len(failed)} writes' dead letters could not be stored; kept for a retry")
         return len(pending)
 
     def _dl_loop(self) -> None:
@@ -863,6 +882,8 @@ class Sensorium:
             return 0
         n = self.stream.drain()
         self.stream.tick(now_ns)
+        while self.stream.settle():  # windows a tick's close left for later
+            pass
         return n
 
     def process_pending(self) -> None:

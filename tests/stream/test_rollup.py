@@ -202,10 +202,23 @@ def test_a_close_past_the_budget_goes_on_in_later_calls() -> None:
     op = RollupOperator("r", ("1m", "1h"), close_max_rows=50)
     out = op.process(df)
     assert op.deferred and out.finalized["1m"].get_column("series").to_list() == ["m,dev=0"]
+    # the windows waiting are still open rows (a query sees each window once, finished or open)
+    waiting = op.open_rows("1m").filter(pl.col("time") == T0)
+    assert sorted(waiting.get_column("series").to_list()) == ["m,dev=1", "m,dev=2"]
+    assert waiting.get_column("count").to_list() == [50, 50]
+    assert op.open_rows("1h").filter(pl.col("time") == T0).get_column("count").sum() == 3 * 51
+    # a restore while windows wait goes on closing them
+    again = RollupOperator("r", ("1m", "1h"), close_max_rows=50)
+    again.restore(pickle.loads(pickle.dumps(op.state())))
+    assert again.deferred
     seen = ["m,dev=0"]
     while op.deferred:
         seen += op.process(df.clear()).finalized["1m"].get_column("series").to_list()
     assert seen == ["m,dev=0", "m,dev=1", "m,dev=2"]
+    resumed = ["m,dev=0"]
+    while again.deferred:
+        resumed += again.process(df.clear()).finalized["1m"].get_column("series").to_list()
+    assert resumed == seen
 
 
 def same(a: pl.DataFrame, b: pl.DataFrame) -> bool:

@@ -466,20 +466,25 @@ class WindowOperator:
                 start = np.repeat(t[first], np.diff(np.append(first, sess.size)))
                 parts.append((kid, start, t, v))
         else:
-            now = self._clock.wm
+            n = self._clock.wm.size
+            # open = not closed yet: by the watermark up to which each series' windows were
+            # closed (a close cut short by ``close_max_rows`` leaves windows the watermark passed)
+            done = self._done
+            if done.size < n:
+                done = np.concatenate([done, np.full(n - done.size, MIN, np.int64)])
             for q, pane in self._panes.items():
-                kid, t, v = pane.rows()
-                present = pane.series(now.size)
-                sid = kid >> FIELD_BITS
+                present = pane.series(n)
                 for st in self.windower.window_starts(q):
-                    pending = present & (now < st + self.windower.size_ns)
+                    pending = present & (done < st + self.windower.size_ns)
                     if not pending.any():
                         continue
+                    # chunk by chunk: joining them would replace blocks a checkpoint wrote already
                     if not (present & ~pending).any():
-                        parts.append((kid, st, t, v))
+                        parts.extend((kid, st, t, v) for kid, t, v in pane.chunks)
                     else:
-                        m = pending[sid]
-                        parts.append((kid[m], st, t[m], v[m]))
+                        for kid, t, v in pane.chunks:
+                            m = pending[kid >> FIELD_BITS]
+                            parts.append((kid[m], st, t[m], v[m]))
         self._open = self._aggregate(parts)
         return self._open
 
@@ -528,6 +533,8 @@ class WindowOperator:
         self._session = [state["session"]] if state["session"][0].size else []
         self._next_close = int(state["next_close"])
         self._open = None
+        # windows may have been waiting to close (a budgeted close): the next call finds out
+        self.deferred = self.close_max_rows is not None and not isinstance(self.windower, Session)
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> WindowOperator:
