@@ -743,14 +743,12 @@ class Sensorium:
     ) -> dict[str, Any]:
         """The dead-letter/stats record of one write: rejects with reasons and quality counters."""
         now = self.clock()
+        cols = [t["device_id"].cast(pa.string()) for t in valid.values() if "device_id" in t.column_names]
         by_device: dict[str, int] = {}
-        for t in valid.values():
-            if "device_id" in t.column_names:
-                col = t["device_id"]
-                vc = pc.value_counts(col.combine_chunks().dictionary_decode() if pa.types.is_dictionary(col.type) else col)
-                for dev, n in zip(vc.field(0).to_pylist(), vc.field(1).to_pylist(), strict=True):
-                    if dev is not None:
-                        by_device[dev] = by_device.get(dev, 0) + n
+        if cols:  # one count over every measurement's device column
+            vc = pc.value_counts(pa.chunked_array([c for col in cols for c in col.chunks], pa.string()))
+            vc = vc.filter(pc.is_valid(vc.field(0)))
+            by_device = dict(zip(vc.field(0).to_pylist(), vc.field(1).to_pylist(), strict=True))
         dl_header = {
             "bucket": bucket,
             "source": source,

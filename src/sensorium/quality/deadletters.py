@@ -16,7 +16,6 @@ import builtins
 import json
 import sqlite3
 import threading
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,10 +128,10 @@ class DeadLetterStore:
 
     def add_many(self, records: Sequence[StatsRecord]) -> int:
         """Apply several writes' records in ONE transaction, each at most once (by its
-        ``log_offset``); returns how many were new. The counters of all of them are summed first,
-        so a device seen in many writes is one upsert, and every table is written by one statement
-        (the per-device counts as one JSON array through ``json_each``): applying the records of a
-        busy second costs a handful of SQLite calls, not one per device and write."""
+        ``log_offset``); returns how many were new. Every counter table is written by one
+        statement: the writes' maps go in as one JSON array and SQLite sums them per key
+        (``json_each``, ``GROUP BY``), so a device seen in many writes is one upsert and applying
+        the records of a busy second costs a handful of SQLite calls, not one per device and write."""
         if not records:
             return 0
         with self._lock:
@@ -167,23 +166,19 @@ class DeadLetterStore:
                     "flagged_rows": sum(r.flagged_rows for r in new),
                     "batches": len(new),
                 }
-                rules: Counter[str] = Counter()
-                devices: Counter[str] = Counter()
-                for r in new:
-                    rules.update(r.rule_counts)
-                    devices.update(r.accepted_by_device)
-                for table, key, col, counts in (
-                    ("counters", "name", "value", deltas),
-                    ("rule_counts", "rule", "failed", rules),
-                    ("device_counts", "device_id", "accepted", devices),
+                for table, key, col, maps in (
+                    ("counters", "name", "value", [deltas]),
+                    ("rule_counts", "rule", "failed", [r.rule_counts for r in new]),
+                    ("device_counts", "device_id", "accepted", [r.accepted_by_device for r in new]),
                 ):
-                    rows = [[k, v] for k, v in counts.items() if v]
-                    if rows:
+                    maps = [dict(m) for m in maps if m]
+                    if maps:  # the writes' maps as one JSON array, summed per key by SQLite
                         c.execute(
                             f"INSERT INTO {table} ({key}, {col}) "
-                            "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') "
-                            f"FROM json_each(?) WHERE true ON CONFLICT({key}) DO UPDATE SET {col} = {col} + excluded.{col}",
-                            (json.dumps(rows),),
+                            "SELECT e.key, SUM(e.value) FROM json_each(?) AS m, json_each(m.value) AS e "
+                            f"WHERE e.value != 0 GROUP BY e.key "
+                            f"ON CONFLICT({key}) DO UPDATE SET {col} = {col} + excluded.{col}",
+                            (json.dumps(maps),),
                         )
                 c.execute("COMMIT")
             except BaseException:

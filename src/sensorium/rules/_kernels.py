@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from sensorium.keyindex import unique
 from sensorium.rules._registry import grow
 from sensorium.rules.model import (
     SEVERITY_RANK,
@@ -179,8 +180,7 @@ def in_order(s: Segments, carry: np.ndarray) -> np.ndarray:
         return ok
     # only groups with a row not after its predecessor need the running maximum
     late = np.flatnonzero(~ok)
-    g = np.searchsorted(s.si, late, side="right") - 1  # non-decreasing: distinct by a diff
-    bad = g[np.concatenate(([True], g[1:] != g[:-1]))] if g.size else g
+    bad = unique(np.searchsorted(s.si, late, side="right") - 1, presorted=True)
     lo = s.si[bad]
     n = s.ei[bad] - lo + 1
     sub_si = np.zeros(len(bad), dtype=np.intp)

@@ -126,10 +126,6 @@ class _Pane:
             if len(self.chunks) - i >= 2:
                 self.chunks[i:] = [_concat(self.chunks[i:])]
 
-    def rows(self) -> Rows:
-        self.chunks = [_concat(self.chunks)]
-        return self.chunks[0]
-
 
 class WindowOperator:
     """Stateful event-time windowing of values frames. ``step_id`` names it in state and errors."""
@@ -279,11 +275,17 @@ class WindowOperator:
             pane.add(rows)
         return pane
 
+    def _closed_to(self) -> np.ndarray:
+        """Per series, the watermark up to which its windows were closed (MIN for series new
+        since the last close), as long as the watermark arrays."""
+        n = self._clock.wm.size
+        if self._done.size < n:
+            self._done = np.concatenate([self._done, np.full(n - self._done.size, MIN, np.int64)])
+        return self._done
+
     def _finalize(self, budget: bool = True) -> pl.DataFrame:
         now = self._clock.wm
-        if self._done.size < now.size:
-            self._done = np.concatenate([self._done, np.full(now.size - self._done.size, MIN, np.int64)])
-        done = self._done
+        done = self._closed_to()
         if isinstance(self.windower, Session):
             out = self._finalize_sessions(now)
         else:
@@ -466,14 +468,11 @@ class WindowOperator:
                 start = np.repeat(t[first], np.diff(np.append(first, sess.size)))
                 parts.append((kid, start, t, v))
         else:
-            n = self._clock.wm.size
             # open = not closed yet: by the watermark up to which each series' windows were
             # closed (a close cut short by ``close_max_rows`` leaves windows the watermark passed)
-            done = self._done
-            if done.size < n:
-                done = np.concatenate([done, np.full(n - done.size, MIN, np.int64)])
+            done = self._closed_to()
             for q, pane in self._panes.items():
-                present = pane.series(n)
+                present = pane.series(done.size)
                 for st in self.windower.window_starts(q):
                     pending = present & (done < st + self.windower.size_ns)
                     if not pending.any():
