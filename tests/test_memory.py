@@ -104,3 +104,37 @@ def test_polars_jemalloc_returns_freed_pages_at_once(pre: str, env: dict[str, st
                              env=clean, capture_output=True, text=True, check=True).stdout.strip()
     # Polars puts a given value after its own defaults (the later option wins)
     assert out.stdout.strip() == (default if want == "polars-default" else f"{default},{want}")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+@pytest.mark.parametrize(("env", "mapped"), [
+    ({}, [False, True]),  # 2 MiB: a step's arrays from the heap, an open window's blocks mapped
+    ({"SENSORIUM_MALLOC_MMAP_KB": "256"}, [True, True]),
+    ({"SENSORIUM_MALLOC_MMAP_KB": "lots"}, [False, True]),  # not a number: the default, a warning
+])
+def test_lean_mode_maps_only_blocks_above_its_threshold(env: dict[str, str], mapped: list[bool]) -> None:
+    """In ``mmap`` mode an allocation of 1 MiB comes from the heap and one of 4 MiB gets a
+    mapping of its own (glibc's count of mapped chunks, ``mallinfo2().hblks``), unless
+    ``SENSORIUM_MALLOC_MMAP_KB`` sets the threshold lower."""
+    code = (
+        "import ctypes, numpy as np\n"
+        "from sensorium.obs import memory as m\n"
+        "class MI(ctypes.Structure):\n"
+        "    _fields_ = [(n, ctypes.c_size_t) for n in ('arena', 'ordblks', 'smblks', 'hblks', 'hblkhd',"
+        " 'usmblks', 'fsmblks', 'uordblks', 'fordblks', 'keepcost')]\n"
+        "libc = ctypes.CDLL('libc.so.6'); libc.mallinfo2.restype = MI\n"
+        "m.tune_allocator()\n"
+        "out = []\n"
+        "for size in (1 << 20, 4 << 20):\n"
+        "    before = libc.mallinfo2().hblks\n"
+        "    a = np.ones(size // 8)\n"
+        "    out.append(libc.mallinfo2().hblks > before)\n"
+        "    del a\n"
+        "print(m.mode(), *out)\n"
+    )
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("SENSORIUM_MALLOC_TUNE", "MALLOC_MMAP_THRESHOLD_", "SENSORIUM_MALLOC_MMAP_KB")}
+    out = subprocess.run([sys.executable, "-c", code], env={**clean, "SENSORIUM_MALLOC_TUNE": "mmap", **env},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["mmap", *map(str, mapped)]
+    assert ("SENSORIUM_MALLOC_MMAP_KB" in out.stderr) == (env.get("SENSORIUM_MALLOC_MMAP_KB") == "lots")

@@ -228,19 +228,20 @@ def test_micro_batch_invariance(kind: str, rows: list[Row], data: st.DataObject)
 
 @pytest.mark.parametrize("kind", sorted(WINDOWERS))
 @PROPS
-@given(rows=streams(), agg=st.integers(1, 6), chunks=st.integers(2, 4), data=st.data())
+@given(rows=streams(), agg=st.integers(1, 6), chunks=st.integers(2, 4), block=st.integers(2, 12), data=st.data())
 def test_aggregating_in_key_slices_changes_nothing(
-    kind: str, rows: list[Row], agg: int, chunks: int, data: st.DataObject
+    kind: str, rows: list[Row], agg: int, chunks: int, block: int, data: st.DataObject
 ) -> None:
     """Windows closing together are aggregated in slices of whole series past AGG_ROWS rows
-    (bounded memory), and a pane's chunks are joined every PANE_CHUNKS steps: the output is
-    identical whatever the slice size and however the chunks were joined."""
+    (bounded memory), and a pane's small chunks are joined (sorted by series again) every
+    PANE_CHUNKS steps or once they hold BLOCK_ROWS rows: the output is identical whatever the
+    slice size and however the chunks were joined."""
     make = WINDOWERS[kind][0]
     cuts = data.draw(st.lists(st.integers(1, max(1, len(rows) - 1)), max_size=6))
     whole = run(WindowOperator("w", make(), ALL, 5 * S), rows, cuts)
     with mock.patch("sensorium.stream.window_op.AGG_ROWS", agg), mock.patch(
         "sensorium.stream.window_op.PANE_CHUNKS", chunks
-    ):
+    ), mock.patch("sensorium.stream.window_op.BLOCK_ROWS", block):
         sliced = run(WindowOperator("w", make(), ALL, 5 * S), rows, cuts)
     assert whole[0].equals(sliced[0])
     assert whole[1].equals(sliced[1])
@@ -341,6 +342,61 @@ def test_idle_ticks_match_reference_and_batching(kind: str, rows: list[Row], dat
     is_late = ref_late_with_ticks(rows, ticks, 5 * S, 15 * S)
     check_windows(results[0][0], ref_windows(ref_points(rows, is_late), assign), ALL)
     assert results[0][1].select("series", "field", "time", "value").rows() == [
+        r[:4] for r, x in zip(rows, is_late, strict=True) if x
+    ]
+
+
+@pytest.mark.parametrize("kind", ["tumbling", "hopping"])
+@PROPS
+@given(rows=streams(max_points=80), data=st.data())
+def test_panes_sorted_by_series_close_parts_and_idle_series_like_the_reference(
+    kind: str, rows: list[Row], data: st.DataObject
+) -> None:
+    """Panes keep their chunks sorted by series, so a close of some series (idle ticks, a close
+    cut by ``close_max_rows``) reads only theirs and leaves the others' rows in place (``stale``):
+    with ticks, a budget and a checkpoint restore in between, windows and late rows follow the
+    reference, and equal a run whose panes hold chunks in arrival order (an older checkpoint)."""
+    make, assign = WINDOWERS[kind]
+    ticks: dict[int, int] = {}
+    for i in sorted(data.draw(st.lists(st.integers(1, len(rows) - 1), max_size=4, unique=True))):
+        pause = data.draw(st.integers(0, 40)) * S
+        rows = [*rows[:i], *((*r[:4], r[4] + pause) for r in rows[i:])]
+        ticks[i] = rows[i - 1][4] + pause
+    cuts = data.draw(st.lists(st.integers(1, len(rows) - 1), max_size=5))
+    budget = data.draw(st.sampled_from([None, 1, 3, 10]))
+    restore_at = data.draw(st.integers(0, len(rows)))
+    bounds = sorted({0, *ticks, *cuts, restore_at, len(rows)})
+    idle_calls = [data.draw(st.integers(0, 2)) for _ in bounds[1:]]  # each closes more of a cut close
+    df = frame(rows)
+
+    def go(arrival_order: bool) -> tuple[pl.DataFrame, pl.DataFrame]:
+        op = WindowOperator("w", make(), ALL, 5 * S, 15 * S, close_max_rows=budget)
+        fin, late = [], []
+        for a, b, idle in zip(bounds, bounds[1:], idle_calls, strict=False):
+            if a == restore_at:
+                state = pickle.loads(pickle.dumps(op.state()))
+                if arrival_order:  # as an older checkpoint: chunks in arrival order, not sorted
+                    for pane in state["panes"].values():
+                        del pane["by_series"], pane["stale"]
+                op = WindowOperator.from_state(state)
+                op.close_max_rows = budget
+            if a in ticks:
+                fin.append(op.tick(ticks[a]).finalized)
+            out = op.process(df.slice(a, b - a))
+            fin.append(out.finalized)
+            late.append(out.late)
+            for _ in range(idle):
+                fin.append(op.process(df.clear()).finalized)
+        fin.append(op.flush().finalized)
+        assert not op.deferred
+        return pl.concat(fin).sort("series", "field", "start"), pl.concat(late)
+
+    with mock.patch("sensorium.stream.window_op.BLOCK_ROWS", data.draw(st.sampled_from([3, 8, 1 << 18]))):
+        sorted_run, arrival_run = go(False), go(True)
+    assert sorted_run[0].equals(arrival_run[0]) and sorted_run[1].equals(arrival_run[1])
+    is_late = ref_late_with_ticks(rows, ticks, 5 * S, 15 * S)
+    check_windows(sorted_run[0], ref_windows(ref_points(rows, is_late), assign), ALL)
+    assert sorted_run[1].select("series", "field", "time", "value").rows() == [
         r[:4] for r, x in zip(rows, is_late, strict=True) if x
     ]
 

@@ -10,10 +10,16 @@ with 100 k series the stream process held ~350 MB more than its state
 Two ways out, measured on the throughput bench (``bench/bench_stream.py --stages core``, 592 k
 points, 2 cores) and the memory bench (``--mode memory``, 100 k series):
 
-* ``mmap``: fix the threshold at 128 KiB (turns the dynamic adjustment off): every large array
-  is a fresh mapping, returned when freed — and page-faulted in again, zeroed, on its next use.
-  Lean (0.93–0.95 GB at 100 k series) but that tax was ~40 % of the stream's time (134 k vs
-  230 k points/s sequential).
+* ``mmap``: fix the threshold (turns the dynamic adjustment off): every array above it is a
+  fresh mapping, returned when freed — and page-faulted in again, zeroed, on its next use. At
+  128 KiB: lean (0.93–0.95 GB at 100 k series) but that tax was ~40 % of the stream's time (134 k
+  vs 230 k points/s sequential), and at 100 k points/s over HTTP 60–90 % more CPU in the write
+  path and the stream alike (every step's arrays of a few hundred KB were fresh mappings). The
+  threshold is now :data:`MMAP_THRESHOLD`, 2 MiB (``SENSORIUM_MALLOC_MMAP_KB``): what is large
+  and long-lived (the open windows' blocks, ``window_op.BLOCK_ROWS`` values = 2 MiB per column)
+  still gets mappings of its own, a step's smaller arrays come from the heap: the memory bench's
+  peak as at 128 KiB (893.6–900.6 vs 895.9 MB), a step ~40 % cheaper (docs/benchmarks.md,
+  session 15).
 * ``trim``: leave the threshold dynamic and hand the free heap pages back with ``malloc_trim(0)``
   at most every :data:`TRIM_INTERVAL_S` (the stream calls :func:`trim` after its steps and
   checkpoints, the platform after its flushes). Arrays are reused between trims (fast), but
@@ -55,7 +61,8 @@ import time
 log = logging.getLogger("sensorium.memory")
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter numbers (malloc.h)
-MMAP_THRESHOLD = 128 * 1024
+#: the fixed threshold of ``mmap`` mode (``SENSORIUM_MALLOC_MMAP_KB`` overrides it)
+MMAP_THRESHOLD = 2048 * 1024
 TRIM_INTERVAL_S = 2.0
 _done = False
 _libc: ctypes.CDLL | None = None
@@ -135,11 +142,26 @@ def _lean() -> bool:
     """Large blocks to their own mappings from now on (mode ``mmap``)."""
     global _mode
     assert _libc is not None
-    if not _libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD):
+    if not _libc.mallopt(M_MMAP_THRESHOLD, _threshold()):
         log.debug("mallopt(M_MMAP_THRESHOLD) refused")
         return False
     _mode = "mmap"
     return True
+
+
+def _threshold() -> int:
+    """The mmap threshold of ``mmap`` mode in bytes: ``SENSORIUM_MALLOC_MMAP_KB`` or the default."""
+    raw = os.environ.get("SENSORIUM_MALLOC_MMAP_KB")
+    if raw is None:
+        return MMAP_THRESHOLD
+    try:
+        kb = int(raw)
+        if kb <= 0:
+            raise ValueError
+    except ValueError:
+        log.warning("SENSORIUM_MALLOC_MMAP_KB=%r is not a positive whole number of KiB; using %d", raw, MMAP_THRESHOLD // 1024)
+        return MMAP_THRESHOLD
+    return kb * 1024
 
 
 def resident_bytes() -> int | None:

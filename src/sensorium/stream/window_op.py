@@ -7,13 +7,14 @@ window's end. Every window is emitted exactly once; rows behind the watermark ar
 (upsert semantics: later rows within the allowed lateness change them).
 
 Buffer layout. Aligned windows (tumbling, hopping) keep rows per *pane* (``gcd(size, slide)``) as
-numpy chunks (integer key id, time, value) in arrival order, plus a mask of the series present;
-finalizing groups the rows of the windows it closes by key with one stable counting sort (arrival
-order kept within a key) and aggregates each group in one compiled pass. Finalizing decides per
-series (arrays over series ids) and touches a pane only when the watermark of one of its series
-passed the pane's first window end; rows are masked one by one only when a pane's series do not
-all decide alike. A batch thus costs O(batch)
-plus O(rows of the windows it closes), and each window is aggregated once. Session windows keep
+numpy chunks (integer key id, time, value), each sorted by series id (arrival order kept within a
+series; chunks in arrival order), plus a mask of the series present; finalizing groups the rows of
+the windows it closes by key with one stable counting sort (arrival order kept within a key) and
+aggregates each group in one compiled pass. Finalizing decides per series (arrays over series ids)
+and touches a pane only when the watermark of one of its series passed the pane's first window
+end; when only some of a pane's series close (idle series, a close cut into parts), their rows
+are found by binary search in each chunk. A batch thus costs O(batch) plus O(rows of the windows
+it closes), and each window is aggregated once. Session windows keep
 one buffer; sessions are recomputed (sort, gaps) only once some watermark passes the earliest end
 a session could have. Memory: 24 bytes per buffered raw row (the open window plus lateness).
 """
@@ -92,14 +93,44 @@ def _empty_rows() -> Rows:
     return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64)
 
 
+def _by_series(rows: Rows) -> Rows:
+    """``rows`` stably sorted by series id (arrival order kept within a series)."""
+    kid = rows[0]
+    if kid.size < 2:
+        return rows
+    sid = kid >> FIELD_BITS
+    if bool((sid[1:] >= sid[:-1]).all()):
+        return rows
+    return _take(rows, stable_argsort(sid - int(sid.min())))
+
+
+def _series_slice(kid: np.ndarray, lo: int, hi: int) -> slice:
+    """The rows of series ``lo..hi`` (inclusive) in a chunk sorted by series id: two binary
+    searches (``kid < s << FIELD_BITS`` holds exactly for the rows of series below ``s``, a
+    predicate monotone along a chunk sorted by series, whatever the fields' order within one)."""
+    a, b = np.searchsorted(kid, np.array([lo << FIELD_BITS, (hi + 1) << FIELD_BITS], dtype=np.int64))
+    return slice(int(a), int(b))
+
+
 class _Pane:
-    """Rows of one pane (runs sorted by key, arrival order within a key) and which series have rows."""
+    """Rows of one pane and which series have rows.
 
-    __slots__ = ("chunks", "present")
+    Chunks are sorted by series id (a stable sort: arrival order kept within a series; chunk order
+    is arrival order), so the rows of a range of series are two binary searches away in every
+    chunk: a close cut into parts (``close_max_rows``) or of a few idle series reads only their
+    rows, not the whole pane. ``by_series`` is False for chunks restored from a checkpoint of an
+    earlier format (arrival order: every read masks the whole chunk). ``stale``: the chunks still
+    hold rows of series no longer ``present`` (their windows closed; dropped only once they are
+    at least half the pane: a copy of the rest per early close would cost O(pane) each time and
+    replace blocks a checkpoint already wrote)."""
 
-    def __init__(self, chunks: list[Rows], present: np.ndarray) -> None:
+    __slots__ = ("chunks", "present", "by_series", "stale")
+
+    def __init__(self, chunks: list[Rows], present: np.ndarray, by_series: bool = True, stale: bool = False) -> None:
         self.chunks = chunks
         self.present = present  # bool per series id
+        self.by_series = by_series
+        self.stale = stale
 
     def mark(self, sid: np.ndarray, n: int) -> None:
         if self.present.size < n:
@@ -113,18 +144,67 @@ class _Pane:
         return self.present
 
     def add(self, rows: Rows) -> None:
-        """Append a step's rows. Chunks are kept as they come (finalizing and checkpoints go
-        chunk by chunk, no copy); every :data:`PANE_CHUNKS` chunks the small ones at the end are
-        joined into one, so a long window fed by many small steps does not cost a Python pass per
-        step's chunk. Chunks of :data:`BLOCK_ROWS` rows or more are never joined again: a
+        """Append a step's rows (sorted by series id). Chunks are kept as they come (finalizing
+        and checkpoints go chunk by chunk, no copy); the small ones at the end are joined into one
+        (sorted by series again) once they hold :data:`BLOCK_ROWS` rows or number
+        :data:`PANE_CHUNKS`, so a long window fed by many small steps does not cost a Python pass
+        per step's chunk. Chunks of :data:`BLOCK_ROWS` rows or more are never joined again: a
         checkpoint writes each such block to a file once (``checkpoint.Frozen``)."""
         self.chunks.append(rows)
-        if len(self.chunks) >= PANE_CHUNKS:
-            i = len(self.chunks)
-            while i > 0 and self.chunks[i - 1][0].size < BLOCK_ROWS:
-                i -= 1
-            if len(self.chunks) - i >= 2:
-                self.chunks[i:] = [_concat(self.chunks[i:])]
+        if rows[0].size >= BLOCK_ROWS:
+            return
+        i, tail = len(self.chunks), 0
+        while i > 0 and self.chunks[i - 1][0].size < BLOCK_ROWS:
+            i -= 1
+            tail += self.chunks[i][0].size
+        # the small chunks at the end become one block once they hold a block's rows (joins of
+        # ~BLOCK_ROWS rows: a join of every chunk of a minute was a stall of its own)
+        if len(self.chunks) - i >= 2 and (tail >= BLOCK_ROWS or len(self.chunks) - i >= PANE_CHUNKS):
+            joined = _concat(self.chunks[i:])
+            self.chunks[i:] = [_by_series(joined) if self.by_series else joined]
+
+    def rows_of(self, pick: np.ndarray, copy: bool = False) -> list[Rows]:
+        """The rows of the series ``pick`` (bool per series id, a subset of ``present``), chunk by
+        chunk: whole chunks where nothing else is in them, else masked copies — in a pane sorted
+        by series only of the part of each chunk between the first and last series picked (a
+        slice: a view, or a copy with ``copy``)."""
+        if not self.stale and not (self.present & ~pick).any():
+            return list(self.chunks)
+        at = np.flatnonzero(pick)
+        if not at.size:
+            return []
+        lo, hi = int(at[0]), int(at[-1])
+        whole = not self.stale and not (self.present[lo : hi + 1] & ~pick[lo : hi + 1]).any()
+        out: list[Rows] = []
+        for chunk in self.chunks:
+            kid, t, v = chunk
+            if self.by_series:
+                sl = _series_slice(kid, lo, hi)
+                if sl.stop - sl.start == kid.size:
+                    if whole:
+                        out.append(chunk)
+                        continue
+                else:
+                    kid, t, v = kid[sl], t[sl], v[sl]
+                    if whole:
+                        if kid.size:
+                            out.append((kid.copy(), t.copy(), v.copy()) if copy else (kid, t, v))
+                        continue
+            m = pick[kid >> FIELD_BITS]
+            out.append((kid[m], t[m], v[m]))
+        return out
+
+    def drop(self, keep: np.ndarray) -> None:
+        """Only the series ``keep`` stay present; their rows are copied out of the others' once
+        those are at least half the pane's series (or the pane is not sorted by series)."""
+        gone = int(np.count_nonzero(self.present & ~keep))
+        if not gone:
+            return
+        if self.by_series and 2 * gone < int(np.count_nonzero(self.present)):
+            self.present, self.stale = keep, True
+            return
+        self.chunks = [c for c in self.rows_of(keep, copy=True) if c[0].size]
+        self.present, self.stale = keep, False
 
 
 class WindowOperator:
@@ -261,11 +341,15 @@ class WindowOperator:
         pane = self.windower.pane_of(rows[1])
         p0, p1 = int(pane.min()), int(pane.max())
         if p0 == p1:
-            self._pane(p0, rows).mark(self._clock.last_ids, n)
+            self._pane(p0, _by_series(rows)).mark(self._clock.last_ids, n)
             return
-        cut = stable_argsort(pane - p0)  # rows by pane, arrival order kept within a pane
-        for idx in np.split(cut, np.flatnonzero(np.diff(pane[cut])) + 1):
-            self._pane(int(pane[idx[0]]), _take(rows, idx)).mark(sid[idx], n)
+        # rows by pane, then by series, arrival order kept within a series (one counting sort)
+        s0 = int(sid.min())
+        cut = stable_argsort((pane - p0) * (int(sid.max()) - s0 + 1) + (sid - s0))
+        pane = pane[cut]
+        bounds = np.flatnonzero(np.diff(pane)) + 1
+        for q, idx in zip(pane[np.append(0, bounds)].tolist(), np.split(cut, bounds), strict=True):
+            self._pane(int(q), _take(rows, idx)).mark(sid[idx], n)
 
     def _pane(self, q: int, rows: Rows) -> _Pane:
         pane = self._panes.get(q)
@@ -403,27 +487,18 @@ class WindowOperator:
             present = pane.series(now.size)
             if not (present & (now >= win.first_end(q)) & (now > done)).any():
                 continue
-            chunks = pane.chunks  # in arrival order; never concatenated here (see _aggregate)
-            sids: list[np.ndarray] | None = None
+            # chunk by chunk, never concatenated here (see _aggregate); a close of some of the
+            # pane's series reads only theirs (see _Pane.rows_of)
             for st in win.window_starts(q):
                 e = st + win.size_ns
                 emit = present & (done < e) & (e <= now)
-                if not emit.any():
-                    continue
-                if not (present & ~emit).any():
-                    parts.extend((kid, st, t, v) for kid, t, v in chunks)
-                    continue
-                sids = [c[0] >> FIELD_BITS for c in chunks] if sids is None else sids
-                for (kid, t, v), sid in zip(chunks, sids, strict=True):
-                    m = emit[sid]
-                    parts.append((kid[m], st, t[m], v[m]))
+                if emit.any():
+                    parts.extend((kid, st, t, v) for kid, t, v in pane.rows_of(emit))
             keep = present & (now < win.last_end(q))
             if not keep.any():
                 del self._panes[q]
-            elif trim and (present & ~keep).any():
-                sids = [c[0] >> FIELD_BITS for c in chunks] if sids is None else sids
-                pane.chunks = [_take(c, keep[sid]) for c, sid in zip(chunks, sids, strict=True)]
-                pane.present = keep
+            elif trim:
+                pane.drop(keep)
         return self._aggregate(parts)
 
     def _sessions(self) -> tuple[Rows, np.ndarray, np.ndarray]:
@@ -478,12 +553,7 @@ class WindowOperator:
                     if not pending.any():
                         continue
                     # chunk by chunk: joining them would replace blocks a checkpoint wrote already
-                    if not (present & ~pending).any():
-                        parts.extend((kid, st, t, v) for kid, t, v in pane.chunks)
-                    else:
-                        for kid, t, v in pane.chunks:
-                            m = pending[kid >> FIELD_BITS]
-                            parts.append((kid[m], st, t[m], v[m]))
+                    parts.extend((kid, st, t, v) for kid, t, v in pane.rows_of(pending))
         self._open = self._aggregate(parts)
         return self._open
 
@@ -502,7 +572,10 @@ class WindowOperator:
         for q, pane in self._panes.items():  # chunks as they are (a concatenation is a copy)
             # chunks are never changed once made (new rows, a trim: new arrays), so each large
             # one is written to a file by the first checkpoint only
-            panes[q] = {"chunks": [tuple(Frozen(a) for a in c) for c in pane.chunks], "present": pane.present.copy()}
+            panes[q] = {
+                "chunks": [tuple(Frozen(a) for a in c) for c in pane.chunks], "present": pane.present.copy(),
+                "by_series": pane.by_series, "stale": pane.stale,
+            }
         session = _concat(self._session) if self._session else _empty_rows()
         return {
             "version": STATE_VERSION, "step_id": self.step_id, "config": self._config(),
@@ -526,6 +599,8 @@ class WindowOperator:
             int(q): _Pane(
                 [_unfrozen(c) for c in p["chunks"]] if "chunks" in p else [(p["kid"], p["time"], p["value"])],
                 p["present"].copy(),
+                by_series=bool(p.get("by_series", False)),  # earlier checkpoints: arrival order
+                stale=bool(p.get("stale", False)),
             )
             for q, p in state["panes"].items()
         }
