@@ -19,41 +19,34 @@ from sensorium.jit import counting_applies, counting_argsort
 _SEED = 0x5E751
 
 
-class NameIndex:
-    """name → dense id (in order of first sight), looked up a whole column at a time.
+class HashIndex:
+    """64-bit hash → dense id (in order of insertion), looked up a whole array at a time.
 
-    Names are hashed to 64 bits (polars' string hash, seeded). Each name sits in its home slot
-    (low bits of the hash) of a table of numpy arrays at most a quarter full, or, when another
-    name holds that slot, in a small sorted overflow array; a lookup is a few vectorised gathers
-    and compares, plus a binary search for the rows of overflow names (no string join, no
-    per-call table build). A 64-bit collision between two names is detected when the second is
-    added and resolved by rehashing everything with another seed.
-    """
+    Each hash sits in its home slot (low bits) of a table of numpy arrays at most a quarter
+    full, or, when another holds that slot, in a small sorted overflow array; a lookup is a few
+    vectorised gathers and compares, plus a binary search for the overflow's rows. ``spread``:
+    slots per hash (4: a quarter full; fewer: smaller, more of them in the overflow)."""
 
-    def __init__(self, seed: int = _SEED) -> None:
-        self.names: list[str] = []
-        self.seed = seed
+    def __init__(self, spread: int = 4) -> None:
+        self._spread = spread
         self._hashes = np.zeros(0, dtype=np.uint64)
         self._slot_id = np.full(1024, -1, dtype=np.int32)
         self._slot_h = np.zeros(1024, dtype=np.uint64)
-        self._over_h = np.zeros(0, dtype=np.uint64)  # names not in their home slot, by hash
+        self._over_h = np.zeros(0, dtype=np.uint64)  # hashes not in their home slot, by hash
         self._over_id = np.zeros(0, dtype=np.int32)
 
     def __len__(self) -> int:
-        return len(self.names)
-
-    def hash(self, col: pl.Series) -> np.ndarray:
-        return col.hash(seed=self.seed).to_numpy()
+        return len(self._hashes)
 
     def ids_of_hashes(self, h: np.ndarray) -> np.ndarray:
-        """Ids of hashed names (-1: unknown)."""
-        if not self.names or not len(h):
+        """Ids of hashes (-1: unknown)."""
+        if not len(self._hashes) or not len(h):
             return np.full(len(h), -1, dtype=np.int32)
         h = np.ascontiguousarray(h, dtype=np.uint64)
         slot = h.view(np.int64) & (len(self._slot_id) - 1)
         ids = self._slot_id[slot]
-        # same hash in the home slot: that name, or -1 for an empty slot (a slot never empties,
-        # so a name whose home slot is empty is unknown, not in the overflow)
+        # same hash in the home slot: that one, or -1 for an empty slot (a slot never empties,
+        # so a hash whose home slot is empty is unknown, not in the overflow)
         hit = self._slot_h[slot] == h
         if hit.all():
             return ids
@@ -65,6 +58,72 @@ class NameIndex:
             found = self._over_h[at] == hm
             ids[miss[found]] = self._over_id[at[found]]
         return ids
+
+    def add_hashes(self, h: np.ndarray) -> np.ndarray:
+        """Add hashes (distinct, none known yet), in order; their ids."""
+        start = len(self._hashes)
+        self._hashes = np.concatenate([self._hashes, np.asarray(h, dtype=np.uint64)])
+        self._build(0 if self._spread * len(self._hashes) > len(self._slot_id) else start)
+        return np.arange(start, len(self._hashes), dtype=np.int32)
+
+    def _build(self, start: int) -> None:
+        """Insert hashes from ``start`` on (from 0: a fresh table, at most a quarter full)."""
+        if start == 0:
+            size = 1024
+            while size < self._spread * len(self._hashes):
+                size *= 2
+            self._slot_id = np.full(size, -1, dtype=np.int32)
+            self._slot_h = np.zeros(size, dtype=np.uint64)
+            self._over_h = np.zeros(0, dtype=np.uint64)
+            self._over_id = np.zeros(0, dtype=np.int32)
+        hs = self._hashes[start:]
+        ids = np.arange(start, len(self._hashes), dtype=np.int32)
+        slot = hs.view(np.int64) & (len(self._slot_id) - 1)
+        home = np.zeros(len(hs), dtype=bool)  # the first new hash of each free home slot
+        home[np.unique(slot, return_index=True)[1]] = True
+        home &= self._slot_id[slot] < 0
+        self._slot_id[slot[home]] = ids[home]
+        self._slot_h[slot[home]] = hs[home]
+        if not home.all():
+            over_h = np.concatenate([self._over_h, hs[~home]])
+            over_id = np.concatenate([self._over_id, ids[~home]])
+            by = np.argsort(over_h)
+            self._over_h, self._over_id = over_h[by], over_id[by]
+
+
+class NameIndex(HashIndex):
+    """name → dense id (in order of first sight), looked up a whole column at a time.
+
+    Names are hashed to 64 bits (polars' string hash, seeded) and kept in a :class:`HashIndex`
+    (no string join, no per-call table build). A 64-bit collision between two names is detected
+    when the second is added and resolved by rehashing everything with another seed.
+    """
+
+    def __init__(self, seed: int = _SEED) -> None:
+        super().__init__()
+        self.seed = seed
+        self._column = pl.Series("name", [], dtype=pl.Utf8)  # the names by id
+        self._list: list[str] | None = None  # the same as a list, made for readers of ``names``
+
+    def __len__(self) -> int:
+        return self._column.len()
+
+    @property
+    def names(self) -> list[str]:
+        """Every name by id, as a list: made on the first read and kept up to date from then
+        on (an index read this way holds its names twice; :meth:`column` does not)."""
+        if self._list is None:
+            self._list = self._column.to_list()
+        return self._list
+
+    def hash(self, col: pl.Series) -> np.ndarray:
+        return col.hash(seed=self.seed).to_numpy()
+
+    def column(self) -> pl.Series:
+        """Every name by id, as a Utf8 column: a gather by ids gives the names of many rows."""
+        if self._column.n_chunks() > 16:  # names added a few at a time: joined now and then
+            self._column = self._column.rechunk()
+        return self._column
 
     def lookup(self, col: pl.Series) -> np.ndarray:
         """Ids of a column's names (-1: unknown)."""
@@ -83,47 +142,23 @@ class NameIndex:
 
     def add(self, names: list[str]) -> np.ndarray:
         """Add names not yet known (distinct), in order; their ids."""
-        start = len(self.names)
-        new = self.hash(pl.Series(names, dtype=pl.Utf8))
+        start = len(self)
+        more = pl.Series("name", names, dtype=pl.Utf8)
+        new = self.hash(more)
         clash = not distinct(new) or bool((self.ids_of_hashes(new) >= 0).any())
-        self.names += names
-        self._hashes = np.concatenate([self._hashes, new])
-        if clash:
+        self._column = pl.concat([self._column, more], rechunk=False) if start else more
+        if self._list is not None:
+            self._list += names
+        if not clash:
+            self.add_hashes(new)
+        else:
             while True:  # a 64-bit collision: rehash everything with another seed
                 self.seed += 1
-                self._hashes = self.hash(pl.Series(self.names, dtype=pl.Utf8))
+                self._hashes = self.hash(self.column())
                 if distinct(self._hashes):
                     break
             self._build(0)
-        elif 4 * len(self.names) > len(self._slot_id):
-            self._build(0)
-        else:
-            self._build(start)
-        return np.arange(start, len(self.names), dtype=np.int32)
-
-    def _build(self, start: int) -> None:
-        """Insert names from ``start`` on (from 0: a fresh table, at most a quarter full)."""
-        if start == 0:
-            size = 1024
-            while size < 4 * len(self.names):
-                size *= 2
-            self._slot_id = np.full(size, -1, dtype=np.int32)
-            self._slot_h = np.zeros(size, dtype=np.uint64)
-            self._over_h = np.zeros(0, dtype=np.uint64)
-            self._over_id = np.zeros(0, dtype=np.int32)
-        hs = self._hashes[start:]
-        ids = np.arange(start, len(self.names), dtype=np.int32)
-        slot = hs.view(np.int64) & (len(self._slot_id) - 1)
-        home = np.zeros(len(hs), dtype=bool)  # the first new name of each free home slot
-        home[np.unique(slot, return_index=True)[1]] = True
-        home &= self._slot_id[slot] < 0
-        self._slot_id[slot[home]] = ids[home]
-        self._slot_h[slot[home]] = hs[home]
-        if not home.all():
-            over_h = np.concatenate([self._over_h, hs[~home]])
-            over_id = np.concatenate([self._over_id, ids[~home]])
-            by = np.argsort(over_h)
-            self._over_h, self._over_id = over_h[by], over_id[by]
+        return np.arange(start, len(self), dtype=np.int32)
 
 
 def unique(a: np.ndarray, presorted: bool = False) -> np.ndarray:
@@ -181,8 +216,7 @@ class Remap:
         miss = out < 0
         if miss.any():
             new = pl.Series(g[miss]).unique(maintain_order=True).to_numpy()
-            names = source.names
-            self.table[new] = resolve(pl.Series([names[i] for i in new.tolist()], dtype=pl.Utf8))
+            self.table[new] = resolve(source.column().gather(new))
             out = self.table[g]
         return out
 
@@ -241,13 +275,11 @@ class KeyIndex:
 
     @property
     def series(self) -> list[str]:
-        names = self.series_names.names
-        return [names[i] for i in self.key_sid]
+        return self.series_names.column().gather(self.key_sid).to_list()
 
     @property
     def fields(self) -> list[str]:
-        names = self.field_names_.names
-        return [names[i] for i in self.field_id]
+        return self.field_names_.column().gather(self.field_id).to_list()
 
     @property
     def field_names(self) -> list[str]:
@@ -269,7 +301,7 @@ class KeyIndex:
     def keys(self, sid: np.ndarray, fid: np.ndarray, first: np.ndarray | None = None) -> np.ndarray:
         """Key ids of distinct (series id, field id) pairs. New pairs get ids in the order of
         ``first`` (where each pair is first seen), or as given."""
-        ns, nf = len(self.series_names.names), len(self.field_names_.names)
+        ns, nf = len(self.series_names), len(self.field_names_)
         if self.table.shape[0] < ns or self.table.shape[1] < nf:
             grown = np.full((max(ns, 2 * self.table.shape[0], 64), max(nf, self.table.shape[1] + 8)), -1, dtype=np.int32)
             grown[: self.table.shape[0], : self.table.shape[1]] = self.table

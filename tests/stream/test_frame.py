@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import polars as pl
 import pyarrow as pa
 
 from sensorium.stream.frame import Batch, frames_of_batches, to_frames
@@ -79,3 +81,71 @@ def test_released_yields_in_order_and_lets_each_go() -> None:
         gc.collect()
         assert [r() is None for r in refs[:i]] == [True] * i  # the earlier ones are gone
     assert seen == [0, 1, 2] and items == []
+
+
+# --- framing with SeriesCombos (a series seen before found by its tags' hash) -------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from sensorium.keyindex import NameIndex  # noqa: E402
+from sensorium.stream.frame import SeriesCombos, keyed_frames  # noqa: E402
+
+TAG_VALUES = st.sampled_from(["a", "b", "c", "a,b", "é", "", None])
+
+
+@st.composite
+def tagged_batches(draw: st.DrawFn) -> list[Batch]:
+    """Batches of two measurements and two buckets; tag columns that come and go, nulls,
+    dictionary-encoded or plain, and a tag whose values repeat another's."""
+    out = []
+    encoded = draw(st.booleans())  # as stored: a tag column's type is the same in every batch
+    for off in range(draw(st.integers(1, 5))):
+        n = draw(st.integers(0, 6))
+        tags = draw(st.lists(st.sampled_from(["room", "dev", "zone"]), unique=True, max_size=3))
+        cols: dict[str, pa.Array] = {"time": pa.array(range(off * 10, off * 10 + n), pa.int64())}
+        for t in tags:
+            arr = pa.array(draw(st.lists(TAG_VALUES, min_size=n, max_size=n)), pa.string())
+            cols[t] = arr.dictionary_encode() if encoded else arr
+        cols["v"] = pa.array([float(i) for i in range(n)], pa.float64())
+        measurement = draw(st.sampled_from(["climate", "power"]))
+        bucket = draw(st.sampled_from(["default", "lab"]))
+        out.append(Batch(off, bucket, measurement, pa.table(cols), tuple(tags), 1000 + off))
+    return out
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=st.lists(tagged_batches(), min_size=1, max_size=4))
+def test_framing_by_tag_hash_equals_framing_by_key(steps: list[list[Batch]]) -> None:
+    """Step after step, framing with a SeriesCombos gives the same values frame and the same
+    series ids as framing every series' key, and its series frame names every series new to it
+    (those of tagged rows only then: the runner's series table learns each series once)."""
+    plain = (NameIndex(), NameIndex())
+    hashed = (NameIndex(), NameIndex())
+    combos = SeriesCombos()
+    learned: set[str] = set()
+    for batches in steps:
+        v1, s1, k1 = keyed_frames(batches, "default", *plain)
+        v2, s2, k2 = keyed_frames(batches, "default", *hashed, combos)
+        assert v1.equals(v2)
+        assert [plain[0].names[i] for i in k1.sid] == [hashed[0].names[i] for i in k2.sid]
+        assert [plain[1].names[i] for i in k1.fid] == [hashed[1].names[i] for i in k2.fid]
+        new = set(s2.get_column("series").to_list())
+        assert set(s1.get_column("series").to_list()) - learned <= new <= set(s1.get_column("series").to_list())
+        untagged = {b.measurement if b.bucket == "default" else f"{b.bucket}:{b.measurement}" for b in batches}
+        assert new & learned <= untagged  # a series seen before comes again only without tags
+        assert s2.filter(pl.col("series").is_in(list(new))).sort("series").equals(
+            s1.filter(pl.col("series").is_in(list(new))).select(s2.columns).sort("series")
+        )
+        learned |= new
+    assert learned == set(plain[0].names)
+
+
+def test_series_combos_need_both_hashes_to_match() -> None:
+    combos = SeriesCombos()
+    ha = np.array([1, 2, 3], dtype=np.uint64)
+    combos.add(ha, np.array([10, 20, 30], dtype=np.uint64), np.array([0, 1, 2]))
+    got = combos.lookup(np.array([1, 2, 3, 4], dtype=np.uint64), np.array([10, 99, 30, 40], dtype=np.uint64))
+    assert got.tolist() == [0, -1, 2, -1]
+    combos.add(np.array([2], dtype=np.uint64), np.array([99], dtype=np.uint64), np.array([5]))  # first hash taken
+    assert combos.lookup(np.array([2], dtype=np.uint64), np.array([99], dtype=np.uint64)).tolist() == [-1]

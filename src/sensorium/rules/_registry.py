@@ -87,7 +87,7 @@ class SeriesTable:
         return self._parts[0]
 
     def name(self, sid: int) -> str:
-        return self.index.names[sid]
+        return str(self.index.column()[int(sid)])
 
     def describe(self, sid: int) -> tuple[str, str, dict[str, str]]:
         """(bucket, measurement, tags) of one series."""

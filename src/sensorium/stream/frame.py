@@ -27,7 +27,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sensorium.keyindex import Keys, NameIndex
+from sensorium.keyindex import HashIndex, Keys, NameIndex
 
 T = TypeVar("T")
 
@@ -97,6 +97,108 @@ class _Framed:
     combo: np.ndarray  # per value row: its tag combination (index into ``keys``)
     fields: list[str]
     field: np.ndarray  # per value row: index into ``fields``
+    sid: np.ndarray | None = None  # per value row: its series id (framed with a SeriesCombos)
+
+
+_MIX = (np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))
+_SEEDS = (0x5E753, 0x5E754)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer (a bijection of 64-bit words; 0 stays 0), in place."""
+    x ^= x >> np.uint64(30)
+    x *= _MIX[0]
+    x ^= x >> np.uint64(27)
+    x *= _MIX[1]
+    x ^= x >> np.uint64(31)
+    return x
+
+
+def _value_hashes(col: pa.ChunkedArray, seed: int) -> np.ndarray | None:
+    """Per row, a 64-bit hash of a tag column's value (0 where null); None unless its values are
+    strings (plain or dictionary-encoded: the dictionary is hashed, then gathered by index)."""
+    parts = []
+    for chunk in col.chunks:
+        if pa.types.is_dictionary(chunk.type):
+            if not (pa.types.is_string(chunk.type.value_type) or pa.types.is_large_string(chunk.type.value_type)):
+                return None
+            hv = pl.Series(chunk.dictionary).hash(seed=seed).to_numpy()
+            idx = chunk.indices
+            if not len(hv):
+                parts.append(np.zeros(len(chunk), dtype=np.uint64))
+                continue
+            h = hv[pc.fill_null(idx, 0).to_numpy()] if idx.null_count else hv[idx.to_numpy()]
+            if idx.null_count:
+                h[~idx.is_valid().to_numpy(zero_copy_only=False)] = 0
+        elif pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type):
+            h = pl.Series(chunk).hash(seed=seed).to_numpy().copy()
+            if chunk.null_count:
+                h[~chunk.is_valid().to_numpy(zero_copy_only=False)] = 0
+        else:
+            return None
+        parts.append(h)
+    return np.concatenate(parts) if len(parts) != 1 else parts[0]
+
+
+class SeriesCombos:
+    """The series id of a row's (bucket, measurement, tag values), found without building its
+    series key: a 128-bit hash of the combination (two 64-bit hashes, both must match) looked up
+    in a :class:`~sensorium.keyindex.HashIndex`. A combination is framed the long way (group-by,
+    key string, the series index) once, when first seen; the runner keeps one of these beside its
+    series index.
+
+    The hash of a row is the sum, over its non-null tags, of a mix of the tag name's and the
+    value's hashes, plus one of the prefixed measurement: a tag left out and a null tag hash
+    alike, and the column order and set do not matter — as in the series key. Equal hashes mean
+    the same series (a 128-bit collision aside); one series may have several entries (e.g. a
+    dictionary holding a null value), which only costs a row each."""
+
+    def __init__(self) -> None:
+        self._index = HashIndex(spread=2)  # half full: ~3 MB at 100 k series
+        self._b = np.zeros(0, dtype=np.uint64)
+        self._sid = np.zeros(0, dtype=np.int32)
+
+    def __len__(self) -> int:
+        return len(self._sid)
+
+    def hashes(self, table: pa.Table, tags: Sequence[str], head: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """Both hashes of every row (``head``: the bucket prefix and measurement), or None when a
+        tag column does not hold strings."""
+        n = table.num_rows
+        out = []
+        for k, seed in enumerate(_SEEDS):
+            total = np.full(n, _mix(pl.Series([head]).hash(seed=seed).to_numpy().copy())[0], dtype=np.uint64)
+            for t in tags:
+                h = _value_hashes(table[t], seed)
+                if h is None:
+                    return None
+                key = pl.Series([t]).hash(seed=seed + 2 + k).to_numpy()[0]
+                null = h == 0
+                h ^= key
+                _mix(h)
+                h[null] = 0
+                total += h
+            out.append(total)
+        return out[0], out[1]
+
+    def lookup(self, ha: np.ndarray, hb: np.ndarray) -> np.ndarray:
+        """Series id of each row (-1: not seen yet)."""
+        at = self._index.ids_of_hashes(ha)
+        found = np.flatnonzero(at >= 0)
+        found = found[self._b[at[found]] == hb[found]]
+        sid = np.full(len(ha), -1, dtype=np.int32)
+        sid[found] = self._sid[at[found]]
+        return sid
+
+    def add(self, ha: np.ndarray, hb: np.ndarray, sid: np.ndarray) -> None:
+        """Remember combinations (their hashes) and their series ids; a first hash already held by
+        another combination is not remembered (that one is framed the long way each time)."""
+        _, first = np.unique(ha, return_index=True)
+        first = first[self._index.ids_of_hashes(ha[first]) < 0]
+        if len(first):
+            self._index.add_hashes(ha[first])
+            self._b = np.concatenate([self._b, hb[first]])
+            self._sid = np.concatenate([self._sid, sid[first].astype(np.int32, copy=False)])
 
 
 def _frame(
@@ -106,10 +208,14 @@ def _frame(
     tag_names: Sequence[str],
     arrival: np.ndarray | None,
     default_bucket: str,
+    combos: SeriesCombos | None = None,
+    series_index: NameIndex | None = None,
 ) -> _Framed:
     """Values come out row by row (the row's fields in column order), built with NumPy index
     arithmetic rather than an unpivot and a sort. Series keys are built once per distinct tag
-    combination (a group-by on the tag columns, which arrive dictionary-encoded), not per row."""
+    combination (a group-by on the tag columns, which arrive dictionary-encoded), not per row;
+    with ``combos`` (and the ``series_index`` they map into) only for combinations not seen
+    before (the series frame then holds only theirs)."""
     names = table.column_names
     tags = [t for t in tag_names if t in names]
     numeric = [
@@ -120,6 +226,66 @@ def _frame(
         and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_boolean(f.type))
     ]
     prefix = "" if bucket == default_bucket else f"{bucket}:"
+    n = table.num_rows
+    sid_of_row = None
+    hashed = combos.hashes(table, tags, prefix + measurement) if combos is not None and tags and n else None
+    if hashed is not None:
+        assert combos is not None and series_index is not None
+        sid_of_row = combos.lookup(*hashed)
+        new_rows = np.flatnonzero(sid_of_row < 0)
+        if len(new_rows):  # combinations not seen before: framed the long way, then remembered
+            sub = table.select(tags).take(new_rows) if len(new_rows) < n else table.select(tags)
+            keys, combo_of_new, series = _combos(bucket, measurement, sub, tags, prefix)
+            sid_of_row[new_rows] = series_index.ids(keys).astype(np.int32, copy=False)[combo_of_new]
+            combos.add(hashed[0][new_rows], hashed[1][new_rows], sid_of_row[new_rows])
+        else:
+            keys, series = pl.Series("series", [], dtype=pl.Utf8), empty_series()
+        combo_of_row = np.zeros(n, dtype=np.int64)
+    else:
+        keys, combo_of_row, series = _combos(bucket, measurement, table, tags, prefix)
+    if not numeric or not n:
+        none = np.zeros(0, dtype=np.int64)
+        return _Framed(empty_values(), series, keys, none, numeric, none, none.astype(np.int32) if hashed is not None else None)
+    k = len(numeric)
+    vals = np.empty((n, k), dtype=np.float64)
+    present = np.empty((n, k), dtype=bool)
+    for j, f in enumerate(numeric):
+        col = table[f].cast(pa.float64())  # before filling: a bool column takes no 0
+        if col.null_count:
+            present[:, j] = col.is_valid().to_numpy(zero_copy_only=False)
+            col = pc.fill_null(col, 0.0)
+        else:
+            present[:, j] = True
+        vals[:, j] = col.to_numpy()
+    mask = present.ravel()
+    rows = np.repeat(np.arange(n, dtype=np.int64), k)
+    cols = np.tile(np.arange(k, dtype=np.int64), n)
+    flat = vals.ravel()
+    if not mask.all():
+        rows, cols, flat = rows[mask], cols[mask], flat[mask]
+    times = table["time"].cast(pa.int64()).to_numpy()
+    combo = combo_of_row[rows]
+    sid = None if sid_of_row is None else sid_of_row[rows]
+    if sid is None or series_index is None:
+        names = keys.gather(combo)
+    else:  # the names by id (a gather of strings, as from the batch's keys)
+        names = series_index.column().gather(sid)
+    out: dict[str, pl.Series] = {
+        "series": names,
+        "field": pl.Series("field", numeric, dtype=pl.Utf8).gather(cols),
+        "time": pl.Series("time", times[rows], dtype=pl.Int64),
+        "value": pl.Series("value", flat, dtype=pl.Float64),
+    }
+    if arrival is not None:
+        out["arrival"] = pl.Series("arrival", arrival[rows], dtype=pl.Int64)
+    return _Framed(pl.DataFrame(out), series, keys, combo, numeric, cols, sid)
+
+
+def _combos(
+    bucket: str, measurement: str, table: pa.Table, tags: Sequence[str], prefix: str
+) -> tuple[pl.Series, np.ndarray, pl.DataFrame]:
+    """(series key of each distinct tag combination, each row's combination, series frame): a
+    group-by on the tag columns (which arrive dictionary-encoded), keys built once per combination."""
     n = table.num_rows
     if tags and n:
         df = pl.from_arrow(table.select(tags))
@@ -141,38 +307,7 @@ def _frame(
         .with_columns(pl.lit(bucket).alias("bucket"), pl.lit(measurement).alias("measurement"))
         .select(["series", "bucket", "measurement", *tags])
     )
-    keys = combos.get_column("series")
-    if not numeric or not n:
-        none = np.zeros(0, dtype=np.int64)
-        return _Framed(empty_values(), series, keys, none, numeric, none)
-    k = len(numeric)
-    vals = np.empty((n, k), dtype=np.float64)
-    present = np.empty((n, k), dtype=bool)
-    for j, f in enumerate(numeric):
-        col = table[f].cast(pa.float64())  # before filling: a bool column takes no 0
-        if col.null_count:
-            present[:, j] = col.is_valid().to_numpy(zero_copy_only=False)
-            col = pc.fill_null(col, 0.0)
-        else:
-            present[:, j] = True
-        vals[:, j] = col.to_numpy()
-    mask = present.ravel()
-    rows = np.repeat(np.arange(n, dtype=np.int64), k)
-    cols = np.tile(np.arange(k, dtype=np.int64), n)
-    flat = vals.ravel()
-    if not mask.all():
-        rows, cols, flat = rows[mask], cols[mask], flat[mask]
-    times = table["time"].cast(pa.int64()).to_numpy()
-    combo = combo_of_row[rows]
-    out: dict[str, pl.Series] = {
-        "series": keys.gather(combo),
-        "field": pl.Series("field", numeric, dtype=pl.Utf8).gather(cols),
-        "time": pl.Series("time", times[rows], dtype=pl.Int64),
-        "value": pl.Series("value", flat, dtype=pl.Float64),
-    }
-    if arrival is not None:
-        out["arrival"] = pl.Series("arrival", arrival[rows], dtype=pl.Int64)
-    return _Framed(pl.DataFrame(out), series, keys, combo, numeric, cols)
+    return combos.get_column("series"), combo_of_row, series
 
 
 def _group(batches: Sequence[Batch]) -> list[tuple[str, str, pa.Table, list[str], np.ndarray]]:
@@ -202,19 +337,28 @@ def frames_of_batches(batches: Sequence[Batch], default_bucket: str = "default")
 
 
 def keyed_frames(
-    batches: Sequence[Batch], default_bucket: str, series_index: NameIndex, field_index: NameIndex
+    batches: Sequence[Batch], default_bucket: str, series_index: NameIndex, field_index: NameIndex,
+    combos: SeriesCombos | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame, Keys]:
     """:func:`frames_of_batches` plus the :class:`~sensorium.keyindex.Keys` of its rows in
-    ``series_index`` and ``field_index`` (names looked up once per distinct series and field)."""
-    values, series, keys = _frames_of_batches(batches, default_bucket, (series_index, field_index))
+    ``series_index`` and ``field_index`` (names looked up once per distinct series and field).
+    With ``combos`` (kept by the caller beside ``series_index``) a series seen before is found
+    by the hash of its tags, and the series frame holds only the series framed for the first
+    time through ``combos``."""
+    values, series, keys = _frames_of_batches(batches, default_bucket, (series_index, field_index), combos)
     assert keys is not None
     return values, series, keys
 
 
 def _frames_of_batches(
-    batches: Sequence[Batch], default_bucket: str, index: tuple[NameIndex, NameIndex] | None
+    batches: Sequence[Batch], default_bucket: str, index: tuple[NameIndex, NameIndex] | None,
+    combos: SeriesCombos | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame, Keys | None]:
-    framed = [_frame(b, m, t, tags, arr, default_bucket) for b, m, t, tags, arr in _group(batches)]
+    si_ = index[0] if index is not None and combos is not None else None
+    framed = [
+        _frame(b, m, t, tags, arr, default_bucket, combos if si_ is not None else None, si_)
+        for b, m, t, tags, arr in _group(batches)
+    ]
     values, series = concat_frames((f.values, f.series) for f in framed)
     if "arrival" not in values.columns:
         values = values.with_columns(pl.lit(None, pl.Int64).alias("arrival"))
@@ -223,7 +367,7 @@ def _frames_of_batches(
         si, fi = index
         parts = [
             Keys(
-                si.ids(f.keys).astype(np.int32, copy=False)[f.combo],
+                f.sid if f.sid is not None else si.ids(f.keys).astype(np.int32, copy=False)[f.combo],
                 fi.ids(pl.Series(f.fields, dtype=pl.Utf8)).astype(np.int32, copy=False)[f.field],
                 si,
                 fi,

@@ -47,7 +47,7 @@ from sensorium.obs.memory import trim as trim_heap
 from sensorium.rules.types import Transition
 from sensorium.stream.checkpoint import CheckpointStore, Written
 from sensorium.stream.detect_stage import SCORES_TABLE, DetectStage, specs_from_settings
-from sensorium.stream.frame import Batch, empty_values, keyed_frames, released
+from sensorium.stream.frame import Batch, SeriesCombos, empty_values, keyed_frames, released
 from sensorium.stream.outputs import APP_ID as DERIVED_APP_ID
 from sensorium.stream.outputs import LATE_TABLE, DerivedTables, stream_store, to_arrow
 from sensorium.stream.series import SeriesIndex
@@ -134,6 +134,7 @@ class StreamRunner:
         # the framing names every row's series and field by an id in these (not checkpointed:
         # each stage keeps its own ids, and maps these to them; see keyindex.Remap)
         self._names = (NameIndex(), NameIndex())
+        self._combos = SeriesCombos()  # a series seen before found by its tags' hash (framing)
         lateness = int(st.lateness_s * NS)
         idle = int(st.idle_timeout_s * NS)
         self.intervals = tuple(st.rollups)
@@ -329,7 +330,7 @@ class StreamRunner:
         batches = self._take(max_rows or self.settings.stream.batch_max_rows)
         if not batches:
             return 0
-        values, series, keys = self._timed("frame", keyed_frames, batches, self.default_bucket, *self._names)
+        values, series, keys = self._timed("frame", keyed_frames, batches, self.default_bucket, *self._names, self._combos)
         transitions: list[Transition] = []
         timed = self._timed
         with self._step_lock, self.derived.lock:
