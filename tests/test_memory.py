@@ -111,6 +111,7 @@ def test_polars_jemalloc_returns_freed_pages_at_once(pre: str, env: dict[str, st
     ({}, [False, True]),  # 2 MiB: a step's arrays from the heap, an open window's blocks mapped
     ({"SENSORIUM_MALLOC_MMAP_KB": "256"}, [True, True]),
     ({"SENSORIUM_MALLOC_MMAP_KB": "lots"}, [False, True]),  # not a number: the default, a warning
+    ({"SENSORIUM_MALLOC_MMAP_KB": "4194305"}, [False, True]),  # past glibc's 32 MiB: the same
 ])
 def test_lean_mode_maps_only_blocks_above_its_threshold(env: dict[str, str], mapped: list[bool]) -> None:
     """In ``mmap`` mode an allocation of 1 MiB comes from the heap and one of 4 MiB gets a
@@ -137,4 +138,4 @@ def test_lean_mode_maps_only_blocks_above_its_threshold(env: dict[str, str], map
     out = subprocess.run([sys.executable, "-c", code], env={**clean, "SENSORIUM_MALLOC_TUNE": "mmap", **env},
                          capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["mmap", *map(str, mapped)]
-    assert ("SENSORIUM_MALLOC_MMAP_KB" in out.stderr) == (env.get("SENSORIUM_MALLOC_MMAP_KB") == "lots")
+    assert ("SENSORIUM_MALLOC_MMAP_KB" in out.stderr) == (env.get("SENSORIUM_MALLOC_MMAP_KB") in ("lots", "4194305"))

@@ -63,6 +63,7 @@ log = logging.getLogger("sensorium.memory")
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter numbers (malloc.h)
 #: the fixed threshold of ``mmap`` mode (``SENSORIUM_MALLOC_MMAP_KB`` overrides it)
 MMAP_THRESHOLD = 2048 * 1024
+MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # glibc's ceiling on 64-bit (HEAP_MAX_SIZE / 2)
 TRIM_INTERVAL_S = 2.0
 _done = False
 _libc: ctypes.CDLL | None = None
@@ -143,7 +144,7 @@ def _lean() -> bool:
     global _mode
     assert _libc is not None
     if not _libc.mallopt(M_MMAP_THRESHOLD, _threshold()):
-        log.debug("mallopt(M_MMAP_THRESHOLD) refused")
+        log.warning("mallopt(M_MMAP_THRESHOLD) refused: the process stays as it is")
         return False
     _mode = "mmap"
     return True
@@ -156,10 +157,11 @@ def _threshold() -> int:
         return MMAP_THRESHOLD
     try:
         kb = int(raw)
-        if kb <= 0:
+        if not 1 <= kb <= MMAP_THRESHOLD_MAX // 1024:
             raise ValueError
     except ValueError:
-        log.warning("SENSORIUM_MALLOC_MMAP_KB=%r is not a positive whole number of KiB; using %d", raw, MMAP_THRESHOLD // 1024)
+        log.warning("SENSORIUM_MALLOC_MMAP_KB=%r: use a whole number of KiB from 1 to %d; using %d",
+                    raw, MMAP_THRESHOLD_MAX // 1024, MMAP_THRESHOLD // 1024)
         return MMAP_THRESHOLD
     return kb * 1024
 

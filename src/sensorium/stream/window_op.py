@@ -50,7 +50,8 @@ LATE_SCHEMA: dict[str, pl.DataType] = {
     "series": pl.Utf8(), "field": pl.Utf8(), "time": pl.Int64(), "value": pl.Float64(),
     "watermark": pl.Int64(), "reason": pl.Utf8(),
 }
-STATE_VERSION = 1
+#: 2: pane chunks sorted by series, ``stale`` rows (a version-1 reader would aggregate those)
+STATE_VERSION = 2
 #: Rows aggregated at a time when windows close (see ``WindowOperator._aggregate``).
 AGG_ROWS = 1 << 18
 #: Chunks a pane holds before they are joined into one (see ``_Pane.add``).
@@ -119,18 +120,27 @@ class _Pane:
     is arrival order), so the rows of a range of series are two binary searches away in every
     chunk: a close cut into parts (``close_max_rows``) or of a few idle series reads only their
     rows, not the whole pane. ``by_series`` is False for chunks restored from a checkpoint of an
-    earlier format (arrival order: every read masks the whole chunk). ``stale``: the chunks still
-    hold rows of series no longer ``present`` (their windows closed; dropped only once they are
-    at least half the pane: a copy of the rest per early close would cost O(pane) each time and
-    replace blocks a checkpoint already wrote)."""
+    earlier format (arrival order: every read masks the whole chunk). ``gone``: how many series
+    no longer ``present`` (their windows closed) still have rows in the chunks (``stale``);
+    dropped only once they are as many as the series kept: a copy of the rest per early close
+    would cost O(pane) each time and replace blocks a checkpoint already wrote."""
 
-    __slots__ = ("chunks", "present", "by_series", "stale")
+    __slots__ = ("chunks", "present", "by_series", "gone")
 
-    def __init__(self, chunks: list[Rows], present: np.ndarray, by_series: bool = True, stale: bool = False) -> None:
+    def __init__(self, chunks: list[Rows], present: np.ndarray, by_series: bool = True, gone: int = 0) -> None:
         self.chunks = chunks
         self.present = present  # bool per series id
         self.by_series = by_series
-        self.stale = stale
+        self.gone = gone  # series whose rows are still in the chunks though no longer present
+
+    @property
+    def stale(self) -> bool:
+        return self.gone > 0
+
+    def live_rows(self, n_present: int) -> float:
+        """Rows of the present series, estimated (stale rows spread like the others)."""
+        rows = sum(c[0].size for c in self.chunks)
+        return rows * n_present / max(n_present + self.gone, 1)
 
     def mark(self, sid: np.ndarray, n: int) -> None:
         if self.present.size < n:
@@ -196,15 +206,16 @@ class _Pane:
 
     def drop(self, keep: np.ndarray) -> None:
         """Only the series ``keep`` stay present; their rows are copied out of the others' once
-        those are at least half the pane's series (or the pane is not sorted by series)."""
+        those (with the ones left stale before) are as many as the series kept (or at once when
+        the pane is not sorted by series)."""
         gone = int(np.count_nonzero(self.present & ~keep))
         if not gone:
             return
-        if self.by_series and 2 * gone < int(np.count_nonzero(self.present)):
-            self.present, self.stale = keep, True
+        if self.by_series and self.gone + gone < int(np.count_nonzero(keep)):
+            self.present, self.gone = keep, self.gone + gone
             return
         self.chunks = [c for c in self.rows_of(keep, copy=True) if c[0].size]
-        self.present, self.stale = keep, False
+        self.present, self.gone = keep, 0
 
 
 class WindowOperator:
@@ -409,7 +420,8 @@ class WindowOperator:
             n_due = int(np.count_nonzero(due))
             if not n_due:
                 continue
-            per = sum(c[0].size for c in pane.chunks) / max(int(np.count_nonzero(present)), 1)
+            n_present = int(np.count_nonzero(present))
+            per = pane.live_rows(n_present) / max(n_present, 1)
             weight[due] += per
             total += per * n_due
         if total <= limit:
@@ -574,7 +586,7 @@ class WindowOperator:
             # one is written to a file by the first checkpoint only
             panes[q] = {
                 "chunks": [tuple(Frozen(a) for a in c) for c in pane.chunks], "present": pane.present.copy(),
-                "by_series": pane.by_series, "stale": pane.stale,
+                "by_series": pane.by_series, "gone": pane.gone,
             }
         session = _concat(self._session) if self._session else _empty_rows()
         return {
@@ -585,7 +597,7 @@ class WindowOperator:
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state` (of an operator with the same step id and configuration)."""
-        if state.get("version") != STATE_VERSION:
+        if state.get("version") not in (1, STATE_VERSION):  # 1: chunks in arrival order
             raise ValueError(f"{self.step_id}: unsupported window state version {state.get('version')!r}")
         if state["step_id"] != self.step_id or state["config"] != self._config():
             raise ValueError(
@@ -600,7 +612,7 @@ class WindowOperator:
                 [_unfrozen(c) for c in p["chunks"]] if "chunks" in p else [(p["kid"], p["time"], p["value"])],
                 p["present"].copy(),
                 by_series=bool(p.get("by_series", False)),  # earlier checkpoints: arrival order
-                stale=bool(p.get("stale", False)),
+                gone=int(p.get("gone", 0)),
             )
             for q, p in state["panes"].items()
         }
