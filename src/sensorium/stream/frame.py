@@ -114,30 +114,56 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _value_hashes(col: pa.ChunkedArray, seed: int) -> np.ndarray | None:
-    """Per row, a 64-bit hash of a tag column's value (0 where null); None unless its values are
-    strings (plain or dictionary-encoded: the dictionary is hashed, then gathered by index)."""
-    parts = []
-    for chunk in col.chunks:
-        if pa.types.is_dictionary(chunk.type):
-            if not (pa.types.is_string(chunk.type.value_type) or pa.types.is_large_string(chunk.type.value_type)):
-                return None
-            hv = pl.Series(chunk.dictionary).hash(seed=seed).to_numpy()
-            idx = chunk.indices
-            if not len(hv):
-                parts.append(np.zeros(len(chunk), dtype=np.uint64))
-                continue
-            h = hv[pc.fill_null(idx, 0).to_numpy()] if idx.null_count else hv[idx.to_numpy()]
-            if idx.null_count:
-                h[~idx.is_valid().to_numpy(zero_copy_only=False)] = 0
-        elif pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type):
-            h = pl.Series(chunk).hash(seed=seed).to_numpy().copy()
-            if chunk.null_count:
-                h[~chunk.is_valid().to_numpy(zero_copy_only=False)] = 0
-        else:
+def _indices(idx: pa.Array) -> np.ndarray:
+    """A dictionary chunk's indices as int64, nulls as 0 (a tag missing from a batch: all null)."""
+    if idx.null_count == len(idx):
+        return np.zeros(len(idx), dtype=np.int64)
+    return (pc.fill_null(idx, 0) if idx.null_count else idx).to_numpy().astype(np.int64)
+
+
+def _value_hashes(col: pa.ChunkedArray, seeds: Sequence[int]) -> list[np.ndarray] | None:
+    """Per seed, per row, a 64-bit hash of a tag column's value (0 where null); None unless its
+    values are strings. Dictionary-encoded chunks (each batch has its own dictionary): every
+    dictionary hashed in one call, then gathered by index — one hash per seed for the column,
+    not per chunk (a step of many requests has a chunk per request)."""
+    chunks = col.chunks
+    if not chunks:
+        return [np.zeros(0, dtype=np.uint64) for _ in seeds]
+    if all(pa.types.is_dictionary(c.type) for c in chunks):
+        if not all(pa.types.is_string(c.type.value_type) or pa.types.is_large_string(c.type.value_type) for c in chunks):
             return None
-        parts.append(h)
-    return np.concatenate(parts) if len(parts) != 1 else parts[0]
+        dicts = [c.dictionary for c in chunks]
+        names = pl.Series(pa.concat_arrays(dicts) if len(dicts) > 1 else dicts[0])
+        sizes = np.array([len(d) for d in dicts], dtype=np.int64)
+        base = np.cumsum(sizes) - sizes
+        nulls = sum(c.indices.null_count for c in chunks)
+        idx = np.concatenate([_indices(c.indices) + b for c, b in zip(chunks, base.tolist(), strict=True)])
+        valid = (
+            np.concatenate([c.indices.is_valid().to_numpy(zero_copy_only=False) for c in chunks]) if nulls else None
+        )
+        out = []
+        for seed in seeds:
+            if not names.len():
+                out.append(np.zeros(len(idx), dtype=np.uint64))
+                continue
+            h = names.hash(seed=seed).to_numpy()[np.minimum(idx, names.len() - 1)]
+            if valid is not None:
+                h[~valid] = 0
+            out.append(h)
+        return out
+    if pa.types.is_dictionary(col.type):  # some chunks decoded: decode them all
+        col = col.cast(col.type.value_type)
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        return None
+    values = pl.Series(col)
+    null = values.is_null().to_numpy() if col.null_count else None
+    out = []
+    for seed in seeds:
+        h = values.hash(seed=seed).to_numpy().copy()
+        if null is not None:
+            h[null] = 0
+        out.append(h)
+    return out
 
 
 class SeriesCombos:
@@ -165,20 +191,21 @@ class SeriesCombos:
         """Both hashes of every row (``head``: the bucket prefix and measurement), or None when a
         tag column does not hold strings."""
         n = table.num_rows
-        out = []
-        for k, seed in enumerate(_SEEDS):
-            total = np.full(n, _mix(pl.Series([head]).hash(seed=seed).to_numpy().copy())[0], dtype=np.uint64)
-            for t in tags:
-                h = _value_hashes(table[t], seed)
-                if h is None:
-                    return None
+        out = [
+            np.full(n, _mix(pl.Series([head]).hash(seed=seed).to_numpy().copy())[0], dtype=np.uint64)
+            for seed in _SEEDS
+        ]
+        for t in tags:
+            hs = _value_hashes(table[t], _SEEDS)
+            if hs is None:
+                return None
+            for k, (seed, h) in enumerate(zip(_SEEDS, hs, strict=True)):
                 key = pl.Series([t]).hash(seed=seed + 2 + k).to_numpy()[0]
                 null = h == 0
                 h ^= key
                 _mix(h)
                 h[null] = 0
-                total += h
-            out.append(total)
+                out[k] += h
         return out[0], out[1]
 
     def lookup(self, ha: np.ndarray, hb: np.ndarray) -> np.ndarray:
