@@ -94,7 +94,7 @@ class _Framed:
     values: pl.DataFrame
     series: pl.DataFrame  # one row per distinct series (first sight)
     keys: pl.Series  # the series key of each distinct tag combination (Utf8)
-    combo: np.ndarray  # per value row: its tag combination (index into ``keys``)
+    combo: np.ndarray  # per value row: its tag combination (index into ``keys``); empty with ``sid``
     fields: list[str]
     field: np.ndarray  # per value row: index into ``fields``
     sid: np.ndarray | None = None  # per value row: its series id (framed with a SeriesCombos)
@@ -183,6 +183,14 @@ class SeriesCombos:
         self._index = HashIndex(spread=2)  # half full: ~3 MB at 100 k series
         self._b = np.zeros(0, dtype=np.uint64)
         self._sid = np.zeros(0, dtype=np.int32)
+        self._names: dict[tuple[str, int], np.uint64] = {}  # hashes of measurements and tag names
+
+    def _name_hash(self, name: str, seed: int) -> np.uint64:
+        """A measurement's or tag name's hash, computed once (not a Polars call per step)."""
+        h = self._names.get((name, seed))
+        if h is None:
+            h = self._names[(name, seed)] = pl.Series([name]).hash(seed=seed).to_numpy()[0]
+        return h
 
     def __len__(self) -> int:
         return len(self._sid)
@@ -192,7 +200,7 @@ class SeriesCombos:
         tag column does not hold strings."""
         n = table.num_rows
         out = [
-            np.full(n, _mix(pl.Series([head]).hash(seed=seed).to_numpy().copy())[0], dtype=np.uint64)
+            np.full(n, _mix(np.array([self._name_hash(head, seed)], dtype=np.uint64))[0], dtype=np.uint64)
             for seed in _SEEDS
         ]
         for t in tags:
@@ -200,7 +208,7 @@ class SeriesCombos:
             if hs is None:
                 return None
             for k, (seed, h) in enumerate(zip(_SEEDS, hs, strict=True)):
-                key = pl.Series([t]).hash(seed=seed + 2 + k).to_numpy()[0]
+                key = self._name_hash(t, seed + 2 + k)
                 null = h == 0
                 h ^= key
                 _mix(h)
@@ -267,12 +275,12 @@ def _frame(
             combos.add(hashed[0][new_rows], hashed[1][new_rows], sid_of_row[new_rows])
         else:
             keys, series = pl.Series("series", [], dtype=pl.Utf8), empty_series()
-        combo_of_row = np.zeros(n, dtype=np.int64)
+        combo_of_row = None  # rows are named by ``sid_of_row``
     else:
         keys, combo_of_row, series = _combos(bucket, measurement, table, tags, prefix)
     if not numeric or not n:
         none = np.zeros(0, dtype=np.int64)
-        return _Framed(empty_values(), series, keys, none, numeric, none, none.astype(np.int32) if hashed is not None else None)
+        return _Framed(empty_values(), series, keys, none, numeric, none)
     k = len(numeric)
     vals = np.empty((n, k), dtype=np.float64)
     present = np.empty((n, k), dtype=bool)
@@ -291,11 +299,13 @@ def _frame(
     if not mask.all():
         rows, cols, flat = rows[mask], cols[mask], flat[mask]
     times = table["time"].cast(pa.int64()).to_numpy()
-    combo = combo_of_row[rows]
-    sid = None if sid_of_row is None else sid_of_row[rows]
-    if sid is None or series_index is None:
+    sid = None
+    if combo_of_row is not None:
+        combo = combo_of_row[rows]
         names = keys.gather(combo)
     else:  # the names by id (a gather of strings, as from the batch's keys)
+        assert sid_of_row is not None and series_index is not None
+        combo, sid = rows[:0], sid_of_row[rows]
         names = series_index.column().gather(sid)
     out: dict[str, pl.Series] = {
         "series": names,
@@ -381,9 +391,9 @@ def _frames_of_batches(
     batches: Sequence[Batch], default_bucket: str, index: tuple[NameIndex, NameIndex] | None,
     combos: SeriesCombos | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame, Keys | None]:
-    si_ = index[0] if index is not None and combos is not None else None
+    si = index[0] if index is not None else None
     framed = [
-        _frame(b, m, t, tags, arr, default_bucket, combos if si_ is not None else None, si_)
+        _frame(b, m, t, tags, arr, default_bucket, combos if si is not None else None, si)
         for b, m, t, tags, arr in _group(batches)
     ]
     values, series = concat_frames((f.values, f.series) for f in framed)

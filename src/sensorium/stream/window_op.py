@@ -190,16 +190,14 @@ class _Pane:
             kid, t, v = chunk
             if self.by_series:
                 sl = _series_slice(kid, lo, hi)
-                if sl.stop - sl.start == kid.size:
-                    if whole:
-                        out.append(chunk)
-                        continue
-                else:
+                if sl.stop - sl.start < kid.size:
                     kid, t, v = kid[sl], t[sl], v[sl]
-                    if whole:
-                        if kid.size:
-                            out.append((kid.copy(), t.copy(), v.copy()) if copy else (kid, t, v))
-                        continue
+                    if copy and whole:
+                        kid, t, v = kid.copy(), t.copy(), v.copy()
+                if whole:  # every row of the slice is picked (the chunk itself if it is all)
+                    if kid.size:
+                        out.append((kid, t, v) if kid.size < chunk[0].size else chunk)
+                    continue
             m = pick[kid >> FIELD_BITS]
             out.append((kid[m], t[m], v[m]))
         return out
