@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from sensorium.jit import rolling_stats, rolling_update
 from sensorium.keyindex import KeyIndex as _KeyIndex
@@ -331,7 +332,7 @@ class RollingStats:
         return {
             "n": self.n,
             # keys as ids into the name lists (a list of every key's names was 2 x 400 k entries)
-            "series_names": self._keys.series_names.names,
+            "series_names": self._keys.series_names.column().to_arrow(),  # not .names: a list kept for good
             "key_sid": self._keys.key_sid,
             "field_names": self._keys.field_names,
             "key_fid": self._keys.field_id,
@@ -346,7 +347,7 @@ class RollingStats:
             return
         self._keys = _KeyIndex()
         if "key_sid" in state:
-            series = pl.Series(state["series_names"], dtype=pl.Utf8).gather(np.asarray(state["key_sid"]))
+            series = _names(state["series_names"]).gather(np.asarray(state["key_sid"]))
             field = pl.Series(state["field_names"], dtype=pl.Utf8).gather(np.asarray(state["key_fid"]))
         else:  # before session 11: the names of every key
             series = pl.Series(list(state["series"]), dtype=pl.Utf8)
@@ -356,3 +357,10 @@ class RollingStats:
         self._buf = state["buf"].copy()
         self._count = state["count"].copy()
         self._latest_t = state["latest_t"].copy()
+
+
+def _names(names: Any) -> pl.Series:
+    """A checkpoint's name column (an Arrow array since session 16, a list before)."""
+    if isinstance(names, (pa.Array, pa.ChunkedArray)):
+        return pl.Series(pl.from_arrow(names)).cast(pl.Utf8)
+    return pl.Series(list(names), dtype=pl.Utf8)
