@@ -70,6 +70,8 @@ def test_keyed_frames_name_every_row_like_the_frame() -> None:
 def test_stages_give_the_same_with_keys_as_by_name() -> None:
     plain = (RollingStats(), RollupOperator("r", ("1m", "1h")), RuleEngine(parse_rules(RULES)))
     keyed = (RollingStats(), RollupOperator("r", ("1m", "1h")), RuleEngine(parse_rules(RULES)))
+    unnamed = RollupOperator("r", ("1m", "1h"))  # given the keys only (the runner drops the names)
+    late = 0
     si, fi = NameIndex(), NameIndex()
     fired = 0
     for b in _batches(7):
@@ -83,12 +85,18 @@ def test_stages_give_the_same_with_keys_as_by_name() -> None:
         for k in r1.finalized:
             assert r1.finalized[k].equals(r2.finalized[k])
         assert r1.late.equals(r2.late)
+        r3 = unnamed.process(values.drop("series", "field"), keys)
+        for k in r1.finalized:
+            assert r1.finalized[k].equals(r3.finalized[k])
+        assert r1.late.equals(r3.late)  # late rows named from their keys
+        late += r3.late.height
         both = pl.concat([values, d1.select(values.columns)])
         t1 = plain[2].process(both, series)
         t2 = keyed[2].process(both, series, type(keys).concat([keys, dk]))
         assert t1 == t2
         fired += len(t1)
     assert fired  # the rules had something to say
+    assert late  # and some rows came late
     # and the stages' own ids came out in the same order (their checkpoints are the same)
     a, b = plain[0].state(), keyed[0].state()
     assert a["series_names"] == b["series_names"] and np.array_equal(a["key_sid"], b["key_sid"])

@@ -289,7 +289,7 @@ class WindowOperator:
         before = self._clock.observe(sid, time, arrival)
         late = pl.DataFrame(schema=LATE_SCHEMA)
         if before is not None and (is_late := time < before).any():
-            late = self._late(values, is_late, before)
+            late = self._late(values, is_late, before, kid)
             ok = ~is_late
             sid, kid, time, value = sid[ok], kid[ok], time[ok], value[ok]
         if kid.size:
@@ -325,10 +325,15 @@ class WindowOperator:
 
     # --- buffering and finalizing ---------------------------------------------------------------
 
-    def _late(self, values: pl.DataFrame, mask: np.ndarray, before: np.ndarray) -> pl.DataFrame:
+    def _late(self, values: pl.DataFrame, mask: np.ndarray, before: np.ndarray, kid: np.ndarray) -> pl.DataFrame:
+        """The late rows (``mask``) with their reason; named from their keys ``kid`` when
+        ``values`` comes without names (the runner drops them before the rollups)."""
         lateness = format_duration(self.lateness_ns)
+        rows = values.filter(pl.Series(mask))
+        if "series" not in rows.columns:
+            rows = rows.with_columns(*self._keys.names(kid[mask]))
         return (
-            values.filter(pl.Series(mask))
+            rows
             .select("series", "field", pl.col("time").cast(pl.Int64), pl.col("value").cast(pl.Float64))
             .with_columns(pl.Series("watermark", before[mask], dtype=pl.Int64))
             .with_columns(
