@@ -330,6 +330,22 @@ def test_absence_state_survives_a_checkpoint() -> None:
     assert [(t.alert_id, t.seq, t.state) for t in back] == [(fired[0].alert_id, 2, "resolved")]
 
 
+def test_absence_groups_fire_in_name_order_and_keep_their_ids_through_a_checkpoint() -> None:
+    devices = ["d5", "d1", "d9", "d3"]  # first seen in this order, fire in name order
+    rows = [(f"climate,device_id={d},room=r{i % 2}", "temperature", T0, 20.0, T0 + i * S) for i, d in enumerate(devices)]
+    eng = engine(silent_rule())
+    feed(eng, rows, arrival=True)
+    eng2 = engine(silent_rule())
+    eng2.restore(pickle.loads(pickle.dumps(eng.state())))
+    for e in (eng, eng2):  # a restored engine has its groups before their series come back
+        fired = e.tick(T0 + 11 * MIN)
+        assert [t.series for t in fired] == [f"climate,device_id={d}" for d in sorted(devices)]
+        assert [t.tags for t in fired] == [{"device_id": d} for d in sorted(devices)]
+    # d9 comes back: in the restored engine its group gets its series (and subject) again
+    back = feed(eng2, [("climate,device_id=d9,room=r0", "temperature", T0 + 12 * MIN, 20.0, T0 + 12 * MIN)], arrival=True)
+    assert [(t.series, t.state, t.tags) for t in back] == [("climate,device_id=d9", "resolved", {"device_id": "d9"})]
+
+
 # --------------------------------------------------------------------------- flapping
 
 
