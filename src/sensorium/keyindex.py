@@ -286,16 +286,17 @@ class KeyIndex:
         return self.field_names_.names
 
     def ids(
-        self, series: pl.Series, field: pl.Series, keys: Keys | None = None
+        self, series: pl.Series | None, field: pl.Series | None, keys: Keys | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Series ids and field ids of every row (names not seen yet are added); from ``keys``
-        (the rows' ids in the runner's indexes) when given."""
+        (the rows' ids in the runner's indexes) when given, else from the names."""
         if keys is not None:
             rs, rf = self._remap
             return (
                 rs.ids(keys.sid, keys.series, self.series_names.ids),
                 rf.ids(keys.fid, keys.fields, self.field_names_.ids),
             )
+        assert series is not None and field is not None, "names or keys"
         return self.series_names.ids(series), self.field_names_.ids(field)
 
     def keys(self, sid: np.ndarray, fid: np.ndarray, first: np.ndarray | None = None) -> np.ndarray:

@@ -58,6 +58,8 @@ params = {{ level = 80, reason = "motion in {{room}}" }}
             "hallway", [(night + i * NS, v) for i, v in enumerate([0, 1, 1, 0, 1])]
         ) + "\n" + _motion("kitchen", [(night + 9 * NS, 1)])
         assert p.write(body).accepted_rows == 8
+        # a telemetry automation reads the stream's values (with names); see the schedule test
+        assert p.automation_stage is not None and p.automation_stage.needs_values()
         p.process_stream()
         assert p.automation_outbox is not None
         p.automation_outbox.deliver_due()
@@ -102,6 +104,8 @@ actions = [{ kind = "notify", user = "alice", title = "Evening", message = "It i
     p = Sensorium(settings, clock=clock, background=False)
     try:
         assert p.automations is not None and p.automation_outbox is not None
+        # schedules only: the stream skips the stage's values (and makes no names for it)
+        assert p.automation_stage is not None and not p.automation_stage.needs_values()
         p.process_stream()  # first tick: schedules start now
         clock.advance(20 * 60)  # 21:50
         p.process_stream()

@@ -10,7 +10,7 @@ import pyarrow as pa
 from sensorium.keyindex import NameIndex
 from sensorium.rules.engine import RuleEngine
 from sensorium.rules.loader import parse_rules
-from sensorium.stream.frame import Batch, frames_of_batches, keyed_frames
+from sensorium.stream.frame import Batch, frames_of_batches, keyed_frames, named
 from sensorium.stream.rolling import RollingStats
 from sensorium.stream.rollup import RollupOperator
 
@@ -65,6 +65,25 @@ def test_keyed_frames_name_every_row_like_the_frame() -> None:
         assert values.equals(v2) and series.equals(s2)
         assert [si.names[i] for i in keys.sid] == values["series"].to_list()
         assert [fi.names[i] for i in keys.fid] == values["field"].to_list()
+
+
+def test_values_framed_without_names_are_named_from_their_keys() -> None:
+    si, fi = NameIndex(), NameIndex()
+    si2, fi2 = NameIndex(), NameIndex()
+    for lo in range(0, 6, 2):
+        batches = _batches(5)[lo : lo + 2]
+        values, series, keys = keyed_frames(batches, "default", si, fi)
+        bare, series2, keys2 = keyed_frames(batches, "default", si2, fi2, names=False)
+        assert "series" not in bare.columns and "field" not in bare.columns
+        assert series2.equals(series) and np.array_equal(keys2.sid, keys.sid) and np.array_equal(keys2.fid, keys.fid)
+        assert named(bare, keys2).equals(values)
+        assert named(values, keys) is values  # named already: as it is
+        # the rolling statistics of unnamed values: the same numbers and keys, no names
+        d1, k1 = RollingStats().process_keyed(values, ["*:std_10", "*:avg_10"], keys)
+        d2, k2 = RollingStats().process_keyed(bare, ["*:std_10", "*:avg_10"], keys2)
+        assert d2.equals(d1.drop("series", "field")) and d1.height
+        assert k1 is not None and k2 is not None
+        assert np.array_equal(k1.sid, k2.sid) and np.array_equal(k1.fid, k2.fid)
 
 
 def test_stages_give_the_same_with_keys_as_by_name() -> None:

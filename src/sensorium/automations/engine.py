@@ -117,6 +117,11 @@ class AutomationStage:
         return self._autos
 
     # -- telemetry and state -------------------------------------------------------------------
+    def needs_values(self) -> bool:
+        """Whether :meth:`process` would read a batch: only with automations on telemetry or
+        state (the stream then skips it, and makes no series names for it)."""
+        return any(isinstance(a.trigger, TelemetryTrigger | StateTrigger) for a in self.automations())
+
     def process(self, values: pl.DataFrame, series: pl.DataFrame) -> dict[str, pl.DataFrame]:
         autos = [a for a in self.automations() if isinstance(a.trigger, TelemetryTrigger | StateTrigger)]
         if not autos or not values.height:

@@ -245,14 +245,16 @@ def _frame(
     default_bucket: str,
     combos: SeriesCombos | None = None,
     series_index: NameIndex | None = None,
+    names: bool = True,
 ) -> _Framed:
     """Values come out row by row (the row's fields in column order), built with NumPy index
     arithmetic rather than an unpivot and a sort. Series keys are built once per distinct tag
     combination (a group-by on the tag columns, which arrive dictionary-encoded), not per row;
     with ``combos`` (and the ``series_index`` they map into) only for combinations not seen
-    before (the series frame then holds only theirs)."""
-    names = table.column_names
-    tags = [t for t in tag_names if t in names]
+    before (the series frame then holds only theirs). ``names=False``: no ``series`` and
+    ``field`` columns (the caller names rows by their ids, see :func:`keyed_frames`)."""
+    columns = table.column_names
+    tags = [t for t in tag_names if t in columns]
     numeric = [
         f.name
         for f in table.schema
@@ -302,17 +304,15 @@ def _frame(
     sid = None
     if combo_of_row is not None:
         combo = combo_of_row[rows]
-        names = keys.gather(combo)
-    else:  # the names by id (a gather of strings, as from the batch's keys)
+    else:  # rows named by id
         assert sid_of_row is not None and series_index is not None
         combo, sid = rows[:0], sid_of_row[rows]
-        names = series_index.column().gather(sid)
-    out: dict[str, pl.Series] = {
-        "series": names,
-        "field": pl.Series("field", numeric, dtype=pl.Utf8).gather(cols),
-        "time": pl.Series("time", times[rows], dtype=pl.Int64),
-        "value": pl.Series("value", flat, dtype=pl.Float64),
-    }
+    out: dict[str, pl.Series] = {}
+    if names:  # a gather of strings per row
+        out["series"] = keys.gather(combo) if sid is None else series_index.column().gather(sid)  # type: ignore[union-attr]
+        out["field"] = pl.Series("field", numeric, dtype=pl.Utf8).gather(cols)
+    out["time"] = pl.Series("time", times[rows], dtype=pl.Int64)
+    out["value"] = pl.Series("value", flat, dtype=pl.Float64)
     if arrival is not None:
         out["arrival"] = pl.Series("arrival", arrival[rows], dtype=pl.Int64)
     return _Framed(pl.DataFrame(out), series, keys, combo, numeric, cols, sid)
@@ -376,13 +376,15 @@ def frames_of_batches(batches: Sequence[Batch], default_bucket: str = "default")
 def keyed_frames(
     batches: Sequence[Batch], default_bucket: str, series_index: NameIndex, field_index: NameIndex,
     combos: SeriesCombos | None = None,
+    names: bool = True,
 ) -> tuple[pl.DataFrame, pl.DataFrame, Keys]:
     """:func:`frames_of_batches` plus the :class:`~sensorium.keyindex.Keys` of its rows in
     ``series_index`` and ``field_index`` (names looked up once per distinct series and field).
     With ``combos`` (kept by the caller beside ``series_index``) a series seen before is found
     by the hash of its tags, and the series frame holds only the series framed for the first
-    time through ``combos``."""
-    values, series, keys = _frames_of_batches(batches, default_bucket, (series_index, field_index), combos)
+    time through ``combos``. ``names=False``: the values come without their ``series`` and
+    ``field`` columns (a string per value); :func:`named` adds them from the keys."""
+    values, series, keys = _frames_of_batches(batches, default_bucket, (series_index, field_index), combos, names)
     assert keys is not None
     return values, series, keys
 
@@ -390,10 +392,11 @@ def keyed_frames(
 def _frames_of_batches(
     batches: Sequence[Batch], default_bucket: str, index: tuple[NameIndex, NameIndex] | None,
     combos: SeriesCombos | None = None,
+    names: bool = True,
 ) -> tuple[pl.DataFrame, pl.DataFrame, Keys | None]:
     si = index[0] if index is not None else None
     framed = [
-        _frame(b, m, t, tags, arr, default_bucket, combos if si is not None else None, si)
+        _frame(b, m, t, tags, arr, default_bucket, combos if si is not None else None, si, names or index is None)
         for b, m, t, tags, arr in _group(batches)
     ]
     values, series = concat_frames((f.values, f.series) for f in framed)
@@ -415,6 +418,18 @@ def _frames_of_batches(
         none = np.zeros(0, dtype=np.int32)
         keys = Keys.concat(parts) if parts else Keys(none, none, si, fi)
     return values, series, keys
+
+
+def named(values: pl.DataFrame, keys: Keys) -> pl.DataFrame:
+    """``values`` framed without names (:func:`keyed_frames` with ``names=False``) with its
+    ``series`` and ``field`` columns, from the rows' keys; as it is when it has them."""
+    if "series" in values.columns:
+        return values
+    return values.select(
+        keys.series.column().gather(keys.sid).alias("series"),
+        keys.fields.column().gather(keys.fid).alias("field"),
+        pl.all(),
+    )
 
 
 def concat_frames(

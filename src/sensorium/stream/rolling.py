@@ -134,7 +134,9 @@ class RollingStats:
         """Derived values, and their :class:`~sensorium.keyindex.Keys` when ``keys`` (those of
         ``values``, from the framing) are given.
 
-        Derived values of a values frame (arrival order); ``arrival`` is kept if present.
+        Derived values of a values frame (arrival order); ``arrival`` is kept if present. With
+        ``keys``, ``values`` may come without ``series`` and ``field`` (framed without names):
+        the derived values then come without them too (their keys name them).
 
         ``only`` names the derived fields wanted (``"temperature:std_10"``; glob patterns such as
         ``"*:std_10"`` allowed), e.g. :meth:`RuleEngine.wanted_derived()
@@ -152,7 +154,10 @@ class RollingStats:
             if values.height == 0:
                 return self._empty(values, keys)
         # group the rows by (series, field), stable: arrival order within a key
-        sid, fid = self._keys.ids(values.get_column("series"), values.get_column("field"), keys)
+        sid, fid = (
+            self._keys.ids(None, None, keys) if keys is not None
+            else self._keys.ids(values.get_column("series"), values.get_column("field"))
+        )
         code = sid.astype(np.int64) * len(self._keys.field_names) + fid
         order = stable_argsort(code)
         code = code[order]
@@ -270,13 +275,13 @@ class RollingStats:
         field_names = self._keys.field_names
         names = pl.Series([f"{f}:{self.names[s]}" for s in STATS for f in field_names], dtype=pl.Utf8)
         code = np.repeat(np.array(stats, dtype=np.int64) * len(field_names), [len(r) for r in rows]) + fid[idx]
-        series = values.get_column("series")
-        cols = {
-            "series": pl.concat([series.filter(pl.Series(has[i])) for i in stats], rechunk=False),
-            "field": names.gather(pl.Series(code, dtype=pl.UInt32)),
-            "time": pl.Series(values.get_column("time").to_numpy()[idx], dtype=pl.Int64),
-            "value": pl.Series(np.concatenate([val[i][r] for i, r in zip(stats, rows, strict=True)]), dtype=pl.Float64),
-        }
+        cols: dict[str, pl.Series] = {}
+        if "series" in values.columns:  # values framed without names (keys given) get none either
+            series = values.get_column("series")
+            cols["series"] = pl.concat([series.filter(pl.Series(has[i])) for i in stats], rechunk=False)
+            cols["field"] = names.gather(pl.Series(code, dtype=pl.UInt32))
+        cols["time"] = pl.Series(values.get_column("time").to_numpy()[idx], dtype=pl.Int64)
+        cols["value"] = pl.Series(np.concatenate([val[i][r] for i, r in zip(stats, rows, strict=True)]), dtype=pl.Float64)
         if "arrival" in values.columns:
             arrival = values.get_column("arrival")
             cols["arrival"] = (
@@ -299,7 +304,7 @@ class RollingStats:
         return cached[2]
 
     def _empty(self, values: pl.DataFrame, keys: Keys | None = None) -> tuple[pl.DataFrame, Keys | None]:
-        out = empty_values()
+        out = empty_values() if "series" in values.columns else empty_values().drop("series", "field")
         if "arrival" in values.columns:
             out = out.with_columns(pl.lit(None, dtype=pl.Int64).alias("arrival"))
         return out, None if keys is None else keys.take(np.zeros(0, dtype=np.int64))

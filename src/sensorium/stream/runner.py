@@ -48,6 +48,7 @@ from sensorium.rules.types import Transition
 from sensorium.stream.checkpoint import CheckpointStore, Written
 from sensorium.stream.detect_stage import SCORES_TABLE, DetectStage, specs_from_settings
 from sensorium.stream.frame import Batch, SeriesCombos, empty_values, keyed_frames, released
+from sensorium.stream.frame import named as named_values
 from sensorium.stream.outputs import APP_ID as DERIVED_APP_ID
 from sensorium.stream.outputs import LATE_TABLE, DerivedTables, stream_store, to_arrow
 from sensorium.stream.series import SeriesIndex
@@ -79,7 +80,9 @@ SCORES_SCHEMA = pa.schema(
 
 
 class UserStage(Protocol):
-    """What :class:`~sensorium.stream.pipeline.Pipeline` provides to the runner."""
+    """What :class:`~sensorium.stream.pipeline.Pipeline` provides to the runner. A stage may
+    also have ``needs_values() -> bool``: False skips its ``process`` for that step (it would
+    ignore the values), so the runner need not name them."""
 
     step_id: str
 
@@ -90,6 +93,32 @@ class UserStage(Protocol):
     def state(self) -> dict[str, Any]: ...
 
     def restore(self, state: dict[str, Any]) -> None: ...
+
+
+class _Named:
+    """A step's values with their ``series`` and ``field`` names, made on first call (from the
+    keys) and kept until :meth:`release`: only the stages that read names pay for them."""
+
+    __slots__ = ("frame", "keys", "values")
+
+    def __init__(self, values: pl.DataFrame, keys: Keys) -> None:
+        self.values, self.keys = values, keys
+        self.frame: pl.DataFrame | None = None
+
+    def __call__(self) -> pl.DataFrame:
+        if self.frame is None:
+            self.frame = named_values(self.values, self.keys)
+        return self.frame
+
+    def release(self) -> None:
+        self.frame = None
+
+
+def _needs_values(stage: Any) -> bool:
+    """Whether a user stage would read this step's values (an optional ``needs_values()``;
+    without one, always)."""
+    needs = getattr(stage, "needs_values", None)
+    return needs is None or bool(needs())
 
 
 class StreamRunner:
@@ -330,14 +359,19 @@ class StreamRunner:
         batches = self._take(max_rows or self.settings.stream.batch_max_rows)
         if not batches:
             return 0
-        values, series, keys = self._timed("frame", keyed_frames, batches, self.default_bucket, *self._names, self._combos)
+        # the values come without names (a string per value): the stages read the rows' keys;
+        # the stages that read names (user pipelines, detection) get them added once (``named``)
+        values, series, keys = self._timed(
+            "frame", keyed_frames, batches, self.default_bucket, *self._names, self._combos, False
+        )
+        named = _Named(values, keys)
         timed = self._timed
         with self._step_lock, self.derived.lock:
             self.series.add(series)
             # stages whose results nothing else in the step reads run on the side thread; every
             # output is applied below in one fixed order, so the outbox is the same either way
             side: dict[str, Future[Any]] = {}
-            held = self._hold(values)  # side pipelines' input when due, else {} (held for later)
+            held = self._hold(named)  # side pipelines' input when due, else {} (held for later)
             # a lean process (see sensorium.obs.memory) runs them one after the other: two
             # stages' working sets at once cost more memory than the second core gains time
             if values.height and self._side is not None and not lean():
@@ -360,10 +394,12 @@ class StreamRunner:
                         if p.step_id in held:
                             outputs[p.step_id] = timed(p.step_id, p.process, held[p.step_id], self.series.frame)
                         continue
-                    outputs[p.step_id] = timed(p.step_id, p.process, values, self.series.frame)
+                    if values.height and not _needs_values(p):
+                        continue  # it would ignore them (e.g. no automation on telemetry): no names made
+                    outputs[p.step_id] = timed(p.step_id, p.process, named(), self.series.frame)
                 scores, score_rows = empty_values(), None
                 if self.detect is not None and values.height:
-                    scores, score_rows = timed("detect", self.detect.process, values, self.series.frame)
+                    scores, score_rows = timed("detect", self.detect.process, named(), self.series.frame)
                 if values.height:
                     # alerts go out now, not after the rollups (on the side thread, or next on
                     # this one when lean): a minute's close aggregates every value of the minute
@@ -373,11 +409,7 @@ class StreamRunner:
                 # the rules' input is not read again: released before the rollups, whose minute
                 # close is the step's high-water mark at 100 k series (~40 MB less)
                 del derived, derived_keys, scores
-                if self.rollups is not None and "rollups" not in side and "series" in values.columns:
-                    # the rollups read the rows' keys, not their names (a string per value): a
-                    # minute's close then holds ~25 MB less at 100 k series (late rows are named
-                    # from their keys)
-                    values = values.select(c for c in values.columns if c not in ("series", "field"))
+                named.release()  # the rollups read keys: the names go before a minute's close
             finally:
                 done = {k: f.result() for k, f in side.items()}  # waits (and raises) even on errors
             if self.rollups is not None and values.height:
@@ -419,17 +451,18 @@ class StreamRunner:
     def _pipeline(self, step_id: str) -> UserStage:
         return next(p for p in self.pipelines if p.step_id == step_id)
 
-    def _hold(self, values: pl.DataFrame) -> dict[str, pl.DataFrame]:
-        """Keep ``values`` for the side pipelines (quality, compression); return their whole input
-        when due (``stream.side_interval_s`` since the first held row, or ``batch_max_rows`` held).
-        They are batch-invariant, so running them on fewer, larger batches changes no output."""
+    def _hold(self, named: _Named) -> dict[str, pl.DataFrame]:
+        """Keep a step's values (with names) for the side pipelines (quality, compression); return
+        their whole input when due (``stream.side_interval_s`` since the first held row, or
+        ``batch_max_rows`` held). They are batch-invariant, so running them on fewer, larger
+        batches changes no output."""
         ids = [p.step_id for p in self.pipelines if p.step_id in SIDE_PIPELINES]
-        if not ids or not values.height:
+        if not ids or not named.values.height:
             return {}
         if not self._held:
             self._held_since = time.monotonic()
-        self._held.append(values)
-        self._held_rows += values.height
+        self._held.append(named())
+        self._held_rows += named.values.height
         st = self.settings.stream
         if time.monotonic() - self._held_since < st.side_interval_s and self._held_rows < st.batch_max_rows:
             return {}
