@@ -93,3 +93,42 @@ def test_pipeline_misuse_is_a_clear_error() -> None:
         Pipeline("x").window("5 parsecs")
     with pytest.raises(ValueError, match="pipeline name"):
         Pipeline("no spaces please")
+
+
+class _Counting:
+    """A stage object of one's own: counts the batches it gets, and their columns."""
+
+    def __init__(self, step_id: str, wants: bool | None) -> None:
+        self.step_id = step_id
+        self.calls: list[list[str]] = []
+        if wants is not None:
+            self.needs_values = lambda: wants
+
+    def process(self, values: pl.DataFrame, series: pl.DataFrame) -> dict[str, pl.DataFrame]:
+        self.calls.append(values.columns)
+        return {}
+
+    def tick(self, now_ns: int) -> dict[str, pl.DataFrame]:
+        return {}
+
+    def state(self) -> dict[str, object]:
+        return {}
+
+    def restore(self, state: dict[str, object]) -> None:
+        pass
+
+
+def test_stages_get_named_values_unless_they_need_none(data_dir: Path) -> None:
+    """The stream frames values without names; a stage that reads them gets ``series`` and
+    ``field`` (made once per step); one whose ``needs_values()`` is False is not called."""
+    clock = FakeClock(T0 + 3600 * NS)
+    plain, wanting, idle = _Counting("plain", None), _Counting("wanting", True), _Counting("idle", False)
+    p = Sensorium(make_settings(data_dir), clock=clock, background=False, pipelines=[plain, wanting, idle])
+    try:
+        _write(p, 0, 600)
+        p.process_stream()
+        assert plain.calls and wanting.calls and not idle.calls
+        for calls in (plain.calls, wanting.calls):
+            assert all(c[:4] == ["series", "field", "time", "value"] for c in calls)
+    finally:
+        p.close()

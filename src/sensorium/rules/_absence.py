@@ -91,9 +91,9 @@ class Absence:
             # each group's first series: for new groups, and for groups restored without series
             first_sid = np.full(len(self.groups), -1, dtype=np.int64)
             first_sid[: len(self.first_sid)] = self.first_sid
-            g, first = np.unique(gid, return_index=True)
-            need = first_sid[g] < 0
-            first_sid[g[need]] = sids[rows[first[need]]]
+            ug, first = np.unique(gid, return_index=True)
+            need = first_sid[ug] < 0
+            first_sid[ug[need]] = sids[rows[first[need]]]
             self.first_sid = first_sid
         full = np.full(len(table), -1, dtype=np.int32)
         full[: len(self.gid_of_sid)] = self.gid_of_sid
