@@ -28,6 +28,50 @@ def counting_argsort(keys: np.ndarray, lo: int, span: int) -> np.ndarray:  # pra
     return out
 
 
+@njit(cache=True, nogil=True)
+def group_order(kid: np.ndarray, srank: np.ndarray, ns: int, field_bits: int, max_span: int) -> np.ndarray:  # pragma: no cover - compiled
+    """Stable order grouping rows by (``kid``, start rank ``srank``; ``ns`` ranks, 1: ``srank``
+    unused): a counting sort of the dense code ``((series - min series) * fields + field) * ns +
+    rank``, whose order is that of (kid, rank). Empty when the code would span more than
+    ``max_span`` values (sparse keys: the caller sorts another way)."""
+    n = kid.size
+    mask = (1 << field_bits) - 1
+    smin = kid[0] >> field_bits
+    smax = smin
+    fmax = 0
+    for i in range(n):
+        s = kid[i] >> field_bits
+        f = kid[i] & mask
+        if s < smin:
+            smin = s
+        if s > smax:
+            smax = s
+        if f > fmax:
+            fmax = f
+    nf = fmax + 1
+    if (smax - smin + 1) > max_span // (nf * ns) + 1:
+        return np.empty(0, np.intp)
+    span = (smax - smin + 1) * nf * ns
+    if span > max_span:
+        return np.empty(0, np.intp)
+    code = np.empty(n, np.int64)
+    cnt = np.zeros(span + 1, np.int64)
+    for i in range(n):
+        c = ((kid[i] >> field_bits) - smin) * nf + (kid[i] & mask)
+        if ns > 1:
+            c = c * ns + srank[i]
+        code[i] = c
+        cnt[c + 1] += 1
+    for j in range(1, span + 1):
+        cnt[j] += cnt[j - 1]
+    out = np.empty(n, np.intp)
+    for i in range(n):
+        c = code[i]
+        out[cnt[c]] = i
+        cnt[c] += 1
+    return out
+
+
 # --- sums as NumPy computes them ------------------------------------------------------------
 # ``np.add.reduceat(a, starts)`` gives ``a[i] + pairwise(a[i + 1 : j])`` per segment, with NumPy's
 # pairwise summation (8 accumulators over blocks of up to 128 values). The kernels sum the same
@@ -164,6 +208,9 @@ def window_partials(
     vv = np.empty(longest, np.float64)
     kk = np.empty(longest, np.int32)
     work = np.empty(longest, np.float64)
+    srt = np.empty(longest if nq else 0, np.float64)  # sorted in place: no array per group
+    ks = np.empty(longest if want_sketch else 0, np.int32)
+    kcnt = np.zeros(4 * longest + 64 if want_sketch else 0, np.int64)  # bucket counts (see below)
     for g in range(ng):
         a = gstart[g]
         m = gstart[g + 1] - a
@@ -219,7 +266,8 @@ def window_partials(
         work[m - 1] = 0.0
         o_int[g] = _segment_sum(work, 0, m)
         if nq:
-            srt = np.sort(vv[:m])
+            srt[:m] = vv[:m]
+            srt[:m].sort()
             for qi in range(nq):
                 h = qs[qi] / 100.0 * (m - 1)
                 lo = int(np.floor(h))
@@ -227,7 +275,33 @@ def window_partials(
                 x = srt[lo]
                 o_q[g, qi] = x if hi == lo else x + (h - lo) * (srt[hi] - x)
         if want_sketch:
-            ks = np.sort(kk[:m])
+            # a group's keys span few buckets (values within a few % of each other share one):
+            # counted in a table over their range, in key order, instead of sorted
+            kmin = 2147483647
+            kmax = -2147483648
+            for j in range(m):
+                key = kk[j]
+                if key != no_key:
+                    if key < kmin:
+                        kmin = key
+                    if key > kmax:
+                        kmax = key
+            if kmax >= kmin and kmax - kmin < kcnt.size:
+                for j in range(m):
+                    key = kk[j]
+                    if key != no_key:
+                        kcnt[key - kmin] += 1
+                for x in range(kmax - kmin + 1):
+                    c = kcnt[x]
+                    if c:
+                        r_seg[nrec] = g
+                        r_key[nrec] = kmin + x
+                        r_cnt[nrec] = c
+                        nrec += 1
+                        kcnt[x] = 0
+                continue
+            ks[:m] = kk[:m]
+            ks[:m].sort()
             j = 0
             while j < m:
                 key = ks[j]
@@ -348,6 +422,7 @@ _I8, _I4, _F8, _B = "int64[::1]", "int32[::1]", "float64[::1]", "boolean[::1]"
 EXPORTS = {
     "counting_argsort_i8": (counting_argsort, f"int64[::1]({_I8}, int64, int64)"),
     "counting_argsort_i4": (counting_argsort, f"int64[::1]({_I4}, int64, int64)"),
+    "group_order": (group_order, f"int64[::1]({_I8}, {_I8}, int64, int64, int64)"),
     "segment_sums": (segment_sums, f"float64[::1]({_F8}, {_I8})"),
     "observe_rows": (observe_rows, f"boolean({_I8}, {_I8}, {_I8}, {_I8}, int64, {_B}, {_I8})"),
     "rolling_stats": (

@@ -45,8 +45,8 @@ log = logging.getLogger(__name__)
 
 # Counting sort pays for its table of counts (8 bytes per possible key): use it while the key
 # range is at most this many times the row count (or small anyway).
-_COUNTING_SPAN = 8
-_COUNTING_SMALL = 1 << 20
+COUNTING_SPAN = 8
+COUNTING_SMALL = 1 << 20
 BUILD_TIMEOUT_S = 900
 
 _HERE = Path(__file__).resolve().parent
@@ -203,13 +203,16 @@ def prepare() -> threading.Thread | None:
 # --- the kernels, with the dtypes they were compiled for --------------------------------------
 
 
+_NO_RANKS = np.zeros(0, np.int64)
+
+
 def _c(a: np.ndarray, dtype: Any) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=dtype)
 
 
 def counting_applies(n: int, span: int) -> bool:
     """Whether :func:`counting_argsort` suits ``n`` keys spanning ``span`` values."""
-    return span <= _COUNTING_SMALL or span <= _COUNTING_SPAN * n
+    return span <= COUNTING_SMALL or span <= COUNTING_SPAN * n
 
 
 def counting_argsort(keys: np.ndarray, lo: int, hi: int) -> np.ndarray:
@@ -219,6 +222,17 @@ def counting_argsort(keys: np.ndarray, lo: int, hi: int) -> np.ndarray:
     if k.dtype == np.int32:
         return kernels().counting_argsort_i4(_c(k, np.int32), int(lo), int(hi) - int(lo) + 1)
     return kernels().counting_argsort_i8(_c(k, np.int64), int(lo), int(hi) - int(lo) + 1)
+
+
+def group_order(kid: np.ndarray, srank: np.ndarray | None, ns: int, field_bits: int, max_span: int) -> np.ndarray | None:
+    """Stable order grouping rows by (``kid``, start rank ``srank``; None or ``ns`` 1: one start),
+    as ``np.lexsort((srank, kid))`` orders them: one counting sort of a dense code (series, field,
+    rank), in one compiled call. None when that code would span more than ``max_span`` values."""
+    if kid.size == 0:
+        return np.zeros(0, dtype=np.intp)
+    ranks = _c(srank, np.int64) if srank is not None and ns > 1 else _NO_RANKS
+    out = kernels().group_order(_c(kid, np.int64), ranks, max(int(ns), 1), int(field_bits), int(max_span))
+    return out if out.size == kid.size else None
 
 
 def segment_sums(a: np.ndarray, starts: np.ndarray) -> np.ndarray:

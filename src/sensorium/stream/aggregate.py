@@ -47,7 +47,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from sensorium.jit import window_partials
+from sensorium.jit import COUNTING_SMALL, COUNTING_SPAN, group_order, window_partials
 from sensorium.keyindex import stable_argsort
 from sensorium.stream.watermark import FIELD_BITS
 
@@ -247,21 +247,28 @@ def aggregate_rows(
 
 
 def _group_order(kid: np.ndarray, start: np.ndarray, start_rank: tuple[int, np.ndarray] | None = None) -> np.ndarray:
-    """Stable order grouping rows by (kid, start): one stable sort of a dense code (series *
-    fields + field, then the start's rank), which :func:`~sensorium.keyindex.stable_argsort`
-    does as a counting sort when the code's range is small (it is, for the stream's keys)."""
-    lo, hi = int(kid.min()), int(kid.max())
+    """Stable order grouping rows by (kid, start): one stable counting sort of a dense code
+    (series * fields + field, then the start's rank), made and sorted in one compiled call
+    (:func:`~sensorium.jit.group_order`) while the code's range is small (it is, for the stream's
+    keys); else LSD radix passes or ``np.lexsort``."""
+    one = start.size == 1 or start.min() == start.max()
+    srank: np.ndarray | None
+    if not one and start_rank is None:
+        uniq, srank = np.unique(start, return_inverse=True)
+        start_rank = (uniq.size, srank)
+    ns, srank = (1, None) if one or start_rank is None else (start_rank[0], start_rank[1])
+    order = group_order(kid, srank, ns, FIELD_BITS, max(COUNTING_SMALL, COUNTING_SPAN * kid.size))
+    if order is not None:
+        return order
+    lo = int(kid.min())
     code = kid - lo
-    if hi - lo >= 1 << FIELD_BITS and lo >= 0:  # dense code, same order: series * fields + field
+    if lo >= 0:  # dense code, same order: series * fields + field
         fid = kid & ((1 << FIELD_BITS) - 1)
         sid = kid >> FIELD_BITS
         code = (sid - int(sid.min())) * (int(fid.max()) + 1) + fid
-    if start.size == 1 or start.min() == start.max():
+    if ns == 1:
         return stable_argsort(code)
-    if start_rank is None:
-        uniq, srank = np.unique(start, return_inverse=True)
-        start_rank = (uniq.size, srank)
-    ns, srank = start_rank
+    assert srank is not None
     if (int(code.max()) + 1) * ns >= 1 << 62:  # sparse keys: the combined code would overflow
         return np.lexsort((srank, code))
     return stable_argsort(code * ns + srank)

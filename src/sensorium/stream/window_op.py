@@ -438,24 +438,31 @@ class WindowOperator:
         now[cut:] = done[cut:]
         return now, True
 
-    def _aggregate(self, parts: list[Part]) -> pl.DataFrame:
+    def _aggregate(self, parts: list[Part], by_series: bool = False) -> pl.DataFrame:
         """Partials of rows given as (kid, window start(s), time, value) parts (in arrival order).
 
         Past :data:`AGG_ROWS` rows the keys are cut into ranges of whole series, each aggregated
         on its own and the results concatenated (still sorted by key): the working memory (the
         grouping order, the gathered rows, sketch keys) is that of a slice, not of every row of
-        the windows closing — when the minutes of 100 k series close together, ~2.6 M rows."""
+        the windows closing — when the minutes of 100 k series close together, ~2.6 M rows.
+        ``by_series``: every part is sorted by series id (a pane's chunks), so a range of series
+        is a slice of each part (two binary searches, a view), not a mask over all its rows."""
         total = sum(p[0].size for p in parts)
         if total <= AGG_ROWS:
             return self._aggregate_all(parts)
         lo = min(int(p[0].min()) for p in parts if p[0].size) >> FIELD_BITS
         hi = (max(int(p[0].max()) for p in parts if p[0].size) >> FIELD_BITS) + 1
-        cuts = np.unique(np.linspace(lo, hi, -(-total // AGG_ROWS) + 1).astype(np.int64)) << FIELD_BITS
+        cuts = np.unique(np.linspace(lo, hi, -(-total // AGG_ROWS) + 1).astype(np.int64))
         frames = []
         for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
             sub: list[Part] = []
             for k, s, t, v in parts:
-                m = (k >= a) & (k < b)
+                if by_series:
+                    sl = _series_slice(k, a, b - 1)
+                    if sl.stop > sl.start:
+                        sub.append((k[sl], s if isinstance(s, int) else s[sl], t[sl], v[sl]))
+                    continue
+                m = (k >= a << FIELD_BITS) & (k < b << FIELD_BITS)
                 if m.any():
                     sub.append((k[m], s if isinstance(s, int) else s[m], t[m], v[m]))
             if sub:
@@ -494,6 +501,7 @@ class WindowOperator:
         moved = now > done
         if not moved.any():
             return self._aggregate(parts)
+        sorted_parts = True  # every part a slice of a chunk sorted by series (see _aggregate)
         top = int(now[moved].max())
         for q in sorted(self._panes):
             if win.first_end(q) > top:  # panes come in time order: nothing later can close
@@ -509,12 +517,13 @@ class WindowOperator:
                 emit = present & (done < e) & (e <= now)
                 if emit.any():
                     parts.extend((kid, st, t, v) for kid, t, v in pane.rows_of(emit))
+                    sorted_parts &= pane.by_series
             keep = present & (now < win.last_end(q))
             if not keep.any():
                 del self._panes[q]
             elif trim:
                 pane.drop(keep)
-        return self._aggregate(parts)
+        return self._aggregate(parts, sorted_parts)
 
     def _sessions(self) -> tuple[Rows, np.ndarray, np.ndarray]:
         """Buffered rows sorted by (key, time), deduplicated, with session id and session start."""
@@ -545,7 +554,7 @@ class WindowOperator:
         if not shut.any():
             return self._aggregate([])
         start = np.repeat(t[first], lens)
-        return self._aggregate([(kid[closed], start[closed], t[closed], v[closed])])
+        return self._aggregate([(kid[closed], start[closed], t[closed], v[closed])], by_series=True)
 
     def open_partials(self) -> pl.DataFrame:
         """Partial frame of the open windows (cached until the next step)."""
@@ -569,7 +578,7 @@ class WindowOperator:
                         continue
                     # chunk by chunk: joining them would replace blocks a checkpoint wrote already
                     parts.extend((kid, st, t, v) for kid, t, v in pane.rows_of(pending))
-        self._open = self._aggregate(parts)
+        self._open = self._aggregate(parts, all(p.by_series for p in self._panes.values()))
         return self._open
 
     # --- checkpoints ----------------------------------------------------------------------------
