@@ -100,3 +100,19 @@ def test_load_rejects_unknown_extension(tmp_path: Path) -> None:
     f.write_text("hello")
     r = run("load", str(f), "--data-dir", str(tmp_path / "d"))
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_server_commands_apply_the_switch_interval() -> None:
+    """`up`, `ingest`, `api` and `worker` set the process's thread switch interval from the
+    settings (1 ms by default, Python's own is 5 ms)."""
+    from sensorium.cli.common import apply_process_settings
+    from sensorium.config import load_settings
+
+    saved = sys.getswitchinterval()
+    try:
+        apply_process_settings(load_settings(None, switch_interval_ms=2.5))
+        assert sys.getswitchinterval() == pytest.approx(0.0025)
+        apply_process_settings(load_settings(None))
+        assert sys.getswitchinterval() == pytest.approx(0.001)
+    finally:
+        sys.setswitchinterval(saved)

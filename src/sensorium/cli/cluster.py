@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from sensorium.cli.common import ConfigOpt, DataDirOpt, http_server
+from sensorium.cli.common import ConfigOpt, DataDirOpt, apply_process_settings, http_server
 from sensorium.cli.common import settings as _settings
 
 console = Console()
@@ -51,6 +51,7 @@ def ingest(
     from sensorium.platform import Sensorium
 
     s = _settings(config, data_dir=data_dir, host=host, port=port)
+    apply_process_settings(s)
     platform = Sensorium(s, role="ingest", node_id=node_id)
     sources = start_sources(platform)
     try:
@@ -71,6 +72,7 @@ def api(
     from sensorium.platform import Sensorium
 
     s = _settings(config, data_dir=data_dir, host=host, port=port)
+    apply_process_settings(s)
     _serve(Sensorium(s, role="api"), s.host, s.port, "api node")
 
 
@@ -94,6 +96,7 @@ def worker(
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("sensorium.worker").setLevel(logging.INFO)
     s = _settings(config, data_dir=data_dir)
+    apply_process_settings(s)
     w = Worker(s, node_id=node_id)
     if metrics_port is not None:
         from prometheus_client import start_http_server

@@ -51,6 +51,14 @@ def settings(config: Path | None, **overrides: Any) -> Settings:
     return s
 
 
+def apply_process_settings(s: Settings) -> None:
+    """Process-wide settings of a long-running server command (``up``, ``ingest``, ``api``,
+    ``worker``): the thread switch interval (``switch_interval_ms``)."""
+    import sys
+
+    sys.setswitchinterval(s.switch_interval_ms / 1000.0)
+
+
 def parse_duration(text: str) -> float:
     """'90', '90s', '15m', '2h', '1d' → seconds."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*", text)

@@ -35,6 +35,7 @@ from sensorium.cli.common import (
     DataDirOpt,
     FormatOpt,
     UrlOpt,
+    apply_process_settings,
     console,
     err,
     http_server,
@@ -118,6 +119,7 @@ def up(
         from pydantic import SecretStr
 
         s = s.model_copy(update={"auth_token": SecretStr(secrets.token_urlsafe(32))})
+    apply_process_settings(s)
     platform = Sensorium(s)
     url = f"http://{s.host}:{s.port}"
     console.print(f"[bold green]Sensorium[/] listening on [link={url}]{url}[/] · data in {s.data_dir.resolve()}")
