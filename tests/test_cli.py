@@ -102,12 +102,15 @@ def test_load_rejects_unknown_extension(tmp_path: Path) -> None:
     assert r.returncode == 2 and "Traceback" not in r.stderr
 
 
-def test_server_commands_apply_the_switch_interval() -> None:
-    """`up`, `ingest`, `api` and `worker` set the process's thread switch interval from the
-    settings (1 ms by default, Python's own is 5 ms)."""
+def test_process_settings_set_the_switch_interval(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """What `up`, `ingest`, `api` and `worker` apply first: the process's thread switch interval
+    from the settings (1 ms by default, Python's own is 5 ms)."""
     from sensorium.cli.common import apply_process_settings
     from sensorium.config import load_settings
 
+    monkeypatch.delenv("SENSORIUM_SWITCH_INTERVAL_MS", raising=False)
+    monkeypatch.delenv("SENSORIUM_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)  # no ./sensorium.toml
     saved = sys.getswitchinterval()
     try:
         apply_process_settings(load_settings(None, switch_interval_ms=2.5))

@@ -254,3 +254,32 @@ def test_group_order_refuses_sparse_keys_without_overflow() -> None:
     kid = np.array([0, (1 << 50) << 8, 5], dtype=np.int64)
     assert jit.group_order(kid, None, 1, 8, 1 << 20) is None
     assert jit.group_order(kid, np.array([0, 1, 0]), 1 << 40, 8, 1 << 20) is None
+
+
+def test_group_order_without_ranks_ignores_ns_and_checks_ranks() -> None:
+    """No ranks (None) with ``ns`` > 1 sorts by key alone (the kernel must not read ranks it was
+    not given); ranks out of [0, ns) or of another length are refused before the kernel runs."""
+    kid = np.array([3, 1, 2, 1], dtype=np.int64)
+    got = jit.group_order(kid, None, 3, 8, 1 << 20)
+    assert got is not None and got.tolist() == [1, 3, 2, 0]
+    for bad in (np.array([0, 1, 3, 0]), np.array([0, 1]), np.array([0, -1, 0, 0])):
+        with pytest.raises(ValueError):
+            jit.group_order(kid, bad, 3, 8, 1 << 20)
+
+
+def test_window_partials_sketch_of_small_groups_beside_a_large_one() -> None:
+    """The bucket table is used only when a group's key range is near its size (a small group of
+    values straddling zero spans ~2,000 buckets): the records equal the sorted path's either way."""
+    rng = np.random.default_rng(11)
+    big = rng.normal(0.0, 1.0, 600)
+    small = np.tile([-1.0, 1.0], 50)
+    k = np.concatenate([np.zeros(600, np.int64), np.repeat(np.arange(1, 51), 2)])
+    v = np.concatenate([big, small])
+    t = np.concatenate([np.arange(600), np.tile([0, 1], 50)]).astype(np.int64)
+    got = aggregate_rows(k, np.zeros(1, np.int64), t, v, sketch=True)
+    row, key, cnt = decode_sketches(got.get_column("_sketch"))
+    for i, kk in enumerate(got["kid"].to_list()):
+        vals = v[k == kk]
+        keys = sketch_keys(vals)
+        uk, uc = np.unique(keys[keys != NO_KEY], return_counts=True)
+        assert (key[row == i].tolist(), cnt[row == i].tolist()) == (uk.tolist(), uc.tolist())

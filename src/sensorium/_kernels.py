@@ -210,7 +210,7 @@ def window_partials(
     work = np.empty(longest, np.float64)
     srt = np.empty(longest if nq else 0, np.float64)  # sorted in place: no array per group
     ks = np.empty(longest if want_sketch else 0, np.int32)
-    kcnt = np.zeros(4 * longest + 64 if want_sketch else 0, np.int64)  # bucket counts (see below)
+    kcnt = np.zeros(min(4 * longest + 64, 1 << 17) if want_sketch else 0, np.int64)  # bucket counts (see below)
     for g in range(ng):
         a = gstart[g]
         m = gstart[g + 1] - a
@@ -286,7 +286,7 @@ def window_partials(
                         kmin = key
                     if key > kmax:
                         kmax = key
-            if kmax >= kmin and kmax - kmin < kcnt.size:
+            if kmax >= kmin and kmax - kmin < min(4 * m + 64, kcnt.size):  # a table scan ~ the group's size
                 for j in range(m):
                     key = kk[j]
                     if key != no_key:

@@ -427,11 +427,11 @@ class Settings(BaseSettings):
     )
     switch_interval_ms: float = Field(
         1.0, gt=0, le=100,
-        description="`sensorium up`: the server process's thread switch interval (Python's "
-        "`sys.setswitchinterval`). A thread back from native code (NumPy, Polars, Arrow, SQLite) waits up to "
-        "this long for the interpreter while another thread runs Python: the stream makes many short native "
-        "calls per step beside the HTTP threads, and at Python's default (5 ms) those waits add hundreds of "
-        "ms to ingest-to-alert latency under load (docs/benchmarks.md).",
+        description="The thread switch interval (Python's `sys.setswitchinterval`) of the processes `sensorium "
+        "up`, `ingest`, `api` and `worker` run in. A thread back from native code (NumPy, Polars, Arrow, SQLite) "
+        "waits up to this long for the interpreter while another thread runs Python: the stream makes many short "
+        "native calls per step beside the HTTP threads, and at Python's default (5 ms) those waits add up under "
+        "load (docs/benchmarks.md, stream, session 17).",
     )
     query_timeout_s: float = Field(30.0, gt=0, description="Queries running longer are interrupted.")
     query_max_rows: int = Field(1_000_000, ge=1, description="Largest result a query may return.")

@@ -230,8 +230,13 @@ def group_order(kid: np.ndarray, srank: np.ndarray | None, ns: int, field_bits: 
     rank), in one compiled call. None when that code would span more than ``max_span`` values."""
     if kid.size == 0:
         return np.zeros(0, dtype=np.intp)
-    ranks = _c(srank, np.int64) if srank is not None and ns > 1 else _NO_RANKS
-    out = kernels().group_order(_c(kid, np.int64), ranks, max(int(ns), 1), int(field_bits), int(max_span))
+    if srank is None or ns <= 1:  # the kernel reads ranks only when ns > 1
+        ranks, ns = _NO_RANKS, 1
+    else:
+        ranks = _c(srank, np.int64)
+        if ranks.size != kid.size or int(ranks.min()) < 0 or int(ranks.max()) >= ns:
+            raise ValueError("group_order: a start rank per row, each in [0, ns)")
+    out = kernels().group_order(_c(kid, np.int64), ranks, int(ns), int(field_bits), int(max_span))
     return out if out.size == kid.size else None
 
 

@@ -94,6 +94,9 @@ log = logging.getLogger("sensorium")
 INT64_MAX = 2**63 - 1
 #: How often the background thread stores the writes' dead letters and quality counters.
 DL_APPLY_INTERVAL_S = 0.5
+#: While the stream closes windows the flusher writes a table only at this many times its
+#: ``flush_rows`` and ``flush_interval_s`` (see :meth:`Sensorium.flush`).
+FLUSH_PATIENCE = 3
 
 
 @dataclass
@@ -948,10 +951,17 @@ class Sensorium:
         return self.query(p.sql, bucket, principal=principal), p.source
 
     # -- flushing ------------------------------------------------------------------------------
-    def flush(self, force: bool = False) -> int:
-        """Move due (or, with ``force``, all) hot data into the lake. Returns rows flushed."""
+    def _stream_closing(self) -> bool:
+        return self.stream is not None and self.stream.closing
+
+    def flush(self, force: bool = False, patient: bool = False) -> int:
+        """Move due (or, with ``force``, all) hot data into the lake. Returns rows flushed.
+        ``patient``: due only at :data:`FLUSH_PATIENCE` times the rows and age (the flusher's
+        call while the stream closes windows: the data waits in memory and in the WAL, and the
+        stream's burst gets the CPU a Parquet write would take)."""
         st = self.settings.store
-        keys = self.hot.keys() if force else self.hot.due(st.flush_rows, st.flush_interval_s)
+        k = FLUSH_PATIENCE if patient else 1
+        keys = self.hot.keys() if force else self.hot.due(st.flush_rows * k, st.flush_interval_s * k)
         total = 0
         for key in keys:
             total += self._flush_key(key)
@@ -985,7 +995,7 @@ class Sensorium:
         wait = 0.25
         while not self._stop.wait(wait):
             try:
-                self.flush()
+                self.flush(patient=self._stream_closing())
                 wait = 0.25
             except Exception:  # the data stays in memory and in the WAL; retry, slower
                 log.exception("flush failed; will retry (data is safe in the WAL)")
@@ -1039,7 +1049,14 @@ class Sensorium:
         return removed
 
     def _maintenance_loop(self) -> None:
-        while not self._stop.wait(self.settings.store.maintenance_interval_s):
+        every = self.settings.store.maintenance_interval_s
+        while not self._stop.wait(every):
+            # compaction is an optimisation: it waits out the stream's window closes (for at
+            # most another interval), instead of taking a core from them (alert latency)
+            until = time.monotonic() + every
+            while self._stream_closing() and time.monotonic() < until:
+                if self._stop.wait(min(0.5, every)):
+                    return
             try:
                 self.maintain()
             except Exception:  # compaction is an optimisation: log, count, go on

@@ -482,3 +482,28 @@ def test_values_frame_columns_may_come_in_any_order() -> None:
     df = values([(D7, "temperature", T0, 70.0)]).select("value", "time", "field", "series")
     assert len(eng.process(df, series_frame([D7]))) == 1
     assert isinstance(df, pl.DataFrame)
+
+
+def test_a_growing_series_frame_registers_only_its_new_rows_with_their_tags() -> None:
+    """The runner's series frame only grows: the rules register the rows after the ones they saw
+    (tags from the frame, not parsed from the key — ``room`` is in no key here); a frame that does
+    not extend the last one is registered whole."""
+    from sensorium.rules.engine import _added
+
+    def frame(rows: list[tuple[str, str]]) -> pl.DataFrame:
+        return pl.DataFrame(
+            [{"series": k, "bucket": "default", "measurement": "climate", "device_id": k.split("=")[1], "room": r}
+             for k, r in rows]
+        )
+
+    eng = engine(temp_rule())
+    f1 = frame([(D7, "a")])
+    f2 = pl.concat([f1, frame([(D8, "b")])])
+    f3 = frame([("climate,device_id=d9", "c")])
+    assert _added(f2, f1).get_column("series").to_list() == [D8]
+    assert _added(f3, f1) is f3 and _added(f1, None) is f1 and _added(f1, f1) is f1
+    assert eng.process(values([(D7, "temperature", T0, 20.0)]), f1) == []
+    trs = eng.process(values([(D8, "temperature", T0, 70.0)]), f2)
+    assert [(t.series, t.tags) for t in trs] == [(D8, {"device_id": "d8", "room": "b"})]
+    trs = eng.process(values([("climate,device_id=d9", "temperature", T0, 70.0)]), f3)
+    assert [t.tags for t in trs] == [{"device_id": "d9", "room": "c"}]

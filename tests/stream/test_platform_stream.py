@@ -384,3 +384,59 @@ def test_maintenance_compacts_the_stream_outputs_and_keeps_exactly_once(data_dir
         assert len(keys) == len(set(keys))
     finally:
         p.close()
+
+
+def test_window_closes_in_parts_hold_back_flushes_not_yet_overdue(data_dir: Path, clock: FakeClock) -> None:
+    """While windows close in parts (``close_max_rows``) the stream says so (``closing``) and the
+    flusher writes a table only at FLUSH_PATIENCE times its flush thresholds; a forced or
+    impatient flush still writes. The rollups are unchanged by it."""
+    from sensorium.platform import FLUSH_PATIENCE
+
+    p = Sensorium(
+        make_settings(data_dir, store={"flush_rows": 2000}, stream={"close_max_rows": 20}), clock=clock, background=False
+    )
+    try:
+        lines = _lines(0, 600, 6, seed=4, step_s=1)
+        assert 2000 <= len(lines) < 2000 * FLUSH_PATIENCE
+        p.write("\n".join(lines))
+        p.stream.step()
+        assert p.stream.closing  # the minutes of 6 devices, 20 values at a time
+        assert p.flush(patient=True) == 0
+        assert p.flush() == len(lines)
+        while p.stream.settle():
+            assert p.stream.closing
+        assert not p.stream.closing
+        clock.advance(86_400)
+        p.process_stream()
+        _assert_same(_rolled(p, "1m"), _recomputed(p, "1m"))
+    finally:
+        p.close()
+
+
+@pytest.mark.parametrize("closing_s, first_after", [(0.0, 0.4), (0.7, 0.7), (9.0, 0.8)])
+def test_compaction_waits_out_window_closes_for_at_most_an_interval(
+    data_dir: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, closing_s: float, first_after: float
+) -> None:
+    """The maintenance thread runs ``maintain`` every interval (0.4 s here), but not while the
+    stream closes windows — for at most one more interval (the stream closing "forever" here:
+    the first compaction comes after two intervals)."""
+    import time
+
+    p = Sensorium(make_settings(data_dir, store={"maintenance_interval_s": 0.4}), clock=clock, background=False)
+    t0 = time.monotonic()
+    calls: list[float] = []
+    monkeypatch.setattr(p, "_stream_closing", lambda: time.monotonic() - t0 < closing_s)
+    monkeypatch.setattr(p, "maintain", lambda **_: calls.append(time.monotonic() - t0) or 0)
+    t = threading.Thread(target=p._maintenance_loop, daemon=True)
+    try:
+        t.start()
+        deadline = time.monotonic() + 10
+        while not calls and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert calls and calls[0] >= first_after - 0.01, calls
+        assert calls[0] < first_after + 3.0, calls  # generous: a busy machine
+    finally:
+        p._stop.set()
+        t.join(timeout=5)
+        p._stop.clear()
+        p.close()

@@ -153,6 +153,22 @@ class _EventRule:
     flapping: dict[int, int] = field(default_factory=dict)
 
 
+def _added(series: pl.DataFrame, seen: pl.DataFrame | None) -> pl.DataFrame:
+    """The rows of a series frame to register: only those after ``seen`` (the frame registered
+    last) when ``series`` extends it — the runner's frame only grows, by appending, and a
+    re-registration of every series whenever one is added cost O(series) per step (names hashed
+    again) — else all of them (registering a known series again is a no-op). Two rows compared
+    stand in for the prefix: a series missed by a wrong guess is still registered from its key
+    when its values come (``_series_ids``)."""
+    if seen is None or not 0 < seen.height < series.height or "series" not in series.columns:
+        return series
+    old, new = seen.get_column("series"), series.get_column("series")
+    h = seen.height
+    if new[0] != old[0] or new[h - 1] != old[h - 1]:
+        return series
+    return series.slice(h)
+
+
 class RuleEngine:
     """Evaluates a :class:`RuleSet` on values frames (see the module docstring)."""
 
@@ -212,7 +228,7 @@ class RuleEngine:
         rows' ids from the framing, if known — then no series or field name is hashed, and
         ``values`` needs only ``time``, ``value`` and, if known, ``arrival``)."""
         if series is not None and series.height and series is not self._seen_frame:
-            self._on_new_series(self._series.register(series))
+            self._on_new_series(self._series.register(_added(series, self._seen_frame)))
             self._seen_frame = series  # the runner passes the same frame until series are added
         n = values.height
         if n == 0:

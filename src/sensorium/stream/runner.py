@@ -159,10 +159,10 @@ class StreamRunner:
         )
         self.derived.open_rows = self._open_rows
         self.derived.open_names = self._open_names
-        self.series = SeriesIndex()
         # the framing names every row's series and field by an id in these (not checkpointed:
         # each stage keeps its own ids, and maps these to them; see keyindex.Remap)
         self._names = (NameIndex(), NameIndex())
+        self.series = SeriesIndex(self._names[0])  # new series found by their framing ids
         self._combos = SeriesCombos()  # a series seen before found by its tags' hash (framing)
         lateness = int(st.lateness_s * NS)
         idle = int(st.idle_timeout_s * NS)
@@ -518,6 +518,13 @@ class StreamRunner:
             pass
         self.caught_up = True
         return total
+
+    @property
+    def closing(self) -> bool:
+        """Windows are closing in parts over the coming steps (``stream.close_max_rows``: a
+        minute of 100 k points/s closes over ~30 steps): the stream's burst of work, which the
+        platform's housekeeping (compaction, flushes not yet overdue) waits out."""
+        return self.rollups is not None and self.rollups.deferred
 
     def settle(self) -> bool:
         """Close the next part of the rollup windows the steps left due (``stream.close_max_rows``:

@@ -561,6 +561,7 @@ class WindowOperator:
         if self._open is not None:
             return self._open
         parts: list[Part] = []
+        by_series = True  # session rows come sorted by key; panes' chunks when sorted by series
         if isinstance(self.windower, Session):
             if self._session:
                 (kid, t, v), sess, first = self._sessions()
@@ -578,7 +579,8 @@ class WindowOperator:
                         continue
                     # chunk by chunk: joining them would replace blocks a checkpoint wrote already
                     parts.extend((kid, st, t, v) for kid, t, v in pane.rows_of(pending))
-        self._open = self._aggregate(parts, all(p.by_series for p in self._panes.values()))
+                    by_series &= pane.by_series
+        self._open = self._aggregate(parts, by_series)
         return self._open
 
     # --- checkpoints ----------------------------------------------------------------------------
