@@ -440,23 +440,3 @@ def test_compaction_waits_out_window_closes_for_at_most_an_interval(
         t.join(timeout=5)
         p._stop.clear()
         p.close()
-
-
-def test_the_stream_thread_checkpoints_less_often_while_windows_close(data_dir: Path, clock: FakeClock) -> None:
-    """Due after ``checkpoint_interval_s``, or CLOSE_PATIENCE times that while windows close in
-    parts (a checkpoint then also writes the windows waiting to close)."""
-    from sensorium.stream.runner import CLOSE_PATIENCE
-
-    p = Sensorium(make_settings(data_dir, stream={"close_max_rows": 20, "checkpoint_interval_s": 2.0}),
-                  clock=clock, background=False)
-    try:
-        last = p.stream._last_checkpoint
-        assert not p.stream.closing
-        assert not p.stream._checkpoint_due(last + 1.9) and p.stream._checkpoint_due(last + 2.0)
-        p.write("\n".join(_lines(0, 300, 4, seed=5, step_s=1)))
-        p.stream.step()
-        assert p.stream.closing
-        assert not p.stream._checkpoint_due(last + 2.0 * CLOSE_PATIENCE - 0.1)
-        assert p.stream._checkpoint_due(last + 2.0 * CLOSE_PATIENCE)
-    finally:
-        p.close()

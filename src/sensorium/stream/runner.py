@@ -60,9 +60,6 @@ if TYPE_CHECKING:
 OUTPUT_ROWS = 65_536
 log = logging.getLogger("sensorium.stream")
 NS = 1_000_000_000
-#: While windows close in parts the stream thread checkpoints at this many times its interval
-#: (see ``StreamRunner._checkpoint_due``; the platform's flusher waits likewise, FLUSH_PATIENCE).
-CLOSE_PATIENCE = 3
 ROLLING_TABLE = "rolling_stats"
 LATE_SCHEMA = pa.schema(
     [("time", pa.int64()), ("measurement", pa.string()), ("field", pa.string()), ("value", pa.float64()),
@@ -522,14 +519,6 @@ class StreamRunner:
         self.caught_up = True
         return total
 
-    def _checkpoint_due(self, now: float) -> bool:
-        """The stream thread's next checkpoint is due: ``stream.checkpoint_interval_s`` after the
-        last, or :data:`CLOSE_PATIENCE` times that while windows close in parts (a checkpoint
-        then writes the windows waiting to close too, 0.3-0.5 s at 100 k points/s, and every
-        alert behind it waits; a crash meanwhile replays a little more of the log)."""
-        every = self.settings.stream.checkpoint_interval_s * (CLOSE_PATIENCE if self.closing else 1)
-        return now - self._last_checkpoint >= every
-
     @property
     def closing(self) -> bool:
         """Windows are closing in parts over the coming steps (``stream.close_max_rows``: a
@@ -685,7 +674,7 @@ class StreamRunner:
                 if self.caught_up and time.monotonic() >= next_tick:
                     self.tick()
                     next_tick = time.monotonic() + tick_every
-                if self._checkpoint_due(time.monotonic()):
+                if time.monotonic() - self._last_checkpoint >= st.checkpoint_interval_s:
                     self.checkpoint(wait=False)
             except Exception as exc:
                 # A failing stage is a bug or a bad rule, not bad data (bad data never reaches the
