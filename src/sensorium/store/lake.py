@@ -592,7 +592,9 @@ class Lake:
     @staticmethod
     def _read(ds: Any, frags: dict[str, Any], fs: list[_File], columns: list[str] | None = None, flt: Any = None) -> pa.Table:
         sub = pads.FileSystemDataset([frags[f.path] for f in fs], ds.schema, ds.format, ds.filesystem)
-        return sub.to_table(columns=columns, filter=flt)
+        # one thread: compaction is background work, and Arrow's pool would take every core from
+        # the stream and ingest while it decodes (an alert-latency stall at every maintenance)
+        return sub.to_table(columns=columns, filter=flt, use_threads=False)
 
     def _closure(self, dt: DeltaTable, day: str, start: list[_File], files: list[_File], tags: list[str]) -> list[_File]:
         """``start`` and every file of ``files`` linked to it by shared points (series and time),
