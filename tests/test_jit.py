@@ -283,3 +283,16 @@ def test_window_partials_sketch_of_small_groups_beside_a_large_one() -> None:
         keys = sketch_keys(vals)
         uk, uc = np.unique(keys[keys != NO_KEY], return_counts=True)
         assert (key[row == i].tolist(), cnt[row == i].tolist()) == (uk.tolist(), uc.tolist())
+
+
+def test_grouping_of_sparse_keys_falls_back_to_the_same_order() -> None:
+    """Keys too far apart for the counting sort (series ids ~2^30 apart) are grouped by radix
+    passes or a lexsort: the same stable (key, start) order."""
+    from sensorium.stream.aggregate import _group_order
+
+    rng = np.random.default_rng(4)
+    kid = (rng.choice([0, 1 << 30, 1 << 31], 500) << 20) | rng.integers(0, 3, 500)
+    start = rng.choice([0, 60, 120], 500).astype(np.int64)
+    assert jit.group_order(kid, None, 1, 20, 1 << 20) is None
+    assert np.array_equal(_group_order(kid, start[:1]), np.argsort(kid, kind="stable"))
+    assert np.array_equal(_group_order(kid, start), np.lexsort((start, kid)))

@@ -49,27 +49,13 @@ def group_order(kid: np.ndarray, srank: np.ndarray, ns: int, field_bits: int, ma
         if f > fmax:
             fmax = f
     nf = fmax + 1
-    if (smax - smin + 1) > max_span // (nf * ns) + 1:
-        return np.empty(0, np.intp)
-    span = (smax - smin + 1) * nf * ns
-    if span > max_span:
+    if smax - smin + 1 > max_span // (nf * ns):  # the code's span, (series) * nf * ns, past max_span
         return np.empty(0, np.intp)
     code = np.empty(n, np.int64)
-    cnt = np.zeros(span + 1, np.int64)
     for i in range(n):
         c = ((kid[i] >> field_bits) - smin) * nf + (kid[i] & mask)
-        if ns > 1:
-            c = c * ns + srank[i]
-        code[i] = c
-        cnt[c + 1] += 1
-    for j in range(1, span + 1):
-        cnt[j] += cnt[j - 1]
-    out = np.empty(n, np.intp)
-    for i in range(n):
-        c = code[i]
-        out[cnt[c]] = i
-        cnt[c] += 1
-    return out
+        code[i] = c * ns + srank[i] if ns > 1 else c
+    return counting_argsort(code, 0, (smax - smin + 1) * nf * ns)
 
 
 # --- sums as NumPy computes them ------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -54,8 +55,6 @@ def settings(config: Path | None, **overrides: Any) -> Settings:
 def apply_process_settings(s: Settings) -> None:
     """Process-wide settings of a long-running server command (``up``, ``ingest``, ``api``,
     ``worker``): the thread switch interval (``switch_interval_ms``)."""
-    import sys
-
     sys.setswitchinterval(s.switch_interval_ms / 1000.0)
 
 

@@ -250,7 +250,7 @@ def _group_order(kid: np.ndarray, start: np.ndarray, start_rank: tuple[int, np.n
     """Stable order grouping rows by (kid, start): one stable counting sort of a dense code
     (series * fields + field, then the start's rank), made and sorted in one compiled call
     (:func:`~sensorium.jit.group_order`) while the code's range is small (it is, for the stream's
-    keys); else LSD radix passes or ``np.lexsort``."""
+    keys); else LSD radix passes over the keys or ``np.lexsort``."""
     one = start.size == 1 or start.min() == start.max()
     srank: np.ndarray | None
     if not one and start_rank is None:
@@ -260,18 +260,11 @@ def _group_order(kid: np.ndarray, start: np.ndarray, start_rank: tuple[int, np.n
     order = group_order(kid, srank, ns, FIELD_BITS, max(COUNTING_SMALL, COUNTING_SPAN * kid.size))
     if order is not None:
         return order
-    lo = int(kid.min())
-    code = kid - lo
-    if lo >= 0:  # dense code, same order: series * fields + field
-        fid = kid & ((1 << FIELD_BITS) - 1)
-        sid = kid >> FIELD_BITS
-        code = (sid - int(sid.min())) * (int(fid.max()) + 1) + fid
+    # sparse keys (a small close of series far apart): radix passes over the keys, or a lexsort
     if ns == 1:
-        return stable_argsort(code)
+        return stable_argsort(kid - int(kid.min()))
     assert srank is not None
-    if (int(code.max()) + 1) * ns >= 1 << 62:  # sparse keys: the combined code would overflow
-        return np.lexsort((srank, code))
-    return stable_argsort(code * ns + srank)
+    return np.lexsort((srank, kid))
 
 
 # --- partials -> coarser partials ------------------------------------------------------------

@@ -32,10 +32,7 @@ class SeriesIndex:
             new = series.join(self.frame.select("series"), on="series", how="anti")
         else:
             new = series.unique(subset="series", keep="last", maintain_order=True)
-            ids = self._names.ids(new.get_column("series"))
-            self._known = grow(self._known, len(self._names), False)
-            fresh = ~self._known[ids]
-            self._known[ids] = True
+            fresh = self._mark(new.get_column("series"))
             new = new.filter(pl.Series(fresh)) if not fresh.all() else new
         if new.height:
             self.frame = pl.concat([self.frame, new], how="diagonal_relaxed")
@@ -85,6 +82,13 @@ class SeriesIndex:
         if self._names is not None:
             self._known = np.zeros(0, dtype=bool)
             if frame.height:
-                ids = self._names.ids(frame.get_column("series"))
-                self._known = grow(self._known, len(self._names), False)
-                self._known[ids] = True
+                self._mark(frame.get_column("series"))
+
+    def _mark(self, names: pl.Series) -> np.ndarray:
+        """Mark ``names`` (distinct) known; returns which of them were not known before."""
+        assert self._names is not None
+        ids = self._names.ids(names)
+        self._known = grow(self._known, len(self._names), False)
+        fresh = ~self._known[ids]
+        self._known[ids] = True
+        return fresh
