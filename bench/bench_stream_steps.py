@@ -12,6 +12,7 @@ quality checks off), as in issue #3's latency target.
 
     python bench/bench_stream_steps.py                      # 240 requests, a step every 4
     python bench/bench_stream_steps.py --step-every 20      # larger steps (a stream behind)
+    python bench/bench_stream_steps.py --profile F          # cProfile of the measured steps
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def main() -> None:
     ap.add_argument("--step-every", type=int, default=4, help="requests per stream step")
     ap.add_argument("--probes", action=argparse.BooleanOptionalAction, default=True,
                     help="a point of a new device in every request")
+    ap.add_argument("--profile", metavar="FILE", help="cProfile the measured steps into FILE (pstats)")
     args = ap.parse_args()
     from sensorium.config import load_settings
     from sensorium.platform import Sensorium
@@ -58,6 +60,11 @@ def main() -> None:
         step_s = 0.0
         s0: dict[str, float] = {}
         rows0 = values0 = 0
+        prof = None
+        if args.profile:
+            import cProfile
+
+            prof = cProfile.Profile()
         for i in range(args.requests):
             ts = t0 + i * gap_ns
             probe = f"climate,device_id=probe-{i} temperature=99 {ts}\n".encode() if args.probes else b""
@@ -67,9 +74,14 @@ def main() -> None:
                     s0, step_s = stages(), 0.0
                     rows0, values0 = int(p.stream.stats["rows"]), int(p.stream.stats["values"])
                 t = time.perf_counter()
-                p.stream.step()
+                if prof is not None and i >= warm:
+                    prof.runcall(p.stream.step)
+                else:
+                    p.stream.step()
                 step_s += time.perf_counter() - t
         points = int(p.stream.stats["rows"]) - rows0
+        if prof is not None:
+            prof.dump_stats(args.profile)
         emit({
             "bench": "stream_steps", **machine_info(),
             "requests": args.requests, "batch": args.batch, "devices": args.devices,

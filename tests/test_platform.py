@@ -209,6 +209,37 @@ def test_dead_letters_survive_a_crash_once(data_dir: Path, clock: FakeClock) -> 
         p2.close()
 
 
+def test_per_device_counts_are_logged_as_a_table_and_replay_to_the_same_counters(
+    data_dir: Path, tmp_path: Path, clock: FakeClock
+) -> None:
+    """A write's accepted points per device travel in its dead-letter record as an Arrow table
+    (device, count): the record read back from the log and applied to another store gives the
+    same per-device counters as the platform's own store."""
+    from sensorium.log.wal import KIND_DEAD_LETTERS
+    from sensorium.platform import store_dead_letters
+    from sensorium.quality.deadletters import DeadLetterStore
+
+    p = Sensorium(make_settings(data_dir), clock=clock, background=False)
+    try:
+        p.write(lp(3, device="a") + "\n" + lp(2, start=10, device="b") + f"\nclimate,room=x temperature=1 {T0}")
+        p.write(lp(1, start=20, device="a") + f"\nclimate,device_id=c humidity=130 {T0}")  # c: rejected only
+        recs = [r for r in p.wal.replay() if r.kind == KIND_DEAD_LETTERS]
+        assert len(recs) == 2
+        assert recs[0].table is not None
+        assert dict(zip(*recs[0].table.to_pydict().values(), strict=True)) == {"a": 3, "b": 2}
+        assert "accepted_by_device" not in recs[0].header  # no per-device JSON in the log
+        other = DeadLetterStore(tmp_path / "other.sqlite")
+        try:
+            assert all(store_dead_letters(other, r) for r in recs)
+            assert other.device_stats() == p.deadletters.device_stats()
+            assert other.device_stats()["a"] == {"accepted": 4, "rejected": 0}
+            assert other.device_stats()["c"] == {"accepted": 0, "rejected": 1}
+        finally:
+            other.close()
+    finally:
+        p.close()
+
+
 def test_parse_workers_give_the_same_result_as_in_process(tmp_path: Path, clock: FakeClock) -> None:
     body = lp(3000) + "\nclimate,device_id=x humidity=130 " + str(T0) + "\nnot line protocol"
     results = []

@@ -5,9 +5,12 @@ import threading
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from sensorium.quality.deadletters import DeadLetter, DeadLetterStore, StatsRecord
+from sensorium.quality.deadletters import DeadLetter, DeadLetterStore, StatsRecord, _summed
 
 from .helpers import T0, S
 
@@ -190,3 +193,20 @@ def test_closed_store_raises(tmp_path: Path) -> None:
     s.close()
     with pytest.raises(RuntimeError):
         s.count()
+
+
+_counts = st.dictionaries(st.sampled_from(["a", "b", "é", "d 4", ""]), st.integers(-3, 10**12))
+
+
+@given(st.lists(_counts, max_size=6), st.lists(_counts, max_size=4))
+def test_maps_and_tables_summed_per_key_like_a_counter(maps: list[dict[str, int]], tabled: list[dict[str, int]]) -> None:
+    """A drain's counter maps and count tables (how the platform logs devices) are summed per
+    key before the upserts; zero sums are left out."""
+    want: dict[str, int] = {}
+    for m in maps + tabled:
+        for k, v in m.items():
+            want[k] = want.get(k, 0) + v
+    tables = [pa.table({"device_id": list(m), "n": pa.array(list(m.values()), pa.int64())}) for m in tabled]
+    got = _summed(maps, [*tables, None])
+    assert dict(got) == {k: v for k, v in want.items() if v}
+    assert len(got) == len({k for k, v in want.items() if v})  # one row per key

@@ -13,13 +13,16 @@ Tables: ``dead_letters`` (one row per rejected line; ``rule`` holds the failing 
 from __future__ import annotations
 
 import builtins
-import json
 import sqlite3
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -80,6 +83,28 @@ class StatsRecord:
     accepted_by_device: Mapping[str, int] = field(default_factory=dict)
     flagged_rows: int = 0
     rule_counts: Mapping[str, int] = field(default_factory=dict)
+    #: accepted points per device as a table (first column the device, second the count),
+    #: summed with ``accepted_by_device``: how the platform logs them (no Python object per device)
+    device_counts: pa.Table | None = None
+
+
+def _summed(maps: Sequence[Mapping[str, int]], tables: Sequence[pa.Table | None] = ()) -> list[tuple[str, int]]:
+    """The maps' values and the tables' counts (first column the key, second the count) summed
+    per key (keys whose sum is 0 left out)."""
+    maps = [m for m in maps if m]
+    parts = [
+        pa.table({"k": t.column(0).cast(pa.string()), "n": t.column(1).cast(pa.int64())})
+        for t in tables if t is not None and t.num_rows
+    ]
+    if maps:
+        keys = pa.array(list(chain.from_iterable(maps)), pa.string())
+        counts = pa.array(list(chain.from_iterable(m.values() for m in maps)), pa.int64())
+        parts.append(pa.table({"k": keys, "n": counts}))
+    if not parts:
+        return []
+    sums = pa.concat_tables(parts).group_by("k", use_threads=False).aggregate([("n", "sum")])
+    sums = sums.filter(pc.not_equal(sums["n_sum"], 0))
+    return list(zip(sums["k"].to_pylist(), sums["n_sum"].to_pylist(), strict=True))
 
 
 class DeadLetterStore:
@@ -128,10 +153,9 @@ class DeadLetterStore:
 
     def add_many(self, records: Sequence[StatsRecord]) -> int:
         """Apply several writes' records in ONE transaction, each at most once (by its
-        ``log_offset``); returns how many were new. Every counter table is written by one
-        statement: the writes' maps go in as one JSON array and SQLite sums them per key
-        (``json_each``, ``GROUP BY``), so a device seen in many writes is one upsert and applying
-        the records of a busy second costs a handful of SQLite calls, not one per device and write."""
+        ``log_offset``); returns how many were new. The writes' counter maps are summed per key
+        first (Arrow's hash aggregation), so a device seen in many writes is one upsert: at 100 k
+        points/s over 10 k devices a drain's ~40 k (device, count) pairs are ~4 k upserts."""
         if not records:
             return 0
         with self._lock:
@@ -166,19 +190,17 @@ class DeadLetterStore:
                     "flagged_rows": sum(r.flagged_rows for r in new),
                     "batches": len(new),
                 }
-                for table, key, col, maps in (
-                    ("counters", "name", "value", [deltas]),
-                    ("rule_counts", "rule", "failed", [r.rule_counts for r in new]),
-                    ("device_counts", "device_id", "accepted", [r.accepted_by_device for r in new]),
+                for table, key, col, rows in (
+                    ("counters", "name", "value", _summed([deltas])),
+                    ("rule_counts", "rule", "failed", _summed([r.rule_counts for r in new])),
+                    ("device_counts", "device_id", "accepted",
+                     _summed([r.accepted_by_device for r in new], [r.device_counts for r in new])),
                 ):
-                    maps = [dict(m) for m in maps if m]
-                    if maps:  # the writes' maps as one JSON array, summed per key by SQLite
-                        c.execute(
-                            f"INSERT INTO {table} ({key}, {col}) "
-                            "SELECT e.key, SUM(e.value) FROM json_each(?) AS m, json_each(m.value) AS e "
-                            f"WHERE e.value != 0 GROUP BY e.key "
+                    if rows:  # one upsert per key however many writes named it
+                        c.executemany(
+                            f"INSERT INTO {table} ({key}, {col}) VALUES (?, ?) "
                             f"ON CONFLICT({key}) DO UPDATE SET {col} = {col} + excluded.{col}",
-                            (json.dumps(maps),),
+                            rows,
                         )
                 c.execute("COMMIT")
             except BaseException:
