@@ -174,6 +174,20 @@ def unique(a: np.ndarray, presorted: bool = False) -> np.ndarray:
     return s[keep]
 
 
+def first_occurrences(a: np.ndarray) -> np.ndarray:
+    """Positions of the first occurrence of each distinct value of a 1-D array, in order (a
+    stable sort: no Polars call, whose fixed cost is the whole price for the few names a step
+    usually brings)."""
+    if a.size < 2:
+        return np.arange(a.size)
+    order = np.argsort(a, kind="stable")
+    s = a[order]
+    first = np.empty(s.size, dtype=bool)
+    first[0] = True
+    np.not_equal(s[1:], s[:-1], out=first[1:])
+    return np.sort(order[first])
+
+
 def distinct(a: np.ndarray) -> bool:
     """Whether the values of a 1-D integer array are all different (see :func:`unique`)."""
     s = np.sort(a)
@@ -184,7 +198,7 @@ def unknown_names(col: pl.Series, h: np.ndarray, ids: np.ndarray, rows: np.ndarr
     """The distinct names without an id (``ids`` -1; ``h``: the names' hashes) in order of first
     sight; ``h`` and ``ids`` are of the rows ``rows`` of ``col`` (default: every row)."""
     unknown = np.flatnonzero(ids < 0)
-    first = unknown[np.sort(pl.Series(h[unknown]).arg_unique().to_numpy())]
+    first = unknown[first_occurrences(h[unknown])]
     return col.gather(first if rows is None else rows[first]).to_list()
 
 
@@ -215,7 +229,8 @@ class Remap:
         out = self.table[g]
         miss = out < 0
         if miss.any():
-            new = pl.Series(g[miss]).unique(maintain_order=True).to_numpy()
+            missing = g[miss]
+            new = missing[first_occurrences(missing)]
             self.table[new] = resolve(source.column().gather(new))
             out = self.table[g]
         return out

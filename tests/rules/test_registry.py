@@ -63,3 +63,49 @@ def test_state_round_trip_and_the_list_format_of_older_checkpoints() -> None:
             assert restored.name(i) == t.name(i)
             assert restored.describe(i) == t.describe(i)
         assert restored.index.lookup(pl.Series(["x:power,id=7"])).tolist() == [3]
+
+
+def test_series_masks_of_many_rules_equal_each_rule_alone() -> None:
+    """The masks of every rule's selectors made in one select equal each made alone (a tag a
+    rule selects on that the frame lacks: no series; globs; no selector: every series)."""
+    import numpy as np
+
+    from sensorium.rules._registry import series_mask, series_masks
+    from sensorium.rules.loader import parse_rules
+
+    rules = parse_rules("""
+[[rules]]
+name = "a"
+kind = "threshold"
+measurement = "climate"
+field = "temperature"
+above = { warning = 25 }
+[[rules]]
+name = "b"
+kind = "threshold"
+field = "temperature"
+tags = { room = "kitch*" }
+above = { warning = 25 }
+[[rules]]
+name = "c"
+kind = "threshold"
+field = "temperature"
+tags = { floor = "1" }
+above = { warning = 25 }
+[[rules]]
+name = "d"
+kind = "threshold"
+field = "temperature"
+above = { warning = 25 }
+""").rules
+    frame = pl.DataFrame({
+        "series": ["s1", "s2", "s3"], "bucket": ["default"] * 3, "measurement": ["climate", "power", None],
+        "room": ["kitchen", None, "kitchenette"],
+    })
+    got = series_masks(rules, frame)
+    for rule, mask in zip(rules, got, strict=True):
+        assert np.array_equal(mask, series_mask(rule, frame))
+    assert [m.tolist() for m in got] == [
+        [True, False, False], [True, False, True], [False, False, False], [True, True, True],
+    ]
+    assert [m.tolist() for m in series_masks(rules, frame.head(0))] == [[], [], [], []]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pyarrow as pa
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sensorium.keyindex import NameIndex
 from sensorium.rules.engine import RuleEngine
@@ -132,3 +134,13 @@ def test_unique_and_distinct_agree_with_numpy() -> None:
               rng.integers(0, 2**62, 1000).astype(np.uint64), np.sort(rng.integers(-5, 5, 200))):
         assert np.array_equal(unique(a), np.unique(a)) and unique(a).dtype == a.dtype
         assert distinct(a) == (np.unique(a).size == a.size)
+
+
+@given(st.lists(st.integers(-3, 6), max_size=40))
+def test_first_occurrences_are_the_first_position_of_each_value_in_order(xs: list[int]) -> None:
+    from sensorium.keyindex import first_occurrences
+
+    a = np.array(xs, dtype=np.int64)
+    want = [i for i, x in enumerate(xs) if x not in xs[:i]]
+    assert first_occurrences(a).tolist() == want
+    assert first_occurrences(a.astype(np.uint64)).tolist() == want

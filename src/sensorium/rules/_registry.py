@@ -8,6 +8,7 @@ same log assigns the same ids. Only the names are persisted; hashes are recomput
 from __future__ import annotations
 
 import re
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -244,15 +245,36 @@ def _match(col: str, pattern: str) -> pl.Expr:
     return pl.col(col) == pattern
 
 
-def series_mask(rule: Any, frame: pl.DataFrame) -> np.ndarray:
-    """Which series (rows of a series frame) a rule's bucket/measurement/tag selectors accept."""
+def _selector(rule: Any, columns: Collection[str]) -> pl.Expr | None:
+    """A rule's bucket/measurement/tag selectors as one boolean expression over a series frame
+    with ``columns``; None when a tag it selects on is not a column (no series matches)."""
     expr = pl.lit(True)
     for col, pattern in (("bucket", rule.bucket), ("measurement", rule.measurement)):
         if pattern is not None:
             expr = expr & _match(col, pattern)
     for tag, pattern in rule.tags.items():
-        if tag not in frame.columns:
-            return np.zeros(frame.height, dtype=bool)
+        if tag not in columns:
+            return None
         expr = expr & _match(tag, pattern)
-    m = frame.select(expr.fill_null(False).alias("m")).to_series().to_numpy().astype(bool)
-    return np.broadcast_to(m, (frame.height,)).copy() if len(m) != frame.height else m
+    return expr.fill_null(False)
+
+
+def series_masks(rules: Sequence[Any], frame: pl.DataFrame) -> list[np.ndarray]:
+    """Which series (rows of a series frame) each rule's bucket/measurement/tag selectors accept:
+    every rule in one select (new series arrive a few per step, where a Polars call's fixed cost,
+    not the rows, is the price)."""
+    exprs = {f"m{i}": e for i, r in enumerate(rules) if (e := _selector(r, frame.columns)) is not None}
+    got = frame.select(*(e.alias(k) for k, e in exprs.items())) if exprs else None
+    out = []
+    for i in range(len(rules)):
+        if got is None or f"m{i}" not in exprs:
+            out.append(np.zeros(frame.height, dtype=bool))
+            continue
+        m = got.get_column(f"m{i}").to_numpy().astype(bool)
+        out.append(np.broadcast_to(m, (frame.height,)).copy() if len(m) != frame.height else m)
+    return out
+
+
+def series_mask(rule: Any, frame: pl.DataFrame) -> np.ndarray:
+    """Which series (rows of a series frame) a rule's bucket/measurement/tag selectors accept."""
+    return series_masks([rule], frame)[0]

@@ -49,7 +49,7 @@ from sensorium.rules._kernels import (
     shift,
 )
 from sensorium.rules._messages import Describe, describer
-from sensorium.rules._registry import KeyTable, SeriesTable, grow, series_mask
+from sensorium.rules._registry import KeyTable, SeriesTable, grow, series_masks
 from sensorium.rules.model import SEVERITIES, AbsenceRule, RuleSet
 from sensorium.rules.types import Transition
 
@@ -377,8 +377,9 @@ class RuleEngine:
     def _on_new_series(self, fresh: pl.DataFrame) -> None:
         if fresh.height == 0:
             return
-        for sel in self._selections.values():
-            sel.series_ok = np.concatenate([sel.series_ok, series_mask(sel.rule, fresh)])
+        sels = list(self._selections.values())
+        for sel, ok in zip(sels, series_masks([sel.rule for sel in sels], fresh), strict=True):
+            sel.series_ok = np.concatenate([sel.series_ok, ok])
         for ab in self._absences:
             ab.add_series(fresh, self._series)
 
