@@ -433,13 +433,6 @@ class Settings(BaseSettings):
         "native calls per step beside the HTTP threads, and at Python's default (5 ms) those waits add up under "
         "load (docs/benchmarks.md, stream, session 17).",
     )
-    background_nice: int = Field(
-        5, ge=0, le=19,
-        description="How much less CPU priority (a nice value, Linux: per thread) the housekeeping threads take: "
-        "flushes to the lake, compaction, dead-letter storage and the stream's checkpoint commits. On a loaded "
-        "machine they then use the cores the ingest and the stream leave idle instead of sharing them evenly "
-        "(alert latency: docs/benchmarks.md, stream, session 18). 0: the same priority as the rest.",
-    )
     query_timeout_s: float = Field(30.0, gt=0, description="Queries running longer are interrupted.")
     query_max_rows: int = Field(1_000_000, ge=1, description="Largest result a query may return.")
     cache: Literal["memory", "redis"] = Field(

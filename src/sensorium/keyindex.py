@@ -174,12 +174,19 @@ def unique(a: np.ndarray, presorted: bool = False) -> np.ndarray:
     return s[keep]
 
 
+#: Below this many values :func:`first_occurrences` sorts with NumPy; above, Polars hashes.
+FIRST_SORT_MAX = 4096
+
+
 def first_occurrences(a: np.ndarray) -> np.ndarray:
-    """Positions of the first occurrence of each distinct value of a 1-D array, in order (a
-    stable sort: no Polars call, whose fixed cost is the whole price for the few names a step
-    usually brings)."""
+    """Positions of the first occurrence of each distinct value of a 1-D array, in order. A few
+    values (the names a step usually brings): a NumPy stable sort, since a Polars call's fixed
+    cost (~0.1-0.2 ms) is then the whole price; many (a first step, a restore): Polars' hashing
+    ``arg_unique``, where a comparison sort of millions would cost ~10x more."""
     if a.size < 2:
         return np.arange(a.size)
+    if a.size > FIRST_SORT_MAX:
+        return np.sort(pl.Series(a).arg_unique().to_numpy())
     order = np.argsort(a, kind="stable")
     s = a[order]
     first = np.empty(s.size, dtype=bool)

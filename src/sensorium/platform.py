@@ -72,7 +72,6 @@ from sensorium.store.lake import NS_PER_DAY, Lake, dedup_sorted
 from sensorium.stream.frame import Batch
 from sensorium.stream.outputs import DerivedTables, stream_store
 from sensorium.stream.runner import StreamRunner
-from sensorium.threads import background
 from sensorium.workers import (
     PARALLEL_PARSE_MIN_BYTES,
     LazyLines,
@@ -498,8 +497,7 @@ class Sensorium:
             ("maintenance", self._maintenance_loop),
             ("dead-letters", self._dl_loop),
         ):
-            nice = self.settings.background_nice
-            t = threading.Thread(target=background(target, nice), name=f"sensorium-{name}", daemon=True)
+            t = threading.Thread(target=target, name=f"sensorium-{name}", daemon=True)
             t.start()
             self._threads.append(t)
         if self.stream is not None:

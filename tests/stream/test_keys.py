@@ -144,3 +144,12 @@ def test_first_occurrences_are_the_first_position_of_each_value_in_order(xs: lis
     want = [i for i, x in enumerate(xs) if x not in xs[:i]]
     assert first_occurrences(a).tolist() == want
     assert first_occurrences(a.astype(np.uint64)).tolist() == want
+
+
+def test_first_occurrences_of_many_values_by_hashing_agree_with_the_sort() -> None:
+    from sensorium.keyindex import FIRST_SORT_MAX, first_occurrences
+
+    rng = np.random.default_rng(7)
+    a = rng.integers(0, 3 * FIRST_SORT_MAX, 4 * FIRST_SORT_MAX).astype(np.uint64)
+    _, first = np.unique(a, return_index=True)
+    assert first_occurrences(a).tolist() == np.sort(first).tolist()

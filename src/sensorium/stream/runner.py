@@ -52,7 +52,6 @@ from sensorium.stream.frame import named as named_values
 from sensorium.stream.outputs import APP_ID as DERIVED_APP_ID
 from sensorium.stream.outputs import LATE_TABLE, DerivedTables, stream_store, to_arrow
 from sensorium.stream.series import SeriesIndex
-from sensorium.threads import lower_priority
 
 if TYPE_CHECKING:
     from sensorium.stream.rollup import RollupPartials
@@ -228,9 +227,7 @@ class StreamRunner:
             ThreadPoolExecutor(1, thread_name_prefix="sensorium-stream-side") if st.parallel_stages else None
         )
         # commits a checkpoint's outbox to the lake while the stream thread goes on (one at a time)
-        self._deliverer = ThreadPoolExecutor(
-            1, thread_name_prefix="sensorium-stream-deliver", initializer=lower_priority, initargs=(settings.background_nice,)
-        )
+        self._deliverer = ThreadPoolExecutor(1, thread_name_prefix="sensorium-stream-deliver")
         self._delivery: Future[None] | None = None
         self._restore()
 
