@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+NOT_STAGES = {"pid", "argv", "gil_edges_s", "GILWAIT", "STEP"}
+
 
 def main() -> None:
     if len(sys.argv) != 2:
@@ -30,7 +32,7 @@ def main() -> None:
             "us_per_point_wall": round(1e6 * wall / rows, 3) if rows else None,
             "us_per_point_cpu": round(1e6 * cpu / rows, 3) if rows else None,
             "stages": {k: {"calls": v[0], "wall_s": round(v[1], 3), "cpu_s": round(v[2], 3)}
-                       for k, v in d.items() if isinstance(v, list) and len(v) == 4 and k != "STEP"},
+                       for k, v in d.items() if k not in NOT_STAGES},
             "gil_wait": dict(zip(edges, d.get("GILWAIT", []), strict=False)),
         }))
 
