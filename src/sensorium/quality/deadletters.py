@@ -155,7 +155,7 @@ class DeadLetterStore:
         """Apply several writes' records in ONE transaction, each at most once (by its
         ``log_offset``); returns how many were new. The writes' counter maps are summed per key
         first (Arrow's hash aggregation), so a device seen in many writes is one upsert: at 100 k
-        points/s over 10 k devices a drain's ~40 k (device, count) pairs are ~4 k upserts."""
+        points/s over 10 k devices a 2-s drain's ~160 k (device, count) pairs are ≤ 10 k upserts."""
         if not records:
             return 0
         with self._lock:
