@@ -149,29 +149,3 @@ def test_series_combos_need_both_hashes_to_match() -> None:
     assert got.tolist() == [0, -1, 2, -1]
     combos.add(np.array([2], dtype=np.uint64), np.array([99], dtype=np.uint64), np.array([5]))  # first hash taken
     assert combos.lookup(np.array([2], dtype=np.uint64), np.array([99], dtype=np.uint64)).tolist() == [-1]
-
-
-_tag_values = st.lists(st.one_of(st.none(), st.sampled_from(["a", "b", "é", "", "kitchen", "d-1"])), max_size=12)
-
-
-@given(st.lists(st.lists(_tag_values, max_size=3), min_size=1, max_size=4), st.booleans())
-def test_tag_hashes_of_all_columns_at_once_equal_each_value_hashed_alone(columns: list[list[list[str | None]]], plain: bool) -> None:
-    """Every tag column's values hashed in one query (dictionaries of many chunks, or plain
-    strings) give each row the hash of its own value, 0 where null."""
-    from sensorium.stream.frame import _SEEDS, _tag_hashes
-
-    cols = []
-    for chunks in columns:
-        arrays = [pa.array(c, pa.string()) for c in chunks]
-        if plain:
-            cols.append(pa.chunked_array(arrays, type=pa.string()))
-        else:
-            cols.append(pa.chunked_array([a.dictionary_encode() for a in arrays], type=pa.dictionary(pa.int32(), pa.string())))
-    got = _tag_hashes(cols, _SEEDS)
-    assert got is not None
-    for col, per_seed in zip(cols, got, strict=True):
-        values = col.cast(pa.string()).to_pylist() if len(col) else []
-        for seed, h in zip(_SEEDS, per_seed, strict=True):
-            want = [0 if v is None else int(pl.Series([v]).hash(seed=seed)[0]) for v in values]
-            assert h.tolist() == want
-    assert _tag_hashes([pa.chunked_array([pa.array([1, 2])])], _SEEDS) is None  # not strings

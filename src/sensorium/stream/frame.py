@@ -121,18 +121,19 @@ def _indices(idx: pa.Array) -> np.ndarray:
     return (pc.fill_null(idx, 0) if idx.null_count else idx).to_numpy().astype(np.int64)
 
 
-def _names_of(col: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray, np.ndarray | None] | None:
-    """A tag column as (distinct-ish names, each row's index into them, validity or None): the
-    dictionaries of its chunks concatenated (each batch has its own) and the indices shifted, or,
-    for plain strings, the values themselves. None unless its values are strings."""
+def _value_hashes(col: pa.ChunkedArray, seeds: Sequence[int]) -> list[np.ndarray] | None:
+    """Per seed, per row, a 64-bit hash of a tag column's value (0 where null); None unless its
+    values are strings. Dictionary-encoded chunks (each batch has its own dictionary): every
+    dictionary hashed in one call, then gathered by index — one hash per seed for the column,
+    not per chunk (a step of many requests has a chunk per request)."""
     chunks = col.chunks
     if not chunks:
-        return pa.array([], pa.string()), np.zeros(0, dtype=np.int64), None
+        return [np.zeros(0, dtype=np.uint64) for _ in seeds]
     if all(pa.types.is_dictionary(c.type) for c in chunks):
         if not all(pa.types.is_string(c.type.value_type) or pa.types.is_large_string(c.type.value_type) for c in chunks):
             return None
-        dicts = [c.dictionary.cast(pa.large_string()) for c in chunks]
-        names = pa.concat_arrays(dicts) if len(dicts) > 1 else dicts[0]
+        dicts = [c.dictionary for c in chunks]
+        names = pl.Series(pa.concat_arrays(dicts) if len(dicts) > 1 else dicts[0])
         sizes = np.array([len(d) for d in dicts], dtype=np.int64)
         base = np.cumsum(sizes) - sizes
         nulls = sum(c.indices.null_count for c in chunks)
@@ -140,47 +141,28 @@ def _names_of(col: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray, np.ndarray | 
         valid = (
             np.concatenate([c.indices.is_valid().to_numpy(zero_copy_only=False) for c in chunks]) if nulls else None
         )
-        return names, np.minimum(idx, max(len(names) - 1, 0)), valid
+        out = []
+        for seed in seeds:
+            if not names.len():
+                out.append(np.zeros(len(idx), dtype=np.uint64))
+                continue
+            h = names.hash(seed=seed).to_numpy()[np.minimum(idx, names.len() - 1)]
+            if valid is not None:
+                h[~valid] = 0
+            out.append(h)
+        return out
     if pa.types.is_dictionary(col.type):  # some chunks decoded: decode them all
         col = col.cast(col.type.value_type)
     if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
         return None
-    names = col.combine_chunks().cast(pa.large_string())
-    valid = names.is_valid().to_numpy(zero_copy_only=False) if col.null_count else None
-    return names, np.arange(len(names), dtype=np.int64), valid
-
-
-def _tag_hashes(cols: Sequence[pa.ChunkedArray], seeds: Sequence[int]) -> list[list[np.ndarray]] | None:
-    """Per tag column, per seed, per row, a 64-bit hash of the row's value (0 where null); None
-    unless every column holds strings. The names of every column (their chunks' dictionaries,
-    each batch has its own) are hashed together: one Polars query per step for all tags and
-    seeds, not one per column, seed and chunk (each a trip through the interpreter lock)."""
-    parts = [_names_of(c) for c in cols]
-    if any(p is None for p in parts):
-        return None
-    named = [p for p in parts if p is not None]
-    sizes = [len(names) for names, _, _ in named]
-    hashed: list[np.ndarray] = []
-    if sum(sizes):
-        every = pa.concat_arrays([names for names, _, _ in named if len(names)])
-        got = pl.DataFrame({"n": pl.Series(every)}).select(
-            [pl.col("n").hash(seed=seed).alias(f"h{k}") for k, seed in enumerate(seeds)]
-        )
-        hashed = [got.get_column(f"h{k}").to_numpy() for k in range(len(seeds))]
-    out: list[list[np.ndarray]] = []
-    start = 0
-    for (_, idx, valid), size in zip(named, sizes, strict=True):
-        per_seed = []
-        for k in range(len(seeds)):
-            if not size:
-                per_seed.append(np.zeros(len(idx), dtype=np.uint64))
-                continue
-            h = hashed[k][start : start + size][idx]
-            if valid is not None:
-                h[~valid] = 0
-            per_seed.append(h)
-        out.append(per_seed)
-        start += size
+    values = pl.Series(col)
+    null = values.is_null().to_numpy() if col.null_count else None
+    out = []
+    for seed in seeds:
+        h = values.hash(seed=seed).to_numpy().copy()
+        if null is not None:
+            h[null] = 0
+        out.append(h)
     return out
 
 
@@ -221,10 +203,10 @@ class SeriesCombos:
             np.full(n, _mix(np.array([self._name_hash(head, seed)], dtype=np.uint64))[0], dtype=np.uint64)
             for seed in _SEEDS
         ]
-        every = _tag_hashes([table[t] for t in tags], _SEEDS)
-        if every is None:
-            return None
-        for t, hs in zip(tags, every, strict=True):
+        for t in tags:
+            hs = _value_hashes(table[t], _SEEDS)
+            if hs is None:
+                return None
             for k, (seed, h) in enumerate(zip(_SEEDS, hs, strict=True)):
                 key = self._name_hash(t, seed + 2 + k)
                 null = h == 0
