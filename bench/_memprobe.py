@@ -64,9 +64,12 @@ class PhaseProbe:
             finally:
                 del probe._active[id(rec)]
                 after = rss_bytes()
-                s = probe.stats.setdefault(key, {"calls": 0, "max_mb": 0.0, "max_rise_mb": 0.0, "net_mb": 0.0})
+                s = probe.stats.setdefault(
+                    key, {"calls": 0, "max_mb": 0.0, "max_at_call": 0, "max_rise_mb": 0.0, "net_mb": 0.0}
+                )
                 s["calls"] += 1
-                s["max_mb"] = max(s["max_mb"], max(rec[0], after) / 1e6)
+                if max(rec[0], after) / 1e6 > s["max_mb"]:
+                    s["max_mb"], s["max_at_call"] = max(rec[0], after) / 1e6, s["calls"]
                 s["max_rise_mb"] = max(s["max_rise_mb"], (max(rec[0], after) - before) / 1e6)
                 s["net_mb"] += (after - before) / 1e6
 
@@ -77,16 +80,25 @@ class PhaseProbe:
 
 
 def stream_probe() -> PhaseProbe:
-    """The phases of the memory bench: the write and its parts, every stream stage, the rollup
-    output, checkpoints, outbox delivery and flushes."""
+    """The phases of the memory bench: the write and its parts (parse, validation, the log
+    append, dead letters, device registration), the latest-value cache's folds, every stream
+    stage, the rollup output, checkpoints, outbox delivery and flushes."""
     from sensorium import platform as plat
+    from sensorium.quality.validate import Validator
+    from sensorium.query.latest import LastValueCache
     from sensorium.stream import outputs, runner
     from sensorium.stream.checkpoint import CheckpointStore
     from sensorium.stream.rollup import RollupOperator
 
     probe = PhaseProbe()
     probe.wrap(plat.Sensorium, "write", "write")
+    probe.wrap(plat, "parse_body", "write: parse")
+    probe.wrap(Validator, "validate", "write: validate")
+    probe.wrap(plat.Sensorium, "_append", "write: log append")
+    probe.wrap(plat.Sensorium, "drain_dead_letters", "write: dead letters")
+    probe.wrap(plat.Sensorium, "_register_devices", "write: device registration")
     probe.wrap(plat.Sensorium, "flush", "flush")
+    probe.wrap(LastValueCache, "_fold", "latest-value cache fold")
     probe.wrap(runner.StreamRunner, "_timed", lambda self, step_id, *a, **k: f"stage {step_id}")
     probe.wrap(runner.StreamRunner, "_rollup_output", "rollup output")
     probe.wrap(runner.StreamRunner, "tick", "tick")

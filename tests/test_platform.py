@@ -36,6 +36,21 @@ def test_write_is_queryable_before_and_after_flush(platform: Sensorium) -> None:
     assert [c[0].as_py() for c in t.columns] == [0, 149, 150]
 
 
+def test_a_flush_folds_the_latest_value_cache_and_a_write_does_not(
+    platform: Sensorium, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The latest-value cache's fold (its working set ~3x the rows folded) runs after a flush,
+    when the process holds least, not inside the write that made it due."""
+    monkeypatch.setattr("sensorium.query.latest.FOLD_ROWS", 64)
+    pending = platform.latest_cache._pending  # type: ignore[attr-defined]
+    platform.write(lp(100))
+    assert sum(t.num_rows for _, t in pending[("default", "climate")]) == 100  # due, not folded
+    platform.flush(force=True)
+    assert not pending.get(("default", "climate"))
+    rows = platform.latest_cache.get([("default", "climate")], {})
+    assert [(r["tags"]["device_id"], r["fields"]["seq"]) for r in rows] == [("d1", 99)]
+
+
 def test_time_is_exact_nanoseconds_and_timestamp_typed(platform: Sensorium) -> None:
     platform.write(f"m,device_id=a v=1 {T0 + 123}")
     platform.flush(force=True)

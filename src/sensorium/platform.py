@@ -971,6 +971,8 @@ class Sensorium:
         total = 0
         for key in keys:
             total += self._flush_key(key)
+        # the latest-value cache's folds here, not in a write: the process holds least now
+        folded = self.latest_cache.maintain()
         if keys:
             self.drain_dead_letters()
             self._dl_store.checkpoint()
@@ -981,7 +983,8 @@ class Sensorium:
             self.wal.truncate_before(low)
             self.metrics.wal_segments.set(self.wal.segment_count)
             self.metrics.hot_rows.set(self.hot.rows())
-            trim(force=True)  # the written batches' buffers back to the system
+        if keys or folded:
+            trim(force=True)  # the written batches' (and folds') buffers back to the system
         return total
 
     def _flush_key(self, key: Key) -> int:

@@ -286,19 +286,30 @@ def test_concurrent_writers_keep_the_newest(make: Factory) -> None:
     assert latest(c) == {sid("a"): {"time": T0 + top * S, "t": float(top), "n": top}}
 
 
-def test_in_memory_cache_stays_bounded_without_reads() -> None:
-    """Nobody reads (a pure ingest node): pending batches are folded on the write path once they
-    outgrow the state, so memory follows the number of series, not the rows written."""
-    from sensorium.query.latest import FOLD_ROWS
+@pytest.mark.parametrize("maintained", [False, True])
+def test_in_memory_cache_stays_bounded_without_reads(maintained: bool) -> None:
+    """Nobody reads (a pure ingest node): pending batches are folded once they outgrow the
+    state, so memory follows the number of series, not the rows written — by ``maintain`` (the
+    platform's flush) at the due size, or, when nothing calls it, by the write itself at
+    HARD_FACTOR times that."""
+    from sensorium.query.latest import FOLD_ROWS, HARD_FACTOR
 
     store = Storage()
     cache = LastValueCache(store.seed, tags_of)
     series = 500
-    for i in range(400):  # 400 x 500 rows = 200 k rows (> 3 x FOLD_ROWS) for 500 series
+    bound = FOLD_ROWS if maintained else HARD_FACTOR * FOLD_ROWS
+    highest = 0
+    for i in range(800):  # 800 x 500 rows = 400 k rows (> 6 x FOLD_ROWS) for 500 series
         cache.update(K, batch([{"time": T0 + i * S, "device_id": f"d{d}", "temperature": float(i * 1000 + d)}
                                for d in range(series)]))
         pending = sum(t.num_rows for _, t in cache._pending.get(K, []))
-        assert pending < FOLD_ROWS + series, pending
+        assert pending < bound + series, pending
+        if maintained:
+            folded = cache.maintain()
+            assert folded == (1 if pending >= FOLD_ROWS else 0)
+            assert sum(t.num_rows for _, t in cache._pending.get(K, [])) < FOLD_ROWS
+        highest = max(highest, pending)
+    assert highest >= bound - series  # the folds happened at the bound, not before
     assert store.calls == 1  # seeded once, at the first fold
     rows = {r["tags"]["device_id"]: r["fields"]["temperature"] for r in cache.get([K], {})}
-    assert len(rows) == series and rows["d7"] == 399_007.0 and rows["d499"] == 399_499.0
+    assert len(rows) == series and rows["d7"] == 799_007.0 and rows["d499"] == 799_499.0

@@ -89,7 +89,7 @@ PRECISIONS: dict[str, int] = {
     "ms": 1_000_000,
     "s": 1_000_000_000,
 }
-_FAST_LINES = 1 << 18  # lines per vectorised chunk: bounds the temporaries
+_FAST_LINES = 1 << 16  # lines per vectorised chunk: bounds the temporaries
 
 
 def precision_factor(precision: str) -> int:

@@ -55,6 +55,11 @@ class LatestCache(Protocol):
     def clear(self, key: Key | None = None) -> None:
         """Forget table ``key`` (all tables if None); the next read seeds it from storage."""
 
+    def maintain(self) -> int:
+        """Housekeeping off the write path (the platform calls it after each flush): fold what
+        writes left pending. Returns tables folded."""
+        ...
+
     def close(self) -> None:
         """Release connections."""
 

@@ -402,6 +402,10 @@ class RedisLatestCache:
         self._r.set(self.table_prefix(key) + "seeded", "1")
 
     # -- housekeeping -------------------------------------------------------------------------
+    def maintain(self) -> int:
+        """Nothing to fold here: Redis keeps one hash per series (the writer thread sends)."""
+        return 0
+
     def clear(self, key: Key | None = None) -> None:
         try:
             with self._flush_lock, self._lock:
