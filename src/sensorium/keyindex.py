@@ -373,3 +373,27 @@ def grow(a: np.ndarray, n: int, fill: Any) -> np.ndarray:
     out = np.full((max(n, 2 * a.shape[0], 64), *a.shape[1:]), fill, dtype=a.dtype)
     out[: a.shape[0]] = a
     return out
+
+
+#: chunks a frame grown by :func:`append_rows` may have before they are merged
+APPEND_CHUNKS = 32
+
+
+def append_rows(base: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
+    """``base`` with the rows of ``new`` after it (a column one of them lacks: null there), for a
+    table that grows a few rows at a time (a new series in a step). ``new`` is cast to ``base``'s
+    columns and stacked as a chunk: no copy of ``base`` (a diagonal concatenation aligns both
+    frames, ~0.6 ms at 10 k rows, each time); the chunks are merged once there are
+    :data:`APPEND_CHUNKS` (each row copied O(1) times amortised, and reads do not slow down
+    with the chunk count). A column ``base`` lacks, or holds only nulls of, takes the diagonal
+    concatenation (which finds the common type)."""
+    if not new.height:
+        return base
+    widen = [c for c, t in new.schema.items() if c not in base.schema or (base.schema[c] == pl.Null and t != pl.Null)]
+    if widen or not base.width:
+        return pl.concat([base, new], how="diagonal_relaxed").rechunk()
+    aligned = new.select(
+        [pl.col(c).cast(t) if c in new.schema else pl.lit(None, dtype=t).alias(c) for c, t in base.schema.items()]
+    )
+    out = base.vstack(aligned)
+    return out.rechunk() if out.n_chunks() > APPEND_CHUNKS else out

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pyarrow as pa
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sensorium.keyindex import NameIndex
@@ -153,3 +153,36 @@ def test_first_occurrences_of_many_values_by_hashing_agree_with_the_sort() -> No
     a = rng.integers(0, 3 * FIRST_SORT_MAX, 4 * FIRST_SORT_MAX).astype(np.uint64)
     _, first = np.unique(a, return_index=True)
     assert first_occurrences(a).tolist() == np.sort(first).tolist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(st.sampled_from(["a", "b", "c", "d"]), st.one_of(st.none(), st.sampled_from(["x", "y", "z"]))),
+            min_size=0,
+            max_size=4,
+        ),
+        min_size=1,
+        max_size=80,
+    ),
+)
+def test_append_rows_equals_one_diagonal_concatenation(parts: list[list[tuple[str, str | None]]]) -> None:
+    """A table grown a part at a time (parts with different, missing or all-null columns) holds
+    the same rows as all parts concatenated at once, and never more than APPEND_CHUNKS chunks."""
+    from sensorium.keyindex import APPEND_CHUNKS, append_rows
+
+    frames = []
+    for i, cols in enumerate(parts):
+        data: dict[str, pl.Series] = {"series": pl.Series("series", [f"s{i}"], dtype=pl.Utf8)}
+        for name, value in cols:
+            data[name] = pl.Series(name, [value], dtype=pl.Utf8 if value is not None else pl.Null)
+        frames.append(pl.DataFrame(list(data.values())))
+    table = pl.DataFrame(schema={"series": pl.Utf8})
+    for f in frames:
+        table = append_rows(table, f)
+        assert table.n_chunks() <= APPEND_CHUNKS + 1
+    expected = pl.concat([pl.DataFrame(schema={"series": pl.Utf8}), *frames], how="diagonal_relaxed")
+    assert table.select(sorted(table.columns)).cast(pl.Utf8).equals(
+        expected.select(sorted(expected.columns)).cast(pl.Utf8)
+    )

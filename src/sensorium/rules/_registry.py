@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from sensorium.keyindex import NameIndex
+from sensorium.keyindex import NameIndex, append_rows
 from sensorium.rules.model import is_glob
 
 
@@ -36,13 +36,14 @@ def parse_series_key(key: str) -> tuple[str, str, dict[str, str]]:
 class SeriesTable:
     """Series ids with their bucket, measurement and tags.
 
-    Kept as columns (one Polars frame per registration, concatenated on demand): at 100 k series,
+    Kept as columns (one Polars frame, new series appended as they come): at 100 k series,
     per-series Python lists and tag dicts cost ~60 MB more. A single series' bucket, measurement
     or tags is read as one row (when an alert needs its subject)."""
 
     def __init__(self) -> None:
         self.index = NameIndex(seed=0x5E750)
-        self._parts: list[pl.DataFrame] = []  # series, bucket, measurement, tag columns; by sid
+        # series, bucket, measurement, tag columns; by sid
+        self._table = pl.DataFrame(schema={"series": pl.Utf8, "bucket": pl.Utf8, "measurement": pl.Utf8})
 
     def __len__(self) -> int:
         return len(self.index)
@@ -67,7 +68,7 @@ class SeriesTable:
         if not tag_cols or need.any():  # parse the keys only where they must be
             part = _parsed(part, need if tag_cols else pl.Series([True] * part.height), bool(tag_cols))
         sids = self.index.add(part.get_column("series").to_list())
-        self._parts.append(part)
+        self._table = append_rows(self._table, part)
         return fresh.with_columns(
             pl.Series("sid", sids), part.get_column("bucket"), part.get_column("measurement")
         )
@@ -81,11 +82,7 @@ class SeriesTable:
         return self.register(pl.DataFrame(rows, infer_schema_length=None))
 
     def _rows(self) -> pl.DataFrame:
-        if len(self._parts) > 1:
-            self._parts = [pl.concat(self._parts, how="diagonal_relaxed")]
-        if not self._parts:
-            return pl.DataFrame(schema={"series": pl.Utf8, "bucket": pl.Utf8, "measurement": pl.Utf8})
-        return self._parts[0]
+        return self._table
 
     def name(self, sid: int) -> str:
         return str(self.index.column()[int(sid)])
@@ -132,7 +129,7 @@ class SeriesTable:
             )
         if rows.height:
             out.index.add(rows.get_column("series").to_list())
-            out._parts = [rows]
+            out._table = rows
         return out
 
 

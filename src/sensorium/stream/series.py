@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from sensorium.keyindex import NameIndex, grow
+from sensorium.keyindex import NameIndex, append_rows, grow
 from sensorium.stream.frame import empty_series
 
 BASE = ("series", "bucket", "measurement")
@@ -35,7 +35,7 @@ class SeriesIndex:
             fresh = self._mark(new.get_column("series"))
             new = new.filter(pl.Series(fresh)) if not fresh.all() else new
         if new.height:
-            self.frame = pl.concat([self.frame, new], how="diagonal_relaxed")
+            self.frame = append_rows(self.frame, new)
             self._remember(new)
         return new.height
 
