@@ -136,15 +136,17 @@ class NameIndex(HashIndex):
         missing = ids < 0
         if missing.any():
             seed = self.seed
-            self.add(unknown_names(col, h, ids))
+            first = first_unknown(h, ids)
+            self.add(col.gather(first).to_list(), h[first])  # hashed once (each a Polars call)
             ids = self.ids_of_hashes(h) if self.seed == seed else self.lookup(col)
         return ids
 
-    def add(self, names: list[str]) -> np.ndarray:
-        """Add names not yet known (distinct), in order; their ids."""
+    def add(self, names: list[str], hashes: np.ndarray | None = None) -> np.ndarray:
+        """Add names not yet known (distinct), in order; their ids. ``hashes``: the names'
+        hashes with this index's seed, when the caller has them."""
         start = len(self)
         more = pl.Series("name", names, dtype=pl.Utf8)
-        new = self.hash(more)
+        new = self.hash(more) if hashes is None else hashes
         clash = not distinct(new) or bool((self.ids_of_hashes(new) >= 0).any())
         self._column = pl.concat([self._column, more], rechunk=False) if start else more
         if self._list is not None:
@@ -204,9 +206,14 @@ def distinct(a: np.ndarray) -> bool:
 def unknown_names(col: pl.Series, h: np.ndarray, ids: np.ndarray, rows: np.ndarray | None = None) -> list[str]:
     """The distinct names without an id (``ids`` -1; ``h``: the names' hashes) in order of first
     sight; ``h`` and ``ids`` are of the rows ``rows`` of ``col`` (default: every row)."""
-    unknown = np.flatnonzero(ids < 0)
-    first = unknown[first_occurrences(h[unknown])]
+    first = first_unknown(h, ids)
     return col.gather(first if rows is None else rows[first]).to_list()
+
+
+def first_unknown(h: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Positions of the first row of each distinct hash without an id (``ids`` -1), in order."""
+    unknown = np.flatnonzero(ids < 0)
+    return unknown[first_occurrences(h[unknown])]
 
 
 class Remap:
