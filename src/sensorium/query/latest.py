@@ -7,8 +7,8 @@ so memory stays bounded by the series count, not by the data written, when nobod
 folds cost O(1) amortised per row). A fold's working set (~3x the rows it folds, ~45 MB at 50 k
 series) comes after a flush, when the process holds least, not inside a write (under the log's
 lock, beside the request's parsed batches); a write folds only past :data:`HARD_FACTOR` times
-that, when nothing calls ``maintain``. A table's cache is seeded from the lake on first read. A series not
-updated for ``ttl_s`` (by the injected clock) is forgotten. The in-memory adapter of
+that, when nothing calls ``maintain``. A table's cache is seeded from the lake on first read. A
+series not updated for ``ttl_s`` (by the injected clock) is forgotten. The in-memory adapter of
 :class:`sensorium.query.cache.LatestCache`.
 """
 
