@@ -68,9 +68,10 @@ class PhaseProbe:
                     key, {"calls": 0, "max_mb": 0.0, "max_at_call": 0, "max_rise_mb": 0.0, "net_mb": 0.0}
                 )
                 s["calls"] += 1
-                if max(rec[0], after) / 1e6 > s["max_mb"]:
-                    s["max_mb"], s["max_at_call"] = max(rec[0], after) / 1e6, s["calls"]
-                s["max_rise_mb"] = max(s["max_rise_mb"], (max(rec[0], after) - before) / 1e6)
+                top = max(rec[0], after)
+                if top / 1e6 > s["max_mb"]:
+                    s["max_mb"], s["max_at_call"] = top / 1e6, s["calls"]
+                s["max_rise_mb"] = max(s["max_rise_mb"], (top - before) / 1e6)
                 s["net_mb"] += (after - before) / 1e6
 
         setattr(owner, attr, measured)

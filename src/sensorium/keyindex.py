@@ -396,7 +396,7 @@ def append_rows(base: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
     concatenation (which finds the common type)."""
     if not new.height:
         return base
-    widen = [c for c, t in new.schema.items() if c not in base.schema or (base.schema[c] == pl.Null and t != pl.Null)]
+    widen = any(c not in base.schema or (base.schema[c] == pl.Null and t != pl.Null) for c, t in new.schema.items())
     if widen or not base.width:
         return pl.concat([base, new], how="diagonal_relaxed").rechunk()
     aligned = new.select(
