@@ -296,3 +296,62 @@ def test_grouping_of_sparse_keys_falls_back_to_the_same_order() -> None:
     assert jit.group_order(kid, None, 1, 20, 1 << 20) is None
     assert np.array_equal(_group_order(kid, start[:1]), np.argsort(kid, kind="stable"))
     assert np.array_equal(_group_order(kid, start), np.lexsort((start, kid)))
+
+
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 3)), max_size=200), st.data())
+@settings(max_examples=60, deadline=None)
+def test_pair_counts_and_scatter_group_rows_by_pair_in_row_order(rows: list[tuple[int, int]], data: st.DataObject) -> None:
+    """Counts and first rows per (field, series) code equal NumPy's; placing the rows of any
+    chosen pairs, in any order, gives each pair's rows in row order, pair after pair."""
+    ns, nf = 6, 4
+    sid = np.array([r[0] for r in rows], dtype=np.int32)
+    fid = np.array([r[1] for r in rows], dtype=np.int32)
+    code = fid.astype(np.int64) * ns + sid
+    counts, first = jit.pair_counts(sid, fid, ns, nf)
+    assert np.array_equal(counts, np.bincount(code, minlength=ns * nf))
+    for c in range(ns * nf):
+        hits = np.flatnonzero(code == c)
+        assert first[c] == (hits[0] if len(hits) else -1)
+    present = np.flatnonzero(counts)
+    pick = data.draw(st.permutations(present.tolist()))[: data.draw(st.integers(0, len(present)))]
+    offset = np.full(ns * nf, -1, dtype=np.int64)
+    sizes = counts[pick] if pick else np.zeros(0, np.int64)
+    offset[pick] = np.cumsum(sizes) - sizes
+    got = jit.pair_scatter(sid, fid, ns, offset, int(sizes.sum()))
+    want = np.concatenate([np.flatnonzero(code == c) for c in pick]) if pick else np.zeros(0, np.int64)
+    assert np.array_equal(got, want)
+
+
+def test_pair_kernels_refuse_ids_out_of_range_and_bad_offsets() -> None:
+    sid, fid = np.array([0, 3], np.int32), np.array([1, 0], np.int32)
+    with pytest.raises(ValueError, match="out of range"):
+        jit.pair_counts(sid, fid, 3, 2)  # series 3 of 3
+    with pytest.raises(ValueError, match="out of range"):
+        jit.pair_counts(sid, np.array([1, -1], np.int32), 4, 2)
+    offset = np.full(8, -1, dtype=np.int64)
+    offset[4] = 0
+    offset[3] = 5  # past the end of the output
+    with pytest.raises(ValueError, match="rows placed"):
+        jit.pair_scatter(sid, fid, 4, offset, 2)
+    with pytest.raises(ValueError, match="an offset per"):
+        jit.pair_scatter(sid, fid, 4, np.zeros(3, np.int64), 2)
+
+
+@given(st.lists(st.lists(st.integers(-3, 8), min_size=1, max_size=12), max_size=25), st.data())
+@settings(max_examples=80, deadline=None)
+def test_rising_rows_equal_the_numpy_reference(groups: list[list[int]], data: st.DataObject) -> None:
+    """Rows after every earlier row of their group and the carried time: as ``in_order``."""
+    from sensorium.rules._kernels import Segments, in_order
+
+    t = np.array([x for g in groups for x in g], dtype=np.int64)
+    sizes = np.array([len(g) for g in groups], dtype=np.int64)
+    si = np.cumsum(sizes) - sizes
+    carry = np.array([data.draw(st.sampled_from([MIN, -2, 0, 4])) for _ in groups], dtype=np.int64)
+    ok, kept = jit.rising_rows(t, si, carry)
+    if len(t):
+        kid = np.repeat(np.arange(len(groups), dtype=np.int32), sizes)
+        want = in_order(Segments(kid, t, t.astype(np.float64), np.arange(len(t)), si), carry)
+        assert np.array_equal(ok, want)
+    assert np.array_equal(kept, np.add.reduceat(ok, si) if len(t) else np.zeros(0, np.int64))
+    with pytest.raises(ValueError):
+        jit.rising_rows(t, si, carry[:-1] if len(carry) else np.zeros(1, np.int64))

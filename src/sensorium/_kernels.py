@@ -402,6 +402,61 @@ def rolling_update(
     return ng
 
 
+@njit(cache=True, nogil=True)
+def pair_counts(sid: np.ndarray, fid: np.ndarray, ns: int, counts: np.ndarray, first: np.ndarray) -> int:  # pragma: no cover - compiled
+    """Rows per (field, series) pair: ``counts[fid * ns + sid] += 1`` for every row, and
+    ``first[code]`` = the first row of each pair (``first`` filled with -1 by the caller; both
+    updated in place). Returns the number of distinct pairs."""
+    pairs = 0
+    for i in range(sid.size):
+        c = fid[i] * ns + sid[i]
+        if counts[c] == 0:
+            first[c] = i
+            pairs += 1
+        counts[c] += 1
+    return pairs
+
+
+@njit(cache=True, nogil=True)
+def pair_scatter(sid: np.ndarray, fid: np.ndarray, ns: int, offset: np.ndarray, out: np.ndarray) -> int:  # pragma: no cover - compiled
+    """Rows placed by pair: row ``i`` of pair ``c = fid * ns + sid`` goes to ``out[offset[c]]``,
+    then ``offset[c]`` moves on (rows of a pair stay in row order); a pair with offset -1 is
+    dropped. ``offset`` is updated in place. Returns the number of rows placed (-1: an offset
+    past the end of ``out``)."""
+    placed = 0
+    for i in range(sid.size):
+        c = fid[i] * ns + sid[i]
+        o = offset[c]
+        if o >= 0:
+            if o >= out.size:
+                return -1
+            out[o] = i
+            offset[c] = o + 1
+            placed += 1
+    return placed
+
+
+@njit(cache=True, nogil=True)
+def rising_rows(t: np.ndarray, si: np.ndarray, carry: np.ndarray, ok: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """``ok[i]``: row ``i`` is after every earlier row of its group (groups from ``si``) and
+    after the group's carried time ``carry[g]``; returns the rows kept per group."""
+    ng, n = si.size, t.size
+    kept = np.zeros(ng, np.int64)
+    for g in range(ng):
+        hi = si[g + 1] if g + 1 < ng else n
+        m = carry[g]
+        k = 0
+        for i in range(si[g], hi):
+            if t[i] > m:
+                ok[i] = True
+                m = t[i]
+                k += 1
+            else:
+                ok[i] = False
+        kept[g] = k
+    return kept
+
+
 #: The exported kernels: name -> (function, Numba signature). ``counting_argsort`` twice, for
 #: 64- and 32-bit keys; arrays are C-contiguous (the loader's wrappers make them so).
 _I8, _I4, _F8, _B = "int64[::1]", "int32[::1]", "float64[::1]", "boolean[::1]"
@@ -409,6 +464,9 @@ EXPORTS = {
     "counting_argsort_i8": (counting_argsort, f"int64[::1]({_I8}, int64, int64)"),
     "counting_argsort_i4": (counting_argsort, f"int64[::1]({_I4}, int64, int64)"),
     "group_order": (group_order, f"int64[::1]({_I8}, {_I8}, int64, int64, int64)"),
+    "pair_counts": (pair_counts, f"int64({_I4}, {_I4}, int64, {_I8}, {_I8})"),
+    "pair_scatter": (pair_scatter, f"int64({_I4}, {_I4}, int64, {_I8}, {_I8})"),
+    "rising_rows": (rising_rows, f"int64[::1]({_I8}, {_I8}, {_I8}, {_B})"),
     "segment_sums": (segment_sums, f"float64[::1]({_F8}, {_I8})"),
     "observe_rows": (observe_rows, f"boolean({_I8}, {_I8}, {_I8}, {_I8}, int64, {_B}, {_I8})"),
     "rolling_stats": (

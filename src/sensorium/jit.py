@@ -240,6 +240,57 @@ def group_order(kid: np.ndarray, srank: np.ndarray | None, ns: int, field_bits: 
     return out if out.size == kid.size else None
 
 
+def pair_counts(sid: np.ndarray, fid: np.ndarray, ns: int, nf: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows per (field, series) pair, by the pair's code ``fid * ns + sid`` (``sid`` in
+    ``[0, ns)``, ``fid`` in ``[0, nf)``: checked): ``(counts, first row)``, two int64 tables of
+    ``nf * ns`` entries (first row -1 where a pair has no row). One compiled pass."""
+    s, f = _c(sid, np.int32), _c(fid, np.int32)
+    _check_pairs(s, f, ns, nf)
+    counts = np.zeros(nf * ns, dtype=np.int64)
+    first = np.full(nf * ns, -1, dtype=np.int64)
+    kernels().pair_counts(s, f, int(ns), counts, first)
+    return counts, first
+
+
+def pair_scatter(sid: np.ndarray, fid: np.ndarray, ns: int, offset: np.ndarray, total: int) -> np.ndarray:
+    """Rows grouped by (field, series) pair: row ``i`` of pair ``c`` goes to position
+    ``offset[c]`` and the next row of that pair after it (pairs with offset -1 are left out);
+    ``offset`` (int64, one per code, as from :func:`pair_counts`) is used up in place; ``total``:
+    the rows placed (the sum of the counts of the pairs kept)."""
+    s, f = _c(sid, np.int32), _c(fid, np.int32)
+    if offset.size < ns * (int(f.max()) + 1 if f.size else 0):
+        raise ValueError("pair_scatter: an offset per (field, series) code")
+    _check_pairs(s, f, ns, offset.size // max(ns, 1))
+    out = np.empty(int(total), dtype=np.int64)
+    placed = kernels().pair_scatter(s, f, int(ns), _inplace("offset", offset, np.int64), out)
+    if placed != total:
+        raise ValueError(f"pair_scatter: {placed} rows placed, {total} expected")
+    return out
+
+
+def _check_pairs(sid: np.ndarray, fid: np.ndarray, ns: int, nf: int) -> None:
+    """The kernels index tables by ``fid * ns + sid`` unchecked: every id must be in range."""
+    if sid.size != fid.size:
+        raise ValueError("a series id and a field id per row")
+    if sid.size and (int(sid.min()) < 0 or int(sid.max()) >= ns or int(fid.min()) < 0 or int(fid.max()) >= nf):
+        raise ValueError(f"ids out of range: series in [0, {ns}), fields in [0, {nf})")
+
+
+def rising_rows(t: np.ndarray, si: np.ndarray, carry: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(ok, kept)``: which rows of the grouped times ``t`` (groups from increasing ``si``, the
+    first 0) are after every earlier row of their group and the group's carried time (``carry``,
+    one per group) — the others are out of order or repeat a time — and how many each group
+    keeps. One compiled pass (:func:`sensorium.rules._kernels.in_order` is its NumPy reference)."""
+    tt, starts = _c(t, np.int64), _c(si, np.int64)
+    if starts.size != len(carry) or (starts.size and (int(starts[0]) != 0 or int(starts.max()) > tt.size)):
+        raise ValueError("rising_rows: group starts from 0, a carried time per group")
+    if tt.size and not starts.size:
+        raise ValueError("rising_rows: rows without groups")
+    ok = np.empty(tt.size, dtype=np.bool_)
+    kept = kernels().rising_rows(tt, starts, _c(carry, np.int64), ok)
+    return ok, kept
+
+
 def segment_sums(a: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """``np.add.reduceat(a, starts)`` for increasing ``starts``, summed as NumPy sums."""
     return kernels().segment_sums(_c(a, np.float64), _c(starts, np.int64))  # type: ignore[no-any-return]

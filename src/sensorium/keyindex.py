@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from sensorium.jit import counting_applies, counting_argsort
+from sensorium.jit import counting_applies, counting_argsort, pair_counts, pair_scatter
 
 _SEED = 0x5E751
 
@@ -276,6 +276,64 @@ class Keys:
         return Keys(
             np.concatenate([p.sid for p in parts]), np.concatenate([p.fid for p in parts]), first.series, first.fields
         )
+
+
+class PairGroups:
+    """The rows of a :class:`Keys` grouped by their (field, series) pair without sorting them: one
+    compiled pass counts the rows of every pair (and finds its first row), a stage decides at the
+    level of pairs — a few thousand, not millions of rows — which to keep and in what order, and
+    one more pass places the rows (each pair's rows in row order). A stage that maps the runner's
+    ids to its own does so per pair, not per row.
+
+    :func:`pair_groups` makes one while its tables (two int64 per possible pair: fields x series
+    of the runner's indexes) stay within the counting sort's bounds."""
+
+    __slots__ = ("code", "count", "first", "keys", "ns", "_table")
+
+    def __init__(self, keys: Keys, counts: np.ndarray, first: np.ndarray) -> None:
+        self.keys = keys
+        self.ns = max(len(keys.series), 1)
+        self.code = np.flatnonzero(counts)  # the pairs present: fid * ns + sid, ascending
+        self.count = counts[self.code]
+        self.first = first[self.code]
+        self._table: np.ndarray | None = counts  # reused for the offsets of :meth:`rows`
+
+    def __len__(self) -> int:
+        return len(self.code)
+
+    @property
+    def sid(self) -> np.ndarray:
+        """Each pair's series id (the runner's)."""
+        return (self.code % self.ns).astype(np.int32)
+
+    @property
+    def fid(self) -> np.ndarray:
+        """Each pair's field id (the runner's)."""
+        return (self.code // self.ns).astype(np.int32)
+
+    def rows(self, pick: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows, starts)``: the rows of the pairs ``pick`` (positions in :attr:`code`, in the
+        order wanted; others left out), pair after pair, each pair's rows in row order, and where
+        each pair's rows start. Once per instance (it uses up the count table)."""
+        table, self._table = self._table, None
+        if table is None:
+            raise RuntimeError("PairGroups.rows: once per grouping")
+        cnt = self.count[pick]
+        starts = np.cumsum(cnt) - cnt
+        table.fill(-1)
+        table[self.code[pick]] = starts
+        total = int(cnt.sum())
+        return pair_scatter(self.keys.sid, self.keys.fid, self.ns, table, total), starts
+
+
+def pair_groups(keys: Keys) -> PairGroups | None:
+    """:class:`PairGroups` of ``keys``, or None when its tables would be sparse (many more
+    possible pairs than rows: the caller sorts instead)."""
+    ns, nf = max(len(keys.series), 1), max(len(keys.fields), 1)
+    if not len(keys) or not counting_applies(len(keys), ns * nf):
+        return None
+    counts, first = pair_counts(keys.sid, keys.fid, ns, nf)
+    return PairGroups(keys, counts, first)
 
 
 def keys_of(values: pl.DataFrame, series: NameIndex, fields: NameIndex) -> Keys:

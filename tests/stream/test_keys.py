@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -124,6 +125,75 @@ def test_stages_give_the_same_with_keys_as_by_name() -> None:
     assert plain[1]._base._keys.series.names.equals(keyed[1]._base._keys.series.names)
     assert np.array_equal(plain[2].state()["key_series"], keyed[2].state()["key_series"])
     assert plain[2].state()["series"] == keyed[2].state()["series"]
+
+
+def test_rules_group_rows_by_pair_as_by_sorting_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine groups the framing's rows per (series, field) pair (compiled counting) when it
+    can, else by a sort of its rows (sparse ids): both give the same transitions, the same own
+    ids and the same state — watched fields, fields only absence rules count, derived values."""
+    import sensorium.rules.engine as engine_mod
+
+    text = RULES + """
+[[rules]]
+name = "quiet"
+kind = "absence"
+field = "humidity"
+group_by = ["device_id"]
+after = "2m"
+severity = "warning"
+"""
+    by_pair, by_rows = RuleEngine(parse_rules(text)), RuleEngine(parse_rules(text))
+    rolling = RollingStats()
+    si, fi = NameIndex(), NameIndex()
+    for b in reversed(_batches(11)):  # the runner's ids in another order than the engines' first sight
+        keyed_frames([b], "default", si, fi)
+    real = engine_mod.pair_groups
+    used = 0
+    fired = 0
+    for b in _batches(11):
+        values, series, keys = keyed_frames([b], "default", si, fi)
+        d, dk = rolling.process_keyed(values, ["*:std_10"], keys)
+        both = pl.concat([values, d.select(values.columns)])
+        both_keys = type(keys).concat([keys, dk])
+        assert real(both_keys) is not None
+        used += 1
+        t1 = by_pair.process(both, series, both_keys)
+        monkeypatch.setattr(engine_mod, "pair_groups", lambda k: None)
+        t2 = by_rows.process(both, series, both_keys)
+        monkeypatch.setattr(engine_mod, "pair_groups", real)
+        assert t1 == t2
+        now = int(b.table["time"].to_numpy().max()) + 5 * 60 * S
+        ticked = by_pair.tick(now)
+        assert ticked == by_rows.tick(now)
+        fired += len(t1) + len(ticked)
+    assert used and fired
+    assert by_pair.ignored_rows == by_rows.ignored_rows > 0  # late rows were left out alike
+    a, b2 = by_pair.state(), by_rows.state()
+    assert a["series"] == b2["series"] and a["rfields"] == b2["rfields"]
+    assert np.array_equal(a["key_series"], b2["key_series"]) and np.array_equal(a["key_rf"], b2["key_rf"])
+    assert np.array_equal(a["last_t"], b2["last_t"])
+    assert a["absences"].keys() == b2["absences"].keys()
+
+
+def test_pair_groups_stand_aside_for_sparse_ids() -> None:
+    """Far more possible (field, series) pairs than rows: no pair tables (the caller sorts)."""
+    from sensorium.keyindex import Keys, pair_groups
+
+    si, fi = NameIndex(), NameIndex()
+    si.ids(pl.Series([f"s{i}" for i in range(300_000)]))
+    fi.ids(pl.Series(["a", "b", "c", "d", "e"]))
+    sparse = Keys(np.array([5, 299_999], np.int32), np.array([4, 0], np.int32), si, fi)
+    assert pair_groups(sparse) is None
+    dense = Keys(np.array([2, 0, 2, 1], np.int32), np.array([1, 1, 1, 0], np.int32), NameIndex(), NameIndex())
+    dense.series.ids(pl.Series(["x", "y", "z"]))
+    dense.fields.ids(pl.Series(["f", "g"]))
+    pg = pair_groups(dense)
+    assert pg is not None and pg.code.tolist() == [1, 3, 5] and pg.count.tolist() == [1, 1, 2]
+    assert pg.sid.tolist() == [1, 0, 2] and pg.fid.tolist() == [0, 1, 1] and pg.first.tolist() == [3, 1, 0]
+    rows, starts = pg.rows(np.array([2, 0]))  # pair (z, g) then (y, f); (x, g) left out
+    assert rows.tolist() == [0, 2, 3] and starts.tolist() == [0, 2]
+    with pytest.raises(RuntimeError):
+        pg.rows(np.array([0]))
 
 
 def test_unique_and_distinct_agree_with_numpy() -> None:

@@ -173,7 +173,8 @@ def shift(x: np.ndarray, s: Segments, carry: np.ndarray) -> np.ndarray:
 
 def in_order(s: Segments, carry: np.ndarray) -> np.ndarray:
     """Which rows are after every earlier row of their group and the carried time (one per
-    group): the others are out of order or duplicates."""
+    group): the others are out of order or duplicates. The NumPy reference of the compiled
+    :func:`sensorium.jit.rising_rows`, which the engine runs."""
     t = s.t
     ok = t > shift(t, s, carry)
     if ok.all():

@@ -34,7 +34,17 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from sensorium.keyindex import Keys, NameIndex, Remap, stable_argsort, unique, unknown_names
+from sensorium.jit import rising_rows
+from sensorium.keyindex import (
+    Keys,
+    NameIndex,
+    PairGroups,
+    Remap,
+    pair_groups,
+    stable_argsort,
+    unique,
+    unknown_names,
+)
 from sensorium.rules._absence import Absence, arrival_of, per_series
 from sensorium.rules._book import Book, Record, Subject
 from sensorium.rules._changes import apply_changes
@@ -44,7 +54,6 @@ from sensorium.rules._kernels import (
     Kernel,
     Segments,
     group_starts,
-    in_order,
     make_kernel,
     shift,
 )
@@ -55,6 +64,8 @@ from sensorium.rules.types import Transition
 
 DEFAULT_FLAP_WINDOW_NS = 300 * 1_000_000_000
 DEFAULT_FLAP_MAX_CHANGES = 6
+#: rows grouped for the rules: (row, group starts, groups' watched-field keys, series, field ids)
+_Grouped = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]
 _ORDER = itemgetter(0, 1, 2)  # transitions: by row, then rule, then the order they were made
 _STATE_VERSION = 2  # 2: rule state by slot (keys the rule matches), not by key
 
@@ -234,6 +245,54 @@ class RuleEngine:
         if n == 0:
             return []
         self.rows_seen += n
+        pg = pair_groups(keys) if keys is not None else None
+        grouped = self._pair_grouped(pg) if pg is not None else self._row_grouped(values, keys)
+        if grouped is None:
+            return []
+        row, si, g_fk, g_sid, g_fid = grouped
+        n_rf = len(self._rfields)
+        t = values.get_column("time").to_numpy()[row]
+        out: list[tuple[int, int, int, Transition]] = []
+        n_wg = int(np.searchsorted(g_fk, n_rf))  # groups of watched fields
+        if n_wg:
+            nw = int(si[n_wg]) if n_wg < len(si) else len(row)
+            gk = self._key_ids(g_sid[:n_wg], g_fk[:n_wg], row[si[:n_wg]])
+            self._eval_events(values, gk, row[:nw], t[:nw], si[:n_wg], out)
+        if g_fid is not None:
+            self._absence_batch(values, row, t, si, g_fid, g_sid, out)
+        out.sort(key=_ORDER)
+        return [x[3] for x in out]
+
+    def _pair_grouped(self, pg: PairGroups) -> _Grouped | None:
+        """The rows rules read, grouped (see :meth:`_row_grouped`), from the framing's ids grouped
+        by pair: ids are mapped to the engine's own, and rows kept or left out, per (series,
+        field) pair; then one compiled pass places the rows."""
+        keys = pg.keys
+        p_sid, p_fid = pg.sid, pg.fid
+        by_first = np.argsort(pg.first)  # pairs in order of first sight: new names get ids as by rows
+        fid = np.empty(len(pg), dtype=np.int32)
+        fid[by_first] = self._remap[1].ids(p_fid[by_first], keys.fields, self._field_ids)
+        rf = self._rfid_of_fid[fid]
+        keep = rf >= 0
+        counted = self._abs_fid_any[fid] if self._absences else None
+        if counted is not None:
+            keep |= counted
+        kept = by_first[keep[by_first]]
+        if not len(kept):
+            return None
+        sid = self._remap[0].ids(p_sid[kept], keys.series, lambda names: self._series_ids(names, None))
+        fk = rf[kept]
+        if counted is not None:
+            fk = np.where(fk >= 0, fk, len(self._rfields) + fid[kept])
+        o = np.argsort(fk.astype(np.int64) * (len(self._series) + 1) + sid)  # distinct: one per pair
+        row, si = pg.rows(kept[o])
+        return row, si, fk[o], sid[o], (fid[kept[o]] if counted is not None else None)
+
+    def _row_grouped(self, values: pl.DataFrame, keys: Keys | None) -> _Grouped | None:
+        """``(row, si, g_fk, g_sid, g_fid)``: the rows of watched fields (and of fields only
+        absence rules count) grouped by (watched field, series) — arrival order within a group —
+        with the groups' starts, watched-field keys (``n_rf + field`` for fields only counted),
+        series and (with absence rules) field ids; None when no row concerns a rule."""
         if keys is not None:
             fid = self._remap[1].ids(keys.fid, keys.fields, self._field_ids)
         else:
@@ -243,7 +302,7 @@ class RuleEngine:
         counted = self._abs_fid_any[fid] if self._absences else None
         rel = np.flatnonzero(watched if counted is None else watched | counted)
         if not len(rel):
-            return []
+            return None
         if keys is not None:
             sid = self._remap[0].ids(keys.sid[rel], keys.series, lambda names: self._series_ids(names, None))
         else:
@@ -260,23 +319,7 @@ class RuleEngine:
         si = group_starts(code[order])
         del code
         first = order[si]  # the first row of each group (in rel)
-        g_fk, g_sid = fk[first], sid[first]
-        g_fid = fid[rel[first]] if counted is not None else None
-        row = rel[order]
-        # the per-row temporaries go before the rules run (at 100 k series ~25 MB of the
-        # stage's peak): only the grouped rows and their times are needed from here on
-        del order, first, fk, sid, rel, fid, rf, watched, counted
-        t = values.get_column("time").to_numpy()[row]
-        out: list[tuple[int, int, int, Transition]] = []
-        n_wg = int(np.searchsorted(g_fk, n_rf))  # groups of watched fields
-        if n_wg:
-            nw = int(si[n_wg]) if n_wg < len(si) else len(row)
-            gk = self._key_ids(g_sid[:n_wg], g_fk[:n_wg], row[si[:n_wg]])
-            self._eval_events(values, gk, row[:nw], t[:nw], si[:n_wg], out)
-        if g_fid is not None:
-            self._absence_batch(values, row, t, si, g_fid, g_sid, out)
-        out.sort(key=_ORDER)
-        return [x[3] for x in out]
+        return rel[order], si, fk[first], sid[first], (fid[rel[first]] if counted is not None else None)
 
     def wanted_derived(self) -> tuple[str, ...]:
         """The derived values (rolling statistics) some rule reads, as field names or glob
@@ -410,15 +453,19 @@ class RuleEngine:
     ) -> None:
         """Event-time rules on the watched rows ``row`` (frame rows, grouped by key: groups from
         ``si``, keys ``gk``; event times ``t``)."""
-        kid = np.repeat(gk, np.diff(si, append=len(row)))
+        ok, kept = rising_rows(t, si, self._last_t[gk])  # out of order, or a time again: ignored
+        n_ok = int(kept.sum())
+        if n_ok < len(row):
+            self.ignored_rows += len(row) - n_ok
+            row, t = row[ok], t[ok]
+            live = kept > 0
+            if not live.all():
+                gk, kept = gk[live], kept[live]
+            si = np.cumsum(kept) - kept
+        del ok
         v = values.get_column("value").cast(pl.Float64).to_numpy()[row]
         carried = (self._last_t, self._last_v)  # rate kernels read them (updated below)
-        seg = Segments(kid, t, v, row, si, carried=carried)
-        ok = in_order(seg, self._last_t[seg.gk])
-        if not ok.all():
-            self.ignored_rows += int(len(ok) - np.count_nonzero(ok))
-            kid, row, t, v = kid[ok], row[ok], t[ok], v[ok]
-            seg = Segments(kid, t, v, row, carried=carried)
+        seg = Segments(np.repeat(gk, kept), t, v, row, si, carried=carried)
         gbounds = np.searchsorted(self._keys.rf[seg.gk], np.arange(len(self._rfields) + 1))
         glid = self._keys.lid[seg.gk]
         for sel in self._selections.values():
