@@ -355,3 +355,28 @@ def test_rising_rows_equal_the_numpy_reference(groups: list[list[int]], data: st
     assert np.array_equal(kept, np.add.reduceat(ok, si) if len(t) else np.zeros(0, np.int64))
     with pytest.raises(ValueError):
         jit.rising_rows(t, si, carry[:-1] if len(carry) else np.zeros(1, np.int64))
+
+
+@given(st.lists(st.tuples(st.integers(-50, 400), st.integers(0, 7)), min_size=1, max_size=200),
+       st.integers(1, 90), st.integers(0, 89))
+@settings(max_examples=60, deadline=None)
+def test_pane_buckets_order_rows_by_pane_then_series_stably(rows: list[tuple[int, int]], p: int, off: int) -> None:
+    """Rows in (pane, series) order, arrival order within one, as a stable lexsort; each code's
+    end as the cumulative counts; a span over the limit refused (None)."""
+    off %= p
+    t = np.array([r[0] for r in rows], dtype=np.int64)
+    sid = np.array([r[1] + 3 for r in rows], dtype=np.int64)
+    kid = sid * 100 + np.arange(len(rows))
+    v = np.arange(len(rows), dtype=np.float64) / 7
+    got = jit.pane_buckets(t, sid, kid, v, off, p, 1 << 20)
+    assert got is not None
+    q0, s0, ns, ends, (k2, t2, v2) = got
+    q = (t - off) // p  # floor division, as the panes of negative times need
+    want = np.lexsort((sid, q))
+    assert q0 == int(q.min()) and s0 == int(sid.min()) and ns == int(sid.max()) - s0 + 1
+    assert np.array_equal(k2, kid[want]) and np.array_equal(t2, t[want]) and np.array_equal(v2, v[want])
+    code = (q - q0) * ns + sid - s0
+    assert np.array_equal(ends, np.cumsum(np.bincount(code, minlength=ends.size)))
+    assert jit.pane_buckets(t, sid, kid, v, off, p, ends.size - 1) is None
+    with pytest.raises(ValueError):
+        jit.pane_buckets(t, sid[:-1], kid, v, off, p, 1 << 20)

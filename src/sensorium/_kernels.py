@@ -457,6 +457,33 @@ def rising_rows(t: np.ndarray, si: np.ndarray, carry: np.ndarray, ok: np.ndarray
     return kept
 
 
+@njit(cache=True, nogil=True)
+def pane_buckets(
+    t: np.ndarray, sid: np.ndarray, kid: np.ndarray, v: np.ndarray, off: int, p: int, q0: int, s0: int, ns: int,
+    ends: np.ndarray, okid: np.ndarray, ot: np.ndarray, ov: np.ndarray,
+) -> int:  # pragma: no cover - compiled
+    """Rows bucketed by (pane, series): the code of row ``i`` is ``((t - off) // p - q0) * ns +
+    sid - s0``; the rows (``kid``, ``t``, ``v``) are placed in code order, arrival order kept within
+    a code, into ``okid``/``ot``/``ov``; ``ends`` (zeros, one per code, from the caller) ends up
+    holding where each code's rows end. The caller makes every code fall in ``ends``."""
+    n = t.size
+    for i in range(n):
+        ends[((t[i] - off) // p - q0) * ns + sid[i] - s0] += 1
+    run = 0
+    for c in range(ends.size):
+        k = ends[c]
+        ends[c] = run
+        run += k
+    for i in range(n):
+        c = ((t[i] - off) // p - q0) * ns + sid[i] - s0
+        o = ends[c]
+        okid[o] = kid[i]
+        ot[o] = t[i]
+        ov[o] = v[i]
+        ends[c] = o + 1
+    return n
+
+
 #: The exported kernels: name -> (function, Numba signature). ``counting_argsort`` twice, for
 #: 64- and 32-bit keys; arrays are C-contiguous (the loader's wrappers make them so).
 _I8, _I4, _F8, _B = "int64[::1]", "int32[::1]", "float64[::1]", "boolean[::1]"
@@ -467,6 +494,9 @@ EXPORTS = {
     "pair_counts": (pair_counts, f"int64({_I4}, {_I4}, int64, {_I8}, {_I8})"),
     "pair_scatter": (pair_scatter, f"int64({_I4}, {_I4}, int64, {_I8}, {_I8})"),
     "rising_rows": (rising_rows, f"int64[::1]({_I8}, {_I8}, {_I8}, {_B})"),
+    "pane_buckets": (
+        pane_buckets, f"int64({_I8}, {_I8}, {_I8}, {_F8}, int64, int64, int64, int64, int64, {_I8}, {_I8}, {_I8}, {_F8})"
+    ),
     "segment_sums": (segment_sums, f"float64[::1]({_F8}, {_I8})"),
     "observe_rows": (observe_rows, f"boolean({_I8}, {_I8}, {_I8}, {_I8}, int64, {_B}, {_I8})"),
     "rolling_stats": (

@@ -291,6 +291,32 @@ def rising_rows(t: np.ndarray, si: np.ndarray, carry: np.ndarray) -> tuple[np.nd
     return ok, kept
 
 
+def pane_buckets(
+    t: np.ndarray, sid: np.ndarray, kid: np.ndarray, v: np.ndarray, off: int, p: int, max_span: int
+) -> tuple[int, int, int, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]] | None:
+    """Rows (``kid``, time ``t``, value ``v``; series ``sid``) bucketed by (pane, series), panes of
+    ``p`` ns from ``off`` (pane index ``(t - off) // p``): ``(q0, s0, ns, ends, rows)`` — the
+    first pane index and series id, the series span, where the rows of each code ``(pane - q0) *
+    ns + series - s0`` end, and the rows in code order (arrival order kept within a code). Two
+    compiled passes; None when the codes would span more than ``max_span`` values."""
+    tt, ss = _c(t, np.int64), _c(sid, np.int64)
+    n = tt.size
+    if n == 0 or ss.size != n or len(kid) != n or len(v) != n or p <= 0:
+        raise ValueError("pane_buckets: rows with a time, series, key and value each, panes > 0 ns")
+    q0 = (int(tt.min()) - off) // p
+    q1 = (int(tt.max()) - off) // p
+    s0, s1 = int(ss.min()), int(ss.max())
+    ns = s1 - s0 + 1
+    if (q1 - q0 + 1) * ns > max_span:
+        return None
+    ends = np.zeros((q1 - q0 + 1) * ns, dtype=np.int64)
+    out = (np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.float64))
+    kernels().pane_buckets(
+        tt, ss, _c(kid, np.int64), _c(v, np.float64), int(off), int(p), q0, s0, ns, ends, *out
+    )
+    return q0, s0, ns, ends, out
+
+
 def segment_sums(a: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """``np.add.reduceat(a, starts)`` for increasing ``starts``, summed as NumPy sums."""
     return kernels().segment_sums(_c(a, np.float64), _c(starts, np.int64))  # type: ignore[no-any-return]

@@ -386,6 +386,17 @@ class KeyIndex:
         assert series is not None and field is not None, "names or keys"
         return self.series_names.ids(series), self.field_names_.ids(field)
 
+    def pair_keys(self, pg: PairGroups) -> tuple[np.ndarray, np.ndarray]:
+        """``(fid, kid)``: the own field id of every row of ``pg.keys`` and the key id of every
+        pair of ``pg`` — what :meth:`ids` and :meth:`keys` give by rows (new names and keys get
+        ids in order of first sight), with the series mapped per pair, not per row."""
+        rs, rf = self._remap
+        fid = rf.ids(pg.keys.fid, pg.keys.fields, self.field_names_.ids)
+        by_first = np.argsort(pg.first)  # pairs in order of first sight
+        sid = np.empty(len(pg), dtype=np.int32)
+        sid[by_first] = rs.ids(pg.sid[by_first], pg.keys.series, self.series_names.ids)
+        return fid, self.keys(sid, fid[pg.first], pg.first)
+
     def keys(self, sid: np.ndarray, fid: np.ndarray, first: np.ndarray | None = None) -> np.ndarray:
         """Key ids of distinct (series id, field id) pairs. New pairs get ids in the order of
         ``first`` (where each pair is first seen), or as given."""

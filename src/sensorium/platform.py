@@ -23,6 +23,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -196,6 +197,7 @@ class Sensorium:
             self._dl_lock = threading.Lock()
             self.validator = Validator(self.settings.quality, now=self.clock)
             self.stream: StreamRunner | None = None
+            self._alert_writer: _AlertWriter | None = None
             self.alerts: AlertStore | None = None
             self.dispatcher: Dispatcher | None = None
             derived: Any = None
@@ -228,6 +230,7 @@ class Sensorium:
                                       data_dir=self.dir, clock=self.clock),
                     synchronous="NORMAL",
                 )
+                self._alert_writer = _AlertWriter(self._store_transitions)
                 self.stream = StreamRunner(
                     self.dir / "stream",
                     self.settings,
@@ -236,6 +239,7 @@ class Sensorium:
                     pipelines=pipelines,
                     on_transitions=self._on_transitions,
                     before_checkpoint=self._sync_alerts,
+                    outputs_done=self._alert_writer.wait,
                     metrics=self.metrics,
                 )
                 derived = self.stream.derived
@@ -519,6 +523,11 @@ class Sensorium:
         self.drain_dead_letters()
         if self.stream is not None:
             self.stream.close()  # processes what is queued, final checkpoint
+        if self._alert_writer is not None:
+            try:
+                self._alert_writer.close()  # stored already, unless the stream had stopped on an error
+            except Exception:
+                log.exception("storing the stream's last alert transitions failed (the log replays them)")
         if self.dispatcher is not None:
             self.dispatcher.close()
         if self.automation_outbox is not None:
@@ -849,11 +858,17 @@ class Sensorium:
         return store_dead_letters(self._dl_store, rec)
 
     def _on_transitions(self, transitions: list[Transition]) -> None:
-        """Alert changes from the stream: store (idempotently), then notify what is new."""
-        assert self.alerts is not None and self.dispatcher is not None
-        new = self.alerts.apply(transitions)
+        """Alert changes from the stream (on its thread): alert triggers of automations now,
+        the store and the outbox on the alert writer's thread, behind the stream."""
+        assert self._alert_writer is not None
         if self.automation_stage is not None:  # alert triggers (keys are deterministic too)
             self.automation_stage.on_transitions(transitions)
+        self._alert_writer.submit(transitions)
+
+    def _store_transitions(self, transitions: list[Transition]) -> None:
+        """Store alert changes (idempotently), then queue them for the sinks and count the new."""
+        assert self.alerts is not None and self.dispatcher is not None
+        new = self.alerts.apply(transitions)
         # all of them, not only the new: after a crash between the two commits, a replay
         # re-derives transitions the store has but the outbox lacks (the outbox ignores keys
         # it holds, so nothing is sent twice)
@@ -865,7 +880,10 @@ class Sensorium:
             self.metrics.alerts.labels(rule, state).inc(n)
 
     def _sync_alerts(self) -> None:
-        """Before a stream checkpoint: the alerts and deliveries stored so far made durable."""
+        """Before a stream checkpoint: every transition so far stored, and made durable with the
+        deliveries."""
+        if self._alert_writer is not None:
+            self._alert_writer.wait()
         if self.alerts is not None:
             self.alerts.sync()
         if self.dispatcher is not None:
@@ -891,6 +909,8 @@ class Sensorium:
         self.stream.tick(now_ns)
         while self.stream.settle():  # windows a tick's close left for later
             pass
+        if self._alert_writer is not None:
+            self._alert_writer.wait()  # the tick's transitions stored, too
         return n
 
     def process_pending(self) -> None:
@@ -1465,3 +1485,39 @@ def _device_ids(table: pa.Table, mask: np.ndarray) -> list[str | None]:
 
 
 __all__ = ["Sensorium", "WriteResult", "dedup_sorted"]
+
+
+class _AlertWriter:
+    """The stream's alert transitions stored on a thread of their own, one step behind the
+    stream: the alert store's transaction and the delivery outbox's (~30 µs a transition) overlap
+    the stream's next step instead of adding to it. Batches are written in order, one at a time
+    (handing over a batch waits for the one before: at most one step behind). :meth:`wait`
+    returns once everything handed over is stored and raises a failed write's error — the stream
+    waits so before every checkpoint (what a checkpoint covers is stored; after a crash the log
+    replays the rest, which the store keeps once) and at the end of every drain."""
+
+    def __init__(self, write: Callable[[list[Transition]], None]) -> None:
+        self._write = write
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="sensorium-alert-writer")
+        self._pending: Future[None] | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, transitions: list[Transition]) -> None:
+        with self._lock:
+            self._wait()
+            self._pending = self._pool.submit(self._write, transitions)
+
+    def wait(self) -> None:
+        with self._lock:
+            self._wait()
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)

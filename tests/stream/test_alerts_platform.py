@@ -159,3 +159,61 @@ def test_alert_files_are_synced_before_each_stream_checkpoint(
     events.clear()
     p.alerts.ack(p.alerts.list(rule="hot")[0]["alert_id"], by="ops")
     assert events == ["fsync alerts.sqlite-wal"]
+
+
+def test_alert_writer_stores_in_order_one_batch_behind_and_raises_a_failed_write() -> None:
+    import threading
+
+    from sensorium.platform import _AlertWriter
+
+    seen: list[int] = []
+    gate = threading.Event()
+
+    def write(batch: list[Any]) -> None:
+        gate.wait(5)
+        if batch == ["boom"]:
+            raise RuntimeError("store down")
+        seen.extend(batch)
+
+    w = _AlertWriter(write)
+    w.submit([1, 2])  # type: ignore[list-item]
+    handed = threading.Thread(target=w.submit, args=([3],))  # waits for the batch before
+    handed.start()
+    handed.join(0.2)
+    assert handed.is_alive() and seen == []  # one batch in flight at most
+    gate.set()
+    handed.join(5)
+    w.wait()
+    assert seen == [1, 2, 3]
+    w.submit(["boom"])  # type: ignore[list-item]
+    with pytest.raises(RuntimeError, match="store down"):
+        w.wait()
+    w.wait()  # reported once
+    w.close()
+
+
+def test_a_failed_alert_store_stops_the_drain_and_the_replay_stores_it_once(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The alert writer stores transitions behind the stream: a failed store surfaces at the end
+    of the drain (the checkpoint is not taken past it), and after a restart the log's replay
+    stores every alert once."""
+    clock = FakeClock(T0 + 3600 * NS)
+    p = Sensorium(make_settings(data_dir), clock=clock, background=False, rules=parse_rules(RULES))
+    p.write(f"climate,device_id=a temperature=55 {T0}\nclimate,device_id=b temperature=20 {T0}")
+    assert p.alerts is not None
+    real = p.alerts.apply
+    monkeypatch.setattr(p.alerts, "apply", lambda ts: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        p.process_stream()
+    assert p.stream is not None and p.stream.checkpoint_offset < p.stream.offset
+    monkeypatch.setattr(p.alerts, "apply", real)
+    p.stream.error = "OSError: disk full"  # as the background loop records it: no final checkpoint
+    p.close()
+    p = Sensorium(make_settings(data_dir), clock=clock, background=False, rules=parse_rules(RULES))
+    try:
+        hot = [a for a in _alerts(p) if a["rule"] == "hot"]
+        assert len(hot) == 1 and hot[0]["state"] == "firing" and "device_id=a" in hot[0]["series"]
+        p.close()
+        p = Sensorium(make_settings(data_dir), clock=clock, background=False, rules=parse_rules(RULES))
+        assert [a["alert_id"] for a in _alerts(p) if a["rule"] == "hot"] == [hot[0]["alert_id"]]
+    finally:
+        p.close()

@@ -127,11 +127,13 @@ def test_stages_give_the_same_with_keys_as_by_name() -> None:
     assert plain[2].state()["series"] == keyed[2].state()["series"]
 
 
-def test_rules_group_rows_by_pair_as_by_sorting_rows(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The engine groups the framing's rows per (series, field) pair (compiled counting) when it
-    can, else by a sort of its rows (sparse ids): both give the same transitions, the same own
-    ids and the same state — watched fields, fields only absence rules count, derived values."""
+def test_stages_group_rows_by_pair_as_by_sorting_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rule engine and the rolling statistics group the framing's rows per (series, field)
+    pair (compiled counting) when they can, else by a sort of their rows (sparse ids): both give
+    the same outputs, the same own ids and the same state — watched fields, fields only absence
+    rules count, derived values."""
     import sensorium.rules.engine as engine_mod
+    import sensorium.stream.rolling as rolling_mod
 
     text = RULES + """
 [[rules]]
@@ -143,7 +145,7 @@ after = "2m"
 severity = "warning"
 """
     by_pair, by_rows = RuleEngine(parse_rules(text)), RuleEngine(parse_rules(text))
-    rolling = RollingStats()
+    rolling, rolling_by_rows = RollingStats(), RollingStats()
     si, fi = NameIndex(), NameIndex()
     for b in reversed(_batches(11)):  # the runner's ids in another order than the engines' first sight
         keyed_frames([b], "default", si, fi)
@@ -153,6 +155,11 @@ severity = "warning"
     for b in _batches(11):
         values, series, keys = keyed_frames([b], "default", si, fi)
         d, dk = rolling.process_keyed(values, ["*:std_10"], keys)
+        monkeypatch.setattr(rolling_mod, "pair_groups", lambda k: None)
+        d2, dk2 = rolling_by_rows.process_keyed(values, ["*:std_10"], keys)
+        monkeypatch.setattr(rolling_mod, "pair_groups", real)
+        assert d.equals(d2) and d.height and dk is not None and dk2 is not None
+        assert np.array_equal(dk.sid, dk2.sid) and np.array_equal(dk.fid, dk2.fid)
         both = pl.concat([values, d.select(values.columns)])
         both_keys = type(keys).concat([keys, dk])
         assert real(both_keys) is not None
@@ -173,6 +180,9 @@ severity = "warning"
     assert np.array_equal(a["key_series"], b2["key_series"]) and np.array_equal(a["key_rf"], b2["key_rf"])
     assert np.array_equal(a["last_t"], b2["last_t"])
     assert a["absences"].keys() == b2["absences"].keys()
+    r1, r2 = rolling.state(), rolling_by_rows.state()
+    assert r1["series_names"] == r2["series_names"] and np.array_equal(r1["key_sid"], r2["key_sid"])
+    assert rolling.latest().equals(rolling_by_rows.latest())
 
 
 def test_pair_groups_stand_aside_for_sparse_ids() -> None:

@@ -226,6 +226,23 @@ def test_micro_batch_invariance(kind: str, rows: list[Row], data: st.DataObject)
     assert whole[1].equals(parts[1])
 
 
+@pytest.mark.parametrize("kind", ["tumbling", "hopping"])
+@PROPS
+@given(rows=streams(), data=st.data())
+def test_rows_bucketed_by_pane_by_table_or_by_sort_alike(kind: str, rows: list[Row], data: st.DataObject) -> None:
+    """A step's rows across several panes are bucketed by (pane, series) with a compiled table
+    of counts, or, where series ids are too sparse for one, by a stable sort: same windows."""
+    import sensorium.stream.window_op as window_op
+
+    make = WINDOWERS[kind][0]
+    cuts = data.draw(st.lists(st.integers(1, max(1, len(rows) - 1)), max_size=3))
+    by_table = run(WindowOperator("w", make(), ALL, 5 * S), rows, cuts)
+    with mock.patch.object(window_op, "pane_buckets", lambda *a, **k: None):
+        by_sort = run(WindowOperator("w", make(), ALL, 5 * S), rows, cuts)
+    assert by_table[0].equals(by_sort[0])
+    assert by_table[1].equals(by_sort[1])
+
+
 @pytest.mark.parametrize("kind", sorted(WINDOWERS))
 @PROPS
 @given(rows=streams(), agg=st.integers(1, 6), chunks=st.integers(2, 4), block=st.integers(2, 12), data=st.data())

@@ -36,7 +36,7 @@ import pyarrow as pa
 
 from sensorium.jit import rolling_stats, rolling_update
 from sensorium.keyindex import KeyIndex as _KeyIndex
-from sensorium.keyindex import Keys, stable_argsort, unique
+from sensorium.keyindex import Keys, pair_groups, stable_argsort, unique
 from sensorium.keyindex import grow as _grow
 from sensorium.stream.frame import empty_values
 
@@ -153,24 +153,32 @@ class RollingStats:
             v_all = v_all[finite]
             if values.height == 0:
                 return self._empty(values, keys)
-        # group the rows by (series, field), stable: arrival order within a key
-        sid, fid = (
-            self._keys.ids(None, None, keys) if keys is not None
-            else self._keys.ids(values.get_column("series"), values.get_column("field"))
-        )
-        code = sid.astype(np.int64) * len(self._keys.field_names) + fid
-        order = stable_argsort(code)
-        code = code[order]
+        # group the rows by (series, field), stable: arrival order within a key (groups in any
+        # order: every result goes back to its row or its key)
+        pg = pair_groups(keys) if keys is not None else None
+        if pg is not None:  # by the framing's ids: two compiled passes, ids mapped per pair
+            fid, gk = self._keys.pair_keys(pg)
+            order, starts = pg.rows(np.arange(len(pg)))
+            first = pg.first
+        else:
+            sid, fid = (
+                self._keys.ids(None, None, keys) if keys is not None
+                else self._keys.ids(values.get_column("series"), values.get_column("field"))
+            )
+            code = sid.astype(np.int64) * len(self._keys.field_names) + fid
+            order = stable_argsort(code)
+            code = code[order]
+            gs = np.empty(len(code), dtype=bool)
+            gs[0] = True
+            np.not_equal(code[1:], code[:-1], out=gs[1:])
+            starts = np.flatnonzero(gs)
+            first = order[starts]  # each key's first row
+            gk = self._keys.keys(sid[first], fid[first], first)
+            del sid, code, gs
         n = len(order)
-        gs = np.empty(n, dtype=bool)
-        gs[0] = True
-        np.not_equal(code[1:], code[:-1], out=gs[1:])
-        starts = np.flatnonzero(gs)
         ends = np.empty_like(starts)
         ends[:-1] = starts[1:] - 1
         ends[-1] = n - 1
-        first = order[starts]  # each key's first row
-        gk = self._keys.keys(sid[first], fid[first], first)
         self._grow(len(self._keys))
         vs = v_all[order]
         bits = self._wanted(None if only is None else tuple(only))[fid[first]]

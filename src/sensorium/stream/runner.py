@@ -132,6 +132,7 @@ class StreamRunner:
         pipelines: Sequence[UserStage] = (),
         on_transitions: Callable[[list[Transition]], None] | None = None,
         before_checkpoint: Callable[[], None] | None = None,
+        outputs_done: Callable[[], None] | None = None,
         metrics: Any = None,
         derived_root: Path | None = None,
         app_id: str = DERIVED_APP_ID,
@@ -205,6 +206,7 @@ class StreamRunner:
         # called before each checkpoint is saved: whoever stores the transitions without syncing
         # every commit makes them durable here (the checkpoint's offset means "derived and kept")
         self.before_checkpoint = before_checkpoint
+        self.outputs_done = outputs_done
         self._inbox: deque[Batch] = deque()
         self._inbox_rows = 0
         self._cond = threading.Condition()
@@ -516,6 +518,8 @@ class StreamRunner:
             total += n
         while self.settle():
             pass
+        if self.outputs_done is not None:  # what ``on_transitions`` handed on is done, too
+            self.outputs_done()
         self.caught_up = True
         return total
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from sensorium.jit import COUNTING_SMALL, COUNTING_SPAN, pane_buckets
 from sensorium.keyindex import Keys, stable_argsort
 from sensorium.stream.aggregate import (
     PARTIAL,
@@ -352,18 +353,36 @@ class WindowOperator:
             self._next_close = min(self._next_close, int(rows[1].min()) + self.windower.gap_ns)
             return
         n = self._clock.wm.size
-        pane = self.windower.pane_of(rows[1])
-        p0, p1 = int(pane.min()), int(pane.max())
+        w = self.windower
+        p, off = w.pane_ns, w.offset_ns % w.pane_ns
+        t = rows[1]
+        p0, p1 = w.pane_of(t[t.argmin()][None])[0], w.pane_of(t[t.argmax()][None])[0]
         if p0 == p1:
-            self._pane(p0, _by_series(rows)).mark(self._clock.last_ids, n)
+            self._pane(int(p0), _by_series(rows)).mark(self._clock.last_ids, n)
             return
-        # rows by pane, then by series, arrival order kept within a series (one counting sort)
-        s0 = int(sid.min())
-        cut = stable_argsort((pane - p0) * (int(sid.max()) - s0 + 1) + (sid - s0))
-        pane = pane[cut]
-        bounds = np.flatnonzero(np.diff(pane)) + 1
-        for q, idx in zip(pane[np.append(0, bounds)].tolist(), np.split(cut, bounds), strict=True):
-            self._pane(int(q), _take(rows, idx)).mark(sid[idx], n)
+        # rows by pane, then by series, arrival order kept within a series: two compiled passes
+        # (counts per (pane, series), then the rows placed), or a stable sort of the same code
+        # where the series ids are too sparse for a table of them per pane
+        bucketed = pane_buckets(t, sid, rows[0], rows[2], off, p, max(COUNTING_SMALL, COUNTING_SPAN * t.size))
+        if bucketed is None:
+            q = (t - off) // p
+            s0 = int(sid.min())
+            cut = stable_argsort((q - int(q.min())) * (int(sid.max()) - s0 + 1) + (sid - s0))
+            q = q[cut]
+            bounds = np.flatnonzero(np.diff(q)) + 1
+            for qi, idx in zip(q[np.append(0, bounds)].tolist(), np.split(cut, bounds), strict=True):
+                self._pane(qi * p + off, _take(rows, idx)).mark(sid[idx], n)
+            return
+        q0, s0, ns, ends, (bk, bt, bv) = bucketed
+        ends = ends.reshape(-1, ns)
+        start = 0
+        for qi in range(ends.shape[0]):
+            end = int(ends[qi, -1])
+            if end > start:  # a pane's own copy: a view would keep the other panes' rows alive
+                chunk = (bk[start:end].copy(), bt[start:end].copy(), bv[start:end].copy())
+                counts = np.diff(ends[qi], prepend=start)
+                self._pane((q0 + qi) * p + off, chunk).mark(s0 + np.flatnonzero(counts), n)
+            start = end
 
     def _pane(self, q: int, rows: Rows) -> _Pane:
         pane = self._panes.get(q)
