@@ -298,43 +298,50 @@ def test_grouping_of_sparse_keys_falls_back_to_the_same_order() -> None:
     assert np.array_equal(_group_order(kid, start), np.lexsort((start, kid)))
 
 
-@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 3)), max_size=200), st.data())
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 3)), min_size=1, max_size=200), st.data())
 @settings(max_examples=60, deadline=None)
 def test_pair_counts_and_scatter_group_rows_by_pair_in_row_order(rows: list[tuple[int, int]], data: st.DataObject) -> None:
-    """Counts and first rows per (field, series) code equal NumPy's; placing the rows of any
-    chosen pairs, in any order, gives each pair's rows in row order, pair after pair."""
-    ns, nf = 6, 4
-    sid = np.array([r[0] for r in rows], dtype=np.int32)
-    fid = np.array([r[1] for r in rows], dtype=np.int32)
-    code = fid.astype(np.int64) * ns + sid
-    counts, first = jit.pair_counts(sid, fid, ns, nf)
-    assert np.array_equal(counts, np.bincount(code, minlength=ns * nf))
+    """Counts and first rows per (field, series) code over the span of the ids present equal
+    NumPy's; placing the rows of any chosen pairs, in any order, gives each pair's rows in row
+    order, pair after pair; tables wider than the limit are refused."""
+    sid = np.array([r[0] + 7 for r in rows], dtype=np.int32)
+    fid = np.array([r[1] + 2 for r in rows], dtype=np.int32)
+    got = jit.pair_counts(sid, fid, 1 << 20)
+    assert got is not None
+    s0, f0, ns, counts, first = got
+    assert (s0, f0, ns) == (int(sid.min()), int(fid.min()), int(sid.max()) - int(sid.min()) + 1)
+    nf = int(fid.max()) - f0 + 1
+    code = (fid.astype(np.int64) - f0) * ns + sid - s0
+    assert np.array_equal(counts, np.bincount(code, minlength=ns * nf)) and counts.size == ns * nf
     for c in range(ns * nf):
         hits = np.flatnonzero(code == c)
         assert first[c] == (hits[0] if len(hits) else -1)
+    assert jit.pair_counts(sid, fid, ns * nf - 1) is None
     present = np.flatnonzero(counts)
     pick = data.draw(st.permutations(present.tolist()))[: data.draw(st.integers(0, len(present)))]
     offset = np.full(ns * nf, -1, dtype=np.int64)
     sizes = counts[pick] if pick else np.zeros(0, np.int64)
     offset[pick] = np.cumsum(sizes) - sizes
-    got = jit.pair_scatter(sid, fid, ns, offset, int(sizes.sum()))
+    placed = jit.pair_scatter(sid, fid, s0, f0, ns, offset, int(sizes.sum()))
     want = np.concatenate([np.flatnonzero(code == c) for c in pick]) if pick else np.zeros(0, np.int64)
-    assert np.array_equal(got, want)
+    assert np.array_equal(placed, want)
 
 
 def test_pair_kernels_refuse_ids_out_of_range_and_bad_offsets() -> None:
     sid, fid = np.array([0, 3], np.int32), np.array([1, 0], np.int32)
-    with pytest.raises(ValueError, match="out of range"):
-        jit.pair_counts(sid, fid, 3, 2)  # series 3 of 3
-    with pytest.raises(ValueError, match="out of range"):
-        jit.pair_counts(sid, np.array([1, -1], np.int32), 4, 2)
+    with pytest.raises(ValueError, match="some rows"):
+        jit.pair_counts(sid[:0], fid[:0], 100)
+    with pytest.raises(ValueError, match="a series id and a field id per row"):
+        jit.pair_counts(sid, fid[:1], 100)
     offset = np.full(8, -1, dtype=np.int64)
     offset[4] = 0
     offset[3] = 5  # past the end of the output
     with pytest.raises(ValueError, match="rows placed"):
-        jit.pair_scatter(sid, fid, 4, offset, 2)
-    with pytest.raises(ValueError, match="an offset per"):
-        jit.pair_scatter(sid, fid, 4, np.zeros(3, np.int64), 2)
+        jit.pair_scatter(sid, fid, 0, 0, 4, offset, 2)
+    with pytest.raises(ValueError, match="out of range"):
+        jit.pair_scatter(sid, fid, 1, 0, 4, np.full(8, -1, np.int64), 1)  # series 0 below s0
+    with pytest.raises(ValueError, match="out of range"):
+        jit.pair_scatter(sid, fid, 0, 0, 4, np.zeros(4, np.int64), 2)  # one field's offsets, ids of two
 
 
 @given(st.lists(st.lists(st.integers(-3, 8), min_size=1, max_size=12), max_size=25), st.data())

@@ -403,13 +403,15 @@ def rolling_update(
 
 
 @njit(cache=True, nogil=True)
-def pair_counts(sid: np.ndarray, fid: np.ndarray, ns: int, counts: np.ndarray, first: np.ndarray) -> int:  # pragma: no cover - compiled
-    """Rows per (field, series) pair: ``counts[fid * ns + sid] += 1`` for every row, and
-    ``first[code]`` = the first row of each pair (``first`` filled with -1 by the caller; both
-    updated in place). Returns the number of distinct pairs."""
+def pair_counts(
+    sid: np.ndarray, fid: np.ndarray, s0: int, f0: int, ns: int, counts: np.ndarray, first: np.ndarray
+) -> int:  # pragma: no cover - compiled
+    """Rows per (field, series) pair: ``counts[(fid - f0) * ns + sid - s0] += 1`` for every row,
+    and ``first[code]`` = the first row of each pair (``first`` filled with -1 by the caller;
+    both updated in place). Returns the number of distinct pairs."""
     pairs = 0
     for i in range(sid.size):
-        c = fid[i] * ns + sid[i]
+        c = (fid[i] - f0) * ns + sid[i] - s0
         if counts[c] == 0:
             first[c] = i
             pairs += 1
@@ -418,14 +420,16 @@ def pair_counts(sid: np.ndarray, fid: np.ndarray, ns: int, counts: np.ndarray, f
 
 
 @njit(cache=True, nogil=True)
-def pair_scatter(sid: np.ndarray, fid: np.ndarray, ns: int, offset: np.ndarray, out: np.ndarray) -> int:  # pragma: no cover - compiled
-    """Rows placed by pair: row ``i`` of pair ``c = fid * ns + sid`` goes to ``out[offset[c]]``,
-    then ``offset[c]`` moves on (rows of a pair stay in row order); a pair with offset -1 is
-    dropped. ``offset`` is updated in place. Returns the number of rows placed (-1: an offset
-    past the end of ``out``)."""
+def pair_scatter(
+    sid: np.ndarray, fid: np.ndarray, s0: int, f0: int, ns: int, offset: np.ndarray, out: np.ndarray
+) -> int:  # pragma: no cover - compiled
+    """Rows placed by pair: row ``i`` of pair ``c = (fid - f0) * ns + sid - s0`` goes to
+    ``out[offset[c]]``, then ``offset[c]`` moves on (rows of a pair stay in row order); a pair with
+    offset -1 is dropped. ``offset`` is updated in place. Returns the number of rows placed (-1:
+    an offset past the end of ``out``)."""
     placed = 0
     for i in range(sid.size):
-        c = fid[i] * ns + sid[i]
+        c = (fid[i] - f0) * ns + sid[i] - s0
         o = offset[c]
         if o >= 0:
             if o >= out.size:
@@ -491,8 +495,8 @@ EXPORTS = {
     "counting_argsort_i8": (counting_argsort, f"int64[::1]({_I8}, int64, int64)"),
     "counting_argsort_i4": (counting_argsort, f"int64[::1]({_I4}, int64, int64)"),
     "group_order": (group_order, f"int64[::1]({_I8}, {_I8}, int64, int64, int64)"),
-    "pair_counts": (pair_counts, f"int64({_I4}, {_I4}, int64, {_I8}, {_I8})"),
-    "pair_scatter": (pair_scatter, f"int64({_I4}, {_I4}, int64, {_I8}, {_I8})"),
+    "pair_counts": (pair_counts, f"int64({_I4}, {_I4}, int64, int64, int64, {_I8}, {_I8})"),
+    "pair_scatter": (pair_scatter, f"int64({_I4}, {_I4}, int64, int64, int64, {_I8}, {_I8})"),
     "rising_rows": (rising_rows, f"int64[::1]({_I8}, {_I8}, {_I8}, {_B})"),
     "pane_buckets": (
         pane_buckets, f"int64({_I8}, {_I8}, {_I8}, {_F8}, int64, int64, int64, int64, int64, {_I8}, {_I8}, {_I8}, {_F8})"

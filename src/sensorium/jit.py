@@ -240,40 +240,44 @@ def group_order(kid: np.ndarray, srank: np.ndarray | None, ns: int, field_bits: 
     return out if out.size == kid.size else None
 
 
-def pair_counts(sid: np.ndarray, fid: np.ndarray, ns: int, nf: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows per (field, series) pair, by the pair's code ``fid * ns + sid`` (``sid`` in
-    ``[0, ns)``, ``fid`` in ``[0, nf)``: checked): ``(counts, first row)``, two int64 tables of
-    ``nf * ns`` entries (first row -1 where a pair has no row). One compiled pass."""
+def pair_counts(
+    sid: np.ndarray, fid: np.ndarray, max_span: int
+) -> tuple[int, int, int, np.ndarray, np.ndarray] | None:
+    """Rows per (field, series) pair: ``(s0, f0, ns, counts, first row)`` over the pair codes
+    ``(fid - f0) * ns + sid - s0`` (``s0``/``f0``: the least ids present, ``ns``: the series ids'
+    span), two int64 tables with an entry per code of the ids' span (first row -1 where a pair
+    has no row). One compiled pass; None when the tables would span more than ``max_span``."""
     s, f = _c(sid, np.int32), _c(fid, np.int32)
-    _check_pairs(s, f, ns, nf)
+    if s.size != f.size or not s.size:
+        raise ValueError("pair_counts: a series id and a field id per row, and some rows")
+    s0, f0 = int(s.min()), int(f.min())
+    ns, nf = int(s.max()) - s0 + 1, int(f.max()) - f0 + 1
+    if ns * nf > max_span:
+        return None
     counts = np.zeros(nf * ns, dtype=np.int64)
     first = np.full(nf * ns, -1, dtype=np.int64)
-    kernels().pair_counts(s, f, int(ns), counts, first)
-    return counts, first
+    kernels().pair_counts(s, f, s0, f0, ns, counts, first)
+    return s0, f0, ns, counts, first
 
 
-def pair_scatter(sid: np.ndarray, fid: np.ndarray, ns: int, offset: np.ndarray, total: int) -> np.ndarray:
-    """Rows grouped by (field, series) pair: row ``i`` of pair ``c`` goes to position
-    ``offset[c]`` and the next row of that pair after it (pairs with offset -1 are left out);
-    ``offset`` (int64, one per code, as from :func:`pair_counts`) is used up in place; ``total``:
-    the rows placed (the sum of the counts of the pairs kept)."""
+def pair_scatter(
+    sid: np.ndarray, fid: np.ndarray, s0: int, f0: int, ns: int, offset: np.ndarray, total: int
+) -> np.ndarray:
+    """Rows grouped by (field, series) pair: row ``i`` of pair ``c`` (coded as by
+    :func:`pair_counts`) goes to position ``offset[c]`` and the next row of that pair after it
+    (pairs with offset -1 are left out); ``offset`` (int64, one per code) is used up in place;
+    ``total``: the rows placed (the sum of the counts of the pairs kept)."""
     s, f = _c(sid, np.int32), _c(fid, np.int32)
-    if offset.size < ns * (int(f.max()) + 1 if f.size else 0):
-        raise ValueError("pair_scatter: an offset per (field, series) code")
-    _check_pairs(s, f, ns, offset.size // max(ns, 1))
+    if s.size != f.size or ns <= 0:
+        raise ValueError("pair_scatter: a series id and a field id per row")
+    nf = offset.size // ns
+    if s.size and (int(s.min()) < s0 or int(s.max()) >= s0 + ns or int(f.min()) < f0 or int(f.max()) >= f0 + nf):
+        raise ValueError(f"ids out of range: series in [{s0}, {s0 + ns}), fields in [{f0}, {f0 + nf})")
     out = np.empty(int(total), dtype=np.int64)
-    placed = kernels().pair_scatter(s, f, int(ns), _inplace("offset", offset, np.int64), out)
+    placed = kernels().pair_scatter(s, f, int(s0), int(f0), int(ns), _inplace("offset", offset, np.int64), out)
     if placed != total:
         raise ValueError(f"pair_scatter: {placed} rows placed, {total} expected")
     return out
-
-
-def _check_pairs(sid: np.ndarray, fid: np.ndarray, ns: int, nf: int) -> None:
-    """The kernels index tables by ``fid * ns + sid`` unchecked: every id must be in range."""
-    if sid.size != fid.size:
-        raise ValueError("a series id and a field id per row")
-    if sid.size and (int(sid.min()) < 0 or int(sid.max()) >= ns or int(fid.min()) < 0 or int(fid.max()) >= nf):
-        raise ValueError(f"ids out of range: series in [0, {ns}), fields in [0, {nf})")
 
 
 def rising_rows(t: np.ndarray, si: np.ndarray, carry: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

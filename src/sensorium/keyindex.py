@@ -232,9 +232,14 @@ class Remap:
         self.source: NameIndex | None = None
         self.table = np.zeros(0, dtype=np.int32)
 
-    def ids(self, g: np.ndarray, source: NameIndex, resolve: Callable[[pl.Series], np.ndarray]) -> np.ndarray:
+    def ids(
+        self, g: np.ndarray, source: NameIndex, resolve: Callable[[pl.Series], np.ndarray],
+        seen_at: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Own ids of the source ids ``g``; ``resolve(names)`` gives (adding where new) the own
-        ids of names not cached yet, distinct, in order of first sight."""
+        ids of names not cached yet, distinct, in order of first sight: the order of ``g``, or,
+        with ``seen_at`` (one distinct rank per element, e.g. the row where a pair was first
+        seen), the order of ``seen_at`` — only the elements not cached are sorted."""
         if self.source is not source:
             self.source, self.table = source, np.zeros(0, dtype=np.int32)
         n = len(source)
@@ -243,7 +248,10 @@ class Remap:
         out = self.table[g]
         miss = out < 0
         if miss.any():
-            missing = g[miss]
+            at = np.flatnonzero(miss)
+            if seen_at is not None:
+                at = at[np.argsort(seen_at[at], kind="stable")]
+            missing = g[at]
             new = missing[first_occurrences(missing)]
             self.table[new] = resolve(source.column().gather(new))
             out = self.table[g]
@@ -285,15 +293,17 @@ class PairGroups:
     one more pass places the rows (each pair's rows in row order). A stage that maps the runner's
     ids to its own does so per pair, not per row.
 
-    :func:`pair_groups` makes one while its tables (two int64 per possible pair: fields x series
-    of the runner's indexes) stay within the counting sort's bounds."""
+    :func:`pair_groups` makes one where a step brings many rows per pair (a backlog's steps:
+    :data:`PAIR_ROWS` rows or more per possible pair, the span of the field ids present times that
+    of the series ids); in a small step each pair has a row or two, and sorting the rows costs
+    less than mapping as many pairs plus two table passes."""
 
-    __slots__ = ("code", "count", "first", "keys", "ns", "_table")
+    __slots__ = ("code", "count", "f0", "first", "keys", "ns", "s0", "_table")
 
-    def __init__(self, keys: Keys, counts: np.ndarray, first: np.ndarray) -> None:
+    def __init__(self, keys: Keys, s0: int, f0: int, ns: int, counts: np.ndarray, first: np.ndarray) -> None:
         self.keys = keys
-        self.ns = max(len(keys.series), 1)
-        self.code = np.flatnonzero(counts)  # the pairs present: fid * ns + sid, ascending
+        self.s0, self.f0, self.ns = s0, f0, ns
+        self.code = np.flatnonzero(counts)  # the pairs present: (fid - f0) * ns + sid - s0, ascending
         self.count = counts[self.code]
         self.first = first[self.code]
         self._table: np.ndarray | None = counts  # reused for the offsets of :meth:`rows`
@@ -304,12 +314,12 @@ class PairGroups:
     @property
     def sid(self) -> np.ndarray:
         """Each pair's series id (the runner's)."""
-        return (self.code % self.ns).astype(np.int32)
+        return (self.code % self.ns + self.s0).astype(np.int32)
 
     @property
     def fid(self) -> np.ndarray:
         """Each pair's field id (the runner's)."""
-        return (self.code // self.ns).astype(np.int32)
+        return (self.code // self.ns + self.f0).astype(np.int32)
 
     def rows(self, pick: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(rows, starts)``: the rows of the pairs ``pick`` (positions in :attr:`code`, in the
@@ -322,18 +332,22 @@ class PairGroups:
         starts = np.cumsum(cnt) - cnt
         table.fill(-1)
         table[self.code[pick]] = starts
-        total = int(cnt.sum())
-        return pair_scatter(self.keys.sid, self.keys.fid, self.ns, table, total), starts
+        k = self.keys
+        return pair_scatter(k.sid, k.fid, self.s0, self.f0, self.ns, table, int(cnt.sum())), starts
+
+
+#: :class:`PairGroups` are made for keys with at least this many rows per possible pair (fewer:
+#: the stages sort their rows)
+PAIR_ROWS: float = 4
 
 
 def pair_groups(keys: Keys) -> PairGroups | None:
-    """:class:`PairGroups` of ``keys``, or None when its tables would be sparse (many more
-    possible pairs than rows: the caller sorts instead)."""
-    ns, nf = max(len(keys.series), 1), max(len(keys.fields), 1)
-    if not len(keys) or not counting_applies(len(keys), ns * nf):
+    """:class:`PairGroups` of ``keys``, or None when they have fewer than :data:`PAIR_ROWS` rows
+    per possible pair (the caller sorts instead)."""
+    if not len(keys):
         return None
-    counts, first = pair_counts(keys.sid, keys.fid, ns, nf)
-    return PairGroups(keys, counts, first)
+    got = pair_counts(keys.sid, keys.fid, int(len(keys) / PAIR_ROWS))
+    return None if got is None else PairGroups(keys, *got)
 
 
 def keys_of(values: pl.DataFrame, series: NameIndex, fields: NameIndex) -> Keys:
@@ -392,9 +406,7 @@ class KeyIndex:
         ids in order of first sight), with the series mapped per pair, not per row."""
         rs, rf = self._remap
         fid = rf.ids(pg.keys.fid, pg.keys.fields, self.field_names_.ids)
-        by_first = np.argsort(pg.first)  # pairs in order of first sight
-        sid = np.empty(len(pg), dtype=np.int32)
-        sid[by_first] = rs.ids(pg.sid[by_first], pg.keys.series, self.series_names.ids)
+        sid = rs.ids(pg.sid, pg.keys.series, self.series_names.ids, seen_at=pg.first)
         return fid, self.keys(sid, fid[pg.first], pg.first)
 
     def keys(self, sid: np.ndarray, fid: np.ndarray, first: np.ndarray | None = None) -> np.ndarray:

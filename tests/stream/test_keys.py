@@ -132,8 +132,11 @@ def test_stages_group_rows_by_pair_as_by_sorting_rows(monkeypatch: pytest.Monkey
     pair (compiled counting) when they can, else by a sort of their rows (sparse ids): both give
     the same outputs, the same own ids and the same state — watched fields, fields only absence
     rules count, derived values."""
+    import sensorium.keyindex as keyindex_mod
     import sensorium.rules.engine as engine_mod
     import sensorium.stream.rolling as rolling_mod
+
+    monkeypatch.setattr(keyindex_mod, "PAIR_ROWS", 0.001)  # pairs even for these small steps
 
     text = RULES + """
 [[rules]]
@@ -185,8 +188,10 @@ severity = "warning"
     assert rolling.latest().equals(rolling_by_rows.latest())
 
 
-def test_pair_groups_stand_aside_for_sparse_ids() -> None:
-    """Far more possible (field, series) pairs than rows: no pair tables (the caller sorts)."""
+def test_pair_groups_stand_aside_for_sparse_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fewer rows than PAIR_ROWS per possible (field, series) pair: no pair tables (the caller
+    sorts); the tables span only the ids present."""
+    import sensorium.keyindex as keyindex_mod
     from sensorium.keyindex import Keys, pair_groups
 
     si, fi = NameIndex(), NameIndex()
@@ -194,6 +199,14 @@ def test_pair_groups_stand_aside_for_sparse_ids() -> None:
     fi.ids(pl.Series(["a", "b", "c", "d", "e"]))
     sparse = Keys(np.array([5, 299_999], np.int32), np.array([4, 0], np.int32), si, fi)
     assert pair_groups(sparse) is None
+    far = Keys(np.arange(200_000, 200_100, dtype=np.int32), np.full(100, 3, np.int32), si, fi)
+    assert pair_groups(far) is None  # a row per pair: sorting them is cheaper
+    repeated = Keys(np.repeat(np.arange(200_000, 200_100, dtype=np.int32), 4), np.full(400, 3, np.int32), si, fi)
+    assert pair_groups(repeated) is not None
+    monkeypatch.setattr(keyindex_mod, "PAIR_ROWS", 0.1)
+    pg = pair_groups(far)  # high ids, but a narrow span of them
+    assert pg is not None and len(pg) == 100 and pg.sid.tolist() == list(range(200_000, 200_100))
+    assert set(pg.fid.tolist()) == {3}
     dense = Keys(np.array([2, 0, 2, 1], np.int32), np.array([1, 1, 1, 0], np.int32), NameIndex(), NameIndex())
     dense.series.ids(pl.Series(["x", "y", "z"]))
     dense.fields.ids(pl.Series(["f", "g"]))

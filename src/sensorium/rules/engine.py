@@ -268,23 +268,25 @@ class RuleEngine:
         by pair: ids are mapped to the engine's own, and rows kept or left out, per (series,
         field) pair; then one compiled pass places the rows."""
         keys = pg.keys
-        p_sid, p_fid = pg.sid, pg.fid
-        by_first = np.argsort(pg.first)  # pairs in order of first sight: new names get ids as by rows
-        fid = np.empty(len(pg), dtype=np.int32)
-        fid[by_first] = self._remap[1].ids(p_fid[by_first], keys.fields, self._field_ids)
+        # new names get ids in order of first sight (the pairs' first rows), as by rows
+        fid = self._remap[1].ids(pg.fid, keys.fields, self._field_ids, seen_at=pg.first)
         rf = self._rfid_of_fid[fid]
         keep = rf >= 0
         counted = self._abs_fid_any[fid] if self._absences else None
         if counted is not None:
             keep |= counted
-        kept = by_first[keep[by_first]]
+        kept = np.flatnonzero(keep)
         if not len(kept):
             return None
-        sid = self._remap[0].ids(p_sid[kept], keys.series, lambda names: self._series_ids(names, None))
+        sid = self._remap[0].ids(
+            pg.sid[kept], keys.series, lambda names: self._series_ids(names, None), seen_at=pg.first[kept]
+        )
         fk = rf[kept]
         if counted is not None:
             fk = np.where(fk >= 0, fk, len(self._rfields) + fid[kept])
-        o = np.argsort(fk.astype(np.int64) * (len(self._series) + 1) + sid)  # distinct: one per pair
+        code = fk.astype(np.int64) * (len(self._series) + 1) + sid  # distinct: one per pair
+        # the pairs come in the framing's (field, series) order, most often the engine's too
+        o = slice(None) if bool((code[1:] > code[:-1]).all()) else stable_argsort(code)
         row, si = pg.rows(kept[o])
         return row, si, fk[o], sid[o], (fid[kept[o]] if counted is not None else None)
 
