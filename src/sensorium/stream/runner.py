@@ -139,7 +139,10 @@ class StreamRunner:
     ) -> None:
         """``derived_root``/``app_id``: where stream outputs are committed and under which
         transaction id (default ``root/lake``; a worker's partition runner shares one lake with
-        the other partitions, each with its own id)."""
+        the other partitions, each with its own id). ``on_transitions`` gets each step's alert
+        transitions; ``before_checkpoint`` runs before a checkpoint is written (what it covers
+        must be stored by then); ``outputs_done`` at the end of every :meth:`drain` (what
+        ``on_transitions`` handed to another thread is done)."""
         from sensorium.rules.engine import RuleEngine
         from sensorium.rules.loader import load_rules
         from sensorium.stream.rolling import RollingStats
