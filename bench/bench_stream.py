@@ -15,7 +15,7 @@
     ``SENSORIUM_MALLOC_LEAN_MB`` (768). Here the paused stream's inbox holds every written batch
     at once (~1.8 M points, several hundred MB a 3,000-device process never holds), which alone
     would pass that mark; so the bench sets the mark to 4,000 MB unless ``--lean`` (or the variable
-    is set) and reports the mode the drain ran in (``malloc_mode_after_drain``).
+    is set) and reports the mode in force after the drain (``malloc_mode_after_drain``).
 
     Baseline in the same run: the same 1-minute tumbling event-time rollup (count / sum / min /
     max / mean per series and field, 10 s allowed lateness) done record by record by Bytewax 0.21
@@ -634,7 +634,8 @@ def main() -> None:
                          "raises resident memory (bench/_memprobe.py; a sampling thread: slower)")
     ap.add_argument("--lean", action="store_true",
                     help="throughput: keep the allocator's lean mark (768 MB), which the bench's own inbox "
-                         "pile-up passes: the drain then runs lean, stages one after the other")
+                         "pile-up passes before or during the drain: from then on the stages run one after "
+                         "the other (malloc_mode_after_drain says whether it happened)")
     ap.add_argument("--sequential", action="store_true",
                     help="throughput: run the stages one at a time (stream.parallel_stages = false)")
     ap.add_argument("--profile", metavar="FILE",
