@@ -426,10 +426,13 @@ def pair_scatter(
     """Rows placed by pair: row ``i`` of pair ``c = (fid - f0) * ns + sid - s0`` goes to
     ``out[offset[c]]``, then ``offset[c]`` moves on (rows of a pair stay in row order); a pair with
     offset -1 is dropped. ``offset`` is updated in place. Returns the number of rows placed (-1:
-    an offset past the end of ``out``)."""
+    an offset past the end of ``out``; -2: a row's ids outside the codes of ``offset``)."""
     placed = 0
     for i in range(sid.size):
-        c = (fid[i] - f0) * ns + sid[i] - s0
+        s = sid[i] - s0
+        c = (fid[i] - f0) * ns + s
+        if s < 0 or s >= ns or c < 0 or c >= offset.size:
+            return -2
         o = offset[c]
         if o >= 0:
             if o >= out.size:

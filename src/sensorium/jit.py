@@ -270,11 +270,11 @@ def pair_scatter(
     s, f = _c(sid, np.int32), _c(fid, np.int32)
     if s.size != f.size or ns <= 0:
         raise ValueError("pair_scatter: a series id and a field id per row")
-    nf = offset.size // ns
-    if s.size and (int(s.min()) < s0 or int(s.max()) >= s0 + ns or int(f.min()) < f0 or int(f.max()) >= f0 + nf):
-        raise ValueError(f"ids out of range: series in [{s0}, {s0 + ns}), fields in [{f0}, {f0 + nf})")
     out = np.empty(int(total), dtype=np.int64)
     placed = kernels().pair_scatter(s, f, int(s0), int(f0), int(ns), _inplace("offset", offset, np.int64), out)
+    if placed == -2:  # the kernel checks each row's ids against the table (no extra passes here)
+        nf = offset.size // ns
+        raise ValueError(f"ids out of range: series in [{s0}, {s0 + ns}), fields in [{f0}, {f0 + nf})")
     if placed != total:
         raise ValueError(f"pair_scatter: {placed} rows placed, {total} expected")
     return out

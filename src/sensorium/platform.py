@@ -23,7 +23,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -70,6 +69,7 @@ from sensorium.schema import (
 )
 from sensorium.store.hot import HotBuffer
 from sensorium.store.lake import NS_PER_DAY, Lake, dedup_sorted
+from sensorium.stream.behind import Behind
 from sensorium.stream.frame import Batch
 from sensorium.stream.outputs import DerivedTables, stream_store
 from sensorium.stream.runner import StreamRunner
@@ -97,6 +97,9 @@ INT64_MAX = 2**63 - 1
 #: drain first, so this is no staleness they see). A drain's cost is one upsert per device it
 #: names: at 100 k points/s over 10 k devices, every 2 s instead of every 0.5 s is ~4x fewer.
 DL_APPLY_INTERVAL_S = 2.0
+#: a step's alert transitions from this many on are stored on the alert writer's thread, behind
+#: the stream (fewer: on the stream's thread at once); ~30 ms of store and outbox work
+WRITER_MIN_TRANSITIONS = 1000
 #: The tag naming a point's device (per-device quality counters, auto-registration).
 DEVICE_ID = "device_id"
 #: While the stream closes windows the flusher writes a table only at this many times its
@@ -197,7 +200,8 @@ class Sensorium:
             self._dl_lock = threading.Lock()
             self.validator = Validator(self.settings.quality, now=self.clock)
             self.stream: StreamRunner | None = None
-            self._alert_writer: _AlertWriter | None = None
+            # the stream's bursts of alert transitions, stored behind it (see _on_transitions)
+            self._alert_writer: Behind | None = None
             self.alerts: AlertStore | None = None
             self.dispatcher: Dispatcher | None = None
             derived: Any = None
@@ -230,7 +234,7 @@ class Sensorium:
                                       data_dir=self.dir, clock=self.clock),
                     synchronous="NORMAL",
                 )
-                self._alert_writer = _AlertWriter(self._store_transitions)
+                self._alert_writer = Behind("sensorium-alert-writer")
                 self.stream = StreamRunner(
                     self.dir / "stream",
                     self.settings,
@@ -525,9 +529,10 @@ class Sensorium:
             self.stream.close()  # processes what is queued, final checkpoint
         if self._alert_writer is not None:
             try:
-                self._alert_writer.close()  # stored already, unless the stream had stopped on an error
+                self._alert_writer.wait()  # stored already, unless the stream had stopped on an error
             except Exception:
                 log.exception("storing the stream's last alert transitions failed (the log replays them)")
+            self._alert_writer.close()
         if self.dispatcher is not None:
             self.dispatcher.close()
         if self.automation_outbox is not None:
@@ -866,7 +871,7 @@ class Sensorium:
         if self.automation_stage is not None:  # alert triggers (keys are deterministic too)
             self.automation_stage.on_transitions(transitions)
         if len(transitions) >= WRITER_MIN_TRANSITIONS:
-            self._alert_writer.submit(transitions)
+            self._alert_writer.submit(self._store_transitions, transitions)
         else:
             self._alert_writer.wait()  # in order: what was handed over first is stored first
             self._store_transitions(transitions)
@@ -1492,43 +1497,3 @@ def _device_ids(table: pa.Table, mask: np.ndarray) -> list[str | None]:
 
 __all__ = ["Sensorium", "WriteResult", "dedup_sorted"]
 
-
-#: a step's alert transitions from this many on are stored on the alert writer's thread (fewer:
-#: on the stream's thread at once); ~30 ms of store and outbox work
-WRITER_MIN_TRANSITIONS = 1000
-
-
-class _AlertWriter:
-    """The stream's alert transitions stored on a thread of their own, one step behind the
-    stream: the alert store's transaction and the delivery outbox's (~30 µs a transition) overlap
-    the stream's next step instead of adding to it. Batches are written in order, one at a time
-    (handing over a batch waits for the one before: at most one step behind). :meth:`wait`
-    returns once everything handed over is stored and raises a failed write's error — the stream
-    waits so before every checkpoint (what a checkpoint covers is stored; after a crash the log
-    replays the rest, which the store keeps once) and at the end of every drain."""
-
-    def __init__(self, write: Callable[[list[Transition]], None]) -> None:
-        self._write = write
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="sensorium-alert-writer")
-        self._pending: Future[None] | None = None
-        self._lock = threading.Lock()
-
-    def submit(self, transitions: list[Transition]) -> None:
-        with self._lock:
-            self._wait()
-            self._pending = self._pool.submit(self._write, transitions)
-
-    def wait(self) -> None:
-        with self._lock:
-            self._wait()
-
-    def _wait(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
-
-    def close(self) -> None:
-        try:
-            self.wait()
-        finally:
-            self._pool.shutdown(wait=True)

@@ -164,7 +164,7 @@ def test_alert_files_are_synced_before_each_stream_checkpoint(
 def test_alert_writer_stores_in_order_one_batch_behind_and_raises_a_failed_write() -> None:
     import threading
 
-    from sensorium.platform import _AlertWriter
+    from sensorium.stream.behind import Behind
 
     seen: list[int] = []
     gate = threading.Event()
@@ -175,9 +175,9 @@ def test_alert_writer_stores_in_order_one_batch_behind_and_raises_a_failed_write
             raise RuntimeError("store down")
         seen.extend(batch)
 
-    w = _AlertWriter(write)
-    w.submit([1, 2])  # type: ignore[list-item]
-    handed = threading.Thread(target=w.submit, args=([3],))  # waits for the batch before
+    w = Behind("test-writer")
+    w.submit(write, [1, 2])
+    handed = threading.Thread(target=w.submit, args=(write, [3]))  # waits for the batch before
     handed.start()
     handed.join(0.2)
     assert handed.is_alive() and seen == []  # one batch in flight at most
@@ -185,7 +185,7 @@ def test_alert_writer_stores_in_order_one_batch_behind_and_raises_a_failed_write
     handed.join(5)
     w.wait()
     assert seen == [1, 2, 3]
-    w.submit(["boom"])  # type: ignore[list-item]
+    w.submit(write, ["boom"])
     with pytest.raises(RuntimeError, match="store down"):
         w.wait()
     w.wait()  # reported once

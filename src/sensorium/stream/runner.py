@@ -45,6 +45,7 @@ from sensorium.keyindex import Keys, NameIndex, keys_of
 from sensorium.obs.memory import lean
 from sensorium.obs.memory import trim as trim_heap
 from sensorium.rules.types import Transition
+from sensorium.stream.behind import Behind
 from sensorium.stream.checkpoint import CheckpointStore, Written
 from sensorium.stream.detect_stage import SCORES_TABLE, DetectStage, specs_from_settings
 from sensorium.stream.frame import Batch, SeriesCombos, empty_values, keyed_frames, released
@@ -232,8 +233,7 @@ class StreamRunner:
             ThreadPoolExecutor(1, thread_name_prefix="sensorium-stream-side") if st.parallel_stages else None
         )
         # commits a checkpoint's outbox to the lake while the stream thread goes on (one at a time)
-        self._deliverer = ThreadPoolExecutor(1, thread_name_prefix="sensorium-stream-deliver")
-        self._delivery: Future[None] | None = None
+        self._deliverer = Behind("sensorium-stream-deliver")
         self._restore()
 
     @staticmethod
@@ -309,7 +309,7 @@ class StreamRunner:
             # checkpoint's rollup rows) off the stream thread: until they are done the log keeps
             # everything after the previous checkpoint, the outbox stays in memory and queries
             # read it there
-            self._delivery = self._deliverer.submit(self._complete, written, offset, seq, outbox)
+            self._deliverer.submit(self._complete, written, offset, seq, outbox)
         del state, outbox
         self._last_checkpoint = time.monotonic()
         trim_heap(force=True)  # the checkpoint's buffers and the state copies it freed
@@ -324,9 +324,7 @@ class StreamRunner:
 
     def _wait_delivery(self) -> None:
         """Wait for the outbox commit of the previous checkpoint (and raise its error)."""
-        pending, self._delivery = self._delivery, None
-        if pending is not None:
-            pending.result()
+        self._deliverer.wait()
 
     @property
     def retain_from(self) -> int:
@@ -711,7 +709,7 @@ class StreamRunner:
         if self._side is not None:
             self._side.shutdown(wait=True)
             self._side = None
-        self._deliverer.shutdown(wait=True)
+        self._deliverer.close()
         with self._step_lock, self.derived.lock:  # not under a step or a query of open rows
             if self.rollups is not None:
                 self.rollups.close()

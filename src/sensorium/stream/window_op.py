@@ -356,9 +356,9 @@ class WindowOperator:
         w = self.windower
         p, off = w.pane_ns, w.offset_ns % w.pane_ns
         t = rows[1]
-        p0, p1 = w.pane_of(t[t.argmin()][None])[0], w.pane_of(t[t.argmax()][None])[0]
+        p0, p1 = w.pane_of(np.array([t.min(), t.max()])).tolist()
         if p0 == p1:
-            self._pane(int(p0), _by_series(rows)).mark(self._clock.last_ids, n)
+            self._pane(p0, _by_series(rows)).mark(self._clock.last_ids, n)
             return
         # rows by pane, then by series, arrival order kept within a series: two compiled passes
         # (counts per (pane, series), then the rows placed), or a stable sort of the same code
