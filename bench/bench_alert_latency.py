@@ -264,7 +264,8 @@ def run(srv: SensoriumServer, args: argparse.Namespace) -> dict[str, Any]:
         with open(args.dump, "w") as fh:
             for dev, t0 in sorted(sent.items(), key=lambda kv: kv[1]):
                 ta = listener.arrivals.get(dev)
-                fh.write(json.dumps({"sent_s": r3(t0 - t_start, 3), "ack_ms": ms(acked[dev] - t0),
+                fh.write(json.dumps({"sent_s": r3(t0 - t_start, 3), "sent_epoch": r3(time.time() - (time.perf_counter() - t0), 3),
+                                     "ack_ms": ms(acked[dev] - t0),
                                      "alert_ms": ms(ta - t0) if ta is not None else None}) + "\n")
     p99 = percentile(lat, 99)
     return {

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-NOT_STAGES = {"pid", "argv", "gil_edges_s", "GILWAIT", "STEP"}
+NOT_STAGES = {"pid", "argv", "gil_edges_s", "GILWAIT", "STEP", "SLOW"}
 
 
 def main() -> None:

@@ -7,7 +7,10 @@ Put this directory first on ``PYTHONPATH`` and set ``SENSORIUM_TRACE_DIR``; each
 * one entry per stage (``frame``, ``rolling``, ``rules``, ``rollups``, ...): calls, wall, CPU of
   ``StreamRunner._timed`` (CPU of the calling thread only: work on Polars' pool is wall time);
 * ``GILWAIT``: a histogram of how late a 1 ms ``time.sleep`` of a probe thread returns — the time it
-  waited to take the interpreter lock back (bucket edges in ``GIL_EDGES_S``).
+  waited to take the interpreter lock back (bucket edges in ``GIL_EDGES_S``);
+* ``SLOW``: the stream's slow moments, in time order (at most ``SLOW_MAX``): every step, checkpoint,
+  tick and settle that took ``SLOW_S`` or more, as ``[start (epoch s), what, wall s, rows, {stage:
+  wall s}]`` — to line up with a latency bench's probes (``bench_alert_latency.py --dump``).
 
 A stream thread whose wall time is much more than its CPU time is waiting (for the GIL, mostly:
 docs/benchmarks.md, stream, session 18). ``python bench/stream_trace_report.py DIR`` summarises.
@@ -29,8 +32,11 @@ import time
 from typing import Any
 
 GIL_EDGES_S = [0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 1.0]
+SLOW_S = float(os.environ.get("SENSORIUM_TRACE_SLOW_S", "0.1"))
+SLOW_MAX = 5000
 _DIR = os.environ.get("SENSORIUM_TRACE_DIR")
 _acc: dict[str, Any] = {}
+_stages = threading.local()  # the stages timed in the current step (per thread)
 
 
 def _dump() -> None:
@@ -53,39 +59,92 @@ def _patch() -> None:
     from sensorium.stream import runner
 
     timed, step = runner.StreamRunner._timed, runner.StreamRunner.step
+    slow: list[Any] = _acc.setdefault("SLOW", [])
+    stages_of_step: dict[str, float] = {}  # the stream thread's step in progress (side stages too)
 
     def traced_timed(self: Any, step_id: str, fn: Any, *args: Any) -> Any:
         w, c = time.perf_counter(), time.thread_time()
         try:
             return timed(self, step_id, fn, *args)
         finally:
-            _add(step_id, time.perf_counter() - w, time.thread_time() - c)
+            wall = time.perf_counter() - w
+            _add(step_id, wall, time.thread_time() - c)
+            stages_of_step[step_id] = stages_of_step.get(step_id, 0.0) + wall
+
+    def note(what: str, start: float, wall: float, rows: int = 0) -> None:
+        if wall >= SLOW_S and len(slow) < SLOW_MAX:
+            slow.append([round(start, 3), what, round(wall, 3), rows,
+                         {k: round(v, 3) for k, v in stages_of_step.items()}])
 
     def traced_step(self: Any, max_rows: int | None = None) -> int:
-        w, c = time.perf_counter(), time.thread_time()
+        stages_of_step.clear()
+        start, w, c = time.time(), time.perf_counter(), time.thread_time()
         n = step(self, max_rows)
+        wall = time.perf_counter() - w
         if n:
-            _add("STEP", time.perf_counter() - w, time.thread_time() - c, n)
+            _add("STEP", wall, time.thread_time() - c, n)
+            note("step", start, wall, n)
         return n
+
+    def wrap(name: str) -> None:
+        fn = getattr(runner.StreamRunner, name)
+
+        def traced(self: Any, *args: Any, **kwargs: Any) -> Any:
+            stages_of_step.clear()
+            start, w = time.time(), time.perf_counter()
+            try:
+                return fn(self, *args, **kwargs)
+            finally:
+                note(name, start, time.perf_counter() - w)
+
+        setattr(runner.StreamRunner, name, traced)
 
     runner.StreamRunner._timed = traced_timed  # type: ignore[method-assign]
     runner.StreamRunner.step = traced_step  # type: ignore[method-assign]
+    for name in ("checkpoint", "tick", "settle"):
+        wrap(name)
+
+
+def _patch_platform() -> None:
+    from sensorium import platform
+
+    slow: list[Any] = _acc.setdefault("SLOW", [])
+    for name in ("maintain", "_flush_key"):  # housekeeping beside the stream (other threads)
+        fn = getattr(platform.Sensorium, name)
+
+        def traced_housekeeping(self: Any, *args: Any, _fn: Any = fn, _name: str = name, **kwargs: Any) -> Any:
+            start, w, c = time.time(), time.perf_counter(), time.thread_time()
+            try:
+                return _fn(self, *args, **kwargs)
+            finally:
+                wall = time.perf_counter() - w
+                if wall >= SLOW_S and len(slow) < SLOW_MAX:  # stages: the calling thread's CPU
+                    slow.append([round(start, 3), _name, round(wall, 3), 0, {"cpu": round(time.thread_time() - c, 3)}])
+
+        setattr(platform.Sensorium, name, traced_housekeeping)
 
 
 class _OnImport(importlib.abc.MetaPathFinder):
-    """Patches the stream runner once ``sensorium.stream.runner`` has been imported."""
+    """Patches the stream runner and the platform once each has been imported."""
+
+    patches = {"sensorium.stream.runner": _patch, "sensorium.platform": _patch_platform}
 
     def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
-        if name != "sensorium.stream.runner":
+        patch = self.patches.pop(name, None)
+        if patch is None:
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
+        sys.meta_path.remove(self)  # find the module's own spec (without this finder)
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            if self.patches:
+                sys.meta_path.insert(0, self)
         assert spec is not None and spec.loader is not None
         run = spec.loader.exec_module
 
         def exec_module(module: Any) -> None:
             run(module)
-            _patch()
+            patch()
 
         spec.loader.exec_module = exec_module  # type: ignore[method-assign]
         return spec

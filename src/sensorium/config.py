@@ -103,6 +103,11 @@ class StreamSettings(_Frozen):
         "that close; when more close at once (a minute of 100 k points/s holds ~12 M), the rest close over the "
         "next steps, so rules and alerts never wait for a whole minute's aggregation. Results are unchanged."
     )
+    side_lag_rows: int = Field(
+        2_000_000, ge=1, description="Most values the side thread's queued work (rollups, quality checks, "
+        "compression) may hold while the stream's own thread goes on with the next steps' rules and alerts; "
+        "past it a step waits for the oldest (a single step of more values always runs beside the next)."
+    )
     side_interval_s: float = Field(
         1.0, ge=0, description="The quality checks and historian compression (outputs no rule reads) run on what "
         "arrived at most this often, and before every tick and checkpoint, instead of on every micro-batch: "

@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -158,6 +159,9 @@ class DerivedTables:
         # (bucket, table) -> provider of provisional rows (open windows), in storage batch form
         self.open_rows: Callable[[str, str], pa.Table | None] = lambda b, t: None
         self.open_names: Callable[[str], list[str]] = lambda b: []
+        # held (under the lock) while a view reads the outbox and the open rows: the runner's
+        # side work in progress finishes and its outputs join the outbox first
+        self.read_guard: Callable[[], AbstractContextManager[None]] = nullcontext
 
     # -- outbox --------------------------------------------------------------------------------
     def add(self, key: Key, table: pa.Table) -> None:
@@ -280,7 +284,7 @@ class DerivedTables:
     def view(self, bucket: str, table: str) -> tuple[pa.Table | None, int]:
         """(rows not in the lake yet: outbox + open windows, lake version they go with)."""
         key = (bucket, table)
-        with self._lock:
+        with self._lock, self.read_guard():
             # spilled rows are read under the lock: a delivery removes their files once it has
             # taken them out of the outbox, under the same lock
             parts = [rows_of(it) for it in self._outbox.get(key, [])]

@@ -30,8 +30,9 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -232,6 +233,10 @@ class StreamRunner:
         self._side: ThreadPoolExecutor | None = (
             ThreadPoolExecutor(1, thread_name_prefix="sensorium-stream-side") if st.parallel_stages else None
         )
+        self._side_jobs: deque[tuple[Future[None], int]] = deque()  # in order, with their values rows
+        self._computed: deque[tuple[str, Any]] = deque()  # side outputs not stored yet, in order
+        self._compute_lock = threading.Lock()  # held by the side thread while a job runs
+        self.derived.read_guard = self._view_guard
         # commits a checkpoint's outbox to the lake while the stream thread goes on (one at a time)
         self._deliverer = Behind("sensorium-stream-deliver")
         self._restore()
@@ -288,6 +293,7 @@ class StreamRunner:
         self._wait_delivery()
         with self._step_lock, self.derived.lock:
             self._flush_held()
+            self._wait_side()
             self.seq += 1
             outbox = self.derived.outbox()  # what this checkpoint holds, and later commits
             state = {
@@ -371,60 +377,57 @@ class StreamRunner:
         timed = self._timed
         with self._step_lock, self.derived.lock:
             self.series.add(series)
-            # stages whose results nothing else in the step reads run on the side thread; every
-            # output is applied below in one fixed order, so the outbox is the same either way
-            side: dict[str, Future[Any]] = {}
             held = self._hold(named)  # side pipelines' input when due, else {} (held for later)
-            # a lean process (see sensorium.obs.memory) runs them one after the other: two
-            # stages' working sets at once cost more memory than the second core gains time
-            if values.height and self._side is not None and not lean():
+            # stages whose results nothing else in the step reads run on the side thread, up to
+            # a few steps behind this one (see _side_submit); a lean process (see
+            # sensorium.obs.memory) runs them here, one after the other: two stages' working sets
+            # at once cost more memory than the second core gains time
+            side = bool(values.height) and self._parallel()
+            if not side:
+                self._wait_side()  # e.g. the process just turned lean: the side's jobs come first
+            else:
+                self._side_room(values.height)
                 if self.rollups is not None:
-                    side["rollups"] = self._side.submit(timed, "rollups", self.rollups.process_partials, values, keys)
+                    self._side_submit("rollups", values.height, self.rollups.process_partials, values, keys)
                 for step_id, frame in held.items():
                     p = self._pipeline(step_id)
-                    side[step_id] = self._side.submit(timed, step_id, p.process, frame, self.series.frame)
-            try:
-                derived, derived_keys = (
-                    timed("rolling", self.rolling.process_keyed, values, self.rules.wanted_derived(), keys)
-                    if values.height
-                    else (empty_values(), None)
-                )
-                outputs: dict[str, Any] = {}
-                for p in self.pipelines:
-                    if p.step_id in side:
-                        continue
-                    if p.step_id in SIDE_PIPELINES:
-                        if p.step_id in held:
-                            outputs[p.step_id] = timed(p.step_id, p.process, held[p.step_id], self.series.frame)
-                        continue
-                    if values.height and not _needs_values(p):
-                        continue  # it would ignore them (e.g. no automation on telemetry): no names made
-                    outputs[p.step_id] = timed(p.step_id, p.process, named(), self.series.frame)
-                scores, score_rows = empty_values(), None
-                if self.detect is not None and values.height:
-                    scores, score_rows = timed("detect", self.detect.process, named(), self.series.frame)
-                if values.height:
-                    # alerts go out now, not after the rollups (on the side thread, or next on
-                    # this one when lean): a minute's close aggregates every value of the minute
-                    # (~2 s at 100 k points/s), which an alert has no reason to wait for. A crash
-                    # before the checkpoint replays them; the alert store keeps each once.
-                    self._emit(self._rules_step(values, keys, derived, derived_keys, scores))
-                # the rules' input is not read again: released before the rollups, whose minute
-                # close is the step's high-water mark at 100 k series (~40 MB less)
-                del derived, derived_keys, scores
-                named.release()  # the rollups read keys: the names go before a minute's close
-            finally:
-                done = {k: f.result() for k, f in side.items()}  # waits (and raises) even on errors
-            if self.rollups is not None and values.height:
-                if "rollups" in done:
-                    self._rollup_output(done["rollups"])
-                else:  # one after the other: each slice of finished partials stored as it comes
-                    self._rollup_output(timed("rollups", self.rollups.process_partials, values, keys, self._rollup_slice))
+                    self._side_submit(step_id, frame.height, p.process, frame, self.series.frame)
+            derived, derived_keys = (
+                timed("rolling", self.rolling.process_keyed, values, self.rules.wanted_derived(), keys)
+                if values.height
+                else (empty_values(), None)
+            )
+            outputs: dict[str, Any] = {}
             for p in self.pipelines:
-                if p.step_id in done or p.step_id in outputs:
-                    self._pipeline_output(p.step_id, done[p.step_id] if p.step_id in done else outputs[p.step_id])
+                if p.step_id in SIDE_PIPELINES:
+                    if p.step_id in held and not side:
+                        outputs[p.step_id] = timed(p.step_id, p.process, held[p.step_id], self.series.frame)
+                    continue
+                if values.height and not _needs_values(p):
+                    continue  # it would ignore them (e.g. no automation on telemetry): no names made
+                outputs[p.step_id] = timed(p.step_id, p.process, named(), self.series.frame)
+            scores, score_rows = empty_values(), None
+            if self.detect is not None and values.height:
+                scores, score_rows = timed("detect", self.detect.process, named(), self.series.frame)
+            if values.height:
+                # alerts go out now, not after the rollups (on the side thread, or next on this
+                # one when lean): a minute's close aggregates every value of the minute (~2 s at
+                # 100 k points/s), which an alert has no reason to wait for. A crash before the
+                # checkpoint replays them; the alert store keeps each once.
+                self._emit(self._rules_step(values, keys, derived, derived_keys, scores))
+            # the rules' input is not read again: released before the rollups, whose minute
+            # close is the step's high-water mark at 100 k series (~40 MB less)
+            del derived, derived_keys, scores
+            named.release()  # the rollups read keys: the names go before a minute's close
+            if self.rollups is not None and values.height and not side:
+                # one after the other: each slice of finished partials stored as it comes
+                self._rollup_output(timed("rollups", self.rollups.process_partials, values, keys, self._rollup_slice))
+            for p in self.pipelines:
+                if p.step_id in outputs:
+                    self._pipeline_output(p.step_id, outputs[p.step_id])
             if score_rows is not None:
                 self._shared_output(SCORES_TABLE, score_rows)
+            self._land()  # what the side thread has finished meanwhile
             self.offset = max(self.offset, batches[-1].offset)
         self.stats["rows"] += sum(b.table.num_rows for b in batches)
         self.stats["values"] += values.height
@@ -449,6 +452,67 @@ class StreamRunner:
         rule_input = pl.concat(parts, how="vertical") if len(parts) > 1 else parts[0]
         del parts
         return self._timed("rules", self.rules.process, rule_input, self.series.frame, Keys.concat(rule_keys))
+
+    # -- the side thread ---------------------------------------------------------------------------
+    def _parallel(self) -> bool:
+        return self._side is not None and not lean()
+
+    def _side_submit(self, kind: str, rows: int, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` (the rollups, or side pipeline ``kind``) on the side thread; its
+        output is stored later, in order, by :meth:`_land`. Jobs run in the order submitted, so
+        each stage sees its steps in log order; the stream's own thread goes on with the next
+        steps (rules, alerts) instead of waiting for a minute's close. Called under the step lock."""
+        assert self._side is not None
+        self._side_jobs.append((self._side.submit(self._side_run, kind, fn, *args), rows))
+
+    def _side_run(self, kind: str, fn: Callable[..., Any], *args: Any) -> None:
+        # under the compute lock: a view waits for a job in progress (the stage's state moves on
+        # here) and then stores what it finished before reading (see _view_guard)
+        with self._compute_lock:
+            self._computed.append((kind, self._timed(kind, fn, *args)))
+
+    def _side_room(self, rows: int) -> None:
+        """Wait (oldest first) until the side thread's queued jobs and ``rows`` more values fit in
+        ``stream.side_lag_rows``; one job may always be in progress (a backlog's step of more
+        values than that runs beside the next step's rules). Raises a failed job's error."""
+        self._reap()
+        lag = self.settings.stream.side_lag_rows
+        while len(self._side_jobs) > 1 and sum(n for _, n in self._side_jobs) + rows > lag:
+            self._side_jobs.popleft()[0].result()
+            self._reap()
+
+    def _reap(self) -> None:
+        """Forget the side jobs that are done (raising a failed one's error: its stage lost
+        state, so the stream stops and a restart replays from the last checkpoint)."""
+        while self._side_jobs and self._side_jobs[0][0].done():
+            self._side_jobs.popleft()[0].result()
+
+    def _wait_side(self) -> None:
+        """Wait for every side job, and store what they finished (under the step lock and the
+        outputs' lock): before anything else reads or changes their stages' state."""
+        while self._side_jobs:
+            self._side_jobs.popleft()[0].result()
+        self._land()
+
+    def _land(self) -> None:
+        """Store the outputs the side thread has finished, in the order of their jobs (under the
+        outputs' lock). Reads no stage state a side job changes: turning finished partials into
+        rows reads the names of keys they already had."""
+        while self._computed:
+            kind, out = self._computed.popleft()
+            if kind == "rollups":
+                self._rollup_output(out)
+            else:
+                self._pipeline_output(kind, out)
+
+    @contextmanager
+    def _view_guard(self) -> Iterator[None]:
+        """Held by a view (under the outputs' lock) while it reads the outbox and the open
+        windows: a side job in progress finishes first and what it finished is stored, so a
+        window is either open or in the outbox, never in neither."""
+        with self._compute_lock:
+            self._land()
+            yield
 
     # -- side pipelines on a slower cadence --------------------------------------------------------
     def _pipeline(self, step_id: str) -> UserStage:
@@ -479,13 +543,17 @@ class StreamRunner:
 
     def _flush_held(self) -> None:
         """Run the side pipelines on what they hold (before a tick or a checkpoint: their state
-        must cover every offset processed). Called under the step lock."""
+        must cover every offset processed), on the side thread when it is in use. Called under
+        the step lock."""
         if not self._held:
             return
         frame = self._take_held()
         for p in self.pipelines:
             if p.step_id in SIDE_PIPELINES:
-                self._pipeline_output(p.step_id, self._timed(p.step_id, p.process, frame, self.series.frame))
+                if self._parallel():
+                    self._side_submit(p.step_id, frame.height, p.process, frame, self.series.frame)
+                else:
+                    self._pipeline_output(p.step_id, self._timed(p.step_id, p.process, frame, self.series.frame))
 
     def _timed(self, step_id: str, fn: Callable[..., Any], *args: Any) -> Any:
         t0 = time.perf_counter()
@@ -498,12 +566,21 @@ class StreamRunner:
         """Processing-time tick: idle watermarks, absence rules. Returns transitions emitted."""
         now = self.clock() if now_ns is None else now_ns
         with self._step_lock, self.derived.lock:
+            if not self._parallel():
+                self._wait_side()  # the side's jobs come first (the process may just have turned lean)
             self._flush_held()
             if self.rollups is not None:
-                self._rollup_output(self.rollups.tick_partials(now, self._rollup_slice))
+                if self._parallel():  # idle series' windows close on the side thread, in turn
+                    self._side_submit("rollups", 0, self.rollups.tick_partials, now)
+                else:
+                    self._rollup_output(self.rollups.tick_partials(now, self._rollup_slice))
             for p in self.pipelines:
-                self._pipeline_output(p.step_id, p.tick(now))
+                if p.step_id in SIDE_PIPELINES and self._parallel():  # in turn with its steps
+                    self._side_submit(p.step_id, 0, p.tick, now)
+                else:
+                    self._pipeline_output(p.step_id, p.tick(now))
             transitions = self.rules.tick(now)
+            self._land()
         self._last_tick = now
         self._emit(transitions)
         return len(transitions)
@@ -531,13 +608,28 @@ class StreamRunner:
         platform's housekeeping (compaction, flushes not yet overdue) waits out."""
         return self.rollups is not None and self.rollups.deferred
 
-    def settle(self) -> bool:
+    def settle(self, wait: bool = True) -> bool:
         """Close the next part of the rollup windows the steps left due (``stream.close_max_rows``:
         a minute of many series closes over several steps, or, with no more input, over several
-        calls of this). Returns whether windows still wait."""
-        if self.rollups is None or not self.rollups.deferred:
+        calls of this), here and now, after every side job (their outputs are then all stored).
+        Returns whether windows still wait. ``wait=False`` (the stream thread, between steps): with
+        the side thread the part closes there, and the answer is False (a next call, after new
+        input or a pause, goes on)."""
+        if self.rollups is None:
+            if wait:
+                with self._step_lock, self.derived.lock:
+                    self._wait_side()
             return False
         with self._step_lock, self.derived.lock:
+            if not wait and self._parallel():
+                self._reap()
+                if not self._side_jobs and self.rollups.deferred:
+                    self._side_submit("rollups", 0, self.rollups.process_partials, empty_values(), None)
+                self._land()
+                return False
+            self._wait_side()
+            if not self.rollups.deferred:
+                return False
             self._rollup_output(
                 self._timed("rollups", self.rollups.process_partials, empty_values(), None, self._rollup_slice)
             )
@@ -669,7 +761,7 @@ class StreamRunner:
         while not self._stop.is_set():
             try:
                 n = self.step()
-                if not n and self.settle():
+                if not n and self.settle(wait=False):
                     continue  # windows still due: the next part now, not after a wait
                 if not n:
                     self.caught_up = True
@@ -707,8 +799,10 @@ class StreamRunner:
         runner dropped without it, e.g. a partition whose lease was lost. A delivery in progress
         finishes; the last checkpoint holds its own copy of everything it needs."""
         if self._side is not None:
-            self._side.shutdown(wait=True)
+            self._side.shutdown(wait=True)  # a job in progress finishes; its outputs are dropped
             self._side = None
+        self._side_jobs.clear()
+        self._computed.clear()
         self._deliverer.close()
         with self._step_lock, self.derived.lock:  # not under a step or a query of open rows
             if self.rollups is not None:

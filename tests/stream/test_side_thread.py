@@ -1,0 +1,125 @@
+"""The stream's side thread runs behind its own: a step's rules and alerts never wait for the
+rollups (a minute's close), views wait for a side job in progress and see each window once, and
+every output is stored before a checkpoint."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sensorium.platform import Sensorium
+from tests.conftest import T0, FakeClock, make_settings
+
+NS = 1_000_000_000
+
+
+def _minutes(devices: int, seconds: int, start_s: int = 0, hot_device: int | None = None) -> str:
+    lines = []
+    for s in range(start_s, start_s + seconds, 5):
+        for d in range(devices):
+            temp = 99.0 if d == hot_device else 20.0 + d
+            lines.append(f"climate,device_id=d{d} temperature={temp} {T0 + s * NS}")
+    return "\n".join(lines)
+
+
+def _gate_side_rollups(p: Sensorium, monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """Hold the rollups' work on the side thread until ``release`` is set; ``entered`` is set
+    when a side job is waiting there."""
+    assert p.stream is not None and p.stream.rollups is not None
+    ops = p.stream.rollups
+    release, entered = threading.Event(), threading.Event()
+    original = ops.process_partials
+
+    def gated(*args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread().name.startswith("sensorium-stream-side"):
+            entered.set()
+            assert release.wait(30), "the test never released the side thread"
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ops, "process_partials", gated)
+    return release, entered
+
+
+def test_alerts_do_not_wait_for_the_rollups(data_dir: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = Sensorium(make_settings(data_dir), clock=clock, background=False)
+    try:
+        assert p.stream is not None
+        release, entered = _gate_side_rollups(p, monkeypatch)
+        p.write(_minutes(3, 60))
+        p.stream.step()  # the first step's rollups wait on the side thread ...
+        assert entered.wait(10)
+        p.write(_minutes(3, 60, start_s=60, hot_device=1))
+        p.stream.step()  # ... and the next step's rules run all the same
+        assert p.stream.stats["transitions"] >= 1
+        assert [a["series"] for a in p.list_alerts(state="firing")] == ["climate,device_id=d1"]
+        release.set()
+        p.stream.drain()  # every side job done, its outputs stored
+        clock.advance(3600)
+        p.process_stream()
+        rows = p.query("SELECT count(*) AS n, sum(count) AS c FROM climate_1m WHERE field = 'temperature'").to_pylist()
+        assert rows == [{"n": 3 * 2, "c": 3 * 24}]  # 2 minutes of 3 devices, 12 points each
+    finally:
+        release.set()
+        p.close()
+
+
+def test_a_view_waits_for_the_side_job_and_sees_each_window_once(
+    data_dir: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = Sensorium(make_settings(data_dir), clock=clock, background=False)
+    try:
+        assert p.stream is not None
+        p.write(_minutes(2, 60))
+        p.stream.drain()  # minute 0 open
+        release, entered = _gate_side_rollups(p, monkeypatch)
+        p.write(_minutes(2, 120, start_s=60))  # closes minute 0 (and 1) on the side thread
+        p.stream.step()
+        assert entered.wait(10)
+        got: list[Any] = []
+        sql = "SELECT time, count FROM climate_1m WHERE field = 'temperature' AND device_id = 'd0' ORDER BY time"
+        reader = threading.Thread(target=lambda: got.append(p.query(sql).to_pylist()))
+        reader.start()
+        reader.join(0.5)
+        assert reader.is_alive()  # the view waits for the job in progress ...
+        release.set()
+        reader.join(10)
+        assert not reader.is_alive()
+        # ... then sees every minute once: finished ones stored, the last one still open
+        assert [r["count"] for r in got[0]] == [12, 12, 12]
+        assert [r["time"].timestamp() * NS for r in got[0]] == [T0 + m * 60 * NS for m in range(3)]
+    finally:
+        release.set()
+        p.close()
+
+
+def test_a_checkpoint_stores_what_the_side_thread_holds(
+    data_dir: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = Sensorium(make_settings(data_dir), clock=clock, background=False)
+    try:
+        assert p.stream is not None
+        release, entered = _gate_side_rollups(p, monkeypatch)
+        p.write(_minutes(2, 180))
+        p.stream.step()
+        assert entered.wait(10)
+        done = threading.Event()
+
+        def checkpoint() -> None:
+            p.stream.checkpoint()  # type: ignore[union-attr]
+            done.set()
+
+        t = threading.Thread(target=checkpoint)
+        t.start()
+        assert not done.wait(0.5)  # it waits for the side job ...
+        release.set()
+        t.join(10)
+        assert done.is_set()
+        # ... and the finished minutes went into the lake with it
+        rows = p.query("SELECT count(*) AS n FROM climate_1m WHERE field = 'temperature'").to_pylist()
+        assert rows[0]["n"] >= 2 * 2
+    finally:
+        release.set()
+        p.close()
