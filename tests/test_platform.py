@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -345,4 +346,28 @@ def test_a_write_whose_dead_letters_cannot_be_stored_holds_up_no_other(
         assert p._dl_store.count() == 2 and p._dl_store.counters()["accepted_rows"] == 2
     finally:
         p._threads = []
+        p.close()
+
+
+@pytest.mark.parametrize("nice", [0, 7])
+def test_housekeeping_threads_run_at_the_background_niceness(data_dir: Path, nice: int) -> None:
+    """The flusher and maintenance threads lower their own priority (``store.background_nice``);
+    the stream and the request threads keep the process's."""
+    import threading
+    import time
+
+    p = Sensorium(make_settings(data_dir, store={"background_nice": nice}))
+    try:
+        base = os.getpriority(os.PRIO_PROCESS, 0)
+        want = {"sensorium-flusher": min(19, base + nice) if nice else base,
+                "sensorium-maintenance": min(19, base + nice) if nice else base,
+                "sensorium-stream": base}
+        got: dict[str, int] = {}
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and got != want:
+            threads = {t.name: t.native_id for t in threading.enumerate() if t.name in want}
+            got = {n: os.getpriority(os.PRIO_PROCESS, tid) for n, tid in threads.items() if tid is not None}
+            time.sleep(0.02)
+        assert got == want
+    finally:
         p.close()

@@ -51,6 +51,11 @@ class StoreSettings(_Frozen):
         300.0, gt=0, description="Also compact a partition with 2+ files once none is younger than this."
     )
     compression_level: int = Field(9, ge=1, le=22, description="zstd level for Parquet files.")
+    background_nice: int = Field(
+        5, ge=0, le=19, description="Niceness added to the flusher and maintenance threads (Linux): on a busy machine "
+        "acknowledgements and the stream (alerts) get the CPU first, while the data waits in memory and in the "
+        "WAL a little longer. 0: the same priority as the rest."
+    )
 
 
 class RuleSettings(_Frozen):
@@ -114,9 +119,9 @@ class StreamSettings(_Frozen):
         "their cost per run grows with the number of series, not with the new points (0: every step)."
     )
     parallel_stages: bool = Field(
-        True, description="Run the rollups and the built-in quality and compression stages on a second thread "
-        "beside rolling statistics, detection and rules (NumPy and Polars release the GIL; outputs are "
-        "applied in the same order either way). Once the process is lean (`SENSORIUM_MALLOC_TUNE=mmap`, or "
+        True, description="Run the rollups and the built-in quality and compression stages on a second thread, "
+        "behind rolling statistics, detection and rules (alerts never wait for a window's close; NumPy and Polars "
+        "release the GIL; their outputs are stored in step order, before every checkpoint). Once the process is lean (`SENSORIUM_MALLOC_TUNE=mmap`, or "
         "resident memory past `SENSORIUM_MALLOC_LEAN_MB`; see docs/stream.md) they run one after the other."
     )
     tick_interval_s: float = Field(1.0, gt=0, description="Processing-time tick (idle watermarks, absence rules).")

@@ -20,6 +20,7 @@ import fcntl
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -501,8 +502,8 @@ class Sensorium:
 
     def _start_threads(self) -> None:
         for name, target in (
-            ("flusher", self._flush_loop),
-            ("maintenance", self._maintenance_loop),
+            ("flusher", self._housekeeping(self._flush_loop)),
+            ("maintenance", self._housekeeping(self._maintenance_loop)),
             ("dead-letters", self._dl_loop),
         ):
             t = threading.Thread(target=target, name=f"sensorium-{name}", daemon=True)
@@ -1030,6 +1031,23 @@ class Sensorium:
         self.metrics.flush_seconds.observe(time.perf_counter() - t0)
         self.metrics.flush_rows.inc(data.num_rows)
         return data.num_rows
+
+    def _housekeeping(self, loop: Callable[[], None]) -> Callable[[], None]:
+        """``loop`` at ``store.background_nice`` more niceness (Linux sets a thread's own; threads
+        it starts inherit it): a Parquet write or a compaction takes the CPU left over by the
+        acknowledgements and the stream, not a share of theirs."""
+        nice = self.settings.store.background_nice
+
+        def run() -> None:
+            if nice and sys.platform.startswith("linux"):
+                try:
+                    tid = threading.get_native_id()
+                    os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+                except OSError as exc:  # e.g. a sandbox without setpriority: same priority
+                    log.warning("cannot lower the priority of %s: %s", threading.current_thread().name, exc)
+            loop()
+
+        return run
 
     def _flush_loop(self) -> None:
         wait = 0.25

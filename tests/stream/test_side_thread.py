@@ -29,6 +29,9 @@ def _gate_side_rollups(p: Sensorium, monkeypatch: pytest.MonkeyPatch) -> tuple[t
     """Hold the rollups' work on the side thread until ``release`` is set; ``entered`` is set
     when a side job is waiting there."""
     assert p.stream is not None and p.stream.rollups is not None
+    # a long test session may have passed the allocator's lean mark, where the stages run one
+    # after the other (sensorium.obs.memory): these tests are about the side thread
+    monkeypatch.setattr("sensorium.stream.runner.lean", lambda: False)
     ops = p.stream.rollups
     release, entered = threading.Event(), threading.Event()
     original = ops.process_partials

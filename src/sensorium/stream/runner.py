@@ -292,8 +292,9 @@ class StreamRunner:
         thread while the stream goes on; the next checkpoint waits for it (and raises its error)."""
         self._wait_delivery()
         with self._step_lock, self.derived.lock:
+            self._wait_side()  # before a side pipeline runs here (a lean process)
             self._flush_held()
-            self._wait_side()
+            self._wait_side()  # and what it handed to the side thread
             self.seq += 1
             outbox = self.derived.outbox()  # what this checkpoint holds, and later commits
             state = {
