@@ -260,7 +260,7 @@ def run(srv: SensoriumServer, args: argparse.Namespace) -> dict[str, Any]:
     def ms(x: float | None) -> float | None:
         return r3(x * 1000 if x is not None else None, 2)
 
-    if args.dump:  # one line per probe: when it was sent (s since the writers started), latencies
+    if args.dump:  # one line per probe: when it was sent (s since the writers started, and as epoch seconds), latencies
         with open(args.dump, "w") as fh:
             for dev, t0 in sorted(sent.items(), key=lambda kv: kv[1]):
                 ta = listener.arrivals.get(dev)
@@ -320,7 +320,7 @@ def main() -> None:
     ap.add_argument("--probes", type=int, default=200)
     ap.add_argument("--warmup", type=float, default=None,
                     help="seconds of paced load before the first probe (default: 1 s, or duration/10 if less)")
-    ap.add_argument("--dump", help="write one JSON line per probe (sent_s, ack_ms, alert_ms) to this file")
+    ap.add_argument("--dump", help="write one JSON line per probe (sent_s, sent_epoch, ack_ms, alert_ms) to this file")
     ap.add_argument("--probe-interval-ms", type=float, default=100.0)
     ap.add_argument("--probe-timeout", type=float, default=30.0, help="a probe with no alert after this long is missed")
     ap.add_argument("--fsync", choices=["always", "interval", "never"], help="Sensorium wal.fsync (default: always)")

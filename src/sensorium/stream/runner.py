@@ -482,6 +482,14 @@ class StreamRunner:
             self._side_jobs.popleft()[0].result()
             self._reap()
 
+    def _side_busy(self) -> bool:
+        """Whether the side thread has work queued or in progress (the stream thread's view)."""
+        jobs = self._side_jobs
+        try:
+            return bool(jobs) and not jobs[-1][0].done()
+        except IndexError:  # emptied meanwhile by a checkpoint on another thread
+            return False
+
     def _reap(self) -> None:
         """Forget the side jobs that are done (raising a failed one's error: its stage lost
         state, so the stream stops and a restart replays from the last checkpoint)."""
@@ -772,7 +780,10 @@ class StreamRunner:
                 if self.caught_up and time.monotonic() >= next_tick:
                     self.tick()
                     next_tick = time.monotonic() + tick_every
-                if time.monotonic() - self._last_checkpoint >= st.checkpoint_interval_s:
+                since = time.monotonic() - self._last_checkpoint
+                # a checkpoint waits for the side thread's queued work: while it is behind (a
+                # minute's close), the checkpoint waits it out for at most one more interval
+                if since >= st.checkpoint_interval_s and (not self._side_busy() or since >= 2 * st.checkpoint_interval_s):
                     self.checkpoint(wait=False)
             except Exception as exc:
                 # A failing stage is a bug or a bad rule, not bad data (bad data never reaches the
