@@ -55,12 +55,36 @@ def _add(key: str, wall: float, cpu: float, rows: int = 0) -> None:
     a[3] += rows
 
 
+def _note(what: str, start: float, wall: float, rows: int, detail: dict[str, float]) -> None:
+    """Keep a slow moment (``SLOW``)."""
+    slow = _acc.setdefault("SLOW", [])
+    if wall >= SLOW_S and len(slow) < SLOW_MAX:
+        slow.append([round(start, 3), what, round(wall, 3), rows, detail])
+
+
+def _wrap_slow(cls: Any, name: str, before: Any, detail: Any) -> None:
+    """Time ``cls.name``: ``before()`` first, then a slow call is kept with ``detail(its CPU s)``."""
+    fn = getattr(cls, name)
+
+    def traced(self: Any, *args: Any, **kwargs: Any) -> Any:
+        before()
+        start, w, c = time.time(), time.perf_counter(), time.thread_time()
+        try:
+            return fn(self, *args, **kwargs)
+        finally:
+            _note(name, start, time.perf_counter() - w, 0, detail(time.thread_time() - c))
+
+    setattr(cls, name, traced)
+
+
 def _patch() -> None:
     from sensorium.stream import runner
 
     timed, step = runner.StreamRunner._timed, runner.StreamRunner.step
-    slow: list[Any] = _acc.setdefault("SLOW", [])
     stages_of_step: dict[str, float] = {}  # the stream thread's step in progress (side stages too)
+
+    def stages(_cpu: float) -> dict[str, float]:
+        return {k: round(v, 3) for k, v in stages_of_step.items()}
 
     def traced_timed(self: Any, step_id: str, fn: Any, *args: Any) -> Any:
         w, c = time.perf_counter(), time.thread_time()
@@ -71,57 +95,27 @@ def _patch() -> None:
             _add(step_id, wall, time.thread_time() - c)
             stages_of_step[step_id] = stages_of_step.get(step_id, 0.0) + wall
 
-    def note(what: str, start: float, wall: float, rows: int = 0) -> None:
-        if wall >= SLOW_S and len(slow) < SLOW_MAX:
-            slow.append([round(start, 3), what, round(wall, 3), rows,
-                         {k: round(v, 3) for k, v in stages_of_step.items()}])
-
     def traced_step(self: Any, max_rows: int | None = None) -> int:
         stages_of_step.clear()
         start, w, c = time.time(), time.perf_counter(), time.thread_time()
         n = step(self, max_rows)
-        wall = time.perf_counter() - w
+        wall, cpu = time.perf_counter() - w, time.thread_time() - c
         if n:
-            _add("STEP", wall, time.thread_time() - c, n)
-            note("step", start, wall, n)
+            _add("STEP", wall, cpu, n)
+            _note("step", start, wall, n, stages(cpu))
         return n
-
-    def wrap(name: str) -> None:
-        fn = getattr(runner.StreamRunner, name)
-
-        def traced(self: Any, *args: Any, **kwargs: Any) -> Any:
-            stages_of_step.clear()
-            start, w = time.time(), time.perf_counter()
-            try:
-                return fn(self, *args, **kwargs)
-            finally:
-                note(name, start, time.perf_counter() - w)
-
-        setattr(runner.StreamRunner, name, traced)
 
     runner.StreamRunner._timed = traced_timed  # type: ignore[method-assign]
     runner.StreamRunner.step = traced_step  # type: ignore[method-assign]
     for name in ("checkpoint", "tick", "settle"):
-        wrap(name)
+        _wrap_slow(runner.StreamRunner, name, stages_of_step.clear, stages)
 
 
 def _patch_platform() -> None:
     from sensorium import platform
 
-    slow: list[Any] = _acc.setdefault("SLOW", [])
     for name in ("maintain", "_flush_key"):  # housekeeping beside the stream (other threads)
-        fn = getattr(platform.Sensorium, name)
-
-        def traced_housekeeping(self: Any, *args: Any, _fn: Any = fn, _name: str = name, **kwargs: Any) -> Any:
-            start, w, c = time.time(), time.perf_counter(), time.thread_time()
-            try:
-                return _fn(self, *args, **kwargs)
-            finally:
-                wall = time.perf_counter() - w
-                if wall >= SLOW_S and len(slow) < SLOW_MAX:  # stages: the calling thread's CPU
-                    slow.append([round(start, 3), _name, round(wall, 3), 0, {"cpu": round(time.thread_time() - c, 3)}])
-
-        setattr(platform.Sensorium, name, traced_housekeeping)
+        _wrap_slow(platform.Sensorium, name, lambda: None, lambda cpu: {"cpu": round(cpu, 3)})
 
 
 class _OnImport(importlib.abc.MetaPathFinder):

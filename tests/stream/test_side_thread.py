@@ -46,6 +46,20 @@ def _gate_side_rollups(p: Sensorium, monkeypatch: pytest.MonkeyPatch) -> tuple[t
     return release, entered
 
 
+def _held_until_released(fn: Any, release: threading.Event) -> Any:
+    """Run ``fn()`` on a thread: it must still wait 0.5 s later (the side job is held), and end
+    once ``release`` is set. Returns its result."""
+    got: list[Any] = []
+    t = threading.Thread(target=lambda: got.append(fn()))
+    t.start()
+    t.join(0.5)
+    assert t.is_alive()  # it waits for the side job in progress ...
+    release.set()
+    t.join(10)
+    assert not t.is_alive() and got
+    return got[0]
+
+
 def test_alerts_do_not_wait_for_the_rollups(data_dir: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
     p = Sensorium(make_settings(data_dir), clock=clock, background=False)
     try:
@@ -81,18 +95,11 @@ def test_a_view_waits_for_the_side_job_and_sees_each_window_once(
         p.write(_minutes(2, 120, start_s=60))  # closes minute 0 (and 1) on the side thread
         p.stream.step()
         assert entered.wait(10)
-        got: list[Any] = []
         sql = "SELECT time, count FROM climate_1m WHERE field = 'temperature' AND device_id = 'd0' ORDER BY time"
-        reader = threading.Thread(target=lambda: got.append(p.query(sql).to_pylist()))
-        reader.start()
-        reader.join(0.5)
-        assert reader.is_alive()  # the view waits for the job in progress ...
-        release.set()
-        reader.join(10)
-        assert not reader.is_alive()
+        rows = _held_until_released(lambda: p.query(sql).to_pylist(), release)
         # ... then sees every minute once: finished ones stored, the last one still open
-        assert [r["count"] for r in got[0]] == [12, 12, 12]
-        assert [r["time"].timestamp() * NS for r in got[0]] == [T0 + m * 60 * NS for m in range(3)]
+        assert [r["count"] for r in rows] == [12, 12, 12]
+        assert [r["time"].timestamp() * NS for r in rows] == [T0 + m * 60 * NS for m in range(3)]
     finally:
         release.set()
         p.close()
@@ -108,18 +115,7 @@ def test_a_checkpoint_stores_what_the_side_thread_holds(
         p.write(_minutes(2, 180))
         p.stream.step()
         assert entered.wait(10)
-        done = threading.Event()
-
-        def checkpoint() -> None:
-            p.stream.checkpoint()  # type: ignore[union-attr]
-            done.set()
-
-        t = threading.Thread(target=checkpoint)
-        t.start()
-        assert not done.wait(0.5)  # it waits for the side job ...
-        release.set()
-        t.join(10)
-        assert done.is_set()
+        _held_until_released(p.stream.checkpoint, release)
         # ... and the finished minutes went into the lake with it
         rows = p.query("SELECT count(*) AS n FROM climate_1m WHERE field = 'temperature'").to_pylist()
         assert rows[0]["n"] >= 2 * 2

@@ -292,9 +292,8 @@ class StreamRunner:
         thread while the stream goes on; the next checkpoint waits for it (and raises its error)."""
         self._wait_delivery()
         with self._step_lock, self.derived.lock:
-            self._wait_side()  # before a side pipeline runs here (a lean process)
-            self._flush_held()
-            self._wait_side()  # and what it handed to the side thread
+            self._flush_held(self._parallel())
+            self._wait_side()  # every side job, the held pipelines' too
             self.seq += 1
             outbox = self.derived.outbox()  # what this checkpoint holds, and later commits
             state = {
@@ -550,16 +549,18 @@ class StreamRunner:
         self._held, self._held_rows = [], 0
         return frame
 
-    def _flush_held(self) -> None:
+    def _flush_held(self, parallel: bool) -> None:
         """Run the side pipelines on what they hold (before a tick or a checkpoint: their state
-        must cover every offset processed), on the side thread when it is in use. Called under
-        the step lock."""
+        must cover every offset processed), on the side thread when ``parallel`` (else here,
+        after every side job). Called under the step lock."""
         if not self._held:
             return
+        if not parallel:
+            self._wait_side()
         frame = self._take_held()
         for p in self.pipelines:
             if p.step_id in SIDE_PIPELINES:
-                if self._parallel():
+                if parallel:
                     self._side_submit(p.step_id, frame.height, p.process, frame, self.series.frame)
                 else:
                     self._pipeline_output(p.step_id, self._timed(p.step_id, p.process, frame, self.series.frame))
@@ -575,16 +576,17 @@ class StreamRunner:
         """Processing-time tick: idle watermarks, absence rules. Returns transitions emitted."""
         now = self.clock() if now_ns is None else now_ns
         with self._step_lock, self.derived.lock:
-            if not self._parallel():
+            parallel = self._parallel()  # once: the process may turn lean meanwhile
+            if not parallel:
                 self._wait_side()  # the side's jobs come first (the process may just have turned lean)
-            self._flush_held()
+            self._flush_held(parallel)
             if self.rollups is not None:
-                if self._parallel():  # idle series' windows close on the side thread, in turn
+                if parallel:  # idle series' windows close on the side thread, in turn
                     self._side_submit("rollups", 0, self.rollups.tick_partials, now)
                 else:
                     self._rollup_output(self.rollups.tick_partials(now, self._rollup_slice))
             for p in self.pipelines:
-                if p.step_id in SIDE_PIPELINES and self._parallel():  # in turn with its steps
+                if p.step_id in SIDE_PIPELINES and parallel:  # in turn with its steps
                     self._side_submit(p.step_id, 0, p.tick, now)
                 else:
                     self._pipeline_output(p.step_id, p.tick(now))
