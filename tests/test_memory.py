@@ -73,6 +73,25 @@ def test_arrow_buffers_come_from_glibc_when_the_allocator_is_tuned(env: dict[str
     assert out.stdout.split() == [pool, "True"]
 
 
+@pytest.mark.parametrize(("env", "hugepages"), [
+    ({}, False),  # tuned: no MADV_HUGEPAGE, no 2 MiB page zeroed per first touch
+    ({"SENSORIUM_MALLOC_TUNE": "mmap"}, False),
+    ({"SENSORIUM_MALLOC_TUNE": "0"}, "numpy-default"),  # left alone
+    ({"NUMPY_MADVISE_HUGEPAGE": "1"}, True),  # the user's choice stands
+])
+def test_numpy_asks_for_no_huge_pages_when_the_allocator_is_tuned(env: dict[str, str], hugepages: bool | str) -> None:
+    """``_set_madvise_hugepage`` returns the setting it replaces: what the process had after tuning."""
+    probe = "import numpy as np; print(np._core.multiarray._set_madvise_hugepage(True))"
+    code = f"from sensorium.obs import memory as m; m.tune_allocator(); {probe}"
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("SENSORIUM_MALLOC_TUNE", "MALLOC_MMAP_THRESHOLD_", "NUMPY_MADVISE_HUGEPAGE")}
+    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, check=True)
+    if hugepages == "numpy-default":
+        hugepages = subprocess.run([sys.executable, "-c", probe], env=clean, capture_output=True, text=True,
+                                   check=True).stdout.strip() == "True"
+    assert out.stdout.strip() == str(hugepages)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/status")
 def test_the_peak_is_this_process_not_its_parent() -> None:
     """ru_maxrss survives exec (a child of a big parent would start lean); VmHWM does not."""

@@ -38,6 +38,15 @@ Arrow, jemalloc inside Polars) none can reuse what the others freed. At 100 k se
 (``mmap`` in force): the stream then runs its stages one at a time instead of two side by side
 (two threads' working sets at once were ~100 MB of the peak at 100 k series).
 
+Every mode but ``0`` also stops NumPy from asking for transparent huge pages
+(``madvise(MADV_HUGEPAGE)``, which NumPy does for every array of 4 MiB or more where the kernel's
+THP mode is ``madvise``), unless ``NUMPY_MADVISE_HUGEPAGE`` is set: each first touch of such an
+array then faults in and zeroes a whole 2 MiB page. The stream's per-step arrays are fresh
+allocations of a few MB, step after step, so that zeroing was the largest single cost of a drain
+(``clear_page_erms`` 20 % of its samples in ``perf``; the throughput bench 589–595 k points/s with
+it, 639–730 k without, docs/benchmarks.md session 22); an array of this size gains nothing
+measurable from huge pages' fewer TLB misses.
+
 :func:`freeze_startup` takes what start-up made (modules, classes, schemas, the platform's tables:
 ~200 k objects once everything is loaded) out of the garbage collector's full collections, which
 otherwise walk them all — a 0.2 s pause, on whichever thread allocated at that moment (the ingest
@@ -101,6 +110,7 @@ def tune_allocator() -> str | None:
     if mode not in ("auto", "trim", "mmap"):
         log.warning("SENSORIUM_MALLOC_TUNE=%r: use auto, trim, mmap or 0; using auto", mode)
         mode = "auto"
+    _no_numpy_hugepages()
     _libc = _glibc()
     if _libc is None:
         return None
@@ -117,6 +127,21 @@ def tune_allocator() -> str | None:
             log.warning("SENSORIUM_MALLOC_LEAN_MB is not a number; using 768")
             _lean_above = 768_000_000
     return mode
+
+
+def _no_numpy_hugepages() -> bool:
+    """NumPy's large arrays without ``MADV_HUGEPAGE`` (see the module docs), unless the user chose
+    (``NUMPY_MADVISE_HUGEPAGE``); True when switched off now."""
+    if "NUMPY_MADVISE_HUGEPAGE" in os.environ:
+        return False
+    import numpy as np
+
+    core = getattr(np, "_core", None) or getattr(np, "core", None)
+    switch = getattr(getattr(core, "multiarray", None), "_set_madvise_hugepage", None)
+    if switch is None:  # a NumPy without the switch (the variable is read only at import)
+        return False
+    switch(False)
+    return True
 
 
 def _arrow_on_glibc() -> None:
