@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
+import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,7 +22,15 @@ from sensorium.jit import (
     window_partials,
 )
 from sensorium.keyindex import stable_argsort
-from sensorium.stream.aggregate import NO_KEY, aggregate_rows, decode_sketches, sketch_keys
+from sensorium.stream.aggregate import (
+    NO_KEY,
+    PARTIAL,
+    aggregate_rows,
+    decode_sketches,
+    fold_partials,
+    merge_partials,
+    sketch_keys,
+)
 from sensorium.stream.rolling import _window_stats
 
 MIN = np.iinfo(np.int64).min
@@ -387,3 +396,62 @@ def test_pane_buckets_order_rows_by_pane_then_series_stably(rows: list[tuple[int
     assert jit.pane_buckets(t, sid, kid, v, off, p, ends.size - 1) is None
     with pytest.raises(ValueError):
         jit.pane_buckets(t, sid[:-1], kid, v, off, p, 1 << 20)
+
+
+def _fold_reference(held: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
+    """The fold as the rollups did it before the kernel: one ``merge_partials`` per rank of the
+    new rows within their window (held + the rank's rows, merged pairwise in time order)."""
+    rank = new.select(pl.int_range(pl.len()).over("kid", "start")).to_series()
+    for r in range(int(rank.max() or 0) + 1):  # type: ignore[operator]
+        held = merge_partials(pl.concat([held, new.filter(rank == r)]), percentiles=(), sketch=True)
+    return held
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_fold_partials_equal_merging_rank_by_rank(seed: int) -> None:
+    """Finished minutes folded into hours: held rows (some windows with none), several new
+    minutes per window (the ranks), NaN and infinite values among them; every column and the
+    sketches bit for bit as the rank-by-rank ``merge_partials`` gave."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(50, 2000))
+    k = (rng.integers(0, 30, n) << 20) | rng.integers(0, 3, n)
+    minute = rng.integers(0, 180, n)
+    t = minute * 60_000_000_000 + rng.integers(0, 60, n) * 1_000_000_000
+    v = np.round(rng.normal(20, 15, n), 2)
+    v[rng.random(n) < 0.01] = np.nan
+    v[rng.random(n) < 0.005] = -np.inf
+    with np.errstate(invalid="ignore", over="ignore"):
+        minutes = aggregate_rows(k, minute * 60_000_000_000, t, v, sketch=True)
+    hour = 3_600_000_000_000
+    lifted = minutes.with_columns((pl.col("start") // hour * hour).alias("start"))
+    first = rng.random(minutes.height) < 0.5  # about half the minutes are already in the hours
+    cols = ["kid", "start", *PARTIAL, "_sketch"]
+    with np.errstate(invalid="ignore", over="ignore"):
+        held = _fold_reference(lifted.filter(first).select(cols).clear(), lifted.filter(first).select(cols).sort("kid", "start", "_first_time"))
+        held = held.filter(pl.Series(rng.random(held.height) < 0.8))  # windows with no held row
+        new = lifted.filter(~pl.Series(first)).select(cols).sort("kid", "start", "_first_time")
+        got = fold_partials(held.select(cols), new)
+        ref = _fold_reference(held.select(cols), new)
+    assert got.columns == ref.columns
+    assert got.height == ref.height
+    for c in cols:
+        a, b = got.get_column(c), ref.get_column(c)
+        if c == "_sketch":
+            assert a.to_list() == b.to_list()
+        else:
+            x, y = a.to_numpy(), b.to_numpy()
+            assert x.dtype == y.dtype, c
+            same = (x == y) | (np.isnan(x) & np.isnan(y)) if x.dtype.kind == "f" else x == y
+            assert same.all(), (c, np.flatnonzero(~same)[:5])
+
+
+def test_fold_partials_of_nothing_and_into_nothing() -> None:
+    cols = ["kid", "start", *PARTIAL, "_sketch"]
+    minutes = aggregate_rows(np.array([1, 1, 2], np.int64), np.array([0, 60, 0], np.int64) * 1_000_000_000,
+                             np.array([1, 61, 5], np.int64) * 1_000_000_000, np.array([1.0, 2.0, 3.0]), sketch=True)
+    lifted = minutes.with_columns(pl.lit(0, pl.Int64).alias("start")).select(cols)
+    assert fold_partials(lifted.clear(), lifted.clear()).height == 0
+    once = fold_partials(lifted.clear(), lifted)
+    assert once.get_column("count").to_list() == [2, 1]
+    assert once.get_column("sum").to_list() == [3.0, 3.0]
+    assert fold_partials(once, lifted.clear()).rows() == once.rows()  # nothing new: unchanged

@@ -491,6 +491,150 @@ def pane_buckets(
     return n
 
 
+# --- folding finished partials into a coarser level ----------------------------------------
+# The 2-D arrays ``fold_partials`` takes and returns hold one column per row, in the order of
+# ``sensorium.jit.FOLD_INTS`` (kid, start, count, _first_time, _last_time) and ``FOLD_FLOATS``
+# (sum, _m2, min, max, first, last, integral).
+
+
+@njit(cache=True, nogil=True)
+def _fmin(a: float, b: float) -> float:  # pragma: no cover - compiled
+    """``np.minimum``: NaN if either is."""
+    return a if a < b or a != a else b
+
+
+@njit(cache=True, nogil=True)
+def _fmax(a: float, b: float) -> float:  # pragma: no cover - compiled
+    return a if a > b or a != a else b
+
+
+@njit(cache=True, nogil=True)
+def _fold_row(oi: np.ndarray, of: np.ndarray, g: int, xi: np.ndarray, xf: np.ndarray, r: int) -> None:  # pragma: no cover - compiled
+    """Fold partial row ``r`` of (``xi``, ``xf``) into output row ``g`` (which holds a partial):
+    the two in ``_first_time`` order, merged as ``merge_partials`` merges a group of two rows."""
+    a_first = oi[3, g] <= xi[3, r]
+    if a_first:
+        ac, aft, alt = oi[2, g], oi[3, g], oi[4, g]
+        asum, am2, amin, amax, afirst, alast, aint = of[0, g], of[1, g], of[2, g], of[3, g], of[4, g], of[5, g], of[6, g]
+        bc, bft, blt = xi[2, r], xi[3, r], xi[4, r]
+        bsum, bm2, bmin, bmax, bfirst, blast, bint = xf[0, r], xf[1, r], xf[2, r], xf[3, r], xf[4, r], xf[5, r], xf[6, r]
+    else:
+        ac, aft, alt = xi[2, r], xi[3, r], xi[4, r]
+        asum, am2, amin, amax, afirst, alast, aint = xf[0, r], xf[1, r], xf[2, r], xf[3, r], xf[4, r], xf[5, r], xf[6, r]
+        bc, bft, blt = oi[2, g], oi[3, g], oi[4, g]
+        bsum, bm2, bmin, bmax, bfirst, blast, bint = of[0, g], of[1, g], of[2, g], of[3, g], of[4, g], of[5, g], of[6, g]
+    n = ac + bc
+    total = asum + bsum
+    mean = total / float(n)
+    da = asum / float(ac) - mean
+    db = bsum / float(bc) - mean
+    bridge = ((alast + bfirst) * 0.5) * (float(bft - alt) * 1e-9)
+    oi[2, g] = n
+    oi[3, g] = aft
+    oi[4, g] = blt
+    of[0, g] = total
+    of[1, g] = (am2 + float(ac) * da * da) + (bm2 + float(bc) * db * db)
+    of[2, g] = _fmin(amin, bmin)
+    of[3, g] = _fmax(amax, bmax)
+    of[4, g] = afirst
+    of[5, g] = blast
+    of[6, g] = (aint + bridge) + (bint + 0.0)
+
+
+@njit(cache=True, nogil=True)
+def fold_partials(
+    hi: np.ndarray, hf: np.ndarray, hoff: np.ndarray, hkey: np.ndarray, hcnt: np.ndarray,
+    ni: np.ndarray, nf: np.ndarray, noff: np.ndarray, nkey: np.ndarray, ncnt: np.ndarray,
+    oi: np.ndarray, of: np.ndarray, ooff: np.ndarray, okey: np.ndarray, ocnt: np.ndarray,
+) -> int:  # pragma: no cover - compiled
+    """A coarser level's running partials ``h`` (sorted by kid, start) with finished finer
+    partials ``n`` folded in (sorted by kid, start, _first_time), one window (kid, start) at a
+    time: the held row, then each new row in order, folded pairwise as ``merge_partials``
+    merges a group of two (a window of one row alone goes through its identity step:
+    ``_m2 + count * 0 * 0``, ``integral + 0``). Rows are ``*i`` (``FOLD_INTS``) and ``*f``
+    (``FOLD_FLOATS``) columns; sketches are records (key, count) per row from ``*off``, merged
+    by adding the counts of equal keys (sorted by key). Writes the windows in (kid, start) order
+    to ``o*`` (as long as both inputs) and returns how many; ``ooff[g]`` is where window ``g``'s
+    records start (``ooff[count]`` their total)."""
+    nh = hi.shape[1]
+    nn = ni.shape[1]
+    i = 0
+    j = 0
+    g = 0
+    nrec = 0
+    sk = np.empty(0, np.int32)
+    sc = np.empty(0, np.int64)
+    while i < nh or j < nn:
+        if j >= nn or (i < nh and (hi[0, i] < ni[0, j] or (hi[0, i] == ni[0, j] and hi[1, i] <= ni[1, j]))):
+            kid, start = hi[0, i], hi[1, i]
+        else:
+            kid, start = ni[0, j], ni[1, j]
+        has_h = i < nh and hi[0, i] == kid and hi[1, i] == start
+        j2 = j
+        while j2 < nn and ni[0, j2] == kid and ni[1, j2] == start:
+            j2 += 1
+        # the first source, as the window's partial so far
+        if has_h:
+            for c in range(5):
+                oi[c, g] = hi[c, i]
+            for c in range(7):
+                of[c, g] = hf[c, i]
+            first_new = j
+        else:
+            for c in range(5):
+                oi[c, g] = ni[c, j]
+            for c in range(7):
+                of[c, g] = nf[c, j]
+            first_new = j + 1
+        if not has_h or j2 == j:  # a window of one row: its identity step
+            d = of[0, g] / float(oi[2, g]) - of[0, g] / float(oi[2, g])
+            of[1, g] = of[1, g] + float(oi[2, g]) * d * d
+            of[6, g] = of[6, g] + 0.0
+        for r in range(first_new, j2):
+            _fold_row(oi, of, g, ni, nf, r)
+        # sketches: each source's records (sorted by key, unique) merged in turn, equal keys added
+        m = (hoff[i + 1] - hoff[i] if has_h else 0) + (noff[j2] - noff[j])
+        if m > sk.size:
+            sk = np.empty(2 * m, np.int32)
+            sc = np.empty(2 * m, np.int64)
+        ooff[g] = nrec
+        p = 0  # merged so far: sk/sc[:p]; each source merges into okey/ocnt[nrec:], copied back
+        for src in range(-1 if has_h else 0, j2 - j):
+            if src < 0:
+                lo, hi_, keys, cnts = hoff[i], hoff[i + 1], hkey, hcnt
+            else:
+                lo, hi_, keys, cnts = noff[j + src], noff[j + src + 1], nkey, ncnt
+            a = 0
+            b = lo
+            w = nrec
+            while a < p or b < hi_:
+                if b >= hi_ or (a < p and sk[a] < keys[b]):
+                    okey[w] = sk[a]
+                    ocnt[w] = sc[a]
+                    a += 1
+                elif a >= p or keys[b] < sk[a]:
+                    okey[w] = keys[b]
+                    ocnt[w] = cnts[b]
+                    b += 1
+                else:
+                    okey[w] = sk[a]
+                    ocnt[w] = sc[a] + cnts[b]
+                    a += 1
+                    b += 1
+                w += 1
+            p = w - nrec
+            for q in range(p):
+                sk[q] = okey[nrec + q]
+                sc[q] = ocnt[nrec + q]
+        nrec += p
+        if has_h:
+            i += 1
+        j = j2
+        g += 1
+    ooff[g] = nrec
+    return g
+
+
 #: The exported kernels: name -> (function, Numba signature). ``counting_argsort`` twice, for
 #: 64- and 32-bit keys; arrays are C-contiguous (the loader's wrappers make them so).
 _I8, _I4, _F8, _B = "int64[::1]", "int32[::1]", "float64[::1]", "boolean[::1]"
@@ -510,6 +654,11 @@ EXPORTS = {
         rolling_stats, f"int64(float64[:, ::1], {_I8}, {_I8}, {_F8}, {_I8}, {_I8}, float64[:, ::1], {_I8})"
     ),
     "rolling_update": (rolling_update, f"int64(float64[:, ::1], {_I8}, {_I8}, {_F8}, {_I8})"),
+    "fold_partials": (
+        fold_partials,
+        f"int64(int64[:, ::1], float64[:, ::1], {_I8}, {_I4}, {_I8}, int64[:, ::1], float64[:, ::1], {_I8}, {_I4}, {_I8}, "
+        f"int64[:, ::1], float64[:, ::1], {_I8}, {_I4}, {_I8})",
+    ),
     "window_partials": (
         window_partials,
         "Tuple((" + ", ".join(["int64[:]"] * 3 + ["float64[:]"] * 4 + ["int64[:]", "float64[:]", "int64[:]"]

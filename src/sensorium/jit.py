@@ -373,6 +373,35 @@ def rolling_update(buf: np.ndarray, count: np.ndarray, gk: np.ndarray, v: np.nda
     )
 
 
+#: the columns of :func:`fold_partials`' 2-D arrays, one per row
+FOLD_INTS = ("kid", "start", "count", "_first_time", "_last_time")
+FOLD_FLOATS = ("sum", "_m2", "min", "max", "first", "last", "integral")
+
+
+def fold_partials(held: tuple[np.ndarray, ...], new: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    """A coarser level's running partials with finished finer partials folded in (see
+    :func:`sensorium._kernels.fold_partials`). Each side is ``(ints, floats, offsets, keys,
+    counts)``: ``ints``/``floats`` the ``FOLD_INTS``/``FOLD_FLOATS`` columns as rows of 2-D arrays,
+    then its sketches' records (``offsets`` into them per row, one more than rows). Returns the
+    same for the folded windows, in (kid, start) order."""
+    hi, hf, hoff, hkey, hcnt = held
+    ni, nf, noff, nkey, ncnt = new
+    rows = hi.shape[1] + ni.shape[1]
+    recs = hkey.size + nkey.size
+    oi = np.empty((5, rows), np.int64)
+    of = np.empty((7, rows), np.float64)
+    ooff = np.empty(rows + 1, np.int64)
+    okey = np.empty(recs, np.int32)
+    ocnt = np.empty(recs, np.int64)
+    g = kernels().fold_partials(
+        _c(hi, np.int64), _c(hf, np.float64), _c(hoff, np.int64), _c(hkey, np.int32), _c(hcnt, np.int64),
+        _c(ni, np.int64), _c(nf, np.float64), _c(noff, np.int64), _c(nkey, np.int32), _c(ncnt, np.int64),
+        oi, of, ooff, okey, ocnt,
+    )
+    n = int(ooff[g])
+    return oi[:, :g], of[:, :g], ooff[: g + 1], okey[:n], ocnt[:n]
+
+
 def window_partials(
     k: np.ndarray, s: np.ndarray, t: np.ndarray, v: np.ndarray, qs: np.ndarray,
     skeys: np.ndarray, no_key: int,

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sensorium.stream.aggregate import SKETCH_ALPHA, merge_partials
+from sensorium.stream.aggregate import SKETCH_ALPHA, fold_partials
 from sensorium.stream.checkpoint import CheckpointStore
 from sensorium.stream.rollup import RollupOperator, merge_rows, row_columns, row_schema
 from sensorium.stream.windows import parse_duration
@@ -355,7 +355,7 @@ def test_a_fold_failing_part_way_refuses_to_checkpoint(spill: bool, tmp_path: Pa
     op.process(df.head(len(rows) // 2))
     before = pickle.dumps(op.state())
     calls = {"n": 0}
-    real = merge_partials
+    real = fold_partials
 
     def failing(*a: object, **k: object) -> pl.DataFrame:
         calls["n"] += 1
@@ -363,7 +363,7 @@ def test_a_fold_failing_part_way_refuses_to_checkpoint(spill: bool, tmp_path: Pa
             raise MemoryError("no room")
         return real(*a, **k)  # type: ignore[arg-type]
 
-    with mock.patch("sensorium.stream.rollup.FOLD_ROWS", 1), mock.patch("sensorium.stream.rollup.merge_partials", failing):
+    with mock.patch("sensorium.stream.rollup.FOLD_ROWS", 1), mock.patch("sensorium.stream.rollup.fold_partials", failing):
         with pytest.raises(MemoryError):
             op.process(df.slice(len(rows) // 2))
     with pytest.raises(RuntimeError, match="restart from the last checkpoint"):

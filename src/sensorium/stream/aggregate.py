@@ -47,7 +47,15 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from sensorium.jit import COUNTING_SMALL, COUNTING_SPAN, group_order, window_partials
+from sensorium.jit import (
+    COUNTING_SMALL,
+    COUNTING_SPAN,
+    FOLD_FLOATS,
+    FOLD_INTS,
+    group_order,
+    window_partials,
+)
+from sensorium.jit import fold_partials as jit_fold_partials
 from sensorium.keyindex import stable_argsort
 from sensorium.stream.watermark import FIELD_BITS
 
@@ -140,21 +148,35 @@ def sketch_values(k: np.ndarray) -> np.ndarray:
 
 def encode_sketches(seg: np.ndarray, key: np.ndarray, count: np.ndarray, nseg: int) -> pl.Series:
     """Binary column of ``nseg`` sketches from records sorted by (segment, key)."""
+    offsets = np.zeros(nseg + 1, dtype=np.int64)
+    np.cumsum(np.bincount(seg, minlength=nseg), out=offsets[1:])
+    return _encode(offsets, key, count)
+
+
+def _encode(offsets: np.ndarray, key: np.ndarray, count: np.ndarray) -> pl.Series:
+    """Binary column of sketches: row ``i``'s records at ``offsets[i]:offsets[i + 1]``."""
     if count.size and int(count.max()) > _MAX_COUNT:
         raise ValueError(f"sketch bucket count {int(count.max())} does not fit the serialised form")
-    offsets = np.zeros(nseg + 1, dtype=np.int64)
-    np.cumsum(np.bincount(seg, minlength=nseg) * _REC.itemsize, out=offsets[1:])
+    offsets = offsets * _REC.itemsize
     rec = np.empty(key.size, dtype=_REC)
     rec["k"], rec["c"] = key, count
-    arr = pa.Array.from_buffers(pa.large_binary(), nseg, [None, pa.py_buffer(offsets), pa.py_buffer(rec)])
+    arr = pa.Array.from_buffers(pa.large_binary(), offsets.size - 1, [None, pa.py_buffer(offsets), pa.py_buffer(rec)])
     return pl.Series("_sketch", arr)
 
 
 def decode_sketches(col: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(row, key, count) records of a Binary column of sketches; null counts as empty."""
+    offsets, key, count = sketch_records(col)
+    row = np.repeat(np.arange(col.len(), dtype=np.int64), np.diff(offsets))
+    return row, key, count
+
+
+def sketch_records(col: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(offsets, key, count): the records of a Binary column of sketches, row ``i``'s at
+    ``offsets[i]:offsets[i + 1]``; null counts as empty."""
     n = col.len()
     if n == 0:
-        return np.empty(0, np.int64), np.empty(0, np.int32), np.empty(0, np.int64)
+        return np.zeros(1, np.int64), np.empty(0, np.int32), np.empty(0, np.int64)
     arr = col.fill_null(b"").to_arrow()
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
@@ -168,8 +190,7 @@ def decode_sketches(col: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     if (lengths % _REC.itemsize).any():
         raise ValueError(f"malformed _sketch value: its length is not a multiple of {_REC.itemsize} bytes")
     rec = data.view(_REC)
-    row = np.repeat(np.arange(n, dtype=np.int64), lengths // _REC.itemsize)
-    return row, rec["k"], rec["c"].astype(np.int64)
+    return (offsets - offsets[0]) // _REC.itemsize, rec["k"], rec["c"].astype(np.int64)
 
 
 def merge_records(seg: np.ndarray, key: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -326,6 +347,26 @@ def merge_partials(
         if sketch:
             out["_sketch"] = encode_sketches(seg, key, cts, starts.size)
     return pl.DataFrame(out).with_columns(pl.col(percentile_name(q)).fill_nan(None) for q in percentiles)
+
+
+def fold_partials(held: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
+    """A coarser level's running partials ``held`` (sorted by kid, start) with finished finer
+    partials ``new`` folded in (sorted by kid, start, _first_time; lifted to the level's
+    windows): per window, the held row and then each new row, merged pairwise in ``_first_time``
+    order exactly as :func:`merge_partials` merges a group of two, so the result does not depend
+    on how many finer windows finished in one step (bit-identical however the log was cut into
+    batches). One compiled pass (:func:`sensorium.jit.fold_partials`); columns ``kid, start``,
+    the partial columns and ``_sketch``, sorted by (kid, start)."""
+    sides = []
+    for f in (held, new):
+        ints = np.stack([f.get_column(c).to_numpy() for c in FOLD_INTS]) if f.height else np.empty((5, 0), np.int64)
+        floats = np.stack([f.get_column(c).to_numpy() for c in FOLD_FLOATS]) if f.height else np.empty((7, 0))
+        sides.append((ints, floats, *sketch_records(f.get_column("_sketch"))))
+    oi, of, offsets, key, count = jit_fold_partials(sides[0], sides[1])
+    cols: dict[str, np.ndarray | pl.Series] = {c: oi[i] for i, c in enumerate(FOLD_INTS)}
+    cols.update({c: of[i] for i, c in enumerate(FOLD_FLOATS)})
+    cols["_sketch"] = _encode(offsets, key, count)
+    return pl.DataFrame(cols).select("kid", "start", *PARTIAL, "_sketch")
 
 
 def with_percentiles(frame: pl.DataFrame, percentiles: Sequence[float]) -> pl.DataFrame:

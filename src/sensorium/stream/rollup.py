@@ -41,6 +41,7 @@ from sensorium.stream.aggregate import (
     BASIC,
     PARTIAL,
     derived,
+    fold_partials,
     merge_partials,
     partial_schema,
     percentile_name,
@@ -263,14 +264,7 @@ class RollupOperator:
         Within a key, finer partials are folded one at a time per window, in time order: the float
         arithmetic then does not depend on how many finished in one step, so the rows are
         bit-identical however the log was cut into batches (and after a replay)."""
-        kid = new.get_column("kid").to_numpy()
-        start = new.get_column("start").to_numpy()
-        if ((kid[1:] != kid[:-1]) | (start[1:] != start[:-1])).all():
-            return merge_partials(pl.concat([held, new]), percentiles=(), sketch=True)
-        rank = new.select(pl.int_range(pl.len()).over("kid", "start")).to_series()
-        for r in range(int(rank.max()) + 1):  # type: ignore[arg-type]
-            held = merge_partials(pl.concat([held, new.filter(rank == r)]), percentiles=(), sketch=True)
-        return held
+        return fold_partials(held, new)
 
     def _open_level(self, i: int) -> pl.DataFrame:
         if i in self._open:
