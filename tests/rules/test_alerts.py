@@ -83,6 +83,27 @@ def test_replay_across_reopen_of_the_file(tmp_path: Path, clock: FakeClock) -> N
         assert s.list()[0]["state"] == "resolved"
 
 
+def test_a_store_made_with_the_clustered_history_table_still_works(tmp_path: Path, clock: FakeClock) -> None:
+    """Stores made before ``alert_events`` became a rowid table keep their ``WITHOUT ROWID``
+    table: replays are still ignored and the history reads back in seq order."""
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    old = alerts_mod._SCHEMA.replace("    UNIQUE (alert_id, seq)\n);", "    PRIMARY KEY (alert_id, seq)\n) WITHOUT ROWID;")
+    assert old != alerts_mod._SCHEMA
+    with sqlite3.connect(path) as c:
+        c.executescript(old)
+    ts = [tr(1), tr(2, severity="critical"), tr(3, state="resolved")]
+    with AlertStore(path, clock=clock) as s:
+        assert s.apply(ts[:2]) == ts[:2]
+        assert s.apply(ts) == ts[2:]  # the first two again: history only, ignored
+        a = s.get(ts[0].alert_id)
+        assert a is not None and [e["seq"] for e in a["events"]] == [1, 2, 3]
+    with sqlite3.connect(path) as c:
+        ddl = c.execute("SELECT sql FROM sqlite_master WHERE name = 'alert_events'").fetchone()[0]
+    assert "WITHOUT ROWID" in ddl
+
+
 def test_rows_only_move_forward(store: AlertStore) -> None:
     first, second, third = tr(1), tr(2, severity="critical"), tr(3, state="resolved")
     assert store.apply([first, third]) == [first, third]

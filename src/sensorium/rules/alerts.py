@@ -81,9 +81,15 @@ CREATE TABLE IF NOT EXISTS alert_events (
     alert_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
     transition TEXT NOT NULL,
-    PRIMARY KEY (alert_id, seq)
-) WITHOUT ROWID;
+    UNIQUE (alert_id, seq)
+);
 """
+# ``alert_events`` is a rowid table with a unique index, not ``WITHOUT ROWID``: its rows (a
+# transition's JSON, ~500 bytes) are past the ~200 bytes up to which SQLite recommends a table
+# clustered on its key, and history rows come in by random alert id, so a clustered table split
+# and rewrote pages all over the file; appended by rowid, only the small index is touched at
+# random (``apply`` of 35.8 k transitions 0.62 -> 0.55 s, docs/benchmarks.md session 22). A store
+# made before keeps its clustered table: the same statements work on both.
 
 _COLUMNS = (
     "alert_id, rule, series, bucket, measurement, field, tags, state, severity, value, message, "
