@@ -30,6 +30,24 @@ def test_allocator_modes(env: dict[str, str], mode: str | None, trims: bool) -> 
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+@pytest.mark.parametrize(("env", "after_5s", "after_11s"), [
+    ({}, False, True),  # auto, not lean yet: every FAST_TRIM_INTERVAL_S (10 s)
+    ({"SENSORIUM_MALLOC_TUNE": "trim"}, True, True),  # every TRIM_INTERVAL_S (2 s)
+    ({"SENSORIUM_MALLOC_LEAN_MB": "1"}, True, True),  # auto turned lean at the first trim: 2 s
+])
+def test_auto_trims_seldom_until_it_is_lean(env: dict[str, str], after_5s: bool, after_11s: bool) -> None:
+    code = (
+        "import time; from sensorium.obs import memory as m; m.tune_allocator(); m.trim(force=True); "
+        "m._last_trim = time.monotonic() - 5; a = m.trim(); "
+        "m._last_trim = time.monotonic() - 11; print(a, m.trim())"
+    )
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("SENSORIUM_MALLOC_TUNE", "MALLOC_MMAP_THRESHOLD_", "SENSORIUM_MALLOC_LEAN_MB")}
+    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [str(after_5s), str(after_11s)]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
 def test_auto_turns_lean_when_resident_memory_passes_the_limit() -> None:
     code = (
         "from sensorium.obs import memory as m; m.tune_allocator(); a = m.mode(); "

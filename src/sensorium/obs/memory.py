@@ -25,9 +25,9 @@ points, 2 cores) and the memory bench (``--mode memory``, 100 k series):
   checkpoints, the platform after its flushes). Arrays are reused between trims (fast), but
   fragmentation keeps ~100–150 MB more resident at 100 k series (1.03–1.14 GB).
 
-The default, ``auto``, is ``trim`` until the process's resident memory has passed
-``SENSORIUM_MALLOC_LEAN_MB`` (768 MB; its peak counts, checked at each trim): then it switches to
-``mmap`` for good — fast while memory is plentiful, lean once it is not.
+The default, ``auto``, is ``trim`` (every :data:`FAST_TRIM_INTERVAL_S` only) until the process's
+resident memory has passed ``SENSORIUM_MALLOC_LEAN_MB`` (768 MB; its peak counts, checked at each
+trim): then it switches to ``mmap`` for good — fast while memory is plentiful, lean once it is not.
 
 Every mode but ``0`` also gives Arrow's buffers to glibc (``pyarrow.system_memory_pool()``)
 instead of pyarrow's bundled mimalloc, unless ``ARROW_DEFAULT_MEMORY_POOL`` is set: each
@@ -74,6 +74,11 @@ M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter numbers (malloc.h)
 MMAP_THRESHOLD = 2048 * 1024
 MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # glibc's ceiling on 64-bit (HEAP_MAX_SIZE / 2)
 TRIM_INTERVAL_S = 2.0
+#: ``auto`` before the process turns lean trims at most this often: each trim hands back the free
+#: heap pages a step's arrays come from, and the next steps fault them in again (the throughput
+#: bench's drain: 639-729 k points/s trimming every 2 s, 698-737 k without trims, docs/benchmarks.md
+#: session 22); the lean mark is checked at each trim.
+FAST_TRIM_INTERVAL_S = 10.0
 _done = False
 _libc: ctypes.CDLL | None = None
 _trim_on = False
@@ -215,15 +220,17 @@ def peak_resident_bytes() -> int:
 
 def trim(force: bool = False) -> bool:
     """Give free heap pages back to the system (``malloc_trim``), at most every
-    :data:`TRIM_INTERVAL_S` unless ``force``; only in ``trim`` mode. True when it trimmed."""
+    :data:`TRIM_INTERVAL_S` (:data:`FAST_TRIM_INTERVAL_S` while ``auto`` is not lean yet) unless
+    ``force``; only in ``trim`` mode. True when it trimmed."""
     global _last_trim, _lean_above
     if not _trim_on or _libc is None:
         return False
     now = time.monotonic()
-    if not force and now - _last_trim < TRIM_INTERVAL_S:
+    interval = FAST_TRIM_INTERVAL_S if _mode == "auto" else TRIM_INTERVAL_S
+    if not force and now - _last_trim < interval:
         return False
     with _trim_lock:
-        if not force and now - _last_trim < TRIM_INTERVAL_S:
+        if not force and now - _last_trim < interval:
             return False
         _last_trim = now
         _libc.malloc_trim(0)
@@ -252,4 +259,4 @@ def freeze_startup() -> bool:
     return True
 
 
-__all__ = ["TRIM_INTERVAL_S", "freeze_startup", "lean", "mode", "peak_resident_bytes", "resident_bytes", "trim", "tune_allocator"]
+__all__ = ["FAST_TRIM_INTERVAL_S", "TRIM_INTERVAL_S", "freeze_startup", "lean", "mode", "peak_resident_bytes", "resident_bytes", "trim", "tune_allocator"]
