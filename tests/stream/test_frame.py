@@ -63,6 +63,23 @@ def test_a_bool_field_missing_on_some_rows() -> None:
     assert ok["time"].to_list() == [1] and ok["value"].to_list() == [1.0]
 
 
+def test_rows_missing_different_fields_keep_each_value_with_its_own_row() -> None:
+    """Each value carries its row's time, arrival and series, whichever fields the rows lack."""
+    t = _table([10, 20, 30], ["a", "b", "c"], [1.0, None, 3.0], [True, False, True])
+    t = t.set_column(4, "ok", pa.array([None, False, True]))
+    values, _ = frames_of_batches([Batch(1, "default", "motion", t, ("device_id",), 7)])
+    got = sorted(zip(values["time"].to_list(), values["field"].to_list(), values["series"].to_list(),
+                     values["arrival"].to_list(), strict=True))
+    want = sorted([
+        (10, "temperature", "motion,device_id=a", 7), (10, "count", "motion,device_id=a", 7),
+        (20, "count", "motion,device_id=b", 7), (20, "ok", "motion,device_id=b", 7),
+        (30, "temperature", "motion,device_id=c", 7), (30, "count", "motion,device_id=c", 7),
+        (30, "ok", "motion,device_id=c", 7),
+    ])
+    assert got == want
+    assert values["time"].to_list() == [10, 10, 20, 20, 30, 30, 30]  # row by row
+
+
 def test_released_yields_in_order_and_lets_each_go() -> None:
     import gc
     import weakref

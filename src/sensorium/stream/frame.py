@@ -295,26 +295,31 @@ def _frame(
             present[:, j] = True
         vals[:, j] = col.to_numpy()
     mask = present.ravel()
-    rows = np.repeat(np.arange(n, dtype=np.int64), k)
     cols = np.tile(np.arange(k, dtype=np.int64), n)
     flat = vals.ravel()
+    # a row's columns per value, in row order: a repeat (sequential), not a gather by row index
+    per_row = k if mask.all() else present.sum(axis=1)
     if not mask.all():
-        rows, cols, flat = rows[mask], cols[mask], flat[mask]
+        cols, flat = cols[mask], flat[mask]
+
+    def spread(a: np.ndarray) -> np.ndarray:
+        return np.repeat(a, per_row)
+
     times = table["time"].cast(pa.int64()).to_numpy()
     sid = None
     if combo_of_row is not None:
-        combo = combo_of_row[rows]
+        combo = spread(combo_of_row)
     else:  # rows named by id
         assert sid_of_row is not None and series_index is not None
-        combo, sid = rows[:0], sid_of_row[rows]
+        combo, sid = np.zeros(0, dtype=np.int64), spread(sid_of_row)
     out: dict[str, pl.Series] = {}
     if names:  # a gather of strings per row
         out["series"] = keys.gather(combo) if sid is None else series_index.column().gather(sid)  # type: ignore[union-attr]
         out["field"] = pl.Series("field", numeric, dtype=pl.Utf8).gather(cols)
-    out["time"] = pl.Series("time", times[rows], dtype=pl.Int64)
+    out["time"] = pl.Series("time", spread(times), dtype=pl.Int64)
     out["value"] = pl.Series("value", flat, dtype=pl.Float64)
     if arrival is not None:
-        out["arrival"] = pl.Series("arrival", arrival[rows], dtype=pl.Int64)
+        out["arrival"] = pl.Series("arrival", spread(arrival), dtype=pl.Int64)
     return _Framed(pl.DataFrame(out), series, keys, combo, numeric, cols, sid)
 
 
