@@ -180,14 +180,13 @@ class RollingStats:
         ends[:-1] = starts[1:] - 1
         ends[-1] = n - 1
         self._grow(len(self._keys))
-        vs = v_all[order]
         bits = self._wanted(None if only is None else tuple(only))[fid[first]]
         out = (
-            self._derive(values, fid, order, vs, gk, starts, ends, bits, keys)
+            self._derive(values, fid, order, v_all, gk, starts, ends, bits, keys)
             if bits.any()
             else self._empty(values, keys)
         )
-        self._update(gk, vs, starts)
+        self._update(gk, v_all, order, starts, ends)
         self._latest_t[gk] = values.get_column("time").to_numpy()[order[ends]]
         return out
 
@@ -213,26 +212,32 @@ class RollingStats:
         self._count = _grow(self._count, k, 0)
         self._latest_t = _grow(self._latest_t, k, 0)
 
-    def _update(self, gk: np.ndarray, vs: np.ndarray, starts: np.ndarray) -> None:
+    def _update(self, gk: np.ndarray, v_all: np.ndarray, order: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
         """Carry the last N values of every key into the next batch (``gk``: the keys of the
-        groups from ``starts`` of the key-sorted values ``vs``), in place, by a compiled loop."""
-        rolling_update(self._buf, self._count, gk, vs, starts)
+        groups ``starts..ends`` of the rows ``order`` sorts by key; values ``v_all`` in row
+        order), in place, by a compiled loop. Only each group's last N values are gathered: the
+        loop keeps no more, and counts at most N per key."""
+        w = self._buf.shape[1]
+        take = np.minimum(ends - starts + 1, w)
+        tstarts = np.cumsum(take) - take
+        pos = np.arange(int(take.sum()), dtype=np.int64) + np.repeat(ends + 1 - take - tstarts, take)
+        rolling_update(self._buf, self._count, gk, v_all[order[pos]], tstarts)
 
     def _derive(
         self,
         values: pl.DataFrame,
         fid: np.ndarray,
         order: np.ndarray,
-        vs: np.ndarray,
+        v_all: np.ndarray,
         gk: np.ndarray,
         starts: np.ndarray,
         ends: np.ndarray,
         bits: np.ndarray,
         keys: Keys | None,
     ) -> tuple[pl.DataFrame, Keys | None]:
-        """The wanted derived rows (and their keys). ``order`` sorts the rows (field ids ``fid``) by key into
-        groups ``starts..ends`` (keys ``gk``, values ``vs``); ``bits``: statistics wanted per
-        group."""
+        """The wanted derived rows (and their keys). ``order`` sorts the rows (field ids ``fid``,
+        values ``v_all``) by key into groups ``starts..ends`` (keys ``gk``); ``bits``: statistics
+        wanted per group. Only the wanted groups' values are gathered."""
         n = len(order)
         lengths = ends - starts + 1
         val: dict[int, np.ndarray] = {}  # by statistic, in arrival order (set where wanted)
@@ -247,8 +252,8 @@ class RollingStats:
                 sub_lengths = lengths[pick]
                 sub_starts = np.zeros(len(sub_lengths), dtype=np.intp)
                 np.cumsum(sub_lengths[:-1], out=sub_starts[1:])
-            stats, m = self._compute(gk[pick], vs[rows], sub_starts, which)
             at = order[rows]
+            stats, m = self._compute(gk[pick], v_all[at], sub_starts, which)
             for j, i in enumerate(which):
                 if i not in val:
                     val[i] = np.empty(n)
