@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from sensorium.stream.frame import Batch, frames_of_batches, to_frames
+from sensorium.stream.frame import Batch, concat_columns, frames_of_batches, to_frames
 
 
 def _table(times: list[int], devs: list[str | None], temps: list[float | None], ok: list[bool]) -> pa.Table:
@@ -78,6 +78,22 @@ def test_rows_missing_different_fields_keep_each_value_with_its_own_row() -> Non
     ])
     assert got == want
     assert values["time"].to_list() == [10, 10, 20, 20, 30, 30, 30]  # row by row
+
+
+def test_concat_columns_equals_polars_concat_in_one_chunk_per_column() -> None:
+    """Numeric columns without nulls are joined by NumPy (wrapped, not copied again); a column
+    with nulls and the names by Polars: the same frame as ``pl.concat``, every column one chunk."""
+    a = pl.DataFrame({"time": np.array([1, 2], np.int64), "value": [1.0, float("nan")],
+                      "arrival": pl.Series([None, 3], dtype=pl.Int64), "series": ["a", "b"]})
+    b = pl.DataFrame({"time": np.array([3], np.int64), "value": [3.0],
+                      "arrival": pl.Series([4], dtype=pl.Int64), "series": ["c"]})
+    want = pl.concat([a, b, a])
+    got = concat_columns([a, b, a])
+    assert got.equals(want) and got.schema == want.schema
+    assert [c.n_chunks() for c in got.get_columns()] == [1, 1, 1, 1]
+    assert concat_columns([got]) is got  # one frame of single chunks: as it is
+    two = pl.concat([a, b], rechunk=False)
+    assert [c.n_chunks() for c in concat_columns([two]).get_columns()] == [1, 1, 1, 1]
 
 
 def test_released_yields_in_order_and_lets_each_go() -> None:

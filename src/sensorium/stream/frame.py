@@ -440,20 +440,43 @@ def named(values: pl.DataFrame, keys: Keys) -> pl.DataFrame:
 def concat_frames(
     frames: Iterable[tuple[pl.DataFrame, pl.DataFrame]],
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Concatenate (values, series) pairs in order; series deduplicated."""
+    """Concatenate (values, series) pairs in order (see :func:`concat_columns`); series
+    deduplicated."""
     vals: list[pl.DataFrame] = []
     sers: list[pl.DataFrame] = []
     for v, s in frames:
         if v.height:
             vals.append(v)
         sers.append(s)
-    values = pl.concat(vals, how="vertical") if vals else empty_values()
+    values = concat_columns(vals) if vals else empty_values()
     series = (
         pl.concat(sers, how="diagonal_relaxed").unique(subset="series", keep="last", maintain_order=True)
         if sers
         else empty_series()
     )
     return values, series
+
+
+def concat_columns(frames: Sequence[pl.DataFrame]) -> pl.DataFrame:
+    """Frames of the same columns, one after the other, each column in one chunk.
+
+    Every stage reads the step's columns as NumPy arrays (``to_numpy``), which copies a column
+    of several chunks into fresh memory on every call. So the numeric columns without nulls are
+    concatenated by NumPy once, here, and wrapped by Polars without a copy; their memory then
+    comes from the C heap, which the next step reuses, instead of Polars' allocator, which hands
+    freed pages back at once (``sensorium.obs._jemalloc``) — those copies and their page faults
+    were a third of a drain's faults (docs/benchmarks.md, session 22). Other columns (names) are
+    concatenated by Polars."""
+    if len(frames) == 1 and all(c.n_chunks() == 1 for c in frames[0].get_columns()):
+        return frames[0]
+    cols = []
+    for name, dtype in frames[0].schema.items():
+        parts = [f.get_column(name) for f in frames]
+        if dtype.is_numeric() and not any(p.null_count() for p in parts):
+            cols.append(pl.Series(name, np.concatenate([p.to_numpy() for p in parts]), dtype=dtype))
+        else:
+            cols.append(pl.concat(parts).rechunk())
+    return pl.DataFrame(cols)
 
 
 def released(parts: list[T]) -> Iterator[T]:

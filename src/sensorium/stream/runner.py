@@ -49,7 +49,14 @@ from sensorium.rules.types import Transition
 from sensorium.stream.behind import Behind
 from sensorium.stream.checkpoint import CheckpointStore, Written
 from sensorium.stream.detect_stage import SCORES_TABLE, DetectStage, specs_from_settings
-from sensorium.stream.frame import Batch, SeriesCombos, empty_values, keyed_frames, released
+from sensorium.stream.frame import (
+    Batch,
+    SeriesCombos,
+    concat_columns,
+    empty_values,
+    keyed_frames,
+    released,
+)
 from sensorium.stream.frame import named as named_values
 from sensorium.stream.outputs import APP_ID as DERIVED_APP_ID
 from sensorium.stream.outputs import LATE_TABLE, DerivedTables, stream_store, to_arrow
@@ -449,7 +456,7 @@ class StreamRunner:
                     extra = extra.with_columns(pl.lit(None, pl.Int64).alias("arrival"))
                 parts.append(extra.select(cols).cast(parts[0].schema))
                 rule_keys.append(extra_keys if extra_keys is not None else keys_of(extra, *self._names))
-        rule_input = pl.concat(parts, how="vertical") if len(parts) > 1 else parts[0]
+        rule_input = concat_columns(parts)
         del parts
         return self._timed("rules", self.rules.process, rule_input, self.series.frame, Keys.concat(rule_keys))
 
