@@ -134,19 +134,17 @@ def tune_allocator() -> str | None:
     return mode
 
 
-def _no_numpy_hugepages() -> bool:
+def _no_numpy_hugepages() -> None:
     """NumPy's large arrays without ``MADV_HUGEPAGE`` (see the module docs), unless the user chose
-    (``NUMPY_MADVISE_HUGEPAGE``); True when switched off now."""
+    (``NUMPY_MADVISE_HUGEPAGE``)."""
     if "NUMPY_MADVISE_HUGEPAGE" in os.environ:
-        return False
+        return
     import numpy as np
 
     core = getattr(np, "_core", None) or getattr(np, "core", None)
     switch = getattr(getattr(core, "multiarray", None), "_set_madvise_hugepage", None)
-    if switch is None:  # a NumPy without the switch (the variable is read only at import)
-        return False
-    switch(False)
-    return True
+    if switch is not None:  # (a NumPy without it reads only the variable, at import)
+        switch(False)
 
 
 def _arrow_on_glibc() -> None:

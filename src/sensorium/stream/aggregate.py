@@ -359,8 +359,8 @@ def fold_partials(held: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
     the partial columns and ``_sketch``, sorted by (kid, start)."""
     sides = []
     for f in (held, new):
-        ints = np.stack([f.get_column(c).to_numpy() for c in FOLD_INTS]) if f.height else np.empty((5, 0), np.int64)
-        floats = np.stack([f.get_column(c).to_numpy() for c in FOLD_FLOATS]) if f.height else np.empty((7, 0))
+        ints = np.stack([f.get_column(c).to_numpy() for c in FOLD_INTS])
+        floats = np.stack([f.get_column(c).to_numpy() for c in FOLD_FLOATS])
         sides.append((ints, floats, *sketch_records(f.get_column("_sketch"))))
     oi, of, offsets, key, count = jit_fold_partials(sides[0], sides[1])
     cols: dict[str, np.ndarray | pl.Series] = {c: oi[i] for i, c in enumerate(FOLD_INTS)}
