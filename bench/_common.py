@@ -205,15 +205,23 @@ def proc_rss_kb(pid: int) -> tuple[int | None, int | None]:
         return None, None
 
 
-def proc_cpu_s(pid: int) -> float | None:
-    """User+system CPU seconds used so far by a live process (from /proc/<pid>/stat)."""
+def proc_stat(path: str) -> tuple[float, float, int] | None:
+    """(user CPU s, system CPU s, minor page faults) so far of the process or thread whose
+    ``stat`` file is ``path`` (``/proc/<pid>/stat``, ``/proc/self/task/<tid>/stat``); None once
+    it is gone."""
     try:
-        with open(f"/proc/{pid}/stat") as fh:
+        with open(path) as fh:
             parts = fh.read().rsplit(")", 1)[1].split()
         tck = os.sysconf("SC_CLK_TCK")
-        return (int(parts[11]) + int(parts[12])) / tck
+        return int(parts[11]) / tck, int(parts[12]) / tck, int(parts[7])
     except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
         return None
+
+
+def proc_cpu_s(pid: int) -> float | None:
+    """User+system CPU seconds used so far by a live process (from /proc/<pid>/stat)."""
+    st = proc_stat(f"/proc/{pid}/stat")
+    return None if st is None else st[0] + st[1]
 
 
 # -- HTTP --------------------------------------------------------------------------------------

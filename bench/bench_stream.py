@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import dir_bytes, emit, log, machine_info, r3  # noqa: E402
+from _common import dir_bytes, emit, log, machine_info, proc_stat, r3  # noqa: E402
 
 TARGET_POINTS_PER_S = 1_000_000
 TARGET_RSS_BYTES = 1e9
@@ -116,19 +116,15 @@ def ruleset_text(total: int) -> tuple[str, int, int]:
 
 def thread_cpu() -> dict[int, tuple[float, float, int]]:
     """Per native thread of this process: (user s, system s, minor page faults) so far (Linux)."""
-    hz = os.sysconf("SC_CLK_TCK")
     out: dict[int, tuple[float, float, int]] = {}
     try:
         tids = os.listdir("/proc/self/task")
     except OSError:
         return out
     for tid in tids:
-        try:
-            with open(f"/proc/self/task/{tid}/stat") as f:
-                rest = f.read().rpartition(")")[2].split()
-        except OSError:
-            continue  # the thread ended meanwhile
-        out[int(tid)] = (int(rest[11]) / hz, int(rest[12]) / hz, int(rest[7]))
+        st = proc_stat(f"/proc/self/task/{tid}/stat")
+        if st is not None:  # (None: the thread ended meanwhile)
+            out[int(tid)] = st
     return out
 
 
