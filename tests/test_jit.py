@@ -455,3 +455,91 @@ def test_fold_partials_of_nothing_and_into_nothing() -> None:
     assert once.get_column("count").to_list() == [2, 1]
     assert once.get_column("sum").to_list() == [3.0, 3.0]
     assert fold_partials(once, lifted.clear()).rows() == once.rows()  # nothing new: unchanged
+
+
+_LEVEL_RULES = """
+[[rules]]
+name = "hot"
+kind = "threshold"
+field = "x"
+above = { warning = 5, critical = 8 }
+below = { warning = -5, critical = -8.5 }
+deadband = 1.5
+
+[[rules]]
+name = "hot-for"
+kind = "threshold"
+field = "x"
+above = { warning = 3, critical = 6 }
+deadband = 0.5
+for = "30ns"
+
+[[rules]]
+name = "jump"
+kind = "rate"
+field = "x"
+above = { warning = 2e8, critical = 6e8 }
+below = { warning = -2e8 }
+deadband = 5e7
+
+[[rules]]
+name = "jump-for"
+kind = "rate"
+field = "x"
+below = { warning = -1e8, critical = -3e8 }
+deadband = 0
+for = "20ns"
+"""
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_level_rows_equal_the_numpy_level_kernels(seed: int) -> None:
+    """Threshold and rate levels (hysteresis, ``for``, NaN, carried state and points) computed by
+    the compiled pass equal the NumPy passes, batch after batch, state included."""
+    from sensorium.rules._kernels import NONE, Segments, make_kernel
+    from sensorium.rules.loader import parse_rules
+
+    rng = np.random.default_rng(seed)
+    n_keys = 40
+    for rule in parse_rules(_LEVEL_RULES).rules:
+        fast, ref = make_kernel(rule), make_kernel(rule)
+        fast.grow(n_keys)
+        ref.grow(n_keys)
+        last_t = np.full(n_keys, NONE, dtype=np.int64)
+        last_v = np.full(n_keys, np.nan)
+        clock = 0
+        for _batch in range(8):
+            keys = np.sort(rng.choice(n_keys, size=int(rng.integers(1, n_keys)), replace=False))
+            sizes = rng.integers(1, 30, size=len(keys))
+            kid = np.repeat(keys.astype(np.int32), sizes)
+            t = clock + np.concatenate([np.cumsum(rng.integers(1, 9, size=k)) for k in sizes]).astype(np.int64)
+            clock = int(t.max()) + 1
+            v = rng.normal(0, 6, size=len(t)).round(1)
+            v[rng.random(len(v)) < 0.08] = np.nan
+            si = np.cumsum(sizes) - sizes
+            carried = (last_t, last_v)
+            slots = (n_keys - 1 - keys).astype(np.int32)  # slots in another order than keys
+            got = fast.eval(Segments(kid, t, v, np.arange(len(t)), si, gl=slots, carried=carried))
+            want = ref.eval_numpy(Segments(kid, t, v, np.arange(len(t)), si, gl=slots, carried=carried))
+            for g, w in zip(got, want, strict=True):
+                assert g.dtype == w.dtype
+                np.testing.assert_array_equal(g, w)
+            for name in ("active", "start", "any_active"):
+                np.testing.assert_array_equal(getattr(fast, name), getattr(ref, name))
+            ends = np.append(si[1:], len(t)) - 1
+            last_t[keys], last_v[keys] = t[ends], v[ends]
+        assert fast.any_active.any() or rule.name == "jump-for"  # the data reaches the levels
+
+
+def test_level_rows_refuse_slots_and_state_that_do_not_fit() -> None:
+    active, start, any_active = np.zeros((1, 4), bool), np.zeros((1, 4), np.int64), np.zeros(4, bool)
+    args = (np.array([1.0]), np.array([5]), np.array([0]))
+    ok = (np.array([1], np.int8), np.array([0.5]), 0.1, np.array([2], np.int8), 0, active, start, any_active)
+    sev, lvl, sig = jit.level_rows(*args, np.array([3], np.int32), None, *ok)
+    assert sev.tolist() == [2] and lvl.tolist() == [0] and sig.tolist() == [1.0] and any_active[3]
+    with pytest.raises(ValueError, match="slot"):
+        jit.level_rows(*args, np.array([4], np.int32), None, *ok)
+    with pytest.raises(ValueError, match="shape"):
+        jit.level_rows(*args, np.array([0], np.int32), None, *ok[:5], np.zeros((2, 4), bool), start, any_active)
+    with pytest.raises(ValueError, match="carried"):
+        jit.level_rows(*args, np.array([0], np.int32), (np.zeros(2, np.int64), np.zeros(2)), *ok)

@@ -464,6 +464,103 @@ def rising_rows(t: np.ndarray, si: np.ndarray, carry: np.ndarray, ok: np.ndarray
     return kept
 
 
+_NO_TIME = -(1 << 62)  # sensorium.rules._kernels.NONE: no previous point
+
+
+@njit(cache=True, nogil=True)
+def level_rows(
+    v: np.ndarray, t: np.ndarray, si: np.ndarray, slots: np.ndarray, carry_t: np.ndarray, carry_v: np.ndarray,
+    rate: bool, dirs: np.ndarray, xs: np.ndarray, deadband: float, rank: np.ndarray, hold: int,
+    active: np.ndarray, start: np.ndarray, any_active: np.ndarray, sig: np.ndarray, sev: np.ndarray, lvl: np.ndarray,
+) -> int:  # pragma: no cover - compiled
+    """Threshold (``rate`` False) or rate-of-change levels with hysteresis and ``for`` (``hold``
+    ns), row by row within each group (groups from ``si``, group ``g`` in slot ``slots[g]``).
+
+    The signal ``sig[i]`` is ``v[i]``, or for a rate ``(v - v_prev) / (t - t_prev) * 1e9`` with the
+    group's carried point (``carry_t``/``carry_v``) before its first row, NaN without one. Level
+    ``k`` (``dirs[k]`` 1: above ``xs[k]``, -1: below) is reached at ``sig >= x`` (``<= x``), cleared
+    at ``sig < x - deadband`` (``> x + deadband``), kept otherwise (NaN); with ``hold``, it counts
+    from the row it was reached (``start``) once ``hold`` has passed. Writes each row's severity
+    rank (``sev``, zeros on entry) and level (``lvl``, -1 on entry), and the per-slot state
+    ``active[k, slot]``, ``start[k, slot]`` (when ``hold``), ``any_active[slot]``."""
+    ng, n, nl = si.size, v.size, xs.size
+    clear = np.empty(nl, np.float64)  # where each level clears
+    qlo, qhi = -np.inf, np.inf  # a row strictly between reaches no level
+    for k in range(nl):
+        if dirs[k] > 0:
+            clear[k] = xs[k] - deadband
+            qhi = min(qhi, min(xs[k], clear[k]))
+        else:
+            clear[k] = xs[k] + deadband
+            qlo = max(qlo, max(xs[k], clear[k]))
+    aa = np.zeros(nl, np.bool_)  # a group's levels reached, and since when
+    ss = np.zeros(nl, np.int64)
+    for g in range(ng):
+        lo = si[g]
+        hi = si[g + 1] if g + 1 < ng else n
+        gl = slots[g]
+        if rate:
+            pt = carry_t[g]
+            pv = carry_v[g]
+            for i in range(lo, hi):
+                if pt == _NO_TIME:
+                    sig[i] = np.nan
+                else:
+                    dt = np.float64(t[i] - pt)
+                    d = v[i] - pv
+                    if dt != 0.0:
+                        sig[i] = d / dt * 1e9
+                    elif d != d or d == 0.0:
+                        sig[i] = np.nan
+                    else:
+                        sig[i] = np.inf if d > 0 else -np.inf
+                pt = t[i]
+                pv = v[i]
+        else:
+            for i in range(lo, hi):
+                sig[i] = v[i]
+        n_on = 0
+        for k in range(nl):
+            aa[k] = active[k, gl]
+            ss[k] = start[k, gl] if hold else 0
+            if aa[k]:
+                n_on += 1
+        for i in range(lo, hi):
+            y = sig[i]
+            if n_on == 0 and qlo < y < qhi:
+                continue  # quiet, no level reached: none can be (nor can a `for` start)
+            for k in range(nl):
+                was = aa[k]
+                a = was
+                if dirs[k] > 0:
+                    if y >= xs[k]:
+                        a = True
+                    elif y < clear[k]:
+                        a = False
+                elif y <= xs[k]:
+                    a = True
+                elif y > clear[k]:
+                    a = False
+                if a != was:
+                    aa[k] = a
+                    n_on += 1 if a else -1
+                if hold:
+                    if a and not was:
+                        ss[k] = t[i]
+                    eff = a and t[i] - ss[k] >= hold
+                else:
+                    eff = a
+                if eff and rank[k] > sev[i]:
+                    sev[i] = rank[k]
+                    lvl[i] = k
+        for k in range(nl):
+            active[k, gl] = aa[k]
+            if hold:
+                start[k, gl] = ss[k]
+        any_active[gl] = n_on > 0
+    return ng
+
+
 @njit(cache=True, nogil=True)
 def pane_buckets(
     t: np.ndarray, sid: np.ndarray, kid: np.ndarray, v: np.ndarray, off: int, p: int, q0: int, s0: int, ns: int,
@@ -645,6 +742,11 @@ EXPORTS = {
     "pair_counts": (pair_counts, f"int64({_I4}, {_I4}, int64, int64, int64, {_I8}, {_I8})"),
     "pair_scatter": (pair_scatter, f"int64({_I4}, {_I4}, int64, int64, int64, {_I8}, {_I8})"),
     "rising_rows": (rising_rows, f"int64[::1]({_I8}, {_I8}, {_I8}, {_B})"),
+    "level_rows": (
+        level_rows,
+        f"int64({_F8}, {_I8}, {_I8}, {_I4}, {_I8}, {_F8}, boolean, int8[::1], {_F8}, float64, int8[::1], int64, "
+        f"boolean[:, ::1], int64[:, ::1], {_B}, {_F8}, int8[::1], int8[::1])",
+    ),
     "pane_buckets": (
         pane_buckets, f"int64({_I8}, {_I8}, {_I8}, {_F8}, int64, int64, int64, int64, int64, {_I8}, {_I8}, {_I8}, {_F8})"
     ),

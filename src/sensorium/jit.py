@@ -295,6 +295,50 @@ def rising_rows(t: np.ndarray, si: np.ndarray, carry: np.ndarray) -> tuple[np.nd
     return ok, kept
 
 
+def level_rows(
+    v: np.ndarray, t: np.ndarray, si: np.ndarray, slots: np.ndarray, carry: tuple[np.ndarray, np.ndarray] | None,
+    dirs: np.ndarray, xs: np.ndarray, deadband: float, rank: np.ndarray, hold: int,
+    active: np.ndarray, start: np.ndarray, any_active: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(sev, lvl, sig)`` of a threshold rule's levels over grouped rows (groups from ``si``, in
+    slots ``slots``), or of a rate rule's with ``carry`` (each group's carried time and value);
+    the per-slot state arrays ``active``, ``start`` and ``any_active`` are updated in place.
+    One compiled pass (:meth:`sensorium.rules._kernels.LevelKernel.eval_numpy` is its NumPy
+    reference)."""
+    n = len(v)
+    starts = _c(si, np.int64)
+    if starts.size and (int(starts[0]) != 0 or int(starts.max()) > n):
+        raise ValueError("level_rows: group starts from 0")
+    if n and not starts.size:
+        raise ValueError("level_rows: rows without groups")
+    sl = _c(slots, np.int32)
+    if sl.size != starts.size or (sl.size and (int(sl.min()) < 0 or int(sl.max()) >= any_active.size)):
+        raise ValueError("level_rows: a slot per group, within the state arrays")
+    if active.shape != (len(xs), any_active.size) or (hold and start.shape != active.shape):
+        raise ValueError("level_rows: state arrays of another shape")
+    for name, a, dt in (("active", active, np.bool_), ("start", start, np.int64), ("any_active", any_active, np.bool_)):
+        if a.dtype != dt or not a.flags.c_contiguous:
+            raise ValueError(f"level_rows: {name} must be C-contiguous {np.dtype(dt).name}")
+    ng = starts.size
+    ct, cv = (_c(carry[0], np.int64), _c(carry[1], np.float64)) if carry is not None else (_NO_T, _NO_V)
+    if carry is not None and (ct.size != ng or cv.size != ng):
+        raise ValueError("level_rows: a carried point per group")
+    sig = np.empty(n, dtype=np.float64)
+    sev = np.zeros(n, dtype=np.int8)
+    lvl = np.full(n, -1, dtype=np.int8)
+    kernels().level_rows(
+        _c(v, np.float64), _c(t, np.int64), starts, sl, ct, cv, carry is not None, _c(dirs, np.int8),
+        _c(xs, np.float64), float(deadband), _c(rank, np.int8), int(hold), active,
+        start if hold else _NO_START, any_active, sig, sev, lvl,
+    )
+    return sev, lvl, sig
+
+
+_NO_T = np.zeros(0, np.int64)
+_NO_V = np.zeros(0, np.float64)
+_NO_START = np.zeros((0, 0), np.int64)
+
+
 def pane_buckets(
     t: np.ndarray, sid: np.ndarray, kid: np.ndarray, v: np.ndarray, off: int, p: int, max_span: int
 ) -> tuple[int, int, int, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]] | None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from sensorium import jit
 from sensorium.keyindex import unique
 from sensorium.rules._registry import grow
 from sensorium.rules.model import (
@@ -284,6 +285,8 @@ class LevelKernel(Kernel):
         downs = [x + db for d, _, x in self.levels if d == "below"]
         self.clear_above = min(ups) if ups else None
         self.clear_below = max(downs) if downs else None
+        self._dirs: np.ndarray | None = None  # per level: 1 above, -1 below (for the kernel)
+        self._xs = np.zeros(0, dtype=np.float64)
 
     def grow(self, n: int) -> None:
         super().grow(n)
@@ -306,7 +309,36 @@ class LevelKernel(Kernel):
     def signal(self, s: Segments) -> np.ndarray:
         return s.v
 
+    def _carry(self, s: Segments) -> tuple[np.ndarray, np.ndarray] | None:
+        """The point carried into each group, for a signal that reads the previous one."""
+        return None
+
     def eval(self, s: Segments) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every row's severity rank, level and signal, the state carried on: one compiled pass
+        (:func:`sensorium.jit.level_rows`) over the rows, which :meth:`eval_numpy` does with
+        NumPy passes (a dozen per level: masks, forward fills, shifts)."""
+        if not len(s):
+            return self.eval_numpy(s)
+        if self._dirs is None:
+            self._dirs = np.array([1 if d == "above" else -1 for d, _, _ in self.levels], dtype=np.int8)
+            self._xs = np.array([float(x) for _, _, x in self.levels], dtype=np.float64)
+        carry = self._carry(s)
+        if carry is None and self._quiet(s.v) and not self.any_active[s.slots].any():
+            # no level reached before nor now (usually every row): two reductions tell
+            return np.zeros(len(s), dtype=np.int8), np.full(len(s), -1, dtype=np.int8), s.v
+        return jit.level_rows(
+            s.v, s.t, s.si, s.slots, carry, self._dirs, self._xs, float(self.rule.deadband),
+            self.rank, int(self.hold), self.active, self.start, self.any_active,
+        )
+
+    def _quiet(self, sig: np.ndarray) -> bool:
+        """Every value of ``sig`` below each `above` level's clearing point and above each
+        `below` level's (NaN is not quiet)."""
+        above, below = self.clear_above, self.clear_below
+        return (above is None or bool(sig.max() < above)) and (below is None or bool(sig.min() > below))
+
+    def eval_numpy(self, s: Segments) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`eval` in NumPy passes (the reference the compiled kernel is tested against)."""
         sig = self.signal(s)
         n = len(s)
         sev = np.zeros(n, dtype=np.int8)
@@ -317,7 +349,7 @@ class LevelKernel(Kernel):
         # row: then two reductions tell, NaN fails both).
         above, below = self.clear_above, self.clear_below
         busy = self.any_active[s.slots]
-        if n and not ((above is None or sig.max() < above) and (below is None or sig.min() > below)):
+        if n and not self._quiet(sig):
             quiet = np.ones(n, dtype=bool)
             if above is not None:
                 quiet &= sig < above
@@ -377,6 +409,10 @@ class RateKernel(LevelKernel):
     """Levels on (v - v_prev) / (t - t_prev) per second; NaN (hold) at a key's first point."""
 
     rule: RateRule
+
+    def _carry(self, s: Segments) -> tuple[np.ndarray, np.ndarray] | None:
+        assert s.carried is not None, "rows without their keys' carried points"
+        return s.carried[0][s.gk], s.carried[1][s.gk]
 
     def signal(self, s: Segments) -> np.ndarray:
         prev_t = s.prev_t
