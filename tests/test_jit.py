@@ -543,3 +543,27 @@ def test_level_rows_refuse_slots_and_state_that_do_not_fit() -> None:
         jit.level_rows(*args, np.array([0], np.int32), None, *ok[:5], np.zeros((2, 4), bool), start, any_active)
     with pytest.raises(ValueError, match="carried"):
         jit.level_rows(*args, np.array([0], np.int32), (np.zeros(2, np.int64), np.zeros(2)), *ok)
+
+
+def test_combo_add_equals_the_numpy_mix() -> None:
+    """Each row adds splitmix64(hash ^ key) of its code's hash, nothing for null codes or zero
+    hashes, wrapping around 2**64: as NumPy's uint64 arithmetic."""
+    from sensorium.stream.frame import _mix
+
+    rng = np.random.default_rng(3)
+    ha = rng.integers(0, 2**63, size=50, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    hb = rng.integers(0, 2**63, size=50, dtype=np.uint64)
+    ha[7] = hb[9] = 0
+    codes = rng.integers(-1, 50, size=400).astype(np.int64)
+    start = rng.integers(0, 2**63, size=400, dtype=np.uint64) * np.uint64(2)
+    oa, ob = start.copy(), start.copy()
+    jit.combo_add(codes, ha, hb, 0xABC, 2**64 - 5, oa, ob)
+    for h, key, got in ((ha, 0xABC, oa), (hb, 2**64 - 5, ob)):
+        x = np.where(codes >= 0, h[np.maximum(codes, 0)], np.uint64(0))
+        part = _mix(x ^ np.uint64(key))
+        part[x == 0] = 0
+        assert np.array_equal(got, start + part)
+    with pytest.raises(ValueError, match="hash per code"):
+        jit.combo_add(np.array([50]), ha, hb, 1, 1, oa[:1].copy(), ob[:1].copy())
+    with pytest.raises(ValueError, match="uint64 output"):
+        jit.combo_add(codes, ha, hb, 1, 1, oa.astype(np.int64), ob)

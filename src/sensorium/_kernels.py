@@ -464,6 +464,44 @@ def rising_rows(t: np.ndarray, si: np.ndarray, carry: np.ndarray, ok: np.ndarray
     return kept
 
 
+_MIX_A = np.uint64(0xBF58476D1CE4E5B9)
+_MIX_B = np.uint64(0x94D049BB133111EB)
+_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
+
+
+@njit(cache=True, nogil=True)
+def combo_add(
+    codes: np.ndarray, ha: np.ndarray, hb: np.ndarray, ka: np.uint64, kb: np.uint64, oa: np.ndarray, ob: np.ndarray,
+) -> int:  # pragma: no cover - compiled
+    """Add one tag's part to every row's two combination hashes: row ``i`` has the tag value
+    ``codes[i]`` (-1: null), whose hashes are ``ha``/``hb``; a non-zero hash ``h`` adds
+    ``splitmix64(h ^ k)`` (``k``: the tag name's ``ka``/``kb``) to ``oa[i]``/``ob[i]``, wrapping."""
+    n = codes.size
+    for i in range(n):
+        c = codes[i]
+        if c < 0:
+            continue
+        x = ha[c]
+        if x != 0:
+            x ^= ka
+            x ^= x >> _S30
+            x *= _MIX_A
+            x ^= x >> _S27
+            x *= _MIX_B
+            x ^= x >> _S31
+            oa[i] += x
+        y = hb[c]
+        if y != 0:
+            y ^= kb
+            y ^= y >> _S30
+            y *= _MIX_A
+            y ^= y >> _S27
+            y *= _MIX_B
+            y ^= y >> _S31
+            ob[i] += y
+    return n
+
+
 _NO_TIME = -(1 << 62)  # sensorium.rules._kernels.NONE: no previous point
 
 
@@ -742,6 +780,7 @@ EXPORTS = {
     "pair_counts": (pair_counts, f"int64({_I4}, {_I4}, int64, int64, int64, {_I8}, {_I8})"),
     "pair_scatter": (pair_scatter, f"int64({_I4}, {_I4}, int64, int64, int64, {_I8}, {_I8})"),
     "rising_rows": (rising_rows, f"int64[::1]({_I8}, {_I8}, {_I8}, {_B})"),
+    "combo_add": (combo_add, "int64(int64[::1], uint64[::1], uint64[::1], uint64, uint64, uint64[::1], uint64[::1])"),
     "level_rows": (
         level_rows,
         f"int64({_F8}, {_I8}, {_I8}, {_I4}, {_I8}, {_F8}, boolean, int8[::1], {_F8}, float64, int8[::1], int64, "

@@ -295,6 +295,24 @@ def rising_rows(t: np.ndarray, si: np.ndarray, carry: np.ndarray) -> tuple[np.nd
     return ok, kept
 
 
+def combo_add(
+    codes: np.ndarray, ha: np.ndarray, hb: np.ndarray, ka: int | np.uint64, kb: int | np.uint64, oa: np.ndarray,
+    ob: np.ndarray,
+) -> None:
+    """Add a tag's part to each row's two combination hashes ``oa``/``ob`` (uint64, in place):
+    ``splitmix64(h ^ k)`` of the hash ``h`` of the row's value (``codes``: an index into ``ha``/``hb``,
+    -1 for null; a zero hash adds nothing) and the tag name's ``k`` (``ka``/``kb``), wrapping — what
+    :class:`sensorium.stream.frame.SeriesCombos` sums over a row's tags. One compiled pass."""
+    c = _c(codes, np.int64)
+    a, b = _c(ha, np.uint64), _c(hb, np.uint64)
+    if a.size != b.size or (c.size and int(c.max()) >= a.size):
+        raise ValueError("combo_add: a hash per code, both seeds")
+    for o in (oa, ob):
+        if o.dtype != np.uint64 or not o.flags.c_contiguous or o.size != c.size:
+            raise ValueError("combo_add: a C-contiguous uint64 output per row")
+    kernels().combo_add(c, a, b, np.uint64(ka), np.uint64(kb), oa, ob)
+
+
 def level_rows(
     v: np.ndarray, t: np.ndarray, si: np.ndarray, slots: np.ndarray, carry: tuple[np.ndarray, np.ndarray] | None,
     dirs: np.ndarray, xs: np.ndarray, deadband: float, rank: np.ndarray, hold: int,

@@ -27,6 +27,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sensorium import jit
 from sensorium.keyindex import HashIndex, Keys, NameIndex
 
 T = TypeVar("T")
@@ -115,55 +116,47 @@ def _mix(x: np.ndarray) -> np.ndarray:
 
 
 def _indices(idx: pa.Array) -> np.ndarray:
-    """A dictionary chunk's indices as int64, nulls as 0 (a tag missing from a batch: all null)."""
+    """A dictionary chunk's indices as int64, nulls as -1."""
     if idx.null_count == len(idx):
-        return np.zeros(len(idx), dtype=np.int64)
-    return (pc.fill_null(idx, 0) if idx.null_count else idx).to_numpy().astype(np.int64)
+        return np.full(len(idx), -1, dtype=np.int64)
+    if not idx.null_count:
+        return idx.to_numpy().astype(np.int64)
+    out = pc.fill_null(idx, 0).to_numpy().astype(np.int64)
+    out[~idx.is_valid().to_numpy(zero_copy_only=False)] = -1
+    return out
 
 
-def _value_hashes(col: pa.ChunkedArray, seeds: Sequence[int]) -> list[np.ndarray] | None:
-    """Per seed, per row, a 64-bit hash of a tag column's value (0 where null); None unless its
-    values are strings. Dictionary-encoded chunks (each batch has its own dictionary): every
-    dictionary hashed in one call, then gathered by index — one hash per seed for the column,
-    not per chunk (a step of many requests has a chunk per request)."""
+def _tag_codes(col: pa.ChunkedArray) -> tuple[np.ndarray, pl.Series] | None:
+    """``(codes, names)`` of a tag column: each row's value as an index into ``names`` (-1 where
+    null); None unless its values are strings. Dictionary-encoded chunks (each batch has its own
+    dictionary): the dictionaries one after the other, so a name is hashed once per column and
+    chunk, not once per row (a step of many requests has a chunk per request)."""
     chunks = col.chunks
     if not chunks:
-        return [np.zeros(0, dtype=np.uint64) for _ in seeds]
+        return np.zeros(0, dtype=np.int64), pl.Series("names", [], dtype=pl.Utf8)
     if all(pa.types.is_dictionary(c.type) for c in chunks):
         if not all(pa.types.is_string(c.type.value_type) or pa.types.is_large_string(c.type.value_type) for c in chunks):
             return None
         dicts = [c.dictionary for c in chunks]
-        names = pl.Series(pa.concat_arrays(dicts) if len(dicts) > 1 else dicts[0])
-        sizes = np.array([len(d) for d in dicts], dtype=np.int64)
-        base = np.cumsum(sizes) - sizes
-        nulls = sum(c.indices.null_count for c in chunks)
-        idx = np.concatenate([_indices(c.indices) + b for c, b in zip(chunks, base.tolist(), strict=True)])
-        valid = (
-            np.concatenate([c.indices.is_valid().to_numpy(zero_copy_only=False) for c in chunks]) if nulls else None
-        )
-        out = []
-        for seed in seeds:
-            if not names.len():
-                out.append(np.zeros(len(idx), dtype=np.uint64))
-                continue
-            h = names.hash(seed=seed).to_numpy()[np.minimum(idx, names.len() - 1)]
-            if valid is not None:
-                h[~valid] = 0
-            out.append(h)
-        return out
+        names = pl.Series("names", pa.concat_arrays(dicts) if len(dicts) > 1 else dicts[0])
+        base = 0
+        parts = []
+        for c, d in zip(chunks, dicts, strict=True):
+            codes = _indices(c.indices)
+            if base:
+                codes[codes >= 0] += base
+            parts.append(codes)
+            base += len(d)
+        return (np.concatenate(parts) if len(parts) > 1 else parts[0]), names
     if pa.types.is_dictionary(col.type):  # some chunks decoded: decode them all
         col = col.cast(col.type.value_type)
     if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
         return None
-    values = pl.Series(col)
-    null = values.is_null().to_numpy() if col.null_count else None
-    out = []
-    for seed in seeds:
-        h = values.hash(seed=seed).to_numpy().copy()
-        if null is not None:
-            h[null] = 0
-        out.append(h)
-    return out
+    names = pl.Series("names", col)
+    codes = np.arange(len(names), dtype=np.int64)
+    if col.null_count:
+        codes[names.is_null().to_numpy()] = -1
+    return codes, names
 
 
 class SeriesCombos:
@@ -199,22 +192,20 @@ class SeriesCombos:
         """Both hashes of every row (``head``: the bucket prefix and measurement), or None when a
         tag column does not hold strings."""
         n = table.num_rows
-        out = [
+        coded = []
+        for t in tags:
+            tc = _tag_codes(table[t])
+            if tc is None:
+                return None
+            coded.append((t, *tc))
+        a, b = (
             np.full(n, _mix(np.array([self._name_hash(head, seed)], dtype=np.uint64))[0], dtype=np.uint64)
             for seed in _SEEDS
-        ]
-        for t in tags:
-            hs = _value_hashes(table[t], _SEEDS)
-            if hs is None:
-                return None
-            for k, (seed, h) in enumerate(zip(_SEEDS, hs, strict=True)):
-                key = self._name_hash(t, seed + 2 + k)
-                null = h == 0
-                h ^= key
-                _mix(h)
-                h[null] = 0
-                out[k] += h
-        return out[0], out[1]
+        )
+        for t, codes, names in coded:  # each row: + splitmix64(hash(value) ^ hash(tag name)), per seed
+            ha, hb = (names.hash(seed=seed).to_numpy() for seed in _SEEDS)
+            jit.combo_add(codes, ha, hb, self._name_hash(t, _SEEDS[0] + 2), self._name_hash(t, _SEEDS[1] + 3), a, b)
+        return a, b
 
     def lookup(self, ha: np.ndarray, hb: np.ndarray) -> np.ndarray:
         """Series id of each row (-1: not seen yet)."""
