@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -226,3 +228,25 @@ def test_combination_hashes_are_the_sum_over_tags_whatever_the_encoding(
         assert got is not None
         assert [got[0].tolist(), got[1].tolist()] == want
     assert combos.hashes(pa.table({"room": pa.array([1, 2])}), ["room"], "climate") is None  # not strings
+
+
+class _SharedFirstHash(SeriesCombos):
+    """Every combination's first hash the same: only the second tells them apart."""
+
+    def hashes(self, table: pa.Table, tags: Sequence[str], head: str) -> tuple[np.ndarray, np.ndarray] | None:
+        got = super().hashes(table, tags, head)
+        return None if got is None else (np.full_like(got[0], 12345), got[1])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=st.lists(tagged_batches(), min_size=1, max_size=3))
+def test_framing_when_combinations_share_a_first_hash(steps: list[list[Batch]]) -> None:
+    """Combinations whose first hashes collide are still framed apart (the long way, each step)."""
+    plain = (NameIndex(), NameIndex())
+    hashed = (NameIndex(), NameIndex())
+    combos = _SharedFirstHash()
+    for batches in steps:
+        v1, _, k1 = keyed_frames(batches, "default", *plain)
+        v2, _, k2 = keyed_frames(batches, "default", *hashed, combos)
+        assert v1.equals(v2)
+        assert [plain[0].names[i] for i in k1.sid] == [hashed[0].names[i] for i in k2.sid]

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sensorium import jit
-from sensorium.keyindex import HashIndex, Keys, NameIndex
+from sensorium.keyindex import HashIndex, Keys, NameIndex, first_occurrences
 
 T = TypeVar("T")
 
@@ -261,13 +261,26 @@ def _frame(
         assert combos is not None and series_index is not None
         sid_of_row = combos.lookup(*hashed)
         new_rows = np.flatnonzero(sid_of_row < 0)
+        series = empty_series()
         if len(new_rows):  # combinations not seen before: framed the long way, then remembered
-            sub = table.select(tags).take(new_rows) if len(new_rows) < n else table.select(tags)
-            keys, combo_of_new, series = _combos(bucket, measurement, sub, tags, prefix)
-            sid_of_row[new_rows] = series_index.ids(keys).astype(np.int32, copy=False)[combo_of_new]
-            combos.add(hashed[0][new_rows], hashed[1][new_rows], sid_of_row[new_rows])
-        else:
-            keys, series = pl.Series("series", [], dtype=pl.Utf8), empty_series()
+
+            def learn(rows: np.ndarray) -> pl.DataFrame:
+                sub = table.select(tags).take(rows) if len(rows) < n else table.select(tags)
+                keys, combo_of_new, found = _combos(bucket, measurement, sub, tags, prefix)
+                sid_of_row[rows] = series_index.ids(keys).astype(np.int32, copy=False)[combo_of_new]
+                combos.add(hashed[0][rows], hashed[1][rows], sid_of_row[rows])
+                return found
+
+            # one row of each combination (by its first hash) is framed, the others are found by
+            # both hashes; rows still unfound (a first hash two combinations share) are framed too
+            series = learn(new_rows[first_occurrences(hashed[0][new_rows])])
+            rest = new_rows[sid_of_row[new_rows] < 0]
+            if len(rest):
+                sid_of_row[rest] = combos.lookup(hashed[0][rest], hashed[1][rest])
+                still = rest[sid_of_row[rest] < 0]
+                if len(still):
+                    series = pl.concat([series, learn(still)], how="diagonal_relaxed")
+        keys = pl.Series("series", [], dtype=pl.Utf8)
         combo_of_row = None  # rows are named by ``sid_of_row``
     else:
         keys, combo_of_row, series = _combos(bucket, measurement, table, tags, prefix)
