@@ -567,3 +567,30 @@ def test_combo_add_equals_the_numpy_mix() -> None:
         jit.combo_add(np.array([50]), ha, hb, 1, 1, oa[:1].copy(), ob[:1].copy())
     with pytest.raises(ValueError, match="uint64 output"):
         jit.combo_add(codes, ha, hb, 1, 1, oa.astype(np.int64), ob)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_window_partials_percentiles_of_large_groups_equal_a_sort(seed: int) -> None:
+    """Percentiles come from order statistics selected by partitions (not a sort): groups large
+    enough to be partitioned, ties, NaN, infinities, unsorted and extreme percentiles — every
+    one equals the interpolation over the sorted values."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 700, size=12)
+    k = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
+    t = np.concatenate([rng.permutation(n) for n in sizes]).astype(np.int64)  # distinct times, disordered
+    v = np.round(rng.normal(0, 50, len(k)), int(rng.integers(-1, 2)))  # many ties when rounded to tens
+    v[rng.random(len(v)) < 0.02] = np.nan
+    v[rng.random(len(v)) < 0.01] = -np.inf
+    if seed % 2:
+        v[k == 3] = 7.0  # a group of one value
+    qs = np.array([99.0, 0.0, 50.0, 100.0, 12.5, 95.0])
+    out = jit.window_partials(k, np.zeros(1, np.int64), t, v, qs, np.empty(0, np.int32), int(NO_KEY))
+    o_k, o_q = out[0], out[12]
+    for g, key in enumerate(o_k.tolist()):
+        vv = np.sort(v[k == key])
+        for qi, q in enumerate(qs.tolist()):
+            h = q / 100.0 * (vv.size - 1)
+            lo, hi = int(np.floor(h)), int(np.ceil(h))
+            with np.errstate(invalid="ignore"):
+                want = vv[lo] if hi == lo else vv[lo] + (h - lo) * (vv[hi] - vv[lo])
+            assert _same(o_q[g, qi], want), (seed, key, q, o_q[g, qi], want)

@@ -146,6 +146,53 @@ def observe_rows(
 
 
 @njit(cache=True, nogil=True)
+def _before(a: float, b: float) -> bool:  # pragma: no cover - compiled
+    """``a`` sorts before ``b`` as ``np.sort`` orders floats: NaN last."""
+    return a < b or (b != b and a == a)
+
+
+@njit(cache=True, nogil=True)
+def _select(a: np.ndarray, lo: int, hi: int, k: int) -> None:  # pragma: no cover - compiled
+    """Reorder ``a[lo:hi]`` so that ``a[k]`` holds the value a sort would put there, none after
+    it sorting before it and none before it after it (quickselect: median-of-three pivots, Hoare
+    partitions; short ranges by insertion)."""
+    while hi - lo > 16:
+        mid = (lo + hi - 1) // 2
+        last = hi - 1
+        if _before(a[mid], a[lo]):
+            a[mid], a[lo] = a[lo], a[mid]
+        if _before(a[last], a[mid]):
+            a[last], a[mid] = a[mid], a[last]
+            if _before(a[mid], a[lo]):
+                a[mid], a[lo] = a[lo], a[mid]
+        pivot = a[mid]
+        i = lo
+        j = last
+        while i <= j:
+            while _before(a[i], pivot):
+                i += 1
+            while _before(pivot, a[j]):
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j + 1
+        elif k >= i:
+            lo = i
+        else:
+            return  # a[j + 1 : i] all equal the pivot
+    for i in range(lo + 1, hi):
+        x = a[i]
+        j = i - 1
+        while j >= lo and _before(x, a[j]):
+            a[j + 1] = a[j]
+            j -= 1
+        a[j + 1] = x
+
+
+@njit(cache=True, nogil=True)
 def window_partials(
     k: np.ndarray, s: np.ndarray, t: np.ndarray, v: np.ndarray, qs: np.ndarray,
     skeys: np.ndarray, no_key: int,
@@ -194,7 +241,9 @@ def window_partials(
     vv = np.empty(longest, np.float64)
     kk = np.empty(longest, np.int32)
     work = np.empty(longest, np.float64)
-    srt = np.empty(longest if nq else 0, np.float64)  # sorted in place: no array per group
+    srt = np.empty(longest if nq else 0, np.float64)  # partly sorted in place: no array per group
+    qorder = np.argsort(qs)  # percentiles by size, so their ranks come in order
+    rank = np.empty(2 * nq, np.int64)
     ks = np.empty(longest if want_sketch else 0, np.int32)
     kcnt = np.zeros(min(4 * longest + 64, 1 << 17) if want_sketch else 0, np.int64)  # bucket counts (see below)
     for g in range(ng):
@@ -252,8 +301,25 @@ def window_partials(
         work[m - 1] = 0.0
         o_int[g] = _segment_sum(work, 0, m)
         if nq:
+            # the order statistics the percentiles read, selected in increasing rank (each
+            # selection leaves smaller values before it): a few partitions instead of a sort
             srt[:m] = vv[:m]
-            srt[:m].sort()
+            for r in range(2 * nq):
+                h = qs[qorder[r // 2]] / 100.0 * (m - 1)
+                rank[r] = int(np.floor(h)) if r % 2 == 0 else int(np.ceil(h))
+            done = -1
+            for r in range(2 * nq):
+                want = rank[r]
+                if want == done + 1:  # the next rank (e.g. the upper one of an interpolation): a minimum
+                    b = want
+                    for j in range(want + 1, m):
+                        if _before(srt[j], srt[b]):
+                            b = j
+                    srt[want], srt[b] = srt[b], srt[want]
+                    done = want
+                elif want > done:
+                    _select(srt, done + 1, m, want)
+                    done = want
             for qi in range(nq):
                 h = qs[qi] / 100.0 * (m - 1)
                 lo = int(np.floor(h))
