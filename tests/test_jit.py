@@ -594,3 +594,16 @@ def test_window_partials_percentiles_of_large_groups_equal_a_sort(seed: int) -> 
             with np.errstate(invalid="ignore"):
                 want = vv[lo] if hi == lo else vv[lo] + (h - lo) * (vv[hi] - vv[lo])
             assert _same(o_q[g, qi], want), (seed, key, q, o_q[g, qi], want)
+
+
+def test_remap_keys_maps_through_the_tables_and_counts_misses() -> None:
+    ts = np.array([3, -1, 0, 7], dtype=np.int32)
+    tf = np.array([1, 0], dtype=np.int32)
+    sid, kid, missed = jit.remap_keys(ts, tf, np.array([0, 2, 3, 0], np.int32), np.array([1, 0, 1, 0], np.int32), 20)
+    assert missed == 0 and sid.dtype == np.int64 and kid.dtype == np.int64
+    assert sid.tolist() == [3, 0, 7, 3]
+    assert kid.tolist() == [(3 << 20) | 0, (0 << 20) | 1, (7 << 20) | 0, (3 << 20) | 1]
+    # not cached (-1), past the series table, past the field table
+    sid, kid, missed = jit.remap_keys(ts, tf, np.array([1, 4, 0, 2], np.int32), np.array([0, 0, 2, 1], np.int32), 20)
+    assert missed == 3 and sid.tolist() == [-1, -1, -1, 0] and kid.tolist() == [-1, -1, -1, 0]
+    assert jit.remap_keys(ts, tf, np.zeros(0, np.int32), np.zeros(0, np.int32), 20)[2] == 0

@@ -568,6 +568,31 @@ def combo_add(
     return n
 
 
+@njit(cache=True, nogil=True)
+def remap_keys(
+    ts: np.ndarray, tf: np.ndarray, sid: np.ndarray, fid: np.ndarray, bits: int, osid: np.ndarray, okid: np.ndarray,
+) -> int:  # pragma: no cover - compiled
+    """Each row's series and field ids mapped through the tables ``ts``/``tf`` (-1: unknown):
+    ``osid[i] = ts[sid[i]]``, ``okid[i] = ts[sid[i]] << bits | tf[fid[i]]``; a row with an id
+    outside a table or unknown to it gets -1 in both. Returns how many rows did."""
+    n = sid.size
+    ns, nf = ts.size, tf.size
+    missed = 0
+    for i in range(n):
+        a = sid[i]
+        b = fid[i]
+        x = ts[a] if 0 <= a < ns else -1
+        y = tf[b] if 0 <= b < nf else -1
+        if x < 0 or y < 0:
+            osid[i] = -1
+            okid[i] = -1
+            missed += 1
+        else:
+            osid[i] = x
+            okid[i] = (np.int64(x) << bits) | y
+    return missed
+
+
 _NO_TIME = -(1 << 62)  # sensorium.rules._kernels.NONE: no previous point
 
 
@@ -847,6 +872,7 @@ EXPORTS = {
     "pair_scatter": (pair_scatter, f"int64({_I4}, {_I4}, int64, int64, int64, {_I8}, {_I8})"),
     "rising_rows": (rising_rows, f"int64[::1]({_I8}, {_I8}, {_I8}, {_B})"),
     "combo_add": (combo_add, "int64(int64[::1], uint64[::1], uint64[::1], uint64, uint64, uint64[::1], uint64[::1])"),
+    "remap_keys": (remap_keys, f"int64({_I4}, {_I4}, {_I4}, {_I4}, int64, {_I8}, {_I8})"),
     "level_rows": (
         level_rows,
         f"int64({_F8}, {_I8}, {_I8}, {_I4}, {_I8}, {_F8}, boolean, int8[::1], {_F8}, float64, int8[::1], int64, "

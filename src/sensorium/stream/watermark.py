@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from sensorium import jit
 from sensorium.jit import observe_rows
 from sensorium.keyindex import Keys, Remap, distinct
 
@@ -168,8 +169,18 @@ class KeyIndex:
         rows' ids in the runner's indexes (no strings hashed then)."""
         if keys is not None:
             rs, rf = self._remap
-            sid = rs.ids(keys.sid, keys.series, self.series.ids).astype(np.int64)
-            fid = rf.ids(keys.fid, keys.fields, self.fields.ids).astype(np.int64)
+            # one compiled pass through the cached ids; names new to them are resolved from the
+            # rows that missed (in order of first sight, as over all rows), then a second pass
+            sid, kid, missed = jit.remap_keys(rs.table, rf.table, keys.sid, keys.fid, FIELD_BITS)
+            if missed:
+                rows = np.flatnonzero(kid < 0)
+                rs.ids(keys.sid[rows], keys.series, self.series.ids)
+                rf.ids(keys.fid[rows], keys.fields, self.fields.ids)
+                if len(self.fields) > 1 << FIELD_BITS:
+                    raise ValueError(f"more than {1 << FIELD_BITS} distinct field names in one stream step")
+                sid, kid, missed = jit.remap_keys(rs.table, rf.table, keys.sid, keys.fid, FIELD_BITS)
+                assert not missed, "a name the cache resolved is missing from it"
+            return sid, kid
         else:
             sid = self.series.ids(values.get_column("series"))
             fid = self.fields.ids(values.get_column("field"))
