@@ -176,3 +176,23 @@ def test_lean_mode_maps_only_blocks_above_its_threshold(env: dict[str, str], map
                          capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["mmap", *map(str, mapped)]
     assert ("SENSORIUM_MALLOC_MMAP_KB" in out.stderr) == (env.get("SENSORIUM_MALLOC_MMAP_KB") in ("lots", "4194305"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+@pytest.mark.parametrize(("env", "held"), [
+    ({}, True),  # auto, not lean: a freed array's pages wait for the next trim, for reuse
+    ({"SENSORIUM_MALLOC_TUNE": "trim"}, True),
+    ({"SENSORIUM_MALLOC_TUNE": "0"}, False),  # glibc's own rules: a 20 MB block is a mapping of its own
+    ({"SENSORIUM_MALLOC_LEAN_MB": "1"}, False),  # auto turned lean at its first trim
+])
+def test_freed_heap_memory_is_held_until_a_trim(env: dict[str, str], held: bool) -> None:
+    code = (
+        "import numpy as np; from sensorium.obs import memory as m; m.tune_allocator(); m.trim(force=True); "
+        "a = np.ones(20_000_000 // 8); r1 = m.resident_bytes(); del a; r2 = m.resident_bytes(); "
+        "m.trim(force=True); r3 = m.resident_bytes(); print(r1 - r2 < 5_000_000, r2 - r3 > 15_000_000)"
+    )
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("SENSORIUM_MALLOC_TUNE", "MALLOC_MMAP_THRESHOLD_", "SENSORIUM_MALLOC_LEAN_MB")}
+    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, check=True)
+    # held: the free kept the pages and the trim gave them back; else the free gave them back
+    assert out.stdout.split() == ([str(True), str(True)] if held else [str(False), str(False)])

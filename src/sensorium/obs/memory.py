@@ -20,10 +20,12 @@ points, 2 cores) and the memory bench (``--mode memory``, 100 k series):
   still gets mappings of its own, a step's smaller arrays come from the heap: the memory bench's
   peak as at 128 KiB (893.6–900.6 vs 895.9 MB), a step ~40 % cheaper (docs/benchmarks.md,
   session 15).
-* ``trim``: leave the threshold dynamic and hand the free heap pages back with ``malloc_trim(0)``
-  at most every :data:`TRIM_INTERVAL_S` (the stream calls :func:`trim` after its steps and
-  checkpoints, the platform after its flushes). Arrays are reused between trims (fast), but
-  fragmentation keeps ~100–150 MB more resident at 100 k series (1.03–1.14 GB).
+* ``trim``: hand the free heap pages back with ``malloc_trim(0)`` at most every
+  :data:`TRIM_INTERVAL_S` (the stream calls :func:`trim` after its steps and checkpoints, the
+  platform after its flushes), and in between keep them for reuse: the threshold fixed at the
+  32 MiB the dynamic one would reach, the heap top trimmed by glibc only beyond
+  :data:`HOLD_TRIM_THRESHOLD` (see :func:`_hold_heap`). Arrays are reused between trims (fast),
+  but fragmentation keeps ~100–150 MB more resident at 100 k series (1.03–1.14 GB).
 
 The default, ``auto``, is ``trim`` (every :data:`FAST_TRIM_INTERVAL_S` only) until the process's
 resident memory has passed ``SENSORIUM_MALLOC_LEAN_MB`` (768 MB; its peak counts, checked at each
@@ -69,7 +71,10 @@ import time
 
 log = logging.getLogger("sensorium.memory")
 
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter numbers (malloc.h)
+M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
+M_MMAP_THRESHOLD = -3
+#: free memory the heap top keeps for reuse in ``trim`` / ``auto`` mode until lean (see :func:`_hold_heap`)
+HOLD_TRIM_THRESHOLD = 256 * 1024 * 1024
 #: the fixed threshold of ``mmap`` mode (``SENSORIUM_MALLOC_MMAP_KB`` overrides it)
 MMAP_THRESHOLD = 2048 * 1024
 MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # glibc's ceiling on 64-bit (HEAP_MAX_SIZE / 2)
@@ -87,6 +92,7 @@ _lean_above = 0  # auto mode: resident bytes above which large blocks go to thei
 _last_trim = 0.0
 _trim_lock = threading.Lock()
 _frozen = False
+_held = False  # the heap's thresholds fixed by _hold_heap
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -125,6 +131,7 @@ def tune_allocator() -> str | None:
         return _mode
     _trim_on = True
     _mode = mode
+    _hold_heap()
     if mode == "auto":
         try:
             _lean_above = int(float(os.environ.get("SENSORIUM_MALLOC_LEAN_MB", "768")) * 1e6)
@@ -167,13 +174,31 @@ def lean() -> bool:
     return _mode == "mmap"
 
 
+def _hold_heap() -> None:
+    """``trim`` and ``auto`` (until lean): freed heap memory stays for reuse until :func:`trim`.
+    glibc's dynamic thresholds, left alone, hand the top of the heap back whenever more than
+    twice the largest block freed so far is free there (up to 64 MiB), and the next step's arrays
+    fault those pages in again: the mmap threshold is fixed at the ceiling the dynamic one
+    reaches (:data:`MMAP_THRESHOLD_MAX`) and the heap top kept up to :data:`HOLD_TRIM_THRESHOLD`
+    (the periodic ``malloc_trim`` still hands everything free back). Throughput bench: a drain's
+    page faults on the stream thread 123-151 k -> 81-87 k, 622-637 k -> 645-688 k points/s
+    (docs/benchmarks.md, session 23)."""
+    global _held
+    assert _libc is not None
+    _held = bool(_libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX) and _libc.mallopt(M_TRIM_THRESHOLD, HOLD_TRIM_THRESHOLD))
+
+
 def _lean() -> bool:
-    """Large blocks to their own mappings from now on (mode ``mmap``)."""
+    """Large blocks to their own mappings from now on (mode ``mmap``); a heap held for reuse
+    (:func:`_hold_heap`) then trims its top beyond twice that threshold, as glibc's own rule
+    would."""
     global _mode
     assert _libc is not None
     if not _libc.mallopt(M_MMAP_THRESHOLD, _threshold()):
         log.warning("mallopt(M_MMAP_THRESHOLD) refused: the process stays as it is")
         return False
+    if _held:
+        _libc.mallopt(M_TRIM_THRESHOLD, 2 * _threshold())
     _mode = "mmap"
     return True
 
@@ -257,4 +282,4 @@ def freeze_startup() -> bool:
     return True
 
 
-__all__ = ["FAST_TRIM_INTERVAL_S", "TRIM_INTERVAL_S", "freeze_startup", "lean", "mode", "peak_resident_bytes", "resident_bytes", "trim", "tune_allocator"]
+__all__ = ["FAST_TRIM_INTERVAL_S", "HOLD_TRIM_THRESHOLD", "TRIM_INTERVAL_S", "freeze_startup", "lean", "mode", "peak_resident_bytes", "resident_bytes", "trim", "tune_allocator"]
