@@ -23,8 +23,8 @@ points, 2 cores) and the memory bench (``--mode memory``, 100 k series):
 * ``trim``: hand the free heap pages back with ``malloc_trim(0)`` at most every
   :data:`TRIM_INTERVAL_S` (the stream calls :func:`trim` after its steps and checkpoints, the
   platform after its flushes), and in between keep them for reuse: the threshold fixed at the
-  32 MiB the dynamic one would reach, the heap top trimmed by glibc only beyond
-  :data:`HOLD_TRIM_THRESHOLD` (see :func:`_hold_heap`). Arrays are reused between trims (fast),
+  32 MiB the dynamic one would reach, the heap top trimmed by glibc only beyond the 64 MiB it
+  would reach (:data:`HOLD_TRIM_THRESHOLD`, see :func:`_hold_heap`). Arrays are reused between trims (fast),
   but fragmentation keeps ~100–150 MB more resident at 100 k series (1.03–1.14 GB).
 
 The default, ``auto``, is ``trim`` (every :data:`FAST_TRIM_INTERVAL_S` only) until the process's
@@ -73,11 +73,13 @@ log = logging.getLogger("sensorium.memory")
 
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
 M_MMAP_THRESHOLD = -3
-#: free memory the heap top keeps for reuse in ``trim`` / ``auto`` mode until lean (see :func:`_hold_heap`)
-HOLD_TRIM_THRESHOLD = 256 * 1024 * 1024
 #: the fixed threshold of ``mmap`` mode (``SENSORIUM_MALLOC_MMAP_KB`` overrides it)
 MMAP_THRESHOLD = 2048 * 1024
 MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # glibc's ceiling on 64-bit (HEAP_MAX_SIZE / 2)
+#: free memory the heap top keeps for reuse in ``trim`` / ``auto`` mode until lean (see
+#: :func:`_hold_heap`): glibc's own ceiling (twice its largest dynamic mmap threshold); 256 MiB
+#: was no faster and grew the latency bench's server by 260 MB
+HOLD_TRIM_THRESHOLD = 2 * MMAP_THRESHOLD_MAX
 TRIM_INTERVAL_S = 2.0
 #: ``auto`` before the process turns lean trims at most this often: each trim hands back the free
 #: heap pages a step's arrays come from, and the next steps fault them in again (the throughput
@@ -176,13 +178,14 @@ def lean() -> bool:
 
 def _hold_heap() -> None:
     """``trim`` and ``auto`` (until lean): freed heap memory stays for reuse until :func:`trim`.
-    glibc's dynamic thresholds, left alone, hand the top of the heap back whenever more than
-    twice the largest block freed so far is free there (up to 64 MiB), and the next step's arrays
-    fault those pages in again: the mmap threshold is fixed at the ceiling the dynamic one
-    reaches (:data:`MMAP_THRESHOLD_MAX`) and the heap top kept up to :data:`HOLD_TRIM_THRESHOLD`
-    (the periodic ``malloc_trim`` still hands everything free back). Throughput bench: a drain's
-    page faults on the stream thread 123-151 k -> 81-87 k, 622-637 k -> 645-688 k points/s
-    (docs/benchmarks.md, session 23)."""
+    glibc's dynamic thresholds start low (a block above 128 KiB gets a mapping of its own, handed
+    back when freed; the heap top is handed back beyond 128 KiB free) and rise only as blocks of
+    a new size are freed, so a process's first steps fault most of their arrays in afresh: both
+    are fixed where the dynamic ones end up (:data:`MMAP_THRESHOLD_MAX`, twice that for the top,
+    :data:`HOLD_TRIM_THRESHOLD`) from the start; the periodic ``malloc_trim`` still hands
+    everything free back. Throughput bench: the stream thread's page faults in a drain 123-151 k
+    -> 81-87 k, its system time 0.28-0.44 -> 0.25-0.27 s (docs/benchmarks.md, session 23); the
+    latency bench's server no larger (peak 1,115 vs 1,134 MB)."""
     global _held
     assert _libc is not None
     _held = bool(_libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX) and _libc.mallopt(M_TRIM_THRESHOLD, HOLD_TRIM_THRESHOLD))
