@@ -232,6 +232,11 @@ class Remap:
         self.source: NameIndex | None = None
         self.table = np.zeros(0, dtype=np.int32)
 
+    def bind(self, source: NameIndex) -> None:
+        """Map ids of ``source`` from now on: another source than before starts a fresh cache."""
+        if self.source is not source:
+            self.source, self.table = source, np.zeros(0, dtype=np.int32)
+
     def ids(
         self, g: np.ndarray, source: NameIndex, resolve: Callable[[pl.Series], np.ndarray],
         seen_at: np.ndarray | None = None,
@@ -240,8 +245,7 @@ class Remap:
         ids of names not cached yet, distinct, in order of first sight: the order of ``g``, or,
         with ``seen_at`` (one distinct rank per element, e.g. the row where a pair was first
         seen), the order of ``seen_at`` — only the elements not cached are sorted."""
-        if self.source is not source:
-            self.source, self.table = source, np.zeros(0, dtype=np.int32)
+        self.bind(source)
         n = len(source)
         if self.table.size < n:
             self.table = np.concatenate([self.table, np.full(n - self.table.size, -1, dtype=np.int32)])

@@ -279,3 +279,28 @@ def test_append_rows_equals_one_diagonal_concatenation(parts: list[list[tuple[st
     assert table.select(sorted(table.columns)).cast(pl.Utf8).equals(
         expected.select(sorted(expected.columns)).cast(pl.Utf8)
     )
+
+
+def test_rollup_keys_follow_the_names_when_the_source_index_changes() -> None:
+    """The rollups' ids of a step's rows come through a cache of the source's ids: keys from
+    another source (same ids, other names) are mapped by their names, not by the stale cache;
+    new names get the next ids in order of first sight."""
+    from sensorium.keyindex import Keys
+    from sensorium.stream.watermark import FIELD_BITS, KeyIndex
+
+    def source(names: list[str]) -> NameIndex:
+        ix = NameIndex()
+        ix.add(names)
+        return ix
+
+    ki = KeyIndex()
+    a_series, a_fields = source(["s1", "s2"]), source(["temp"])
+    sid, kid = ki.encode(pl.DataFrame(), Keys(np.array([0, 1, 1], np.int32), np.zeros(3, np.int32), a_series, a_fields))
+    assert sid.tolist() == [0, 1, 1] and (kid >> FIELD_BITS).tolist() == [0, 1, 1]
+    b_series, b_fields = source(["s2", "s3", "s1"]), source(["hum", "temp"])
+    sid, kid = ki.encode(
+        pl.DataFrame(), Keys(np.array([0, 1, 2, 1], np.int32), np.array([1, 0, 1, 1], np.int32), b_series, b_fields)
+    )
+    assert [ki.series.names[i] for i in sid.tolist()] == ["s2", "s3", "s1", "s3"]
+    assert sid.tolist() == [1, 2, 0, 2]  # s3 is new: the next id
+    assert [ki.fields.names[i] for i in (kid & ((1 << FIELD_BITS) - 1)).tolist()] == ["temp", "hum", "temp", "temp"]

@@ -169,6 +169,8 @@ class KeyIndex:
         rows' ids in the runner's indexes (no strings hashed then)."""
         if keys is not None:
             rs, rf = self._remap
+            rs.bind(keys.series)  # (another source: an empty cache, every row misses)
+            rf.bind(keys.fields)
             # one compiled pass through the cached ids; names new to them are resolved from the
             # rows that missed (in order of first sight, as over all rows), then a second pass
             sid, kid, missed = jit.remap_keys(rs.table, rf.table, keys.sid, keys.fid, FIELD_BITS)
