@@ -536,6 +536,17 @@ _S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
 
 
 @njit(cache=True, nogil=True)
+def _splitmix(x: np.uint64) -> np.uint64:  # pragma: no cover - compiled
+    """splitmix64's finalizer, as :func:`sensorium.stream.frame._mix` (wrapping uint64)."""
+    x ^= x >> _S30
+    x *= _MIX_A
+    x ^= x >> _S27
+    x *= _MIX_B
+    x ^= x >> _S31
+    return x
+
+
+@njit(cache=True, nogil=True)
 def combo_add(
     codes: np.ndarray, ha: np.ndarray, hb: np.ndarray, ka: np.uint64, kb: np.uint64, oa: np.ndarray, ob: np.ndarray,
 ) -> int:  # pragma: no cover - compiled
@@ -547,24 +558,10 @@ def combo_add(
         c = codes[i]
         if c < 0:
             continue
-        x = ha[c]
-        if x != 0:
-            x ^= ka
-            x ^= x >> _S30
-            x *= _MIX_A
-            x ^= x >> _S27
-            x *= _MIX_B
-            x ^= x >> _S31
-            oa[i] += x
-        y = hb[c]
-        if y != 0:
-            y ^= kb
-            y ^= y >> _S30
-            y *= _MIX_A
-            y ^= y >> _S27
-            y *= _MIX_B
-            y ^= y >> _S31
-            ob[i] += y
+        if ha[c] != 0:
+            oa[i] += _splitmix(ha[c] ^ ka)
+        if hb[c] != 0:
+            ob[i] += _splitmix(hb[c] ^ kb)
     return n
 
 

@@ -204,6 +204,9 @@ def prepare() -> threading.Thread | None:
 
 
 _NO_RANKS = np.zeros(0, np.int64)
+_NO_T = np.zeros(0, np.int64)  # level_rows of a threshold rule: no carried points, no `for` starts
+_NO_V = np.zeros(0, np.float64)
+_NO_START = np.zeros((0, 0), np.int64)
 
 
 def _c(a: np.ndarray, dtype: Any) -> np.ndarray:
@@ -367,11 +370,6 @@ def level_rows(
         start if hold else _NO_START, any_active, sig, sev, lvl,
     )
     return sev, lvl, sig
-
-
-_NO_T = np.zeros(0, np.int64)
-_NO_V = np.zeros(0, np.float64)
-_NO_START = np.zeros((0, 0), np.int64)
 
 
 def pane_buckets(
