@@ -285,8 +285,9 @@ class LevelKernel(Kernel):
         downs = [x + db for d, _, x in self.levels if d == "below"]
         self.clear_above = min(ups) if ups else None
         self.clear_below = max(downs) if downs else None
-        self._dirs: np.ndarray | None = None  # per level: 1 above, -1 below (for the kernel)
-        self._xs = np.zeros(0, dtype=np.float64)
+        # per level, for the compiled pass: 1 above / -1 below, and the threshold
+        self._dirs = np.array([1 if d == "above" else -1 for d, _, _ in self.levels], dtype=np.int8)
+        self._xs = np.array([float(x) for _, _, x in self.levels], dtype=np.float64)
 
     def grow(self, n: int) -> None:
         super().grow(n)
@@ -319,9 +320,6 @@ class LevelKernel(Kernel):
         NumPy passes (a dozen per level: masks, forward fills, shifts)."""
         if not len(s):
             return self.eval_numpy(s)
-        if self._dirs is None:
-            self._dirs = np.array([1 if d == "above" else -1 for d, _, _ in self.levels], dtype=np.int8)
-            self._xs = np.array([float(x) for _, _, x in self.levels], dtype=np.float64)
         carry = self._carry(s)
         if carry is None and self._quiet(s.v) and not self.any_active[s.slots].any():
             # no level reached before nor now (usually every row): two reductions tell
