@@ -8,6 +8,21 @@ import sys
 
 import pytest
 
+#: what the tests set themselves: left out of the environment their child processes inherit
+_TUNING = ("SENSORIUM_MALLOC_TUNE", "MALLOC_MMAP_THRESHOLD_", "SENSORIUM_MALLOC_LEAN_MB", "SENSORIUM_MALLOC_MMAP_KB",
+           "ARROW_DEFAULT_MEMORY_POOL", "NUMPY_MADVISE_HUGEPAGE", "_RJEM_MALLOC_CONF")
+
+
+def _clean() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in _TUNING}
+
+
+def _python(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter with the tuning variables of ``env`` only."""
+    return subprocess.run([sys.executable, "-c", code], env={**_clean(), **(env or {})},
+                          capture_output=True, text=True, check=True)
+
+
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
 @pytest.mark.parametrize(("env", "mode", "trims"), [
@@ -23,8 +38,7 @@ def test_allocator_modes(env: dict[str, str], mode: str | None, trims: bool) -> 
         "print(m.tune_allocator(), m.tune_allocator(), m.trim(force=True), m.trim(), "
         "m.freeze_startup(), m.freeze_startup())"
     )
-    clean = {k: v for k, v in os.environ.items() if k not in ("SENSORIUM_MALLOC_TUNE", "MALLOC_MMAP_THRESHOLD_")}
-    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, check=True)
+    out = _python(code, env)
     # set once per process; a forced trim runs, the next one waits TRIM_INTERVAL_S; freeze once
     assert out.stdout.split() == [str(mode), "None", str(trims), "False", "True", "False"]
 
@@ -41,9 +55,7 @@ def test_auto_trims_seldom_until_it_is_lean(env: dict[str, str], after_5s: bool,
         "m._last_trim = time.monotonic() - 5; a = m.trim(); "
         "m._last_trim = time.monotonic() - 11; print(a, m.trim())"
     )
-    clean = {k: v for k, v in os.environ.items()
-             if k not in ("SENSORIUM_MALLOC_TUNE", "MALLOC_MMAP_THRESHOLD_", "SENSORIUM_MALLOC_LEAN_MB")}
-    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, check=True)
+    out = _python(code, env)
     assert out.stdout.split() == [str(after_5s), str(after_11s)]
 
 
@@ -53,12 +65,9 @@ def test_auto_turns_lean_when_resident_memory_passes_the_limit() -> None:
         "from sensorium.obs import memory as m; m.tune_allocator(); a = m.mode(); "
         "m.trim(force=True); print(a, m.mode(), m.resident_bytes() > 0, m.lean())"
     )
-    env = {k: v for k, v in os.environ.items() if k not in ("SENSORIUM_MALLOC_TUNE", "MALLOC_MMAP_THRESHOLD_")}
-    lean = subprocess.run([sys.executable, "-c", code], env={**env, "SENSORIUM_MALLOC_LEAN_MB": "1"},
-                          capture_output=True, text=True, check=True)
+    lean = _python(code, {"SENSORIUM_MALLOC_LEAN_MB": "1"})
     assert lean.stdout.split() == ["auto", "mmap", "True", "True"]
-    roomy = subprocess.run([sys.executable, "-c", code], env={**env, "SENSORIUM_MALLOC_LEAN_MB": "100000"},
-                           capture_output=True, text=True, check=True)
+    roomy = _python(code, {"SENSORIUM_MALLOC_LEAN_MB": "100000"})
     assert roomy.stdout.split() == ["auto", "auto", "True", "False"]
 
 
@@ -85,9 +94,7 @@ def test_arrow_buffers_come_from_glibc_when_the_allocator_is_tuned(env: dict[str
         "import pyarrow as pa; from sensorium.obs import memory as m; m.tune_allocator(); "
         "b = pa.array(range(100_000)); print(pa.default_memory_pool().backend_name, pa.total_allocated_bytes() > 0)"
     )
-    clean = {k: v for k, v in os.environ.items()
-             if k not in ("SENSORIUM_MALLOC_TUNE", "MALLOC_MMAP_THRESHOLD_", "ARROW_DEFAULT_MEMORY_POOL")}
-    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, check=True)
+    out = _python(code, env)
     assert out.stdout.split() == [pool, "True"]
 
 
@@ -101,12 +108,9 @@ def test_numpy_asks_for_no_huge_pages_when_the_allocator_is_tuned(env: dict[str,
     """``_set_madvise_hugepage`` returns the setting it replaces: what the process had after tuning."""
     probe = "import numpy as np; print(np._core.multiarray._set_madvise_hugepage(True))"
     code = f"from sensorium.obs import memory as m; m.tune_allocator(); {probe}"
-    clean = {k: v for k, v in os.environ.items()
-             if k not in ("SENSORIUM_MALLOC_TUNE", "MALLOC_MMAP_THRESHOLD_", "NUMPY_MADVISE_HUGEPAGE")}
-    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, check=True)
+    out = _python(code, env)
     if hugepages == "numpy-default":
-        hugepages = subprocess.run([sys.executable, "-c", probe], env=clean, capture_output=True, text=True,
-                                   check=True).stdout.strip() == "True"
+        hugepages = _python(probe).stdout.strip() == "True"
     assert out.stdout.strip() == str(hugepages)
 
 
@@ -135,10 +139,8 @@ def test_the_peak_is_this_process_not_its_parent() -> None:
 ])
 def test_polars_jemalloc_returns_freed_pages_at_once(pre: str, env: dict[str, str], want: str) -> None:
     code = f"{pre}import os, sensorium, polars; print(os.environ.get('_RJEM_MALLOC_CONF'))"
-    clean = {k: v for k, v in os.environ.items() if k not in ("SENSORIUM_MALLOC_TUNE", "_RJEM_MALLOC_CONF")}
-    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, check=True)
-    default = subprocess.run([sys.executable, "-c", "import os, polars; print(os.environ.get('_RJEM_MALLOC_CONF'))"],
-                             env=clean, capture_output=True, text=True, check=True).stdout.strip()
+    out = _python(code, env)
+    default = _python("import os, polars; print(os.environ.get('_RJEM_MALLOC_CONF'))").stdout.strip()
     # Polars puts a given value after its own defaults (the later option wins)
     assert out.stdout.strip() == (default if want == "polars-default" else f"{default},{want}")
 
@@ -170,10 +172,7 @@ def test_lean_mode_maps_only_blocks_above_its_threshold(env: dict[str, str], map
         "    del a\n"
         "print(m.mode(), *out)\n"
     )
-    clean = {k: v for k, v in os.environ.items()
-             if k not in ("SENSORIUM_MALLOC_TUNE", "MALLOC_MMAP_THRESHOLD_", "SENSORIUM_MALLOC_MMAP_KB")}
-    out = subprocess.run([sys.executable, "-c", code], env={**clean, "SENSORIUM_MALLOC_TUNE": "mmap", **env},
-                         capture_output=True, text=True, check=True)
+    out = _python(code, {"SENSORIUM_MALLOC_TUNE": "mmap", **env})
     assert out.stdout.split() == ["mmap", *map(str, mapped)]
     assert ("SENSORIUM_MALLOC_MMAP_KB" in out.stderr) == (env.get("SENSORIUM_MALLOC_MMAP_KB") in ("lots", "4194305"))
 
@@ -191,8 +190,6 @@ def test_freed_heap_memory_is_held_until_a_trim(env: dict[str, str], held: bool)
         "a = np.ones(20_000_000 // 8); r1 = m.resident_bytes(); del a; r2 = m.resident_bytes(); "
         "m.trim(force=True); r3 = m.resident_bytes(); print(r1 - r2 < 5_000_000, r2 - r3 > 15_000_000)"
     )
-    clean = {k: v for k, v in os.environ.items()
-             if k not in ("SENSORIUM_MALLOC_TUNE", "MALLOC_MMAP_THRESHOLD_", "SENSORIUM_MALLOC_LEAN_MB")}
-    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, check=True)
+    out = _python(code, env)
     # held: the free kept the pages and the trim gave them back; else the free gave them back
     assert out.stdout.split() == ([str(True), str(True)] if held else [str(False), str(False)])
